@@ -1,0 +1,517 @@
+"""The saga state machine: ``decide(definition, state, event, now) -> Decision``.
+
+Pure: no I/O, no clock, no randomness, and no exception escapes (an internal
+error becomes ``Decision.error``). The rules it keeps:
+
+- steps run in order; compensation undoes the steps that succeeded, newest first;
+- once compensation begins no forward step is driven; late replies are recorded,
+  and a late *success* of a step whose outcome was unknown queues its undo;
+- a duplicate, stale or late event changes nothing (``Decision.changed`` is False);
+- completed and compensated instances absorb every event;
+- a compensation that cannot succeed parks the instance for an operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from saga.core.commands import (
+    CancelTimer,
+    Command,
+    Finished,
+    Parked,
+    PublishEvent,
+    ScheduleTimer,
+)
+from saga.core.events import (
+    CompensationFailed,
+    CompensationSucceeded,
+    Event,
+    OperatorAbort,
+    OperatorResume,
+    OperatorRetry,
+    SagaTriggered,
+    StepFailed,
+    StepSucceeded,
+    Timer,
+    TimerFired,
+    TimerKind,
+)
+from saga.core.state import (
+    CompensationStatus,
+    HistoryEntry,
+    InstanceState,
+    Outcome,
+    Status,
+    StepState,
+    StepStatus,
+)
+from saga.definition.expressions import render
+from saga.definition.model import Publish, RetryPolicy, SagaDefinition, Step
+from saga.protocol import (
+    HEADER_ATTEMPT,
+    HEADER_KIND,
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    HEADER_STEP,
+    KIND_COMPENSATION,
+    KIND_STEP,
+)
+
+UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT, StepStatus.PENDING)
+IN_FLIGHT = (StepStatus.ACTIVE, StepStatus.RETRY_WAIT)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The new state (``None`` only when there is still no instance) and what to do."""
+
+    state: InstanceState | None
+    commands: list[Command] = field(default_factory=list)
+    changed: bool = False
+    """False when the event was a no-op: nothing to persist."""
+    note: str | None = None
+    """Why nothing happened (duplicate, stale, refused operator action)."""
+    error: str | None = None
+    """An internal error; the state is unchanged."""
+
+
+def decide(
+    definition: SagaDefinition, state: InstanceState | None, event: Event, now: datetime
+) -> Decision:
+    """Apply one event to one instance."""
+    try:
+        if state is None:
+            if isinstance(event, SagaTriggered):
+                return _Transition.start(definition, event, now)
+            return Decision(None, note="no such instance")
+        if isinstance(event, SagaTriggered):
+            return Decision(state, note="instance already exists")
+        if state.status.terminal:
+            return Decision(state, note=f"instance is {state.status.value}")
+        return _Transition(definition, state, now).apply(event)
+    except Exception as exc:  # the core never raises: an error is a result
+        return Decision(state, error=f"{type(exc).__name__}: {exc}")
+
+
+class _Transition:
+    """One decision in progress: a working copy of the state and the commands so far."""
+
+    def __init__(self, definition: SagaDefinition, state: InstanceState, now: datetime) -> None:
+        self.definition = definition
+        self.state = state.model_copy(deep=True)
+        self.now = now
+        self.commands: list[Command] = []
+
+    # -- entry points -------------------------------------------------------
+
+    @classmethod
+    def start(cls, definition: SagaDefinition, event: SagaTriggered, now: datetime) -> Decision:
+        state = InstanceState(
+            saga_id=event.saga_id,
+            saga_name=definition.name,
+            saga_version=definition.version,
+            started_at=now,
+            updated_at=now,
+            steps={s.name: StepState() for s in definition.steps},
+        )
+        state.context["trigger"] = _kept(event.data, definition.trigger.keep)
+        t = cls(definition, state, now)
+        t.record("saga.started")
+        if definition.deadline is not None:
+            t.schedule(Timer(TimerKind.DEADLINE), now + definition.deadline)
+        t.advance()
+        return t.done()
+
+    def apply(self, event: Event) -> Decision:
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            return Decision(self.state, note=f"unexpected event {type(event).__name__}")
+        note = handler(self, event)
+        if note is not None:
+            return Decision(self.state, note=note)
+        return self.done()
+
+    def done(self) -> Decision:
+        self.state.updated_at = self.now
+        return Decision(self.state, self.commands, changed=True)
+
+    # -- helpers ------------------------------------------------------------
+
+    def record(self, event: str, step: str | None = None, attempt: int | None = None,
+               detail: str | None = None) -> None:
+        self.state.history.append(
+            HistoryEntry(at=self.now, event=event, step=step, attempt=attempt, detail=detail)
+        )
+
+    def schedule(self, timer: Timer, at: datetime) -> None:
+        self.commands.append(ScheduleTimer(timer, at))
+
+    def cancel(self, timer: Timer) -> None:
+        self.commands.append(CancelTimer(timer))
+
+    def step_def(self, name: str) -> Step:
+        return self.definition.step(name)
+
+    def publish(self, spec: Publish, step: str, attempt: int, kind: str) -> None:
+        data = {} if spec.data is None else render(spec.data, self.state.template_context())
+        sid = self.state.saga_id
+        headers = {
+            HEADER_SAGA_ID: sid,
+            HEADER_SAGA_NAME: self.definition.name,
+            HEADER_STEP: step,
+            HEADER_ATTEMPT: str(attempt),
+            HEADER_KIND: kind,
+        }
+        msg_id = f"{self.definition.name}:{sid}:{step}:{kind}:{attempt}"
+        self.commands.append(PublishEvent(spec.event, data, headers, msg_id))
+
+    def cancel_step_timers(self, name: str, s: StepState) -> None:
+        if s.status is StepStatus.ACTIVE and self.step_def(name).timeout is not None:
+            self.cancel(Timer(TimerKind.STEP_TIMEOUT, name, s.attempt))
+        if s.status is StepStatus.RETRY_WAIT:
+            self.cancel(Timer(TimerKind.STEP_RETRY, name, s.attempt))
+
+    def cancel_compensation_timers(self, name: str, s: StepState) -> None:
+        comp = self.step_def(name).compensate
+        if s.compensation is CompensationStatus.ACTIVE and comp and comp.timeout is not None:
+            self.cancel(Timer(TimerKind.COMPENSATION_TIMEOUT, name, s.compensation_attempt))
+        if s.compensation is CompensationStatus.RETRY_WAIT:
+            self.cancel(Timer(TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt))
+
+    def finish(self, status: Status) -> None:
+        self.state.status = status
+        self.state.finished_at = self.now
+        if status is Status.COMPLETED and self.definition.deadline is not None:
+            self.cancel(Timer(TimerKind.DEADLINE))
+        self.record(f"saga.{status.value}")
+        self.commands.append(Finished(status.value))
+
+    # -- forward ------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Start the next pending step, or complete the saga when none is left."""
+        for step in self.definition.steps:
+            s = self.state.steps[step.name]
+            if s.status is StepStatus.SUCCEEDED:
+                continue
+            if s.status is StepStatus.PENDING:
+                self.start_step(step, s)
+            return
+        self.finish(Status.COMPLETED)
+
+    def start_step(self, step: Step, s: StepState) -> None:
+        s.status = StepStatus.ACTIVE
+        s.started_at = self.now
+        early, s.early = s.early, None
+        self.drive(step, s, attempt=1)
+        if early is not None:
+            self.record("step.early-reply-applied", step.name)
+            if early.succeeded:
+                self.step_succeeded(StepSucceeded(step.name, early.data))
+            else:
+                self.step_failed(StepFailed(step.name, early.reason or "failed", early.data))
+
+    def drive(self, step: Step, s: StepState, attempt: int) -> None:
+        s.status = StepStatus.ACTIVE
+        s.attempt = attempt
+        self.record("step.started" if attempt == 1 else "step.retried", step.name, attempt)
+        if step.publish is not None:
+            self.publish(step.publish, step.name, attempt, KIND_STEP)
+        if step.timeout is not None:
+            self.schedule(Timer(TimerKind.STEP_TIMEOUT, step.name, attempt), self.now + step.timeout)
+
+    def wait_to_retry(self, step: str, s: StepState, policy: RetryPolicy, why: str) -> None:
+        self.cancel_step_timers(step, s)
+        s.status = StepStatus.RETRY_WAIT
+        self.record("step.retry-scheduled", step, s.attempt, why)
+        timer = Timer(TimerKind.STEP_RETRY, step, s.attempt)
+        self.schedule(timer, self.now + policy.delay(s.attempt))
+
+    def step_succeeded(self, event: StepSucceeded) -> str | None:
+        s = self.state.steps.get(event.step)
+        if s is None:
+            return f"unknown step {event.step!r}"
+        step = self.step_def(event.step)
+        if self.state.status is Status.RUNNING:
+            if s.status in IN_FLIGHT:
+                self.cancel_step_timers(event.step, s)
+                self.mark_succeeded(step, s, event.data)
+                self.advance()
+                return None
+            if s.status is StepStatus.PENDING and not step.driven and s.early is None:
+                s.early = Outcome(succeeded=True, data=event.data)
+                self.record("step.early-reply", event.step, detail="success")
+                return None
+            return f"step {event.step!r} is {s.status.value}: duplicate or stray reply"
+        if s.status in UNKNOWN_OUTCOME:
+            self.mark_succeeded(step, s, event.data)
+            self.record("step.late-success", event.step)
+            if step.compensate is not None:
+                self.queue_next(step.name)
+            return None
+        return f"step {event.step!r} is {s.status.value}: late reply ignored"
+
+    def mark_succeeded(self, step: Step, s: StepState, data: dict[str, Any]) -> None:
+        s.status = StepStatus.SUCCEEDED
+        s.finished_at = self.now
+        self.state.context["steps"][step.name] = _kept(data, step.keep)
+        self.state.completed.append(step.name)
+        self.record("step.succeeded", step.name, s.attempt)
+
+    def step_failed(self, event: StepFailed) -> str | None:
+        s = self.state.steps.get(event.step)
+        if s is None:
+            return f"unknown step {event.step!r}"
+        step = self.step_def(event.step)
+        if self.state.status is Status.RUNNING:
+            if s.status is StepStatus.ACTIVE:
+                policy = step.retry
+                if policy and policy.on_failure and s.attempt < policy.attempts:
+                    self.wait_to_retry(event.step, s, policy, f"failed: {event.reason}")
+                    return None
+                self.cancel_step_timers(event.step, s)
+                s.status, s.reason, s.finished_at = StepStatus.FAILED, event.reason, self.now
+                self.record("step.failed", event.step, s.attempt, event.reason)
+                self.begin_compensation(event.step, event.reason)
+                return None
+            if s.status is StepStatus.PENDING and not step.driven and s.early is None:
+                s.early = Outcome(succeeded=False, data=event.data, reason=event.reason)
+                self.record("step.early-reply", event.step, detail=f"failure: {event.reason}")
+                return None
+            return f"step {event.step!r} is {s.status.value}: duplicate or stray reply"
+        if s.status in (StepStatus.ABANDONED, StepStatus.TIMED_OUT):
+            s.status, s.reason = StepStatus.FAILED, event.reason
+            self.record("step.late-failure", event.step, detail=event.reason)
+            return None
+        return f"step {event.step!r} is {s.status.value}: late reply ignored"
+
+    # -- timers ---------------------------------------------------------------
+
+    def timer_fired(self, event: TimerFired) -> str | None:
+        timer = event.timer
+        if timer.kind is TimerKind.DEADLINE:
+            if self.state.status is not Status.RUNNING:
+                return "deadline passed after the forward path ended"
+            self.abandon_in_flight()
+            self.record("saga.deadline-exceeded")
+            self.begin_compensation(None, "deadline exceeded")
+            return None
+        s = self.state.steps.get(timer.step or "")
+        if s is None or timer.step is None:
+            return f"timer for unknown step {timer.step!r}"
+        if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY):
+            return self.step_timer(timer, timer.step, s)
+        return self.compensation_timer(timer, timer.step, s)
+
+    def step_timer(self, timer: Timer, name: str, s: StepState) -> str | None:
+        if self.state.status is not Status.RUNNING or timer.attempt != s.attempt:
+            return "stale timer"
+        step = self.step_def(name)
+        if timer.kind is TimerKind.STEP_TIMEOUT and s.status is StepStatus.ACTIVE:
+            policy = step.retry
+            if policy and step.driven and s.attempt < policy.attempts:
+                self.wait_to_retry(name, s, policy, "timed out")
+                return None
+            s.status, s.finished_at = StepStatus.TIMED_OUT, self.now
+            s.reason = f"timed out after {s.attempt} attempt(s)"
+            self.record("step.timed-out", name, s.attempt)
+            self.begin_compensation(name, s.reason)
+            return None
+        if timer.kind is TimerKind.STEP_RETRY and s.status is StepStatus.RETRY_WAIT:
+            self.drive(step, s, s.attempt + 1)
+            return None
+        return "stale timer"
+
+    def compensation_timer(self, timer: Timer, name: str, s: StepState) -> str | None:
+        queue = self.state.compensation_queue
+        current = queue[0] if queue else None
+        if (self.state.status is not Status.COMPENSATING or current != name
+                or timer.attempt != s.compensation_attempt):
+            return "stale timer"
+        comp = self.step_def(name).compensate
+        assert comp is not None
+        if timer.kind is TimerKind.COMPENSATION_TIMEOUT and s.compensation is CompensationStatus.ACTIVE:
+            policy = comp.retry
+            if policy and s.compensation_attempt < policy.attempts:
+                self.compensation_wait(name, s, policy, "timed out")
+                return None
+            self.park(name, s, f"compensation timed out after {s.compensation_attempt} attempt(s)")
+            return None
+        if (timer.kind is TimerKind.COMPENSATION_RETRY
+                and s.compensation is CompensationStatus.RETRY_WAIT):
+            self.drive_compensation(name, s, s.compensation_attempt + 1)
+            return None
+        return "stale timer"
+
+    # -- compensation ---------------------------------------------------------
+
+    def abandon_in_flight(self) -> None:
+        for name, s in self.state.steps.items():
+            if s.status in IN_FLIGHT:
+                self.cancel_step_timers(name, s)
+                s.status = StepStatus.ABANDONED
+                self.record("step.abandoned", name, s.attempt)
+
+    def begin_compensation(self, step: str | None, reason: str) -> None:
+        self.state.status = Status.COMPENSATING
+        self.state.failure_step, self.state.failure_reason = step, reason
+        if self.definition.deadline is not None:
+            self.cancel(Timer(TimerKind.DEADLINE))
+        self.record("saga.compensating", step, detail=reason)
+        for name, s in self.state.steps.items():
+            if s.status is StepStatus.PENDING and s.early is not None and s.early.succeeded:
+                self.mark_succeeded(self.step_def(name), s, s.early.data)
+                s.early = None
+        queue = [n for n in reversed(self.state.completed) if self.step_def(n).compensate]
+        for name in queue:
+            self.state.steps[name].compensation = CompensationStatus.QUEUED
+        self.state.compensation_queue = queue
+        self.next_compensation()
+
+    def queue_next(self, name: str) -> None:
+        """Put a late-succeeded step's undo right after the one in progress."""
+        queue = self.state.compensation_queue
+        self.state.steps[name].compensation = CompensationStatus.QUEUED
+        queue.insert(1 if queue else 0, name)
+        if len(queue) == 1 and self.state.status is Status.COMPENSATING:
+            self.next_compensation()
+
+    def next_compensation(self) -> None:
+        queue = self.state.compensation_queue
+        while queue:
+            name = queue[0]
+            s = self.state.steps[name]
+            s.compensation_started_at = self.now
+            self.drive_compensation(name, s, 1)
+            if s.compensation is not CompensationStatus.DONE:
+                return
+            queue.pop(0)
+        self.finish(Status.COMPENSATED)
+
+    def drive_compensation(self, name: str, s: StepState, attempt: int) -> None:
+        comp = self.step_def(name).compensate
+        assert comp is not None
+        s.compensation = CompensationStatus.ACTIVE
+        s.compensation_attempt = attempt
+        self.record("compensation.started" if attempt == 1 else "compensation.retried", name, attempt)
+        self.publish(comp.publish, name, attempt, KIND_COMPENSATION)
+        if comp.success is None:
+            s.compensation = CompensationStatus.DONE
+            s.compensation_finished_at = self.now
+            self.record("compensation.sent", name, attempt)
+        elif comp.timeout is not None:
+            timer = Timer(TimerKind.COMPENSATION_TIMEOUT, name, attempt)
+            self.schedule(timer, self.now + comp.timeout)
+
+    def compensation_wait(self, name: str, s: StepState, policy: RetryPolicy, why: str) -> None:
+        self.cancel_compensation_timers(name, s)
+        s.compensation = CompensationStatus.RETRY_WAIT
+        self.record("compensation.retry-scheduled", name, s.compensation_attempt, why)
+        timer = Timer(TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt)
+        self.schedule(timer, self.now + policy.delay(s.compensation_attempt))
+
+    def park(self, name: str, s: StepState, reason: str) -> None:
+        self.cancel_compensation_timers(name, s)
+        s.compensation, s.compensation_reason = CompensationStatus.FAILED, reason
+        self.state.status = Status.PARKED
+        self.record("saga.parked", name, s.compensation_attempt, reason)
+        self.commands.append(Parked(name, reason))
+
+    def current_compensation(self, name: str) -> StepState | None:
+        queue = self.state.compensation_queue
+        if queue and queue[0] == name:
+            return self.state.steps[name]
+        return None
+
+    def compensation_succeeded(self, event: CompensationSucceeded) -> str | None:
+        s = self.current_compensation(event.step)
+        active = (CompensationStatus.ACTIVE, CompensationStatus.RETRY_WAIT, CompensationStatus.FAILED)
+        if s is None or s.compensation not in active:
+            return f"no compensation of {event.step!r} in progress: duplicate or stray confirmation"
+        self.cancel_compensation_timers(event.step, s)
+        s.compensation, s.compensation_finished_at = CompensationStatus.DONE, self.now
+        self.record("compensation.succeeded", event.step, s.compensation_attempt)
+        self.state.status = Status.COMPENSATING
+        self.state.compensation_queue.pop(0)
+        self.next_compensation()
+        return None
+
+    def compensation_failed(self, event: CompensationFailed) -> str | None:
+        s = self.current_compensation(event.step)
+        if s is None or s.compensation is not CompensationStatus.ACTIVE:
+            return f"no compensation of {event.step!r} in progress: duplicate or stray failure"
+        self.record("compensation.failed", event.step, s.compensation_attempt, event.reason)
+        comp = self.step_def(event.step).compensate
+        policy = comp.retry if comp else None
+        if policy and policy.on_failure and s.compensation_attempt < policy.attempts:
+            self.compensation_wait(event.step, s, policy, f"failed: {event.reason}")
+        else:
+            self.park(event.step, s, event.reason)
+        return None
+
+    # -- operator -------------------------------------------------------------
+
+    def operator_abort(self, event: OperatorAbort) -> str | None:
+        if self.state.status is not Status.RUNNING:
+            return f"cannot abort: instance is {self.state.status.value}"
+        self.abandon_in_flight()
+        self.record("operator.abort", detail=event.reason)
+        self.begin_compensation(None, event.reason)
+        return None
+
+    def operator_retry(self, _: OperatorRetry) -> str | None:
+        if self.state.status is Status.PARKED:
+            name = self.state.compensation_queue[0]
+            s = self.state.steps[name]
+            self.state.status = Status.COMPENSATING
+            self.record("operator.retry", name)
+            self.drive_compensation(name, s, s.compensation_attempt + 1)
+            if s.compensation is CompensationStatus.DONE:
+                self.state.compensation_queue.pop(0)
+                self.next_compensation()
+            return None
+        if self.state.status is Status.RUNNING:
+            for step in self.definition.steps:
+                s = self.state.steps[step.name]
+                if s.status in IN_FLIGHT:
+                    if not step.driven:
+                        return f"cannot retry: step {step.name!r} is observed, the engine does not drive it"
+                    self.cancel_step_timers(step.name, s)
+                    self.record("operator.retry", step.name)
+                    self.drive(step, s, s.attempt + 1)
+                    return None
+        return f"cannot retry: instance is {self.state.status.value} with nothing to re-drive"
+
+    def operator_resume(self, _: OperatorResume) -> str | None:
+        if self.state.status is not Status.PARKED:
+            return f"cannot resume: instance is {self.state.status.value}, not parked"
+        name = self.state.compensation_queue.pop(0)
+        s = self.state.steps[name]
+        s.compensation, s.compensation_finished_at = CompensationStatus.RESOLVED, self.now
+        self.state.status = Status.COMPENSATING
+        self.record("operator.resume", name)
+        self.next_compensation()
+        return None
+
+
+_HANDLERS: dict[type, Any] = {
+    StepSucceeded: _Transition.step_succeeded,
+    StepFailed: _Transition.step_failed,
+    TimerFired: _Transition.timer_fired,
+    CompensationSucceeded: _Transition.compensation_succeeded,
+    CompensationFailed: _Transition.compensation_failed,
+    OperatorAbort: _Transition.operator_abort,
+    OperatorRetry: _Transition.operator_retry,
+    OperatorResume: _Transition.operator_resume,
+}
+
+
+def _kept(data: dict[str, Any], keep: list[str] | None) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {}
+    if keep is None:
+        return dict(data)
+    return {k: data[k] for k in keep if k in data}

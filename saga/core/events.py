@@ -1,0 +1,123 @@
+"""What can happen to a saga instance: the inputs of :func:`saga.core.decide`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from saga.definition.model import SagaDefinition
+
+
+class TimerKind(StrEnum):
+    STEP_TIMEOUT = "step-timeout"
+    STEP_RETRY = "step-retry"
+    COMPENSATION_TIMEOUT = "compensation-timeout"
+    COMPENSATION_RETRY = "compensation-retry"
+    DEADLINE = "deadline"
+
+
+@dataclass(frozen=True)
+class Timer:
+    """Identity of a timer inside one instance; stale timers (older attempt) are no-ops."""
+
+    kind: TimerKind
+    step: str | None = None
+    attempt: int = 1
+
+    @property
+    def key(self) -> str:
+        """Unique within an instance, made of subject-safe tokens."""
+        return f"{self.kind.value}.{self.step or '_'}.{self.attempt}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Timer:
+        """Inverse of :attr:`key`; raises ``ValueError`` on a malformed key."""
+        kind, step, attempt = key.split(".")
+        return cls(TimerKind(kind), None if step == "_" else step, int(attempt))
+
+
+@dataclass(frozen=True)
+class SagaTriggered:
+    saga_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepSucceeded:
+    step: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    step: str
+    reason: str = "failed"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompensationSucceeded:
+    step: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompensationFailed:
+    step: str
+    reason: str = "failed"
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    timer: Timer
+
+
+@dataclass(frozen=True)
+class OperatorAbort:
+    reason: str = "aborted by operator"
+
+
+@dataclass(frozen=True)
+class OperatorRetry:
+    """Re-drive the current step, or the compensation that parked the instance."""
+
+
+@dataclass(frozen=True)
+class OperatorResume:
+    """Mark the parked compensation as resolved by hand and go on compensating."""
+
+
+Event = (
+    SagaTriggered
+    | StepSucceeded
+    | StepFailed
+    | CompensationSucceeded
+    | CompensationFailed
+    | TimerFired
+    | OperatorAbort
+    | OperatorRetry
+    | OperatorResume
+)
+
+
+def classify(
+    definition: SagaDefinition, subject: str, payload: dict[str, Any], saga_id: str
+) -> Event | None:
+    """Turn a consumed message into a typed event by its subject; ``None`` when it means nothing here."""
+    if subject == definition.trigger.event:
+        return SagaTriggered(saga_id, payload)
+    reason = payload.get("reason")
+    reason_text = str(reason) if reason is not None else "failed"
+    for step in definition.steps:
+        if subject in step.success:
+            return StepSucceeded(step.name, payload)
+        if subject in step.failure:
+            return StepFailed(step.name, reason_text, payload)
+        comp = step.compensate
+        if comp is not None:
+            if subject in (comp.success or ()):
+                return CompensationSucceeded(step.name, payload)
+            if subject in (comp.failure or ()):
+                return CompensationFailed(step.name, reason_text)
+    return None

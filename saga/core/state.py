@@ -1,0 +1,100 @@
+"""The durable state of one saga instance: plain data, serialised as JSON by the store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    PARKED = "parked"
+    """A compensation could not succeed; waits for an operator (retry or resume)."""
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.COMPLETED, Status.COMPENSATED)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    RETRY_WAIT = "retry-wait"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed-out"
+    ABANDONED = "abandoned"
+    """Was in flight when compensation began; its outcome is unknown until a late reply."""
+
+
+class CompensationStatus(StrEnum):
+    NONE = "none"
+    QUEUED = "queued"
+    ACTIVE = "active"
+    RETRY_WAIT = "retry-wait"
+    DONE = "done"
+    FAILED = "failed"
+    RESOLVED = "resolved"
+    """Marked done by an operator (``saga resume``)."""
+
+
+class Outcome(BaseModel):
+    """An observed step's reply that arrived before the step began (held until it does)."""
+
+    succeeded: bool
+    data: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+
+
+class StepState(BaseModel):
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    early: Outcome | None = None
+    compensation: CompensationStatus = CompensationStatus.NONE
+    compensation_attempt: int = 0
+    compensation_started_at: datetime | None = None
+    compensation_finished_at: datetime | None = None
+    compensation_reason: str | None = None
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    event: str
+    step: str | None = None
+    attempt: int | None = None
+    detail: str | None = None
+
+
+class InstanceState(BaseModel):
+    saga_id: str
+    saga_name: str
+    saga_version: int
+    status: Status = Status.RUNNING
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    context: dict[str, Any] = Field(default_factory=lambda: {"trigger": {}, "steps": {}})
+    """Kept payload fields: ``trigger`` and ``steps.<name>``, read by payload templates."""
+    steps: dict[str, StepState] = Field(default_factory=dict)
+    completed: list[str] = Field(default_factory=list)
+    """Steps in the order they succeeded: compensation runs this backwards."""
+    compensation_queue: list[str] = Field(default_factory=list)
+    """Steps still to compensate; the first is the one being compensated."""
+    failure_step: str | None = None
+    failure_reason: str | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+
+    def template_context(self) -> dict[str, Any]:
+        saga = {"id": self.saga_id, "name": self.saga_name, "version": self.saga_version}
+        return {"saga": saga, **self.context}

@@ -1,0 +1,203 @@
+"""The DSL v1 as frozen pydantic models: what a definition file may say, and nothing else.
+
+Unknown keys are refused (``extra="forbid"``) so a typo is an error, not a silent default.
+Cross-field rules (names, subjects, references) live in :mod:`saga.definition.checks`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from saga.definition.duration import Duration
+from saga.definition.expressions import check_template
+
+SUBJECT_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+STEP_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+SAGA_NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
+FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+DEFAULT_ID_HEADER = "Saga-Id"
+
+Subject = Annotated[
+    str,
+    Field(
+        pattern=SUBJECT_PATTERN,
+        description="A literal NATS subject (tokens of letters, digits, '-' and '_', no wildcards).",
+    ),
+]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _validate_template(value: Any) -> Any:
+    problems = check_template(value)
+    if problems:
+        raise ValueError("; ".join(f"{p}: {m}" if p else m for p, m in problems))
+    return value
+
+
+Subjects = Annotated[
+    tuple[Subject, ...],
+    BeforeValidator(_as_list),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": SUBJECT_PATTERN},
+                {"type": "array", "items": {"type": "string", "pattern": SUBJECT_PATTERN}},
+            ],
+            "description": "One subject or a list of subjects.",
+        }
+    ),
+]
+
+_EXPRESSION_SCHEMA = {"type": "string", "description": "A JMESPath expression over the context."}
+_TEMPLATE_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        _EXPRESSION_SCHEMA,
+        {
+            "type": "object",
+            "additionalProperties": {"anyOf": [_EXPRESSION_SCHEMA, {"type": "object"}]},
+            "description": "A payload whose leaves are JMESPath expressions.",
+        },
+    ]
+}
+
+Template = Annotated[
+    Any,
+    AfterValidator(_validate_template),
+    WithJsonSchema(_TEMPLATE_SCHEMA),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class SagaIdSource(_Model):
+    """Where an event carries the saga id: a header, or a JMESPath over the JSON payload."""
+
+    header: str | None = None
+    """Header name holding the id (default ``Saga-Id``)."""
+    field: str | None = None
+    """JMESPath over the trigger payload, e.g. ``order_id``."""
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.header is not None and self.field is not None:
+            raise ValueError("give either 'header' or 'field', not both")
+        if self.field is not None:
+            _validate_template(self.field)
+
+    @property
+    def header_name(self) -> str:
+        return self.header or DEFAULT_ID_HEADER
+
+
+class Trigger(_Model):
+    """The event that starts an instance."""
+
+    event: Subject
+    """Subject whose messages start a new instance."""
+    id: SagaIdSource = SagaIdSource()
+    """Where the saga id comes from; a fresh id is generated when the message has none."""
+    keep: list[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]] | None = None
+    """Payload fields kept in the context as ``trigger.<field>``; all fields when absent."""
+
+
+class RetryPolicy(_Model):
+    """How a driven step or a compensation is re-published when it gets no (good) answer."""
+
+    attempts: int = Field(3, ge=1, le=100)
+    """Total attempts, the first one included."""
+    backoff: Duration = timedelta(seconds=1)
+    """Wait before the second attempt."""
+    multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    """Each further wait is the previous one times this."""
+    max_backoff: Duration = timedelta(seconds=30)
+    """Upper bound of any wait."""
+    on_failure: bool = False
+    """Also retry when a failure event arrives (by default only timeouts are retried)."""
+
+    def delay(self, failed_attempt: int) -> timedelta:
+        """The wait after attempt ``failed_attempt`` (1-based) before the next one."""
+        raw = self.backoff * (self.multiplier ** (failed_attempt - 1))
+        return min(raw, self.max_backoff)
+
+
+class Publish(_Model):
+    """An event the engine publishes: its subject and a payload template."""
+
+    event: Subject
+    data: Template | None = None
+    """A JMESPath expression, or a mapping whose leaves are expressions; ``{}`` when absent."""
+
+
+class Compensation(_Model):
+    """How to undo a step that succeeded."""
+
+    publish: Publish
+    success: Subjects | None = None
+    """Event(s) confirming the undo; without it the compensation is fire-and-forget."""
+    failure: Subjects | None = None
+    """Event(s) saying the undo failed (retried, then the instance is parked)."""
+    timeout: Duration | None = None
+    """How long to wait for the confirmation (needs ``success``)."""
+    retry: RetryPolicy | None = None
+    """Re-publish the undo after a timeout or failure (needs ``success``)."""
+
+
+class Step(_Model):
+    """One step: driven (``publish`` given) or observed (a service starts it on its own)."""
+
+    name: Annotated[str, Field(pattern=STEP_NAME_PATTERN)]
+    """Unique name, usable in expressions as ``steps.<name>``."""
+    publish: Publish | None = None
+    """The command the engine publishes to start the step; absent for an observed step."""
+    success: Subjects
+    """Event(s) meaning the step succeeded."""
+    failure: Subjects = ()
+    """Event(s) meaning the step failed."""
+    keep: list[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]] | None = None
+    """Success payload fields kept as ``steps.<name>.<field>``; all fields when absent."""
+    timeout: Duration | None = None
+    """How long to wait for success or failure after the step starts (per attempt)."""
+    retry: RetryPolicy | None = None
+    """Retry policy of a driven step."""
+    compensate: Compensation | None = None
+    """How to undo this step when a later one fails."""
+
+    @property
+    def driven(self) -> bool:
+        return self.publish is not None
+
+
+class SagaDefinition(_Model):
+    """One saga: its trigger and its ordered steps."""
+
+    name: Annotated[str, Field(pattern=SAGA_NAME_PATTERN)]
+    version: int = Field(1, ge=1)
+    description: str = ""
+    trigger: Trigger
+    deadline: Duration | None = None
+    """The whole saga must complete within this, or it is compensated."""
+    steps: list[Step] = Field(min_length=1)
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def index(self, name: str) -> int:
+        return [s.name for s in self.steps].index(name)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a definition file, for editors (yaml-language-server) and tools."""
+    schema = SagaDefinition.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Saga definition (DSL v1)"
+    return schema

@@ -1,0 +1,17 @@
+"""Names on the wire shared by the engine, the participant SDK and other-language services.
+
+Documented in ``docs/protocol.md``; change nothing here without changing that page.
+"""
+
+from __future__ import annotations
+
+HEADER_SAGA_ID = "Saga-Id"
+HEADER_SAGA_NAME = "Saga-Name"
+HEADER_STEP = "Saga-Step"
+HEADER_ATTEMPT = "Saga-Attempt"
+HEADER_KIND = "Saga-Kind"
+"""``step`` for a step command, ``compensation`` for an undo command."""
+HEADER_MSG_ID = "Nats-Msg-Id"
+
+KIND_STEP = "step"
+KIND_COMPENSATION = "compensation"
