@@ -1,0 +1,72 @@
+"""How to reach NATS: URL and authentication, as one frozen settings model."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+
+class NatsSettings(BaseModel):
+    """Connection settings; every secret is a ``SecretStr`` so it never reaches a log."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    url: str = "nats://127.0.0.1:4222"
+    """One URL or several separated by commas."""
+    name: str = "saga"
+    """Client name shown in the server's connection list."""
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    nkey_seed_file: Path | None = None
+    """File holding an NKey seed (``SU...``)."""
+    creds_file: Path | None = None
+    """A ``.creds`` file (JWT + NKey seed)."""
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    """Client certificate (with ``tls_key_file``) for mutual TLS."""
+    tls_key_file: Path | None = None
+    connect_timeout: float = 5.0
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`nats.connect`."""
+        opts: dict[str, Any] = {
+            "servers": [u.strip() for u in self.url.split(",") if u.strip()],
+            "name": self.name,
+            "connect_timeout": self.connect_timeout,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+        }
+        if self.user is not None:
+            opts["user"] = self.user
+            opts["password"] = self.password.get_secret_value() if self.password else None
+        if self.token is not None:
+            opts["token"] = self.token.get_secret_value()
+        if self.nkey_seed_file is not None:
+            opts["nkeys_seed"] = str(self.nkey_seed_file)
+        if self.creds_file is not None:
+            opts["user_credentials"] = str(self.creds_file)
+        tls = self.tls_context()
+        if tls is not None:
+            opts["tls"] = tls
+        return opts
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not (self.tls_ca_file or self.tls_cert_file or self.url.startswith("tls://")):
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.tls_ca_file) if self.tls_ca_file else None
+        )
+        if self.tls_cert_file is not None:
+            key = str(self.tls_key_file) if self.tls_key_file else None
+            context.load_cert_chain(str(self.tls_cert_file), key)
+        return context
+
+
+async def connect(settings: NatsSettings) -> Client:
+    return await nats.connect(**settings.options())

@@ -1,0 +1,154 @@
+"""Create (idempotently) the streams, consumers and bucket the engine needs.
+
+Settings are explicit here because they are promises: how long a crashed engine's
+unacked messages take to come back, how long a republish is deduplicated, how
+often a poison message is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from saga.errors import ProvisioningError
+from saga.nats.topology import (
+    DLQ_PREFIX,
+    STATUS_PREFIX,
+    TIMER_FIRE_PREFIX,
+    TIMER_SCHEDULE_PREFIX,
+    Topology,
+)
+
+log = logging.getLogger("saga.provision")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Durability and delivery settings shared by the engine's streams and consumers."""
+
+    replicas: int = 1
+    """Stream and bucket replicas (3 on a 3-node cluster)."""
+    storage: StorageType = StorageType.FILE
+    duplicate_window: float = 120.0
+    """Seconds during which a republished ``Nats-Msg-Id`` is dropped by the server."""
+    events_max_age: float = 7 * 24 * 3600.0
+    """Seconds saga events are kept (every consumer has long read them by then)."""
+    dlq_max_age: float = 30 * 24 * 3600.0
+    ack_wait_backoff: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 30.0)
+    """Redelivery delays of an unacked message; the first is how fast a crashed
+    engine's in-flight messages come back (2 s, not the 30 s default)."""
+    max_deliver: int = 10
+    """Deliveries before a message is given up (then dead-lettered by its handler)."""
+    max_ack_pending: int = 2000
+
+
+@dataclass
+class Provisioned:
+    instances: KeyValue
+    subjects: list[str] = field(default_factory=list)
+
+
+async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
+    """Create the stream, or add our subjects to an existing one; refuse a conflicting one."""
+    assert wanted.name is not None
+    try:
+        info = await js.stream_info(wanted.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(wanted)
+        except BadRequestError as exc:
+            raise ProvisioningError(f"cannot create stream {wanted.name}: {exc.description}") from exc
+        log.info("created stream %s", wanted.name)
+        return
+    have = info.config
+    for attr in ("retention", "storage", "allow_msg_schedules"):
+        want_value, have_value = getattr(wanted, attr), getattr(have, attr)
+        if want_value is not None and bool(want_value) != bool(have_value) and want_value != have_value:
+            raise ProvisioningError(
+                f"stream {wanted.name} exists with {attr}={have_value!r}, we need {want_value!r}; "
+                "delete it or configure other stream names"
+            )
+    missing = [s for s in wanted.subjects or [] if s not in (have.subjects or [])]
+    if missing:
+        have.subjects = [*(have.subjects or []), *missing]
+        try:
+            await js.update_stream(have)
+        except BadRequestError as exc:
+            raise ProvisioningError(
+                f"cannot add subjects {missing} to stream {wanted.name}: {exc.description}"
+            ) from exc
+        log.info("stream %s now also captures %s", wanted.name, missing)
+
+
+async def ensure_consumer(
+    js: JetStreamContext, stream: str, name: str, subjects: list[str], settings: StreamSettings
+) -> None:
+    """A durable pull consumer; its filter follows the definitions (the ack floor is kept)."""
+    config = ConsumerConfig(
+        durable_name=name,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        backoff=list(settings.ack_wait_backoff),
+        max_deliver=settings.max_deliver,
+        max_ack_pending=settings.max_ack_pending,
+        filter_subjects=sorted(set(subjects)) if len(set(subjects)) > 1 else None,
+        filter_subject=subjects[0] if len(set(subjects)) == 1 else None,
+        num_replicas=settings.replicas if settings.replicas > 1 else None,
+    )
+    try:
+        await js.add_consumer(stream, config)
+    except BadRequestError as exc:
+        raise ProvisioningError(f"cannot create consumer {name} on {stream}: {exc.description}") from exc
+
+
+async def provision_engine(
+    js: JetStreamContext,
+    topology: Topology,
+    settings: StreamSettings,
+    listened: Iterable[str],
+    published: Iterable[str],
+) -> Provisioned:
+    """Everything the engine needs; safe to call on every start and from every replica."""
+    listened = sorted(set(listened))
+    subjects = sorted({*listened, *published, f"{STATUS_PREFIX}.>"})
+    common = {"num_replicas": settings.replicas, "storage": settings.storage,
+              "duplicate_window": settings.duplicate_window}
+    await ensure_stream(js, StreamConfig(
+        name=topology.events_stream, subjects=subjects, retention=RetentionPolicy.LIMITS,
+        max_age=settings.events_max_age, allow_direct=True, **common))
+    await ensure_stream(js, StreamConfig(
+        name=topology.timers_stream,
+        subjects=[f"{TIMER_SCHEDULE_PREFIX}.>", f"{TIMER_FIRE_PREFIX}.>"],
+        retention=RetentionPolicy.LIMITS, allow_msg_schedules=True, **common))
+    await ensure_stream(js, StreamConfig(
+        name=topology.dlq_stream, subjects=[f"{DLQ_PREFIX}.>"], retention=RetentionPolicy.LIMITS,
+        max_age=settings.dlq_max_age, **common))
+    await ensure_consumer(js, topology.events_stream, topology.engine_consumer, listened, settings)
+    await ensure_consumer(js, topology.timers_stream, topology.timer_consumer,
+                          [f"{TIMER_FIRE_PREFIX}.>"], settings)
+    instances = await ensure_bucket(js, topology.instances_bucket, settings)
+    return Provisioned(instances=instances, subjects=subjects)
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str, settings: StreamSettings) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
+        pass
+    return await js.create_key_value(KeyValueConfig(
+        bucket=bucket, history=1, storage=settings.storage, replicas=settings.replicas,
+        direct=True))

