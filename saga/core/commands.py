@@ -46,3 +46,34 @@ class Parked:
 
 
 Command = PublishEvent | ScheduleTimer | CancelTimer | Finished | Parked
+
+
+def command_to_json(command: Command) -> dict[str, Any]:
+    """A JSON-ready form, so the store can keep a transition's commands (its outbox)."""
+    if isinstance(command, PublishEvent):
+        return {"type": "publish", "subject": command.subject, "data": command.data,
+                "headers": command.headers, "msg_id": command.msg_id}
+    if isinstance(command, ScheduleTimer):
+        return {"type": "schedule", "timer": command.timer.key,
+                "fire_at": command.fire_at.isoformat()}
+    if isinstance(command, CancelTimer):
+        return {"type": "cancel", "timer": command.timer.key}
+    if isinstance(command, Finished):
+        return {"type": "finished", "status": command.status}
+    return {"type": "parked", "step": command.step, "reason": command.reason}
+
+
+def command_from_json(data: dict[str, Any]) -> Command:
+    """Inverse of :func:`command_to_json`; raises ``KeyError``/``ValueError`` on bad input."""
+    kind = data["type"]
+    if kind == "publish":
+        return PublishEvent(data["subject"], data["data"], dict(data["headers"]), data["msg_id"])
+    if kind == "schedule":
+        return ScheduleTimer(Timer.from_key(data["timer"]), datetime.fromisoformat(data["fire_at"]))
+    if kind == "cancel":
+        return CancelTimer(Timer.from_key(data["timer"]))
+    if kind == "finished":
+        return Finished(data["status"])
+    if kind == "parked":
+        return Parked(data["step"], data["reason"])
+    raise ValueError(f"unknown command type {kind!r}")

@@ -60,7 +60,8 @@ from saga.protocol import (
     KIND_STEP,
 )
 
-UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT, StepStatus.PENDING)
+UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT)
+"""Started, then given up on: a late reply still tells what happened."""
 IN_FLIGHT = (StepStatus.ACTIVE, StepStatus.RETRY_WAIT)
 
 
@@ -246,7 +247,7 @@ class _Transition:
                 self.record("step.early-reply", event.step, detail="success")
                 return None
             return f"step {event.step!r} is {s.status.value}: duplicate or stray reply"
-        if s.status in UNKNOWN_OUTCOME:
+        if _outcome_unknown(step, s):
             self.mark_succeeded(step, s, event.data)
             self.record("step.late-success", event.step)
             if step.compensate is not None:
@@ -282,7 +283,7 @@ class _Transition:
                 self.record("step.early-reply", event.step, detail=f"failure: {event.reason}")
                 return None
             return f"step {event.step!r} is {s.status.value}: duplicate or stray reply"
-        if s.status in (StepStatus.ABANDONED, StepStatus.TIMED_OUT):
+        if s.status in UNKNOWN_OUTCOME:
             s.status, s.reason = StepStatus.FAILED, event.reason
             self.record("step.late-failure", event.step, detail=event.reason)
             return None
@@ -507,6 +508,15 @@ _HANDLERS: dict[type, Any] = {
     OperatorRetry: _Transition.operator_retry,
     OperatorResume: _Transition.operator_resume,
 }
+
+
+def _outcome_unknown(step: Step, s: StepState) -> bool:
+    """Whether a success reply may be true news: the step was started and given up on, or it
+    is observed and its service may have started it on its own. A driven step still pending
+    was never commanded, so a reply to it is stray."""
+    if s.status is StepStatus.PENDING:
+        return not step.driven
+    return s.status in UNKNOWN_OUTCOME
 
 
 def _kept(data: dict[str, Any], keep: list[str] | None) -> dict[str, Any]:

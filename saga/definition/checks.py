@@ -5,9 +5,10 @@ Each check returns ``(path, message)`` pairs so the loader can place them in the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
-from saga.definition.expressions import CONTEXT_ROOTS, template_references
+from saga.definition.expressions import CONTEXT_ROOTS, template_leaves, template_references
 from saga.definition.model import SagaDefinition, Step
 from saga.definition.yaml_source import Path
 
@@ -29,49 +30,67 @@ def _unique_step_names(definition: SagaDefinition) -> Iterator[Finding]:
     seen: dict[str, int] = {}
     for i, step in enumerate(definition.steps):
         if step.name in seen:
-            yield ("steps", i, "name"), f"duplicate step name {step.name!r} (first used by steps[{seen[step.name]}])"
+            first = seen[step.name]
+            yield ("steps", i, "name"), f"duplicate step name {step.name!r} (also steps[{first}])"
         else:
             seen[step.name] = i
 
 
-def _listened(definition: SagaDefinition) -> Iterator[tuple[Path, str, str]]:
-    """(path, subject, meaning) for every subject the engine consumes."""
-    yield ("trigger", "event"), definition.trigger.event, "the trigger"
+@dataclass(frozen=True)
+class _Role:
+    """What a consumed subject means to the engine."""
+
+    step: str | None
+    """``None`` for the trigger."""
+    key: str = ""
+    """``success`` or ``failure``."""
+    compensation: bool = False
+
+    def __str__(self) -> str:
+        if self.step is None:
+            return "the trigger"
+        undo = "compensation " if self.compensation else ""
+        return f"{undo}{self.key} of step {self.step!r}"
+
+
+def _listened(definition: SagaDefinition) -> Iterator[tuple[Path, str, _Role]]:
+    """(path, subject, role) for every subject the engine consumes."""
+    yield ("trigger", "event"), definition.trigger.event, _Role(None)
     for i, step in enumerate(definition.steps):
         for key in ("success", "failure"):
-            for subject in getattr(step, key):
-                yield ("steps", i, key), subject, f"{key} of step {step.name!r}"
+            for j, subject in enumerate(getattr(step, key)):
+                yield ("steps", i, key, j), subject, _Role(step.name, key)
         comp = step.compensate
         if comp is not None:
             for key in ("success", "failure"):
-                for subject in getattr(comp, key) or ():
-                    yield ("steps", i, "compensate", key), subject, (
-                        f"compensation {key} of step {step.name!r}"
-                    )
+                for j, subject in enumerate(getattr(comp, key) or ()):
+                    path = ("steps", i, "compensate", key, j)
+                    yield path, subject, _Role(step.name, key, compensation=True)
 
 
 def _subject_roles(definition: SagaDefinition) -> Iterator[Finding]:
-    meaning: dict[str, str] = {}
+    meaning: dict[str, _Role] = {}
     for path, subject, role in _listened(definition):
-        if subject in meaning:
-            if meaning[subject].split(" of ")[-1:] == role.split(" of ")[-1:]:
-                hint = " (a subject cannot mean both success and failure)"
-            else:
-                hint = ""
-            yield path, f"subject {subject!r} already means {meaning[subject]}{hint}"
+        first = meaning.setdefault(subject, role)
+        if first is role:
+            continue
+        if (first.step, first.compensation) == (role.step, role.compensation):
+            why = "a subject cannot mean both success and failure"
         else:
-            meaning[subject] = role
+            why = "the engine tells events apart by subject, so each may have one meaning"
+        yield path, f"subject {subject!r} already means {first}: {why}"
     for i, step in enumerate(definition.steps):
         commands: list[tuple[Path, str]] = []
         if step.publish is not None:
             commands.append((("steps", i, "publish", "event"), step.publish.event))
         if step.compensate is not None:
-            commands.append((("steps", i, "compensate", "publish", "event"), step.compensate.publish.event))
+            path = ("steps", i, "compensate", "publish", "event")
+            commands.append((path, step.compensate.publish.event))
         for path, subject in commands:
             if subject in meaning:
                 yield path, (
-                    f"the engine publishes {subject!r} but also listens to it as {meaning[subject]}: "
-                    "a command must differ from the events that answer it"
+                    f"the engine publishes {subject!r} but also listens to it as "
+                    f"{meaning[subject]}: a command must differ from the events that answer it"
                 )
 
 
@@ -80,71 +99,95 @@ def _step_policies(definition: SagaDefinition) -> Iterator[Finding]:
         if step.retry is not None:
             if not step.driven:
                 yield ("steps", i, "retry"), (
-                    "an observed step cannot be retried: the engine does not publish its command "
-                    "(add 'publish' to make it driven)"
+                    "an observed step cannot be retried: the engine does not publish its "
+                    "command (add 'publish' to make it driven)"
                 )
             elif step.timeout is None and not step.retry.on_failure:
                 yield ("steps", i, "retry"), (
-                    "retry has nothing to react to: set the step's 'timeout' or 'on_failure: true'"
+                    "retry has nothing to react to: set the step's 'timeout' or "
+                    "'on_failure: true'"
                 )
-        comp = step.compensate
-        if comp is None:
-            continue
-        if comp.success is None:
-            for key in ("timeout", "retry", "failure"):
-                if getattr(comp, key) is not None:
-                    yield ("steps", i, "compensate", key), (
-                        f"'{key}' needs 'success': without a confirmation event the compensation "
-                        "is fire-and-forget"
-                    )
-        elif comp.retry is not None and comp.timeout is None and not comp.retry.on_failure:
-            yield ("steps", i, "compensate", "retry"), (
-                "retry has nothing to react to: set the compensation's 'timeout' or 'on_failure: true'"
-            )
+        yield from _compensation_policy(step, ("steps", i, "compensate"))
+
+
+def _compensation_policy(step: Step, path: Path) -> Iterator[Finding]:
+    comp = step.compensate
+    if comp is None:
+        return
+    if comp.success is None:
+        for key in ("timeout", "retry", "failure"):
+            if getattr(comp, key) is not None:
+                yield (*path, key), (
+                    f"'{key}' needs 'success': without a confirmation event the "
+                    "compensation is fire-and-forget"
+                )
+    elif comp.retry is not None and comp.timeout is None and not comp.retry.on_failure:
+        yield (*path, "retry"), (
+            "retry has nothing to react to: set the compensation's 'timeout' or "
+            "'on_failure: true'"
+        )
 
 
 def _references(definition: SagaDefinition) -> Iterator[Finding]:
     for i, step in enumerate(definition.steps):
         if step.publish is not None and step.publish.data is not None:
-            yield from _check_refs(
-                definition, step.publish.data, ("steps", i, "publish", "data"), visible=i
-            )
-        if step.compensate is not None and step.compensate.publish.data is not None:
-            yield from _check_refs(
-                definition, step.compensate.publish.data,
-                ("steps", i, "compensate", "publish", "data"), visible=i + 1,
-            )
+            path = ("steps", i, "publish", "data")
+            yield from _check_refs(definition, step.publish.data, path, visible=i)
+        comp = step.compensate
+        if comp is not None and comp.publish.data is not None:
+            path = ("steps", i, "compensate", "publish", "data")
+            yield from _check_refs(definition, comp.publish.data, path, visible=i + 1)
 
 
 def _check_refs(
-    definition: SagaDefinition, template: object, path: Path, visible: int
+    definition: SagaDefinition, template: str | dict[str, object], path: Path, visible: int
 ) -> Iterator[Finding]:
     """``visible``: how many leading steps have results at the time the template is rendered."""
+    for leaf, expression in template_leaves(template):
+        for chain in template_references(expression):
+            message = _reference_problem(definition, chain, expression, visible)
+            if message is not None:
+                yield (*path, *leaf), message
+
+
+def _reference_problem(
+    definition: SagaDefinition, chain: tuple[str, ...], expression: str, visible: int
+) -> str | None:
     names = {s.name: j for j, s in enumerate(definition.steps)}
-    for chain in template_references(template):  # type: ignore[arg-type]
-        root = chain[0]
-        text = ".".join(chain)
-        if root not in CONTEXT_ROOTS:
-            yield path, f"{text!r}: unknown name {root!r}; expressions start with " + ", ".join(CONTEXT_ROOTS)
-        elif root == "saga" and len(chain) > 1 and chain[1] not in SAGA_FIELDS:
-            yield path, f"{text!r}: saga has only " + ", ".join(SAGA_FIELDS)
-        elif root == "trigger" and len(chain) > 1:
-            keep = definition.trigger.keep
-            if keep is not None and chain[1] not in keep:
-                yield path, f"{text!r}: the trigger keeps only {keep}"
-        elif root == "steps" and len(chain) > 1:
-            j = names.get(chain[1])
-            if j is None:
-                yield path, f"{text!r}: no step named {chain[1]!r}"
-            elif j >= visible:
-                yield path, (
-                    f"{text!r}: step {chain[1]!r} has not completed when this payload is built "
-                    "(a step can read only earlier steps' results)"
-                )
-            elif len(chain) > 2:
-                yield from _check_kept(definition.steps[j], chain, path)
+    root, text = chain[0], repr(".".join(chain))
+    if root not in CONTEXT_ROOTS:
+        return f"{text}: unknown name {root!r}; " + _root_hint(definition, chain, expression)
+    if root == "saga" and len(chain) > 1 and chain[1] not in SAGA_FIELDS:
+        return f"{text}: saga has only " + ", ".join(SAGA_FIELDS)
+    if root == "trigger" and len(chain) > 1:
+        keep = definition.trigger.keep
+        if keep is not None and chain[1] not in keep:
+            return f"{text}: the trigger keeps only {_names(keep)}"
+    if root == "steps" and len(chain) > 1:
+        j = names.get(chain[1])
+        if j is None:
+            return f"{text}: no step named {chain[1]!r} (steps: {_names(names)})"
+        if j >= visible:
+            return (
+                f"{text}: step {chain[1]!r} has not completed when this payload is built "
+                "(a payload can read only earlier steps' results)"
+            )
+        step = definition.steps[j]
+        if len(chain) > 2 and step.keep is not None and chain[2] not in step.keep:
+            return f"{text}: step {step.name!r} keeps only {_names(step.keep)}"
+    return None
 
 
-def _check_kept(step: Step, chain: tuple[str, ...], path: Path) -> Iterator[Finding]:
-    if step.keep is not None and chain[2] not in step.keep:
-        yield path, f"{'.'.join(chain)!r}: step {step.name!r} keeps only {step.keep}"
+def _root_hint(definition: SagaDefinition, chain: tuple[str, ...], expression: str) -> str:
+    *first, last = CONTEXT_ROOTS
+    roots = f"an expression starts with {', '.join(first)} or {last}"
+    name = ".".join(chain)
+    if any(s.name == chain[0] for s in definition.steps):
+        return f"{roots} (did you mean 'steps.{name}'?)"
+    if expression.strip() == name:
+        return f"{roots}: write \"'{name}'\" for the text {name}, or 'trigger.{name}' for a field"
+    return f"{roots} (did you mean 'trigger.{name}'?)"
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(names) or "nothing"

@@ -10,11 +10,13 @@ Literals use JMESPath syntax: ``'EUR'`` (raw string) or ``\\`42\\``` (JSON liter
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import jmespath
-from jmespath.exceptions import JMESPathError
+from jmespath import exceptions as jmespath_errors
+from jmespath.functions import Functions
 from jmespath.parser import ParsedResult
 
 CONTEXT_ROOTS = ("saga", "trigger", "steps")
@@ -22,35 +24,130 @@ CONTEXT_ROOTS = ("saga", "trigger", "steps")
 Template = str | dict[str, Any]
 """A JMESPath expression, or a mapping (nested freely) whose leaves are expressions."""
 
+Node = dict[str, Any]
+LeafPath = tuple[str, ...]
+"""Keys leading from a template's top to one of its leaves (``()`` for a bare expression)."""
+
+_FUNCTIONS: dict[str, Any] = Functions().FUNCTION_TABLE
+
+
+class TemplateError(ValueError):
+    """A template with invalid leaves; ``problems`` says which leaf and why."""
+
+    def __init__(self, problems: list[tuple[LeafPath, str]]) -> None:
+        self.problems = problems
+        super().__init__(
+            "; ".join(f"{'.'.join(path)}: {m}" if path else m for path, m in problems)
+        )
+
 
 @lru_cache(maxsize=4096)
 def compile_expression(expression: str) -> ParsedResult:
-    """Compile once; raises ``ValueError`` with JMESPath's own message on bad syntax."""
+    """Compile once; raises ``ValueError`` with a one-line reason on bad syntax."""
     try:
-        return jmespath.compile(expression)
-    except JMESPathError as exc:
-        raise ValueError(f"invalid expression {expression!r}: {exc}") from exc
+        parsed = jmespath.compile(expression)
+    except jmespath_errors.JMESPathError as exc:
+        raise ValueError(f"invalid expression {expression!r}: {_syntax_reason(exc)}") from None
+    problem = next(_function_problems(cast(Node, parsed.parsed)), None)
+    if problem is not None:
+        raise ValueError(f"invalid expression {expression!r}: {problem}")
+    return parsed
+
+
+def _syntax_reason(exc: jmespath_errors.JMESPathError) -> str:
+    """JMESPath's reasons, without the multi-line caret drawing."""
+    if isinstance(exc, jmespath_errors.EmptyExpressionError):
+        return "it is empty (for an empty text write \"''\")"
+    if isinstance(exc, jmespath_errors.IncompleteExpressionError):
+        return "it ends too early"
+    if isinstance(exc, jmespath_errors.LexerError):
+        return f"{getattr(exc, 'message', 'bad token')} at character {exc.lex_position + 1}"
+    if isinstance(exc, jmespath_errors.ParseError):
+        return f"unexpected {exc.token_value!r} at character {exc.lex_position + 1}"
+    return str(exc).splitlines()[0]
+
+
+def _function_problems(node: Node) -> Iterator[str]:
+    """Unknown functions and wrong argument counts, which JMESPath finds only at run time."""
+    if node.get("type") == "function_expression":
+        name, given = node["value"], len(node["children"])
+        spec = _FUNCTIONS.get(name)
+        if spec is None:
+            yield f"unknown function {name}()"
+        else:
+            signature = spec["signature"]
+            variadic = bool(signature) and signature[-1].get("variadic", False)
+            if variadic and given < len(signature):
+                yield f"{name}() takes at least {len(signature)} argument(s), got {given}"
+            elif not variadic and given != len(signature):
+                yield f"{name}() takes {len(signature)} argument(s), got {given}"
+    for child in node.get("children", []):
+        if isinstance(child, dict):
+            yield from _function_problems(child)
+
+
+def template_problems(template: Any) -> list[tuple[LeafPath, str]]:
+    """``(leaf path, message)`` for every leaf that is not a valid expression."""
+    problems: list[tuple[LeafPath, str]] = []
+    for path, leaf in _leaves(template):
+        if isinstance(leaf, str):
+            try:
+                compile_expression(leaf)
+            except ValueError as exc:
+                problems.append((path, str(exc)))
+        else:
+            problems.append((path, _not_an_expression(leaf)))
+    return problems
 
 
 def check_template(template: Any, where: str = "") -> list[tuple[str, str]]:
     """Return ``(path, message)`` for every leaf that is not a valid expression."""
-    problems: list[tuple[str, str]] = []
-    if isinstance(template, str):
-        try:
-            compile_expression(template)
-        except ValueError as exc:
-            problems.append((where, str(exc)))
-    elif isinstance(template, dict):
+    return [
+        (".".join((where, *path) if where else path), message)
+        for path, message in template_problems(template)
+    ]
+
+
+def _leaves(template: Any, path: LeafPath = ()) -> Iterator[tuple[LeafPath, Any]]:
+    """Every leaf of a template with its path; keys that are not text are leaves too."""
+    if isinstance(template, dict):
         for key, value in template.items():
-            if not isinstance(key, str):
-                problems.append((where, f"payload keys must be strings, got {key!r}"))
-                continue
-            problems.extend(check_template(value, f"{where}.{key}" if where else key))
+            if isinstance(key, str):
+                yield from _leaves(value, (*path, key))
+            else:
+                yield (*path, str(key)), _BadKey(key)
     else:
-        problems.append(
-            (where, f"expected an expression (string) or a mapping, got {type(template).__name__}")
+        yield path, template
+
+
+class _BadKey:
+    def __init__(self, key: object) -> None:
+        self.key = key
+
+
+def _not_an_expression(value: Any) -> str:
+    if isinstance(value, _BadKey):
+        return f"payload keys must be text, got {value.key!r}"
+    if value is None:
+        return "no expression given (for a JSON null write \"`null`\")"
+    if isinstance(value, bool):
+        literal = str(value).lower()
+        return f'expected an expression, got the boolean {literal}: write "`{literal}`"'
+    if isinstance(value, (int, float)):
+        return f'expected an expression, got the number {value!r}: write "`{value!r}`"'
+    if isinstance(value, list):
+        return (
+            "expected an expression or a mapping, got a list: "
+            'write a JMESPath list such as "[trigger.a, trigger.b]"'
         )
-    return problems
+    return f"expected an expression (text) or a mapping, got {type(value).__name__}"
+
+
+def template_leaves(template: Template) -> Iterator[tuple[LeafPath, str]]:
+    """Every expression of a (valid) template, with the keys leading to it."""
+    for path, leaf in _leaves(template):
+        if isinstance(leaf, str):
+            yield path, leaf
 
 
 def render(template: Template, context: dict[str, Any]) -> Any:
@@ -58,32 +155,44 @@ def render(template: Template, context: dict[str, Any]) -> Any:
     if isinstance(template, str):
         try:
             return compile_expression(template).search(context)
-        except (JMESPathError, ValueError, TypeError):
+        except (jmespath_errors.JMESPathError, ValueError, TypeError):
             return None
     return {key: render(value, context) for key, value in template.items()}
 
 
 def template_references(template: Template) -> list[tuple[str, ...]]:
-    """Every chain of field names that the template reads from the context root."""
-    if isinstance(template, str):
-        try:
-            parsed = compile_expression(template).parsed
-        except ValueError:
-            return []
-        return sorted(_references(parsed))
+    """Every chain of field names that the template reads from the context root.
+
+    ``steps.reserve.id || 'none'`` reads ``("steps", "reserve", "id")``; the parts of
+    an expression evaluated against something else (the right of a pipe or a
+    projection, a filter, an ``&expression``) are not reads from the root.
+    """
     chains: list[tuple[str, ...]] = []
-    for value in template.values():
-        chains.extend(template_references(value))
+    for _, expression in template_leaves(template):
+        try:
+            parsed = compile_expression(expression).parsed
+        except ValueError:
+            continue
+        chains.extend(sorted(_references(cast(Node, parsed))))
     return chains
 
 
 # Node types whose first child is evaluated against the current node and whose
 # other children are evaluated against the result of the first.
-_LEFT_ONLY = {"index_expression", "projection", "value_projection", "filter_projection",
-              "flatten", "pipe"}
+_LEFT_ONLY = {
+    "index_expression",
+    "projection",
+    "value_projection",
+    "filter_projection",
+    "flatten",
+    "pipe",
+    "subexpression",
+}
+# Node types whose children are not evaluated against the context root.
+_ELSEWHERE = {"expref"}
 
 
-def _leading_chain(node: dict[str, Any]) -> tuple[str, ...]:
+def _leading_chain(node: Node) -> tuple[str, ...]:
     """Field names read from the current node before the first non-field step."""
     kind = node["type"]
     if kind == "field":
@@ -100,10 +209,17 @@ def _leading_chain(node: dict[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def _references(node: dict[str, Any]) -> set[tuple[str, ...]]:
-    if node["type"] in _LEFT_ONLY or node["type"] in ("field", "subexpression"):
+def _references(node: Node) -> set[tuple[str, ...]]:
+    kind = node["type"]
+    if kind in _ELSEWHERE:
+        return set()
+    if kind == "field" or kind in _LEFT_ONLY:
         chain = _leading_chain(node)
-        return {chain} if chain else set()
+        if chain:
+            return {chain}
+        # The left starts with something other than a field (a function, a
+        # multiselect...): what it reads is what its own children read.
+        return _references(node["children"][0])
     found: set[tuple[str, ...]] = set()
     for child in node.get("children", []):
         if isinstance(child, dict):

@@ -9,10 +9,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from saga.definition.duration import Duration
-from saga.definition.expressions import check_template
+from saga.definition.expressions import TemplateError, template_problems
 
 SUBJECT_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 STEP_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -24,7 +32,8 @@ Subject = Annotated[
     str,
     Field(
         pattern=SUBJECT_PATTERN,
-        description="A literal NATS subject (tokens of letters, digits, '-' and '_', no wildcards).",
+        description="A literal NATS subject: dot-separated tokens of letters, digits, '-' "
+        "and '_'; no wildcards.",
     ),
 ]
 
@@ -34,9 +43,9 @@ def _as_list(value: Any) -> Any:
 
 
 def _validate_template(value: Any) -> Any:
-    problems = check_template(value)
+    problems = template_problems(value)
     if problems:
-        raise ValueError("; ".join(f"{p}: {m}" if p else m for p, m in problems))
+        raise TemplateError(problems)
     return value
 
 
@@ -82,14 +91,14 @@ class SagaIdSource(_Model):
 
     header: str | None = None
     """Header name holding the id (default ``Saga-Id``)."""
-    field: str | None = None
+    field: Annotated[str, AfterValidator(_validate_template)] | None = None
     """JMESPath over the trigger payload, e.g. ``order_id``."""
 
-    def model_post_init(self, __context: Any) -> None:
+    @model_validator(mode="after")
+    def _one_source(self) -> SagaIdSource:
         if self.header is not None and self.field is not None:
             raise ValueError("give either 'header' or 'field', not both")
-        if self.field is not None:
-            _validate_template(self.field)
+        return self
 
     @property
     def header_name(self) -> str:
@@ -123,8 +132,15 @@ class RetryPolicy(_Model):
 
     def delay(self, failed_attempt: int) -> timedelta:
         """The wait after attempt ``failed_attempt`` (1-based) before the next one."""
-        raw = self.backoff * (self.multiplier ** (failed_attempt - 1))
-        return min(raw, self.max_backoff)
+        wait = self.backoff
+        for _ in range(failed_attempt - 1):
+            if wait >= self.max_backoff:
+                break
+            try:
+                wait = wait * self.multiplier
+            except OverflowError:
+                return self.max_backoff
+        return min(wait, self.max_backoff)
 
 
 class Publish(_Model):

@@ -1,0 +1,62 @@
+"""Carry out the core's commands on NATS: publish events, set and cancel timers, announce outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from saga.core.commands import CancelTimer, Command, Finished, Parked, PublishEvent, ScheduleTimer
+from saga.core.state import InstanceState
+from saga.nats.timers import BrokerTimers
+from saga.nats.topology import STATUS_PREFIX
+from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
+
+log = logging.getLogger("saga.engine")
+
+
+def encode(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), default=str).encode()
+
+
+class Effects:
+    def __init__(self, js: JetStreamContext, timers: BrokerTimers) -> None:
+        self.js = js
+        self.timers = timers
+
+    async def run(self, state: InstanceState, commands: Sequence[Command]) -> None:
+        """All commands concurrently; raises if any failed (the caller naks and retries)."""
+        pending: list[Awaitable[Any]] = [self._one(state, c) for c in commands]
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def _one(self, state: InstanceState, command: Command) -> None:
+        name, sid = state.saga_name, state.saga_id
+        if isinstance(command, PublishEvent):
+            headers = {**command.headers, HEADER_MSG_ID: command.msg_id}
+            await self.js.publish(command.subject, encode(command.data), headers=headers)
+        elif isinstance(command, ScheduleTimer):
+            await self.timers.schedule(name, sid, command.timer, command.fire_at)
+        elif isinstance(command, CancelTimer):
+            await self.timers.cancel(name, sid, command.timer)
+        elif isinstance(command, Finished):
+            await self._announce(state, command.status, state.failure_reason)
+        elif isinstance(command, Parked):
+            log.warning("saga %s %s parked at compensation of %s: %s", name, sid, command.step,
+                        command.reason)
+            await self._announce(state, "parked", command.reason)
+
+    async def _announce(self, state: InstanceState, status: str, reason: str | None) -> None:
+        payload = {"saga_id": state.saga_id, "saga_name": state.saga_name, "status": status,
+                   "reason": reason}
+        headers = {
+            HEADER_SAGA_ID: state.saga_id,
+            HEADER_SAGA_NAME: state.saga_name,
+            HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
+        }
+        subject = f"{STATUS_PREFIX}.{state.saga_name}.{status}"
+        await self.js.publish(subject, encode(payload), headers=headers)

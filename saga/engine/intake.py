@@ -1,0 +1,119 @@
+"""From a consumed message to ``(definition, saga id, event)``, or a reason to dead-letter it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
+from saga.definition.expressions import compile_expression
+from saga.definition.model import SagaDefinition
+from saga.errors import ConfigError
+from saga.nats.dlq import DeadLetterCode
+from saga.nats.timers import HEADER_TIMER
+from saga.nats.topology import TIMER_FIRE_PREFIX, listened_subjects
+from saga.protocol import HEADER_SAGA_ID, HEADER_SAGA_NAME
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_SAGA_ID_LENGTH = 256
+_ID_NAMESPACE = uuid.UUID("6f1b2d0e-6c8a-4f0e-9b1a-5a6e2c3d4b5f")
+
+
+@dataclass(frozen=True)
+class Work:
+    definition: SagaDefinition
+    saga_id: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class Reject:
+    code: DeadLetterCode
+    reason: str
+
+
+class Intake:
+    """Routes subjects to definitions; each consumed subject must belong to one saga."""
+
+    def __init__(self, definitions: dict[str, SagaDefinition]) -> None:
+        self.definitions = definitions
+        self.by_subject: dict[str, SagaDefinition] = {}
+        clashes = []
+        for definition in definitions.values():
+            for subject in listened_subjects(definition):
+                other = self.by_subject.setdefault(subject, definition)
+                if other is not definition:
+                    clashes.append(f"{subject!r} is used by both {other.name!r} and {definition.name!r}")
+        if clashes:
+            raise ConfigError("a subject the engine consumes must belong to one saga: " + "; ".join(clashes))
+
+    def parse(
+        self, subject: str, data: bytes, headers: dict[str, str] | None, stream: str, sequence: int
+    ) -> Work | Reject:
+        headers = headers or {}
+        if subject.startswith(TIMER_FIRE_PREFIX + "."):
+            return self._timer(headers)
+        definition = self.by_subject.get(subject)
+        if definition is None:
+            return Reject(DeadLetterCode.UNKNOWN_EVENT, f"no saga consumes {subject!r}")
+        payload = _payload(data)
+        if isinstance(payload, Reject):
+            return payload
+        trigger = subject == definition.trigger.event
+        saga_id = _saga_id(definition, payload, headers, trigger)
+        if saga_id is None:
+            if not trigger:
+                return Reject(DeadLetterCode.NO_SAGA_ID, f"no {HEADER_SAGA_ID} header and no id field")
+            saga_id = str(uuid.uuid5(_ID_NAMESPACE, f"{stream}:{sequence}"))
+        if len(saga_id) > MAX_SAGA_ID_LENGTH:
+            return Reject(DeadLetterCode.MALFORMED, f"saga id longer than {MAX_SAGA_ID_LENGTH}")
+        event = classify(definition, subject, payload, saga_id)
+        if event is None:  # pragma: no cover - by_subject only holds classified subjects
+            return Reject(DeadLetterCode.UNKNOWN_EVENT, f"{subject!r} means nothing in {definition.name}")
+        return Work(definition, saga_id, event)
+
+    def _timer(self, headers: dict[str, str]) -> Work | Reject:
+        definition = self.definitions.get(headers.get(HEADER_SAGA_NAME, ""))
+        saga_id = headers.get(HEADER_SAGA_ID)
+        if definition is None or not saga_id:
+            return Reject(DeadLetterCode.UNKNOWN_EVENT, "timer for an unknown saga")
+        try:
+            timer = Timer.from_key(headers.get(HEADER_TIMER, ""))
+        except ValueError:
+            return Reject(DeadLetterCode.MALFORMED, f"bad {HEADER_TIMER} header")
+        return Work(definition, saga_id, TimerFired(timer))
+
+
+def _payload(data: bytes) -> dict[str, Any] | Reject:
+    if len(data) > MAX_PAYLOAD_BYTES:
+        return Reject(DeadLetterCode.MALFORMED, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
+    if not data.strip():
+        return {}
+    try:
+        payload = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Reject(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}")
+    if not isinstance(payload, dict):
+        return Reject(DeadLetterCode.MALFORMED, f"payload must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def _saga_id(
+    definition: SagaDefinition, payload: dict[str, Any], headers: dict[str, str], trigger: bool
+) -> str | None:
+    """Header ``Saga-Id`` first (every reply carries it), else the definition's id source."""
+    source = definition.trigger.id
+    value: Any = headers.get(HEADER_SAGA_ID)
+    if not value and trigger and source.header is not None:
+        value = headers.get(source.header)
+    if not value and source.field is not None:
+        value = compile_expression(source.field).search(payload)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)
+
+
+def is_trigger(work: Work) -> bool:
+    return isinstance(work.event, SagaTriggered)

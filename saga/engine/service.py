@@ -1,0 +1,229 @@
+"""The engine service loop: receive -> load -> decide -> persist (CAS) -> publish -> ack.
+
+Every message ends in exactly one verdict, decided in one place (:meth:`Engine._settle`):
+ack, retry later (nak with delay), or dead-letter (copy aside with a reason, then term).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from saga.core import decide
+from saga.core.commands import command_from_json, command_to_json
+from saga.definition.model import SagaDefinition
+from saga.engine.effects import Effects
+from saga.engine.intake import Intake, Reject, Work
+from saga.engine.keyed import KeyedSerializer
+from saga.engine.settings import EngineSettings
+from saga.errors import RevisionConflict
+from saga.nats.dlq import DeadLetterCode, dead_letter
+from saga.nats.provision import provision_engine
+from saga.nats.timers import BrokerTimers
+from saga.nats.topology import instance_key, listened_subjects, published_subjects
+from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
+
+log = logging.getLogger("saga.engine")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Ack:
+    pass
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+
+
+Verdict = Ack | Retry | Reject
+
+
+class _Cache:
+    """Records we wrote, with their revision: the next event of an instance needs no read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Stored] = OrderedDict()
+
+    def get(self, key: str) -> Stored | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: str, stored: Stored) -> None:
+        self._items[key] = stored
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+class Engine:
+    def __init__(
+        self,
+        nc: Client,
+        definitions: dict[str, SagaDefinition],
+        settings: EngineSettings | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.definitions = definitions
+        self.settings = settings or EngineSettings()
+        self.clock = clock
+        self.intake = Intake(definitions)
+        self.keyed = KeyedSerializer()
+        self.cache = _Cache(self.settings.cache_size)
+        self.timers = BrokerTimers(self.js, self.settings.topology.timers_stream)
+        self.effects = Effects(self.js, self.timers)
+        self.store: InstanceStore | None = None
+        self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[JetStreamContext.PullSubscription] = []
+
+    async def start(self) -> None:
+        """Provision streams, consumers and the bucket, then start consuming."""
+        topology = self.settings.topology
+        defs = self.definitions.values()
+        provisioned = await provision_engine(
+            self.js, topology, self.settings.streams,
+            listened=[s for d in defs for s in listened_subjects(d)],
+            published=[s for d in defs for s in published_subjects(d)],
+        )
+        self.store = KvInstanceStore(provisioned.instances)
+        events = await self.js.pull_subscribe_bind(
+            durable=topology.engine_consumer, stream=topology.events_stream)
+        timers = await self.js.pull_subscribe_bind(
+            durable=topology.timer_consumer, stream=topology.timers_stream)
+        self._subs = [events, timers]
+        self._tasks = [
+            asyncio.create_task(self._consume(events), name="saga-events"),
+            asyncio.create_task(self._consume(timers), name="saga-timers"),
+        ]
+        self.ready.set()
+        log.info("engine consuming %d saga definition(s): %s", len(self.definitions),
+                 ", ".join(sorted(self.definitions)))
+
+    async def stop(self) -> None:
+        """Stop fetching and let in-flight messages finish; the caller drains the connection."""
+        self._stopping.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._tasks, self._subs = [], []
+
+    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
+        batch, wait = self.settings.fetch_batch, self.settings.fetch_wait
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=wait)
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except ConnectionClosedError:
+                return
+            except Exception:
+                log.exception("fetch failed; retrying")
+                await asyncio.sleep(self.settings.retry_delay)
+                continue
+            await asyncio.gather(*(self._handle(m) for m in msgs))
+
+    async def _handle(self, msg: Msg) -> None:
+        meta = msg.metadata
+        parsed = self.intake.parse(msg.subject, msg.data, msg.headers, meta.stream,
+                                   meta.sequence.stream)
+        if isinstance(parsed, Reject):
+            await self._settle(msg, parsed)
+            return
+        work: Work = parsed
+        key = instance_key(work.definition.name, work.saga_id)
+        origin = f"{meta.stream}:{meta.sequence.stream}"
+        try:
+            verdict = await self.keyed.run(key, lambda: self._apply(key, work, origin))
+        except Exception as exc:
+            log.exception("saga %s %s: handling %s failed", work.definition.name, work.saga_id,
+                          msg.subject)
+            self.cache.drop(key)
+            verdict = Retry(f"{type(exc).__name__}: {exc}")
+        await self._settle(msg, verdict)
+
+    async def _apply(self, key: str, work: Work, origin: str) -> Verdict:
+        assert self.store is not None
+        name = work.definition.name
+        for _ in range(self.settings.max_conflicts):
+            stored = self.cache.get(key) or await self.store.load(key)
+            if stored is not None and stored.record.origin == origin:
+                # Written before a crash or a lost race; its commands may not be out yet.
+                outbox = [command_from_json(c) for c in stored.record.outbox]
+                await self.effects.run(stored.record.state, outbox)
+                return Ack()
+            decision = decide(work.definition, stored.record.state if stored else None,
+                              work.event, self.clock())
+            if decision.error is not None:
+                return Reject(DeadLetterCode.ENGINE_ERROR, decision.error)
+            if not decision.changed or decision.state is None:
+                if decision.state is None:
+                    return Reject(DeadLetterCode.UNKNOWN_INSTANCE,
+                                  f"no instance {work.saga_id!r} of saga {name!r}")
+                log.debug("saga %s %s: %s", name, work.saga_id, decision.note)
+                return Ack()
+            record = InstanceRecord(state=decision.state, origin=origin,
+                                    outbox=[command_to_json(c) for c in decision.commands])
+            try:
+                if stored is None:
+                    revision = await self.store.create(key, record)
+                else:
+                    revision = await self.store.update(key, record, stored.revision)
+            except RevisionConflict:
+                self.cache.drop(key)
+                continue
+            self.cache.put(key, Stored(record, revision))
+            await self.effects.run(decision.state, decision.commands)
+            if decision.state.status.terminal:
+                self.cache.drop(key)
+            return Ack()
+        return Retry("too many revision conflicts")
+
+    async def _settle(self, msg: Msg, verdict: Verdict) -> None:
+        """The one place where a message is acked, retried or dead-lettered."""
+        meta = msg.metadata
+        try:
+            if isinstance(verdict, Retry):
+                if meta.num_delivered >= self.settings.streams.max_deliver:
+                    verdict = Reject(DeadLetterCode.ENGINE_ERROR,
+                                     f"gave up after {meta.num_delivered} deliveries: {verdict.reason}")
+                else:
+                    log.warning("retrying %s seq %s later: %s", msg.subject,
+                                meta.sequence.stream, verdict.reason)
+                    await msg.nak(delay=self.settings.retry_delay * meta.num_delivered)
+                    return
+            if isinstance(verdict, Reject):
+                await dead_letter(self.js, msg, verdict.code, verdict.reason)
+                return
+            await msg.ack()
+            if meta.stream == self.settings.topology.timers_stream:
+                with contextlib.suppress(Exception):
+                    await self.timers.forget_fired(meta.sequence.stream)
+        except Exception:
+            log.exception("could not settle %s seq %s; it will be redelivered", msg.subject,
+                          meta.sequence.stream)

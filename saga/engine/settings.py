@@ -1,0 +1,24 @@
+"""Settings of one engine process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from saga.nats.provision import StreamSettings
+from saga.nats.topology import Topology
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    topology: Topology = field(default_factory=Topology)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    fetch_batch: int = 256
+    """Messages pulled per fetch; they are processed concurrently (one at a time per instance)."""
+    fetch_wait: float = 1.0
+    """Seconds a fetch waits for messages before it loops (bounds shutdown latency)."""
+    cache_size: int = 10_000
+    """Instance records kept in memory with their revision (saves a read per event)."""
+    max_conflicts: int = 8
+    """Revision conflicts tolerated for one message before it is retried later."""
+    retry_delay: float = 1.0
+    """Seconds before a message that failed for a transient reason is redelivered."""

@@ -1,0 +1,43 @@
+"""The instance record and the store seam every implementation honours.
+
+The record carries, beside the state, the commands of the transition that wrote
+it (the *outbox*) and which message caused it (*origin*). If the engine dies after
+the write but before publishing, the redelivered message finds its own origin on
+the record and publishes the outbox again; ``Nats-Msg-Id`` dedupe makes that safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from saga.core.state import InstanceState
+
+
+class InstanceRecord(BaseModel):
+    state: InstanceState
+    outbox: list[dict[str, Any]] = Field(default_factory=list)
+    """JSON form of the commands of the last transition (``command_to_json``)."""
+    origin: str | None = None
+    """``<stream>:<sequence>`` of the message whose transition wrote this record."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    record: InstanceRecord
+    revision: int
+
+
+class InstanceStore(Protocol):
+    """Revision-checked storage; a lost race raises :class:`saga.errors.RevisionConflict`."""
+
+    async def load(self, key: str) -> Stored | None: ...
+
+    async def create(self, key: str, record: InstanceRecord) -> int: ...
+
+    async def update(self, key: str, record: InstanceRecord, revision: int) -> int: ...
+
+    def scan(self) -> AsyncIterator[InstanceRecord]: ...
