@@ -2,15 +2,80 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from saga.definition import definition_files, json_schema, load_definition
+from saga.definition import definition_files, json_schema, load_definition, load_definitions
 from saga.definition.diagram import to_mermaid
-from saga.errors import DefinitionError, Problem
+from saga.errors import DefinitionError, Problem, SagaError
+from saga.nats.connection import NatsSettings, connect
+from saga.nats.topology import Topology
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFINITIONS_HELP = "Folder (or file) of saga definitions."
+
+
+def nats_options(func: F) -> F:
+    """The connection options shared by every command that talks to NATS."""
+    options = [
+        click.option("--nats", "nats_url", envvar="SAGA_NATS_URL",
+                     help="NATS URL(s), comma separated [env SAGA_NATS_URL]."),
+        click.option("--user", envvar="SAGA_NATS_USER", help="User name [env SAGA_NATS_USER]."),
+        click.option("--password", envvar="SAGA_NATS_PASSWORD",
+                     help="Password [env SAGA_NATS_PASSWORD]."),
+        click.option("--token", envvar="SAGA_NATS_TOKEN", help="Auth token [env SAGA_NATS_TOKEN]."),
+        click.option("--nkey", "nkey_seed_file", envvar="SAGA_NATS_NKEY",
+                     type=click.Path(path_type=Path), help="NKey seed file [env SAGA_NATS_NKEY]."),
+        click.option("--creds", "creds_file", envvar="SAGA_NATS_CREDS",
+                     type=click.Path(path_type=Path), help="Credentials file [env SAGA_NATS_CREDS]."),
+        click.option("--tls-ca", "tls_ca_file", envvar="SAGA_NATS_TLS_CA",
+                     type=click.Path(path_type=Path), help="CA bundle for TLS."),
+        click.option("--tls-cert", "tls_cert_file", envvar="SAGA_NATS_TLS_CERT",
+                     type=click.Path(path_type=Path), help="Client certificate for mutual TLS."),
+        click.option("--tls-key", "tls_key_file", envvar="SAGA_NATS_TLS_KEY",
+                     type=click.Path(path_type=Path), help="Client key for mutual TLS."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_NATS_KEYS = ("nats_url", "user", "password", "token", "nkey_seed_file", "creds_file",
+              "tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def nats_settings(kwargs: dict[str, Any], name: str, discover: bool = True) -> NatsSettings | None:
+    """Pop the connection options; ``None`` when no URL was given and discovery is off."""
+    from saga.runner import discover_url
+
+    values = {k: kwargs.pop(k) for k in _NATS_KEYS}
+    url = values.pop("nats_url")
+    if url is None and not discover:
+        return None
+    fields = {k: v for k, v in values.items() if v is not None}
+    return NatsSettings(url=discover_url(url), name=name, **fields)
+
+
+def run_async(func: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Run an async command; our own errors are printed plainly, not as tracebacks."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return asyncio.run(func(*args, **kwargs))
+        except SagaError as exc:
+            raise click.ClickException(str(exc)) from None
+        except (OSError, TimeoutError) as exc:
+            raise click.ClickException(f"cannot reach NATS: {exc}") from None
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,3 +140,144 @@ def graph(file: Path) -> None:
             click.echo(click.style(str(problem), fg="red"), err=True)
         sys.exit(1)
     click.echo(to_mermaid(definition), nl=False)
+
+
+@main.command()
+@click.option("--definitions", "definitions", envvar="SAGA_DEFINITIONS", default="definitions",
+              show_default=True, type=click.Path(path_type=Path, exists=True),
+              help=DEFINITIONS_HELP + " [env SAGA_DEFINITIONS]")
+@click.option("--data-dir", default=".saga-data", show_default=True, type=click.Path(path_type=Path),
+              help="Store of the embedded nats-server (used when no --nats is given).")
+@click.option("--log-level", default="INFO", show_default=True, envvar="SAGA_LOG_LEVEL")
+@nats_options
+def run(definitions: Path, data_dir: Path, log_level: str, **kwargs: Any) -> None:
+    """Run the engine until SIGTERM/SIGINT. Without --nats it embeds a nats-server."""
+    from saga.runner import run_engine
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = nats_settings(kwargs, "saga-engine", discover=False)
+    run_async(run_engine)(definitions, settings, data_dir)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--data", "data_text", default="{}", help="Trigger payload as a JSON object.")
+@click.option("--id", "saga_id", help="Saga id (default: from the payload, or a new UUID).")
+@click.option("--wait", is_flag=True, help="Wait for the saga to end and print its status.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds --wait waits.")
+@click.option("--definitions", envvar="SAGA_DEFINITIONS", default="definitions", show_default=True,
+              type=click.Path(path_type=Path, exists=True), help=DEFINITIONS_HELP)
+@nats_options
+def start(name: str, data_text: str, saga_id: str | None, wait: bool, timeout: float,
+          definitions: Path, **kwargs: Any) -> None:
+    """Start an instance of saga NAME; prints its id."""
+    try:
+        data = json.loads(data_text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--data")
+    sagas = _definitions(definitions)
+    if name not in sagas:
+        raise click.BadParameter(f"no saga {name!r} in {definitions} (have: {', '.join(sorted(sagas))})",
+                                 param_hint="NAME")
+    settings = nats_settings(kwargs, "saga-cli")
+    assert settings is not None
+    status = run_async(_start)(settings, sagas[name], data, saga_id, wait, timeout)
+    if status is not None and status not in ("completed", "compensated"):
+        sys.exit(1)
+
+
+async def _start(settings: NatsSettings, definition: Any, data: dict[str, Any],
+                 saga_id: str | None, wait: bool, timeout: float) -> str | None:
+    from saga.inspect import find_instance, instance_store, start_saga
+    from saga.render import status_text
+
+    nc = await connect(settings)
+    try:
+        js = nc.jetstream()
+        saga_id = await start_saga(js, definition, data, saga_id)
+        click.echo(saga_id)
+        if not wait:
+            return None
+        store = await instance_store(js, Topology())
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            state = await find_instance(store, saga_id, definition.name)
+            if state is not None and state.status.value != last:
+                last = state.status.value
+                click.echo(f"  ... {last}", err=True)
+            if state is not None and (state.status.terminal or state.status.value == "parked"):
+                click.echo(status_text(state))
+                return state.status.value
+            await asyncio.sleep(0.2)
+        raise click.ClickException(f"saga {saga_id} did not end within {timeout}s (is the engine running?)")
+    finally:
+        await nc.close()
+
+
+@main.command()
+@click.argument("saga_id")
+@click.option("--name", help="Saga name (needed only when two sagas share the id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the instance state as JSON.")
+@nats_options
+def status(saga_id: str, name: str | None, as_json: bool, **kwargs: Any) -> None:
+    """Show one instance: state, steps, attempts, timings and history."""
+    settings = nats_settings(kwargs, "saga-cli")
+    assert settings is not None
+    run_async(_status)(settings, saga_id, name, as_json)
+
+
+async def _status(settings: NatsSettings, saga_id: str, name: str | None, as_json: bool) -> None:
+    from saga.inspect import find_instance, instance_store
+    from saga.render import status_text
+
+    nc = await connect(settings)
+    try:
+        state = await find_instance(await instance_store(nc.jetstream(), Topology()), saga_id, name)
+    finally:
+        await nc.close()
+    if state is None:
+        raise click.ClickException(f"no saga instance with id {saga_id!r}")
+    click.echo(state.model_dump_json(indent=2) if as_json else status_text(state))
+
+
+@main.command("list")
+@click.option("--state", "status_filter",
+              type=click.Choice(["running", "compensating", "completed", "compensated", "parked"]))
+@click.option("--name", help="Only instances of this saga.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@nats_options
+def list_(status_filter: str | None, name: str | None, limit: int, as_json: bool,
+          **kwargs: Any) -> None:
+    """List instances, newest first."""
+    settings = nats_settings(kwargs, "saga-cli")
+    assert settings is not None
+    run_async(_list)(settings, status_filter, name, limit, as_json)
+
+
+async def _list(settings: NatsSettings, status_filter: str | None, name: str | None, limit: int,
+                as_json: bool) -> None:
+    from saga.inspect import instance_store, list_instances
+    from saga.render import list_text
+
+    nc = await connect(settings)
+    try:
+        store = await instance_store(nc.jetstream(), Topology())
+        states = await list_instances(store, status_filter, name, limit)
+    finally:
+        await nc.close()
+    if as_json:
+        click.echo(json.dumps([json.loads(s.model_dump_json()) for s in states], indent=2))
+    else:
+        click.echo(list_text(states))
+
+
+def _definitions(path: Path) -> dict[str, Any]:
+    try:
+        return load_definitions([path])
+    except DefinitionError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -88,9 +88,12 @@ def _subject_roles(definition: SagaDefinition) -> Iterator[Finding]:
             commands.append((path, step.compensate.publish.event))
         for path, subject in commands:
             if subject in meaning:
-                yield path, (
-                    f"the engine publishes {subject!r} but also listens to it as "
-                    f"{meaning[subject]}: a command must differ from the events that answer it"
+                yield (
+                    path,
+                    (
+                        f"the engine publishes {subject!r} but also listens to it as "
+                        f"{meaning[subject]}: a command must differ from the events that answer it"
+                    ),
                 )
 
 
@@ -98,14 +101,20 @@ def _step_policies(definition: SagaDefinition) -> Iterator[Finding]:
     for i, step in enumerate(definition.steps):
         if step.retry is not None:
             if not step.driven:
-                yield ("steps", i, "retry"), (
-                    "an observed step cannot be retried: the engine does not publish its "
-                    "command (add 'publish' to make it driven)"
+                yield (
+                    ("steps", i, "retry"),
+                    (
+                        "an observed step cannot be retried: the engine does not publish its "
+                        "command (add 'publish' to make it driven)"
+                    ),
                 )
             elif step.timeout is None and not step.retry.on_failure:
-                yield ("steps", i, "retry"), (
-                    "retry has nothing to react to: set the step's 'timeout' or "
-                    "'on_failure: true'"
+                yield (
+                    ("steps", i, "retry"),
+                    (
+                        "retry has nothing to react to: set the step's 'timeout' or "
+                        "'on_failure: true'"
+                    ),
                 )
         yield from _compensation_policy(step, ("steps", i, "compensate"))
 
@@ -117,26 +126,32 @@ def _compensation_policy(step: Step, path: Path) -> Iterator[Finding]:
     if comp.success is None:
         for key in ("timeout", "retry", "failure"):
             if getattr(comp, key) is not None:
-                yield (*path, key), (
-                    f"'{key}' needs 'success': without a confirmation event the "
-                    "compensation is fire-and-forget"
+                yield (
+                    (*path, key),
+                    (
+                        f"'{key}' needs 'success': without a confirmation event the "
+                        "compensation is fire-and-forget"
+                    ),
                 )
     elif comp.retry is not None and comp.timeout is None and not comp.retry.on_failure:
-        yield (*path, "retry"), (
-            "retry has nothing to react to: set the compensation's 'timeout' or "
-            "'on_failure: true'"
+        yield (
+            (*path, "retry"),
+            (
+                "retry has nothing to react to: set the compensation's 'timeout' or "
+                "'on_failure: true'"
+            ),
         )
 
 
 def _references(definition: SagaDefinition) -> Iterator[Finding]:
     for i, step in enumerate(definition.steps):
         if step.publish is not None and step.publish.data is not None:
-            path = ("steps", i, "publish", "data")
-            yield from _check_refs(definition, step.publish.data, path, visible=i)
+            here: Path = ("steps", i, "publish", "data")
+            yield from _check_refs(definition, step.publish.data, here, visible=i)
         comp = step.compensate
         if comp is not None and comp.publish.data is not None:
-            path = ("steps", i, "compensate", "publish", "data")
-            yield from _check_refs(definition, comp.publish.data, path, visible=i + 1)
+            here = ("steps", i, "compensate", "publish", "data")
+            yield from _check_refs(definition, comp.publish.data, here, visible=i + 1)
 
 
 def _check_refs(

@@ -36,9 +36,7 @@ class TemplateError(ValueError):
 
     def __init__(self, problems: list[tuple[LeafPath, str]]) -> None:
         self.problems = problems
-        super().__init__(
-            "; ".join(f"{'.'.join(path)}: {m}" if path else m for path, m in problems)
-        )
+        super().__init__("; ".join(f"{'.'.join(path)}: {m}" if path else m for path, m in problems))
 
 
 @lru_cache(maxsize=4096)
@@ -129,7 +127,7 @@ def _not_an_expression(value: Any) -> str:
     if isinstance(value, _BadKey):
         return f"payload keys must be text, got {value.key!r}"
     if value is None:
-        return "no expression given (for a JSON null write \"`null`\")"
+        return 'no expression given (for a JSON null write "`null`")'
     if isinstance(value, bool):
         literal = str(value).lower()
         return f'expected an expression, got the boolean {literal}: write "`{literal}`"'

@@ -1,15 +1,30 @@
-"""Read definition files into validated models, or report every problem with its place."""
+"""Read definition files into validated models, or report every problem with its place.
+
+Validation runs in two phases: the schema (types, required and unknown keys, names,
+subjects, durations, expression syntax), then the cross-field rules of
+:mod:`saga.definition.checks`, which need a schema-valid definition. Every problem
+of a phase is reported together.
+"""
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterable
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from saga.definition.checks import check_definition
-from saga.definition.model import SagaDefinition
+from saga.definition.expressions import TemplateError
+from saga.definition.model import (
+    FIELD_NAME_PATTERN,
+    SAGA_NAME_PATTERN,
+    STEP_NAME_PATTERN,
+    SUBJECT_PATTERN,
+    SagaDefinition,
+)
 from saga.definition.yaml_source import Path, SourceMap, YamlProblem, load_yaml
 from saga.errors import DefinitionError, Problem
 
@@ -18,36 +33,12 @@ SUFFIXES = (".yaml", ".yml")
 
 def parse_definition(text: str, file: str = "<text>") -> SagaDefinition:
     """Validate one definition; raises :class:`DefinitionError` listing all problems."""
-    try:
-        data, source = load_yaml(text)
-    except YamlProblem as exc:
-        raise DefinitionError(
-            [Problem(file, exc.line, exc.column, format_path(exc.path, None), exc.message)]
-        ) from None
-    if not isinstance(data, dict):
-        raise DefinitionError(
-            [Problem(file, 1, 1, "", "a definition is a mapping with name, trigger and steps")]
-        )
-    try:
-        definition = SagaDefinition.model_validate(data)
-    except ValidationError as exc:
-        raise DefinitionError(_schema_problems(exc, data, source, file)) from None
-    findings = check_definition(definition)
-    if findings:
-        raise DefinitionError(
-            [_problem(file, source, data, path, message) for path, message in findings]
-        )
-    return definition
+    return _parse(text, file)[0]
 
 
 def load_definition(path: str | FsPath) -> SagaDefinition:
     """Read and validate one file."""
-    path = FsPath(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError([Problem(str(path), 0, 0, "", f"cannot read file: {exc}")]) from None
-    return parse_definition(text, str(path))
+    return _load(FsPath(path))[0]
 
 
 def definition_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
@@ -65,27 +56,31 @@ def definition_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
 def load_definitions(paths: Iterable[str | FsPath]) -> dict[str, SagaDefinition]:
     """Load every definition; all problems of all files are raised together.
 
-    Two files declaring the same saga name (and version) is an error: names key instances.
+    Two files declaring the same saga name is an error, whatever their versions:
+    the name keys instances.
     """
+    paths = list(paths)
+    files = definition_files(paths)
+    if not files:
+        where = ", ".join(map(str, paths)) or "<no paths>"
+        raise DefinitionError([Problem(where, 0, 0, "", "no definition files found")])
     loaded: dict[str, SagaDefinition] = {}
     origin: dict[str, FsPath] = {}
     problems: list[Problem] = []
-    files = definition_files(paths)
-    if not files:
-        raise DefinitionError([Problem(", ".join(map(str, paths)), 0, 0, "", "no definition files found")])
     for file in files:
         try:
-            definition = load_definition(file)
+            definition, source = _load(file)
         except DefinitionError as exc:
             problems.extend(exc.problems)
             continue
-        if definition.name in loaded:
-            problems.append(
-                Problem(str(file), 1, 1, "name", f"saga {definition.name!r} is already defined in {origin[definition.name]}")
-            )
+        name = definition.name
+        if name in loaded:
+            line, column = source.locate(("name",))
+            message = f"saga {name!r} is already defined in {origin[name]}"
+            problems.append(Problem(str(file), line, column, "name", message))
             continue
-        loaded[definition.name] = definition
-        origin[definition.name] = file
+        loaded[name] = definition
+        origin[name] = file
     if problems:
         raise DefinitionError(problems)
     return loaded
@@ -99,45 +94,211 @@ def format_path(path: Path, data: Any) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
-            if isinstance(node, dict) and isinstance(node.get("name"), str) and text.startswith("steps"):
-                text += f"({node['name']})"
+            if text.startswith("steps") and isinstance(node, dict):
+                name = node.get("name")
+                if isinstance(name, str):
+                    text += f"({name})"
         else:
             text += f".{part}" if text else str(part)
             node = node.get(part) if isinstance(node, dict) else None
     return text
 
 
+def _load(path: FsPath) -> tuple[SagaDefinition, SourceMap]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError([Problem(str(path), 0, 0, "", f"cannot read file: {exc}")]) from None
+    return _parse(text, str(path))
+
+
+def _parse(text: str, file: str) -> tuple[SagaDefinition, SourceMap]:
+    try:
+        data, source = load_yaml(text)
+    except YamlProblem as exc:
+        path = format_path(exc.path, None)
+        raise DefinitionError([Problem(file, exc.line, exc.column, path, exc.message)]) from None
+    if not isinstance(data, dict):
+        message = f"a definition is a mapping with name, trigger and steps, not {_kind(data)}"
+        raise DefinitionError([Problem(file, 1, 1, "", message)])
+    try:
+        definition = SagaDefinition.model_validate(data)
+    except ValidationError as exc:
+        raise DefinitionError(_schema_problems(exc, data, source, file)) from None
+    findings = check_definition(definition)
+    if findings:
+        problems = [_problem(file, source, data, path, message) for path, message in findings]
+        raise DefinitionError(problems)
+    return definition, source
+
+
 def _problem(file: str, source: SourceMap, data: Any, path: Path, message: str) -> Problem:
+    path = _as_written(path, data)
     line, column = source.locate(path)
     return Problem(file, line, column, format_path(path, data), message)
 
 
-def _schema_problems(exc: ValidationError, data: Any, source: SourceMap, file: str) -> list[Problem]:
+def _as_written(path: Path, data: Any) -> Path:
+    """Drop list indices the file does not have: ``success: a.b`` is one subject, not a list."""
+    kept: list[str | int] = []
+    node = data
+    for part in path:
+        if isinstance(part, int):
+            if not isinstance(node, list):
+                continue
+            node = node[part] if part < len(node) else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+        kept.append(part)
+    return tuple(kept)
+
+
+# -- schema errors, in the words of the DSL -----------------------------------
+
+
+def _schema_problems(
+    exc: ValidationError, data: Any, source: SourceMap, file: str
+) -> list[Problem]:
     problems = []
     for error in exc.errors(include_url=False):
         path = _clean_loc(error["loc"])
-        message = _message(error)
-        problems.append(_problem(file, source, data, path, message))
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, TemplateError):
+            for leaf, message in cause.problems:
+                problems.append(_problem(file, source, data, (*path, *leaf), message))
+        else:
+            problems.append(_problem(file, source, data, path, _message(error, path)))
     return problems
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Path:
     """Drop pydantic's union/validator markers (``function-after[...]``, ``str``) from a loc."""
-    return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and p not in _TYPE_MARKERS))
+    return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and p not in _MARKERS))
 
 
-_TYPE_MARKERS = {"str", "list[str]", "tuple[str, ...]", "dict[str,any]", "int", "bool", "float"}
+_MARKERS = {"str", "list[str]", "tuple[str, ...]", "dict[str,any]", "int", "bool", "float"}
 
 
-def _message(error: Any) -> str:
-    kind = error["type"]
+def _message(error: Any, path: Path) -> str:
+    kind: str = error["type"]
+    given = error.get("input")
+    ctx = error.get("ctx", {})
     if kind == "extra_forbidden":
-        return "unknown field (check the spelling; see `saga schema` for the allowed keys)"
+        return _unknown_key(path)
     if kind == "missing":
-        return "required field is missing"
-    message = str(error["msg"])
-    if kind.startswith("value_error"):
-        message = message.removeprefix("Value error, ")
+        return f"missing required key {path[-1]!r}" if path else "required key is missing"
+    if kind in ("value_error", "assertion_error"):
+        return str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind == "string_pattern_mismatch":
-        message = f"{error['input']!r} does not match {error['ctx']['pattern']}"
-    return message
+        return _pattern_message(str(given), ctx.get("pattern", ""))
+    if kind == "string_type":
+        return f"must be text, got {_kind(given)}" + (" (quote it)" if _scalar(given) else "")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping of keys to values, got {_kind(given)}"
+    if kind in ("list_type", "tuple_type"):
+        if path and path[-1] in ("success", "failure"):
+            return f"must be a subject or a list of subjects, got {_kind(given)}"
+        return f"must be a list, got {_kind(given)}"
+    if kind == "too_short":
+        if path == ("steps",):
+            return "a saga needs at least one step"
+        return f"must have at least {ctx.get('min_length', 1)} item(s)"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false, got {given!r}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be a whole number, got {given!r}"
+    message = str(error["msg"]).replace("Input should be", "must be")
+    return f"{message}, got {given!r}" if _scalar(given) else message
+
+
+def _unknown_key(path: Path) -> str:
+    key = str(path[-1]) if path else ""
+    model = _model_at(path[:-1])
+    if model is None:
+        return f"unknown key {key!r}"
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key {key!r} (did you mean {close[0]!r}?)"
+    return f"unknown key {key!r}; allowed here: " + ", ".join(allowed)
+
+
+def _model_at(path: Path) -> type[BaseModel] | None:
+    """The model describing the mapping at ``path`` (list indices skipped)."""
+    model: type[BaseModel] | None = SagaDefinition
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+_NAME_RULES = {
+    STEP_NAME_PATTERN: ("step name", "lower-case letters, digits and '_', starting with a letter"),
+    SAGA_NAME_PATTERN: (
+        "saga name",
+        "lower-case letters, digits, '-' and '_', starting with a letter",
+    ),
+    FIELD_NAME_PATTERN: ("field name", "letters, digits and '_', not starting with a digit"),
+}
+
+
+def _pattern_message(value: str, pattern: str) -> str:
+    if pattern == SUBJECT_PATTERN:
+        return f"{value!r} is not a valid subject: {_subject_fault(value)}"
+    if pattern in _NAME_RULES:
+        what, rule = _NAME_RULES[pattern]
+        message = f"{value!r} is not a valid {what}: use {rule}"
+        suggestion = _snake(value, "-" if pattern == SAGA_NAME_PATTERN else "_")
+        if pattern != FIELD_NAME_PATTERN and re.match(pattern, suggestion):
+            message += f", e.g. {suggestion!r}"
+        return message
+    return f"{value!r} does not match {pattern}"
+
+
+def _subject_fault(value: str) -> str:
+    if "*" in value or ">" in value:
+        return "wildcards ('*', '>') are not allowed; list each subject"
+    if any(c.isspace() for c in value):
+        return "subjects cannot contain spaces"
+    if not value or value.startswith(".") or value.endswith(".") or ".." in value:
+        return "a token between dots is empty"
+    return "use dot-separated tokens of letters, digits, '-' and '_'"
+
+
+def _snake(value: str, separator: str) -> str:
+    """``Reserve-Inventory`` -> ``reserve_inventory``: a name the rule accepts, to suggest."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", separator, value)
+    return re.sub(r"[^a-z0-9]+", separator, spaced.lower()).strip(separator)
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _kind(value: Any) -> str:
+    """A YAML reader's word for the type of ``value``."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__

@@ -1,0 +1,71 @@
+"""Read instances for people and tools: find one by id, list many, start one."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import NoKeysError
+
+from saga.core.state import InstanceState
+from saga.definition.model import SagaDefinition
+from saga.nats.topology import Topology, instance_key, token
+from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
+from saga.store import KvInstanceStore
+
+
+async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstanceStore:
+    return KvInstanceStore(await js.key_value(topology.instances_bucket))
+
+
+async def find_instance(
+    store: KvInstanceStore, saga_id: str, name: str | None = None
+) -> InstanceState | None:
+    """By ``name`` when given, else the one instance of any saga with this id."""
+    if name is not None:
+        stored = await store.load(instance_key(name, saga_id))
+        return stored.record.state if stored else None
+    try:
+        keys = await store.kv.keys()
+    except NoKeysError:
+        return None
+    suffix = "." + token(saga_id)
+    for key in keys:
+        if key.endswith(suffix):
+            stored = await store.load(key)
+            if stored is not None and stored.record.state.saga_id == saga_id:
+                return stored.record.state
+    return None
+
+
+async def list_instances(
+    store: KvInstanceStore, status: str | None = None, name: str | None = None, limit: int = 100
+) -> list[InstanceState]:
+    found = []
+    async for record in store.scan():
+        state = record.state
+        if (status is None or state.status.value == status) and (name is None or state.saga_name == name):
+            found.append(state)
+    found.sort(key=lambda s: s.started_at, reverse=True)
+    return found[:limit]
+
+
+async def start_saga(
+    js: JetStreamContext, definition: SagaDefinition, data: dict[str, Any], saga_id: str | None = None
+) -> str:
+    """Publish the trigger event; returns the saga id (given, from the payload, or new)."""
+    source = definition.trigger.id
+    if saga_id is None and source.field is not None and isinstance(data.get(source.field), str | int):
+        saga_id = str(data[source.field])
+    saga_id = saga_id or str(uuid.uuid4())
+    headers = {
+        HEADER_SAGA_ID: saga_id,
+        HEADER_SAGA_NAME: definition.name,
+        HEADER_MSG_ID: f"{definition.name}:{saga_id}:trigger",
+    }
+    if source.header is not None:
+        headers[source.header] = saga_id
+    await js.publish(definition.trigger.event, json.dumps(data).encode(), headers=headers)
+    return saga_id

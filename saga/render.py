@@ -1,0 +1,66 @@
+"""Terminal rendering of instances: readable tables, no colour codes when piped."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from saga.core.state import InstanceState, Status
+
+STATUS_COLOURS = {
+    Status.RUNNING: "cyan",
+    Status.COMPENSATING: "yellow",
+    Status.COMPLETED: "green",
+    Status.COMPENSATED: "yellow",
+    Status.PARKED: "red",
+}
+
+
+def duration_text(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    ms = (end - start).total_seconds() * 1000
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def status_text(state: InstanceState) -> str:
+    """The whole instance: outcome, steps with attempts and timings, compensation, history."""
+    end = state.finished_at or state.updated_at
+    out = [
+        f"saga      {state.saga_name} v{state.saga_version}",
+        f"id        {state.saga_id}",
+        f"status    {state.status.value}",
+        f"started   {state.started_at.isoformat()}",
+        f"duration  {duration_text(state.started_at, end)}",
+    ]
+    if state.failure_reason:
+        failed = f" at {state.failure_step}" if state.failure_step else ""
+        out.append(f"failure   {state.failure_reason}{failed}")
+    rows = []
+    for name, s in state.steps.items():
+        comp = s.compensation.value if s.compensation.value != "none" else ""
+        if comp and s.compensation_attempt > 1:
+            comp += f" ({s.compensation_attempt} attempts)"
+        rows.append([name, s.status.value, str(s.attempt or ""),
+                     duration_text(s.started_at, s.finished_at), comp])
+    out += ["", table(rows, ["step", "status", "attempts", "took", "compensation"]), "", "history"]
+    for entry in state.history:
+        when = (entry.at - state.started_at).total_seconds() * 1000
+        parts = [entry.event, entry.step or "", f"#{entry.attempt}" if entry.attempt else "",
+                 entry.detail or ""]
+        out.append(f"  +{when:8.0f} ms  " + "  ".join(p for p in parts if p))
+    return "\n".join(out)
+
+
+def list_text(states: list[InstanceState]) -> str:
+    if not states:
+        return "no instances"
+    rows = [[s.saga_id, s.saga_name, s.status.value, s.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+             duration_text(s.started_at, s.finished_at or s.updated_at)] for s in states]
+    return table(rows, ["id", "saga", "status", "started", "duration"])

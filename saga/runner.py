@@ -1,0 +1,84 @@
+"""Run the engine as a service: connect (or embed a server), start, wait for a signal, shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+
+from saga.definition import load_definitions
+from saga.engine import Engine, EngineSettings
+from saga.nats.connection import NatsSettings, connect
+from saga.nats.server import EmbeddedServer, free_port
+
+log = logging.getLogger("saga.run")
+
+DEFAULT_DATA_DIR = Path(".saga-data")
+URL_FILE = "nats.url"
+DEFAULT_PORT = 4222
+
+
+def embedded_server(data_dir: Path) -> EmbeddedServer:
+    """Start the embedded server in ``data_dir`` and write its URL where the CLI finds it."""
+    port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
+    server = EmbeddedServer(store_dir=data_dir / "jetstream", port=port).start()
+    (data_dir / URL_FILE).write_text(server.url + "\n")
+    return server
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def discover_url(explicit: str | None, data_dir: Path = DEFAULT_DATA_DIR) -> str:
+    """``--nats``/``SAGA_NATS_URL``, else the embedded server of ``saga run`` here, else localhost."""
+    if explicit:
+        return explicit
+    url_file = data_dir / URL_FILE
+    if url_file.is_file():
+        return url_file.read_text().strip()
+    return f"nats://127.0.0.1:{DEFAULT_PORT}"
+
+
+async def run_engine(
+    definitions_path: Path,
+    nats: NatsSettings | None,
+    data_dir: Path = DEFAULT_DATA_DIR,
+    settings: EngineSettings | None = None,
+    announce: bool = True,
+) -> None:
+    """Until SIGTERM/SIGINT: stop fetching, finish in-flight work, drain, stop the embedded server."""
+    definitions = load_definitions([definitions_path])
+    server = None
+    if nats is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = await asyncio.to_thread(embedded_server, data_dir)
+        nats = NatsSettings(url=server.url, name="saga-engine")
+        if announce:
+            print(f"embedded nats-server listening on {server.url} (store: {data_dir}/jetstream)",
+                  flush=True)
+    nc = await connect(nats)
+    engine = Engine(nc, definitions, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await engine.start()
+        if announce:
+            print(f"engine running {len(definitions)} saga(s): {', '.join(sorted(definitions))}",
+                  flush=True)
+        await stop.wait()
+        log.info("shutting down: finishing in-flight work")
+    finally:
+        await engine.stop()
+        await nc.drain()
+        if server is not None:
+            await server.astop()

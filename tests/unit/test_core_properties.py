@@ -1,0 +1,503 @@
+"""Properties of ``decide`` over random valid definitions and random event sequences.
+
+Each example builds a definition (1-5 steps, driven or observed, with or without timeout,
+retry, compensation, confirmation and deadline), starts one instance and feeds it random
+events: replies to random steps (early, late, stray, duplicated), compensation outcomes,
+timers (the ones scheduled now, and stale ones that were fired or cancelled before), operator
+actions, and repeats of the previous event. The simulation plays the adapters: it keeps the
+pending timers from ``ScheduleTimer`` / ``CancelTimer`` and moves a clock that never goes back.
+After every event the invariants of the state machine are checked (see :class:`Sim`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from saga.core import (
+    CancelTimer,
+    CompensationFailed,
+    CompensationStatus,
+    CompensationSucceeded,
+    Decision,
+    Event,
+    Finished,
+    InstanceState,
+    OperatorAbort,
+    OperatorResume,
+    OperatorRetry,
+    Parked,
+    PublishEvent,
+    SagaTriggered,
+    ScheduleTimer,
+    Status,
+    StepFailed,
+    StepStatus,
+    StepSucceeded,
+    Timer,
+    TimerFired,
+    TimerKind,
+    decide,
+)
+from saga.definition import SagaDefinition
+from saga.definition.checks import check_definition
+from saga.protocol import HEADER_ATTEMPT, HEADER_KIND, HEADER_STEP, KIND_COMPENSATION, KIND_STEP
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+FIELDS = ("v", "w")
+DURATIONS = ("100ms", "1s", "5s", "30s")
+IN_FLIGHT = (StepStatus.ACTIVE, StepStatus.RETRY_WAIT)
+SETTLED = (Status.COMPLETED, Status.COMPENSATED, Status.PARKED)
+PROPERTY_SETTINGS = settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+# -- random valid definitions -----------------------------------------------------------------
+
+
+@st.composite
+def retry_policies(draw: st.DrawFn, needs_on_failure: bool) -> dict[str, Any]:
+    """A retry policy; ``needs_on_failure`` when there is no timeout for it to react to."""
+    policy: dict[str, Any] = {
+        "attempts": draw(st.integers(1, 3)),
+        "backoff": draw(st.sampled_from(("100ms", "1s"))),
+        "on_failure": needs_on_failure or draw(st.booleans()),
+    }
+    if draw(st.booleans()):
+        policy["multiplier"] = draw(st.sampled_from((1.0, 1.5, 3.0)))
+        policy["max_backoff"] = draw(st.sampled_from(("1s", "10s")))
+    return policy
+
+
+@st.composite
+def templates(draw: st.DrawFn, readable: list[str]) -> dict[str, str] | None:
+    """A payload template reading only what is visible when it is rendered."""
+    sources = st.sampled_from(["saga.id", "saga.name", "'literal'", *readable])
+    return draw(st.none() | st.dictionaries(st.sampled_from("abcd"), sources, max_size=3))
+
+
+@st.composite
+def compensations(
+    draw: st.DrawFn, i: int, readable: list[str], live: bool
+) -> dict[str, Any] | None:
+    if not draw(st.booleans()):
+        return None
+    comp: dict[str, Any] = {"publish": {"event": f"s{i}.undo"}}
+    data = draw(templates(readable))
+    if data is not None:
+        comp["publish"]["data"] = data
+    if not draw(st.booleans()):
+        return comp  # fire-and-forget
+    comp["success"] = f"s{i}.undone"
+    if draw(st.booleans()):
+        comp["failure"] = f"s{i}.undo_failed"
+    if live or draw(st.booleans()):
+        comp["timeout"] = draw(st.sampled_from(DURATIONS))
+    if draw(st.booleans()):
+        comp["retry"] = draw(retry_policies(needs_on_failure="timeout" not in comp))
+    return comp
+
+
+@st.composite
+def steps(
+    draw: st.DrawFn, i: int, readable: list[str], needs_timeout: bool, live: bool
+) -> dict[str, Any]:
+    step: dict[str, Any] = {"name": f"s{i}", "success": f"s{i}.ok"}
+    if draw(st.booleans()):
+        step["failure"] = [f"s{i}.ko"]
+    keep = draw(st.sampled_from([None, ["v"], ["w"], ["v", "w"]]))
+    if keep is not None:
+        step["keep"] = keep
+    if needs_timeout or draw(st.booleans()):
+        step["timeout"] = draw(st.sampled_from(DURATIONS))
+    if draw(st.booleans()):  # driven
+        step["publish"] = {"event": f"s{i}.do"}
+        data = draw(templates(readable))
+        if data is not None:
+            step["publish"]["data"] = data
+        if draw(st.booleans()):
+            step["retry"] = draw(retry_policies(needs_on_failure="timeout" not in step))
+    own = [f"steps.s{i}.{f}" for f in (keep or FIELDS)]
+    comp = draw(compensations(i, [*readable, *own], live))
+    if comp is not None:
+        step["compensate"] = comp
+    return step
+
+
+@st.composite
+def definitions(draw: st.DrawFn, live: bool = False) -> SagaDefinition:
+    """A random definition that the schema and every cross-field check accept.
+
+    ``live``: nothing can wait for ever once replies stop. Every step has a timeout or the
+    saga has a deadline, and every confirmed compensation has a timeout. The deadline does
+    not bound compensation (it is cancelled when compensation begins), so a confirmed
+    compensation without a timeout legitimately waits for its confirmation.
+    """
+    trigger_keep = draw(st.sampled_from([None, ["x"], ["x", "y"]]))
+    trigger: dict[str, Any] = {"event": "prop.start"}
+    if trigger_keep is not None:
+        trigger["keep"] = trigger_keep
+    raw: dict[str, Any] = {"name": "prop", "trigger": trigger, "steps": []}
+    if draw(st.booleans()):
+        raw["deadline"] = draw(st.sampled_from(("10s", "1m")))
+    readable = [f"trigger.{f}" for f in (trigger_keep or ["x", "y"])]
+    for i in range(draw(st.integers(1, 5))):
+        needs_timeout = live and "deadline" not in raw
+        step = draw(steps(i, readable, needs_timeout, live))
+        raw["steps"].append(step)
+        readable += [f"steps.s{i}.{f}" for f in step.get("keep", FIELDS)]
+    definition = SagaDefinition.model_validate(raw)
+    assert check_definition(definition) == []
+    return definition
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+payloads = st.fixed_dictionaries(
+    {"v": st.integers(0, 99)}, optional={"w": json_values, "extra": json_values}
+)
+trigger_payloads = st.fixed_dictionaries({"x": json_values}, optional={"y": json_values, "z": st.text()})
+
+# -- the simulation -----------------------------------------------------------------------------
+
+
+def publishes(decision: Decision) -> list[PublishEvent]:
+    return [c for c in decision.commands if isinstance(c, PublishEvent)]
+
+
+def allowed_attempts(policy_attempts: int | None, operator_retries: int) -> int:
+    return (policy_attempts or 1) + operator_retries
+
+
+@dataclass
+class Sim:
+    """One instance, the adapters around it, and the record the invariants are checked on."""
+
+    definition: SagaDefinition
+    state: InstanceState | None = None
+    now: datetime = T0
+    pending: dict[Timer, datetime] = field(default_factory=dict)
+    """Timers scheduled and neither fired nor cancelled."""
+    gone: set[Timer] = field(default_factory=set)
+    """Timers once scheduled, then fired or cancelled: firing them again must change nothing."""
+    msg_ids: set[str] = field(default_factory=set)
+    commanded: set[str] = field(default_factory=set)
+    """Steps whose forward command was published."""
+    replied_ok: set[str] = field(default_factory=set)
+    """Steps a success reply was delivered for."""
+    undone: list[str] = field(default_factory=list)
+    """Steps whose compensation was published (first attempt), in order."""
+    operator_retries: int = 0
+    last: Event | None = None
+
+    # -- driving ----------------------------------------------------------------------------
+
+    def deliver(self, event: Event, after_ms: int = 0) -> Decision:
+        self.now += timedelta(milliseconds=after_ms)
+        if isinstance(event, TimerFired) and event.timer in self.pending:
+            self.now = max(self.now, self.pending.pop(event.timer))
+            self.gone.add(event.timer)
+        if isinstance(event, StepSucceeded):
+            self.replied_ok.add(event.step)
+        if isinstance(event, OperatorRetry):
+            self.operator_retries += 1
+        before = self.state
+        decision = decide(self.definition, before, event, self.now)
+        self.check(before, event, decision)
+        self.state, self.last = decision.state, event
+        return decision
+
+    def repeat_last(self, after_ms: int) -> None:
+        assert self.last is not None and self.state is not None
+        operator_redrive = isinstance(self.last, OperatorRetry) and self.state.status is Status.RUNNING
+        decision = self.deliver(self.last, after_ms)
+        if not operator_redrive:  # an operator retry is a new request each time, not a duplicate
+            assert not decision.changed, f"duplicate {self.last} changed the instance"
+
+    def quiesce(self) -> None:
+        """No more replies: fire every pending timer in fire order until none is left."""
+        for _ in range(500):
+            if not self.pending:
+                return
+            timer = min(self.pending, key=lambda t: (self.pending[t], t.key))
+            self.deliver(TimerFired(timer))
+        raise AssertionError("timers kept being scheduled: no quiescence after 500 firings")
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def check(self, before: InstanceState | None, event: Event, decision: Decision) -> None:
+        assert decision.error is None, decision.error
+        assert decision.state is not None
+        if before is not None and before.status.terminal:
+            assert not decision.changed, "a finished instance absorbs every event"
+        if not decision.changed:
+            assert decision.commands == [], decision.commands
+            assert decision.state == before
+            return
+        self.check_commands(before, decision)
+        self.apply_timers(decision)
+        self.check_state(before, decision.state, decision)
+        self.check_timers(decision.state)
+
+    def check_commands(self, before: InstanceState | None, decision: Decision) -> None:
+        assert decision.state is not None
+        began = before is not None and before.status is not Status.RUNNING
+        for command in decision.commands:
+            if isinstance(command, ScheduleTimer):
+                assert command.fire_at > self.now
+            if not isinstance(command, PublishEvent):
+                continue
+            assert command.msg_id not in self.msg_ids, f"{command.msg_id} published twice"
+            self.msg_ids.add(command.msg_id)
+            step = self.definition.step(command.headers[HEADER_STEP])
+            attempt = int(command.headers[HEADER_ATTEMPT])
+            if command.headers[HEADER_KIND] == KIND_STEP:
+                assert not began, f"step command {command.msg_id} after compensation began"
+                assert step.publish is not None and command.subject == step.publish.event
+                policy = step.retry.attempts if step.retry else None
+                assert attempt <= allowed_attempts(policy, self.operator_retries)
+                self.commanded.add(step.name)
+            else:
+                assert command.headers[HEADER_KIND] == KIND_COMPENSATION
+                began = True
+                self.check_undo(step.name, attempt, decision.state)
+
+    def check_undo(self, name: str, attempt: int, state: InstanceState) -> None:
+        step = self.definition.step(name)
+        assert step.compensate is not None
+        assert state.status is not Status.RUNNING
+        assert name in self.replied_ok, f"undo of {name} that never succeeded"
+        assert step.publish is None or name in self.commanded, f"undo of uncommanded {name}"
+        assert state.steps[name].status is StepStatus.SUCCEEDED
+        retry = step.compensate.retry
+        assert attempt <= allowed_attempts(retry.attempts if retry else None, self.operator_retries)
+        if attempt > 1:
+            assert name in self.undone
+            return
+        assert name not in self.undone, f"compensation of {name} started twice"
+        newer = state.completed[state.completed.index(name) + 1 :]
+        for other in newer:
+            if self.definition.step(other).compensate is not None:
+                assert other in self.undone, f"{name} undone before newer {other}"
+        self.undone.append(name)
+
+    def apply_timers(self, decision: Decision) -> None:
+        for command in decision.commands:
+            if isinstance(command, ScheduleTimer):
+                self.pending[command.timer] = command.fire_at
+                self.gone.discard(command.timer)
+            elif isinstance(command, CancelTimer) and command.timer in self.pending:
+                del self.pending[command.timer]
+                self.gone.add(command.timer)
+
+    def check_state(
+        self, before: InstanceState | None, after: InstanceState, decision: Decision
+    ) -> None:
+        old = before.completed if before else []
+        assert after.completed[: len(old)] == old, "completed is append-only"
+        succeeded = [n for n, s in after.steps.items() if s.status is StepStatus.SUCCEEDED]
+        assert sorted(after.completed) == sorted(succeeded)
+        assert len(set(after.compensation_queue)) == len(after.compensation_queue)
+        assert set(after.compensation_queue) <= set(after.completed)
+        if before is not None and before.status is not Status.RUNNING:
+            assert after.status is not Status.RUNNING, "an instance never goes back to running"
+        finished = [c.status for c in decision.commands if isinstance(c, Finished)]
+        assert finished == ([after.status.value] if after.status.terminal else [])
+        parked = [c for c in decision.commands if isinstance(c, Parked)]
+        newly_parked = before is not None and before.status is not Status.PARKED
+        assert len(parked) == (after.status is Status.PARKED and newly_parked)
+        {
+            Status.RUNNING: self.check_running,
+            Status.COMPENSATING: self.check_compensating,
+            Status.PARKED: self.check_parked,
+            Status.COMPLETED: self.check_completed,
+            Status.COMPENSATED: self.check_compensated,
+        }[after.status](after)
+
+    def check_running(self, state: InstanceState) -> None:
+        statuses = [state.steps[s.name].status for s in self.definition.steps]
+        current = next(i for i, s in enumerate(statuses) if s is not StepStatus.SUCCEEDED)
+        assert statuses[current] in IN_FLIGHT
+        assert all(s is StepStatus.PENDING for s in statuses[current + 1 :])
+        assert state.compensation_queue == []
+
+    def check_compensating(self, state: InstanceState) -> None:
+        assert state.compensation_queue, "compensating with nothing to compensate"
+        current = state.steps[state.compensation_queue[0]].compensation
+        assert current in (CompensationStatus.ACTIVE, CompensationStatus.RETRY_WAIT)
+        assert not any(s.status in IN_FLIGHT for s in state.steps.values())
+
+    def check_parked(self, state: InstanceState) -> None:
+        assert state.compensation_queue
+        current = state.steps[state.compensation_queue[0]].compensation
+        assert current is CompensationStatus.FAILED
+
+    def check_completed(self, state: InstanceState) -> None:
+        assert state.completed == [s.name for s in self.definition.steps]
+        assert self.undone == []
+
+    def check_compensated(self, state: InstanceState) -> None:
+        assert state.compensation_queue == []
+        for name in state.completed:
+            if self.definition.step(name).compensate is not None:
+                done = (CompensationStatus.DONE, CompensationStatus.RESOLVED)
+                assert state.steps[name].compensation in done, f"{name} was never undone"
+
+    def check_timers(self, state: InstanceState) -> None:
+        """The pending timers are exactly the ones the state waits on."""
+        assert set(self.pending) == set(self.expected_timers(state))
+
+    def expected_timers(self, state: InstanceState) -> list[Timer]:
+        if state.status is Status.RUNNING:
+            timers = [Timer(TimerKind.DEADLINE)] if self.definition.deadline else []
+            for step in self.definition.steps:
+                s = state.steps[step.name]
+                if s.status is StepStatus.ACTIVE and step.timeout is not None:
+                    timers.append(Timer(TimerKind.STEP_TIMEOUT, step.name, s.attempt))
+                if s.status is StepStatus.RETRY_WAIT:
+                    timers.append(Timer(TimerKind.STEP_RETRY, step.name, s.attempt))
+            return timers
+        if state.status is Status.COMPENSATING:
+            name = state.compensation_queue[0]
+            s, comp = state.steps[name], self.definition.step(name).compensate
+            assert comp is not None
+            if s.compensation is CompensationStatus.ACTIVE and comp.timeout is not None:
+                return [Timer(TimerKind.COMPENSATION_TIMEOUT, name, s.compensation_attempt)]
+            if s.compensation is CompensationStatus.RETRY_WAIT:
+                return [Timer(TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt)]
+        return []
+
+    # -- what may happen next ---------------------------------------------------------------
+
+    def events(self) -> st.SearchStrategy[Event | None]:
+        """Any event the outside world could send now; ``None`` repeats the previous one."""
+        defn = self.definition
+        names = [s.name for s in defn.steps]
+        failing = [s.name for s in defn.steps if s.failure]
+        confirmed = [s.name for s in defn.steps if s.compensate and s.compensate.success]
+        refused = [s.name for s in defn.steps if s.compensate and s.compensate.failure]
+        choices: list[st.SearchStrategy[Event | None]] = [
+            st.builds(StepSucceeded, st.sampled_from(names), payloads),
+            st.sampled_from([OperatorAbort("op"), OperatorRetry(), OperatorResume()]),
+        ]
+        if failing:
+            choices.append(st.builds(StepFailed, st.sampled_from(failing), st.just("no")))
+        if confirmed:
+            choices.append(st.builds(CompensationSucceeded, st.sampled_from(confirmed)))
+        if refused:
+            choices.append(st.builds(CompensationFailed, st.sampled_from(refused)))
+        if self.pending:
+            ready = st.sampled_from(sorted(self.pending, key=lambda t: t.key)).map(TimerFired)
+            choices += [ready, ready]
+        if self.gone:
+            choices.append(st.sampled_from(sorted(self.gone, key=lambda t: t.key)).map(TimerFired))
+        if self.last is not None:
+            choices.append(st.none())
+        choices += self.answers()
+        return st.one_of(choices)
+
+    def answers(self) -> list[st.SearchStrategy[Event | None]]:
+        """Replies to what the instance waits on now, so that runs make progress."""
+        state = self.state
+        assert state is not None
+        waited: list[Event] = []
+        for step in self.definition.steps:
+            if state.steps[step.name].status in IN_FLIGHT:
+                waited.append(StepSucceeded(step.name, {"v": 1, "w": "x"}))
+                if step.failure:
+                    waited.append(StepFailed(step.name, "no"))
+        if state.compensation_queue:
+            name = state.compensation_queue[0]
+            comp = self.definition.step(name).compensate
+            if comp is not None and comp.success:
+                waited.append(CompensationSucceeded(name))
+            if comp is not None and comp.failure:
+                waited.append(CompensationFailed(name, "no"))
+        return [st.sampled_from(waited)] * 2 if waited else []
+
+
+def play(definition: SagaDefinition, data: st.DataObject, trigger: dict[str, Any]) -> Sim:
+    """Start an instance and feed it a random sequence of events, checking every decision."""
+    sim = Sim(definition)
+    sim.deliver(SagaTriggered("id-1", trigger))
+    for _ in range(data.draw(st.integers(0, 40), label="events")):
+        event = data.draw(sim.events(), label="event")
+        after_ms = data.draw(st.integers(0, 3000), label="after ms")
+        if event is None:
+            sim.repeat_last(after_ms)
+        else:
+            sim.deliver(event, after_ms)
+    return sim
+
+
+# -- the properties -----------------------------------------------------------------------------
+
+
+@PROPERTY_SETTINGS
+@given(definition=definitions(), data=st.data())
+def test_every_decision_keeps_the_invariants(definition: SagaDefinition, data: st.DataObject) -> None:
+    sim = play(definition, data, {"x": 1, "y": "two"})
+
+    sim.quiesce()
+
+    assert sim.state is not None
+    if sim.state.status is Status.RUNNING:  # only a step without timeout nor deadline waits
+        current = next(s for s in definition.steps if sim.state.steps[s.name].status in IN_FLIGHT)
+        assert current.timeout is None and definition.deadline is None
+        assert sim.state.steps[current.name].status is StepStatus.ACTIVE
+    if sim.state.status is Status.COMPENSATING:  # only an undo without timeout waits
+        name = sim.state.compensation_queue[0]
+        comp = definition.step(name).compensate
+        assert comp is not None and comp.timeout is None
+        assert sim.state.steps[name].compensation is CompensationStatus.ACTIVE
+
+
+@PROPERTY_SETTINGS
+@given(definition=definitions(live=True), data=st.data())
+def test_without_replies_a_live_saga_always_settles(
+    definition: SagaDefinition, data: st.DataObject
+) -> None:
+    sim = play(definition, data, {"x": 1})
+
+    sim.quiesce()
+
+    assert sim.state is not None
+    assert sim.state.status in SETTLED, sim.state.status
+
+
+@PROPERTY_SETTINGS
+@given(definition=definitions(live=True))
+def test_a_saga_nobody_answers_settles_compensated(definition: SagaDefinition) -> None:
+    sim = Sim(definition)
+    sim.deliver(SagaTriggered("id-1", {"x": 1}))
+
+    sim.quiesce()
+
+    assert sim.state is not None
+    assert sim.state.status is Status.COMPENSATED
+    assert sim.undone == []
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(definition=definitions(), data=st.data(), trigger=trigger_payloads)
+def test_state_survives_a_json_round_trip(
+    definition: SagaDefinition, data: st.DataObject, trigger: dict[str, Any]
+) -> None:
+    sim = play(definition, data, trigger)
+
+    assert sim.state is not None
+    text = sim.state.model_dump_json()
+    assert InstanceState.model_validate_json(text) == sim.state
