@@ -51,11 +51,19 @@ Command = PublishEvent | ScheduleTimer | CancelTimer | Finished | Parked
 def command_to_json(command: Command) -> dict[str, Any]:
     """A JSON-ready form, so the store can keep a transition's commands (its outbox)."""
     if isinstance(command, PublishEvent):
-        return {"type": "publish", "subject": command.subject, "data": command.data,
-                "headers": command.headers, "msg_id": command.msg_id}
+        return {
+            "type": "publish",
+            "subject": command.subject,
+            "data": command.data,
+            "headers": command.headers,
+            "msg_id": command.msg_id,
+        }
     if isinstance(command, ScheduleTimer):
-        return {"type": "schedule", "timer": command.timer.key,
-                "fire_at": command.fire_at.isoformat()}
+        return {
+            "type": "schedule",
+            "timer": command.timer.key,
+            "fire_at": command.fire_at.isoformat(),
+        }
     if isinstance(command, CancelTimer):
         return {"type": "cancel", "timer": command.timer.key}
     if isinstance(command, Finished):

@@ -5,7 +5,9 @@ error becomes ``Decision.error``). The rules it keeps:
 
 - steps run in order; compensation undoes the steps that succeeded, newest first;
 - once compensation begins no forward step is driven; late replies are recorded,
-  and a late *success* of a step whose outcome was unknown queues its undo;
+  and a late *success* of a step whose outcome was unknown (abandoned, timed out,
+  or observed and not yet started) queues its undo next; a reply to a driven step
+  that was never commanded is stray;
 - a duplicate, stale or late event changes nothing (``Decision.changed`` is False);
 - completed and compensated instances absorb every event;
 - a compensation that cannot succeed parks the instance for an operator.
@@ -141,8 +143,13 @@ class _Transition:
 
     # -- helpers ------------------------------------------------------------
 
-    def record(self, event: str, step: str | None = None, attempt: int | None = None,
-               detail: str | None = None) -> None:
+    def record(
+        self,
+        event: str,
+        step: str | None = None,
+        attempt: int | None = None,
+        detail: str | None = None,
+    ) -> None:
         self.state.history.append(
             HistoryEntry(at=self.now, event=event, step=step, attempt=attempt, detail=detail)
         )
@@ -222,7 +229,9 @@ class _Transition:
         if step.publish is not None:
             self.publish(step.publish, step.name, attempt, KIND_STEP)
         if step.timeout is not None:
-            self.schedule(Timer(TimerKind.STEP_TIMEOUT, step.name, attempt), self.now + step.timeout)
+            self.schedule(
+                Timer(TimerKind.STEP_TIMEOUT, step.name, attempt), self.now + step.timeout
+            )
 
     def wait_to_retry(self, step: str, s: StepState, policy: RetryPolicy, why: str) -> None:
         self.cancel_step_timers(step, s)
@@ -329,20 +338,28 @@ class _Transition:
     def compensation_timer(self, timer: Timer, name: str, s: StepState) -> str | None:
         queue = self.state.compensation_queue
         current = queue[0] if queue else None
-        if (self.state.status is not Status.COMPENSATING or current != name
-                or timer.attempt != s.compensation_attempt):
+        if (
+            self.state.status is not Status.COMPENSATING
+            or current != name
+            or timer.attempt != s.compensation_attempt
+        ):
             return "stale timer"
         comp = self.step_def(name).compensate
         assert comp is not None
-        if timer.kind is TimerKind.COMPENSATION_TIMEOUT and s.compensation is CompensationStatus.ACTIVE:
+        if (
+            timer.kind is TimerKind.COMPENSATION_TIMEOUT
+            and s.compensation is CompensationStatus.ACTIVE
+        ):
             policy = comp.retry
             if policy and s.compensation_attempt < policy.attempts:
                 self.compensation_wait(name, s, policy, "timed out")
                 return None
             self.park(name, s, f"compensation timed out after {s.compensation_attempt} attempt(s)")
             return None
-        if (timer.kind is TimerKind.COMPENSATION_RETRY
-                and s.compensation is CompensationStatus.RETRY_WAIT):
+        if (
+            timer.kind is TimerKind.COMPENSATION_RETRY
+            and s.compensation is CompensationStatus.RETRY_WAIT
+        ):
             self.drive_compensation(name, s, s.compensation_attempt + 1)
             return None
         return "stale timer"
@@ -397,7 +414,9 @@ class _Transition:
         assert comp is not None
         s.compensation = CompensationStatus.ACTIVE
         s.compensation_attempt = attempt
-        self.record("compensation.started" if attempt == 1 else "compensation.retried", name, attempt)
+        self.record(
+            "compensation.started" if attempt == 1 else "compensation.retried", name, attempt
+        )
         self.publish(comp.publish, name, attempt, KIND_COMPENSATION)
         if comp.success is None:
             s.compensation = CompensationStatus.DONE
@@ -429,7 +448,11 @@ class _Transition:
 
     def compensation_succeeded(self, event: CompensationSucceeded) -> str | None:
         s = self.current_compensation(event.step)
-        active = (CompensationStatus.ACTIVE, CompensationStatus.RETRY_WAIT, CompensationStatus.FAILED)
+        active = (
+            CompensationStatus.ACTIVE,
+            CompensationStatus.RETRY_WAIT,
+            CompensationStatus.FAILED,
+        )
         if s is None or s.compensation not in active:
             return f"no compensation of {event.step!r} in progress: duplicate or stray confirmation"
         self.cancel_compensation_timers(event.step, s)

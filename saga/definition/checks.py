@@ -53,8 +53,8 @@ class _Role:
         return f"{undo}{self.key} of step {self.step!r}"
 
 
-def _listened(definition: SagaDefinition) -> Iterator[tuple[Path, str, _Role]]:
-    """(path, subject, role) for every subject the engine consumes."""
+def consumed_subjects(definition: SagaDefinition) -> Iterator[tuple[Path, str, _Role]]:
+    """(path, subject, role) for every subject the engine consumes for this saga."""
     yield ("trigger", "event"), definition.trigger.event, _Role(None)
     for i, step in enumerate(definition.steps):
         for key in ("success", "failure"):
@@ -70,7 +70,7 @@ def _listened(definition: SagaDefinition) -> Iterator[tuple[Path, str, _Role]]:
 
 def _subject_roles(definition: SagaDefinition) -> Iterator[Finding]:
     meaning: dict[str, _Role] = {}
-    for path, subject, role in _listened(definition):
+    for path, subject, role in consumed_subjects(definition):
         first = meaning.setdefault(subject, role)
         if first is role:
             continue
@@ -171,7 +171,7 @@ def _reference_problem(
     names = {s.name: j for j, s in enumerate(definition.steps)}
     root, text = chain[0], repr(".".join(chain))
     if root not in CONTEXT_ROOTS:
-        return f"{text}: unknown name {root!r}; " + _root_hint(definition, chain, expression)
+        return f"{text}: unknown name {root!r} " + _root_hint(definition, chain, expression)
     if root == "saga" and len(chain) > 1 and chain[1] not in SAGA_FIELDS:
         return f"{text}: saga has only " + ", ".join(SAGA_FIELDS)
     if root == "trigger" and len(chain) > 1:
@@ -195,13 +195,13 @@ def _reference_problem(
 
 def _root_hint(definition: SagaDefinition, chain: tuple[str, ...], expression: str) -> str:
     *first, last = CONTEXT_ROOTS
-    roots = f"an expression starts with {', '.join(first)} or {last}"
+    roots = f"(an expression starts with {', '.join(first)} or {last})"
     name = ".".join(chain)
     if any(s.name == chain[0] for s in definition.steps):
-        return f"{roots} (did you mean 'steps.{name}'?)"
-    if expression.strip() == name:
-        return f"{roots}: write \"'{name}'\" for the text {name}, or 'trigger.{name}' for a field"
-    return f"{roots} (did you mean 'trigger.{name}'?)"
+        return f"{roots}; did you mean 'steps.{name}'?"
+    if len(chain) == 1 and expression.strip() == name:
+        return f"{roots}; for the text {name} write \"'{name}'\" (YAML drops the outer quotes)"
+    return f"{roots}; did you mean 'trigger.{name}'?"
 
 
 def _names(names: Iterable[str]) -> str:

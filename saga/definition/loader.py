@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from saga.definition.checks import check_definition
+from saga.definition.checks import check_definition, consumed_subjects
 from saga.definition.expressions import TemplateError
 from saga.definition.model import (
     FIELD_NAME_PATTERN,
@@ -33,12 +34,12 @@ SUFFIXES = (".yaml", ".yml")
 
 def parse_definition(text: str, file: str = "<text>") -> SagaDefinition:
     """Validate one definition; raises :class:`DefinitionError` listing all problems."""
-    return _parse(text, file)[0]
+    return _parse(text, file).definition
 
 
 def load_definition(path: str | FsPath) -> SagaDefinition:
     """Read and validate one file."""
-    return _load(FsPath(path))[0]
+    return _load(FsPath(path)).definition
 
 
 def definition_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
@@ -56,34 +57,48 @@ def definition_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
 def load_definitions(paths: Iterable[str | FsPath]) -> dict[str, SagaDefinition]:
     """Load every definition; all problems of all files are raised together.
 
-    Two files declaring the same saga name is an error, whatever their versions:
-    the name keys instances.
+    Definitions loaded together run in one engine, so two more rules apply across
+    files: a saga name is defined once (whatever the versions: the name keys
+    instances), and a subject the engine consumes belongs to one saga.
     """
     paths = list(paths)
     files = definition_files(paths)
     if not files:
         where = ", ".join(map(str, paths)) or "<no paths>"
         raise DefinitionError([Problem(where, 0, 0, "", "no definition files found")])
-    loaded: dict[str, SagaDefinition] = {}
-    origin: dict[str, FsPath] = {}
+    loaded: dict[str, _Loaded] = {}
     problems: list[Problem] = []
     for file in files:
         try:
-            definition, source = _load(file)
+            found = _load(file)
         except DefinitionError as exc:
             problems.extend(exc.problems)
             continue
-        name = definition.name
+        name = found.definition.name
         if name in loaded:
-            line, column = source.locate(("name",))
-            message = f"saga {name!r} is already defined in {origin[name]}"
-            problems.append(Problem(str(file), line, column, "name", message))
+            message = f"saga {name!r} is already defined in {loaded[name].file}"
+            problems.append(found.problem(("name",), message))
             continue
-        loaded[name] = definition
-        origin[name] = file
+        problems.extend(_shared_subjects(found, loaded.values()))
+        loaded[name] = found
     if problems:
         raise DefinitionError(problems)
-    return loaded
+    return {name: found.definition for name, found in loaded.items()}
+
+
+def _shared_subjects(found: _Loaded, others: Iterable[_Loaded]) -> Iterator[Problem]:
+    owners = {
+        subject: other for other in others for _, subject, _ in consumed_subjects(other.definition)
+    }
+    for path, subject, role in consumed_subjects(found.definition):
+        other = owners.get(subject)
+        if other is not None:
+            yield found.problem(
+                path,
+                f"subject {subject!r} ({role}) is also consumed by saga "
+                f"{other.definition.name!r} in {other.file}: a subject the engine consumes "
+                "must belong to one saga",
+            )
 
 
 def format_path(path: Path, data: Any) -> str:
@@ -104,7 +119,20 @@ def format_path(path: Path, data: Any) -> str:
     return text
 
 
-def _load(path: FsPath) -> tuple[SagaDefinition, SourceMap]:
+@dataclass(frozen=True)
+class _Loaded:
+    """A valid definition with what is needed to point into its file."""
+
+    definition: SagaDefinition
+    file: str
+    source: SourceMap
+    data: dict[str, Any]
+
+    def problem(self, path: Path, message: str) -> Problem:
+        return _problem(self.file, self.source, self.data, path, message)
+
+
+def _load(path: FsPath) -> _Loaded:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -112,7 +140,7 @@ def _load(path: FsPath) -> tuple[SagaDefinition, SourceMap]:
     return _parse(text, str(path))
 
 
-def _parse(text: str, file: str) -> tuple[SagaDefinition, SourceMap]:
+def _parse(text: str, file: str) -> _Loaded:
     try:
         data, source = load_yaml(text)
     except YamlProblem as exc:
@@ -120,16 +148,20 @@ def _parse(text: str, file: str) -> tuple[SagaDefinition, SourceMap]:
         raise DefinitionError([Problem(file, exc.line, exc.column, path, exc.message)]) from None
     if not isinstance(data, dict):
         message = f"a definition is a mapping with name, trigger and steps, not {_kind(data)}"
-        raise DefinitionError([Problem(file, 1, 1, "", message)])
+        raise DefinitionError([Problem(file, *source.locate(()), "", message)])
     try:
         definition = SagaDefinition.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError(_schema_problems(exc, data, source, file)) from None
+        raise DefinitionError(_in_file_order(_schema_problems(exc, data, source, file))) from None
     findings = check_definition(definition)
     if findings:
         problems = [_problem(file, source, data, path, message) for path, message in findings]
-        raise DefinitionError(problems)
-    return definition, source
+        raise DefinitionError(_in_file_order(problems))
+    return _Loaded(definition, file, source, data)
+
+
+def _in_file_order(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.line, p.column))
 
 
 def _problem(file: str, source: SourceMap, data: Any, path: Path, message: str) -> Problem:

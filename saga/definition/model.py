@@ -147,6 +147,7 @@ class Publish(_Model):
     """An event the engine publishes: its subject and a payload template."""
 
     event: Subject
+    """Subject the command is published on."""
     data: Template | None = None
     """A JMESPath expression, or a mapping whose leaves are expressions; ``{}`` when absent."""
 
@@ -155,6 +156,7 @@ class Compensation(_Model):
     """How to undo a step that succeeded."""
 
     publish: Publish
+    """The undo command, published when a later step fails."""
     success: Subjects | None = None
     """Event(s) confirming the undo; without it the compensation is fire-and-forget."""
     failure: Subjects | None = None
@@ -194,12 +196,17 @@ class SagaDefinition(_Model):
     """One saga: its trigger and its ordered steps."""
 
     name: Annotated[str, Field(pattern=SAGA_NAME_PATTERN)]
+    """Unique among the sagas one engine runs; keys its instances."""
     version: int = Field(1, ge=1)
+    """Recorded on every instance."""
     description: str = ""
+    """Free text for people."""
     trigger: Trigger
+    """The event that starts an instance."""
     deadline: Duration | None = None
-    """The whole saga must complete within this, or it is compensated."""
+    """The forward path must complete within this, or the saga is compensated."""
     steps: list[Step] = Field(min_length=1)
+    """The steps, run one after another in this order."""
 
     def step(self, name: str) -> Step:
         for step in self.steps:

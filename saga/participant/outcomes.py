@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 
-class HandlerOutcome(Exception):  # noqa: N818 - outcomes, not errors
+class HandlerOutcome(Exception):
     """Base of the outcomes a handler may raise on purpose."""
 
 
@@ -34,7 +34,8 @@ class Reject(HandlerOutcome):
         self.data: dict[str, Any] = dict(data or {})
 
     def payload(self) -> dict[str, Any]:
-        return {**self.data, "reason": self.reason}
+        extra = {k: v for k, v in self.data.items() if k != "reason"}
+        return {"reason": self.reason, **extra}
 
 
 class Retry(HandlerOutcome):

@@ -51,12 +51,12 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 FIELDS = ("v", "w")
 DURATIONS = ("100ms", "1s", "5s", "30s")
 IN_FLIGHT = (StepStatus.ACTIVE, StepStatus.RETRY_WAIT)
+NOT_STARTED_OR_GIVEN_UP = (StepStatus.PENDING, StepStatus.ABANDONED, StepStatus.TIMED_OUT)
 SETTLED = (Status.COMPLETED, Status.COMPENSATED, Status.PARKED)
-PROPERTY_SETTINGS = settings(
-    max_examples=250,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+AFTER_FINISH = 3
+"""Events still sent to a finished instance (each must change nothing)."""
+QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
+"""Examples are long event sequences by design."""
 
 # -- random valid definitions -----------------------------------------------------------------
 
@@ -86,14 +86,15 @@ def templates(draw: st.DrawFn, readable: list[str]) -> dict[str, str] | None:
 def compensations(
     draw: st.DrawFn, i: int, readable: list[str], live: bool
 ) -> dict[str, Any] | None:
-    if not draw(st.booleans()):
+    kind = draw(st.sampled_from(["none", "fire-and-forget", "confirmed", "confirmed"]))
+    if kind == "none":
         return None
     comp: dict[str, Any] = {"publish": {"event": f"s{i}.undo"}}
     data = draw(templates(readable))
     if data is not None:
         comp["publish"]["data"] = data
-    if not draw(st.booleans()):
-        return comp  # fire-and-forget
+    if kind == "fire-and-forget":
+        return comp
     comp["success"] = f"s{i}.undone"
     if draw(st.booleans()):
         comp["failure"] = f"s{i}.undo_failed"
@@ -163,19 +164,19 @@ json_values = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 payloads = st.fixed_dictionaries(
     {"v": st.integers(0, 99)}, optional={"w": json_values, "extra": json_values}
 )
-trigger_payloads = st.fixed_dictionaries({"x": json_values}, optional={"y": json_values, "z": st.text()})
+trigger_payloads = st.fixed_dictionaries(
+    {"x": json_values}, optional={"y": json_values, "z": st.text()}
+)
 
 # -- the simulation -----------------------------------------------------------------------------
-
-
-def publishes(decision: Decision) -> list[PublishEvent]:
-    return [c for c in decision.commands if isinstance(c, PublishEvent)]
 
 
 def allowed_attempts(policy_attempts: int | None, operator_retries: int) -> int:
@@ -184,7 +185,17 @@ def allowed_attempts(policy_attempts: int | None, operator_retries: int) -> int:
 
 @dataclass
 class Sim:
-    """One instance, the adapters around it, and the record the invariants are checked on."""
+    """One instance, the adapters around it, and the record the invariants are checked on.
+
+    After every event: no error; a finished instance absorbs it; a no-op has a note, no
+    commands and the same state; a fired-before, cancelled or older-attempt timer and a
+    repeat of the previous event are no-ops (an operator retry of a running step excepted);
+    each msg id is published once; no step command after compensation began; attempts stay
+    within the retry policy plus operator retries; an undo is published only for a step
+    whose success was taken, whose command was sent (if driven), after every newer step's
+    undo (a late success is newer than all); the pending timers are exactly those the state
+    waits on; ``completed`` only grows; finished/parked commands match the status.
+    """
 
     definition: SagaDefinition
     state: InstanceState | None = None
@@ -196,8 +207,8 @@ class Sim:
     msg_ids: set[str] = field(default_factory=set)
     commanded: set[str] = field(default_factory=set)
     """Steps whose forward command was published."""
-    replied_ok: set[str] = field(default_factory=set)
-    """Steps a success reply was delivered for."""
+    accepted_ok: set[str] = field(default_factory=set)
+    """Steps whose success reply changed the instance: applied, held as early, or late."""
     undone: list[str] = field(default_factory=list)
     """Steps whose compensation was published (first attempt), in order."""
     operator_retries: int = 0
@@ -207,22 +218,27 @@ class Sim:
 
     def deliver(self, event: Event, after_ms: int = 0) -> Decision:
         self.now += timedelta(milliseconds=after_ms)
-        if isinstance(event, TimerFired) and event.timer in self.pending:
+        stale = isinstance(event, TimerFired) and event.timer not in self.pending
+        if isinstance(event, TimerFired) and not stale:
             self.now = max(self.now, self.pending.pop(event.timer))
             self.gone.add(event.timer)
-        if isinstance(event, StepSucceeded):
-            self.replied_ok.add(event.step)
         if isinstance(event, OperatorRetry):
             self.operator_retries += 1
         before = self.state
         decision = decide(self.definition, before, event, self.now)
+        if isinstance(event, StepSucceeded) and decision.changed:
+            self.accepted_ok.add(event.step)
         self.check(before, event, decision)
+        assert not (stale and decision.changed), f"stale {event} changed the instance"
         self.state, self.last = decision.state, event
         return decision
 
     def repeat_last(self, after_ms: int) -> None:
-        assert self.last is not None and self.state is not None
-        operator_redrive = isinstance(self.last, OperatorRetry) and self.state.status is Status.RUNNING
+        assert self.last is not None
+        assert self.state is not None
+        operator_redrive = (
+            isinstance(self.last, OperatorRetry) and self.state.status is Status.RUNNING
+        )
         decision = self.deliver(self.last, after_ms)
         if not operator_redrive:  # an operator retry is a new request each time, not a duplicate
             assert not decision.changed, f"duplicate {self.last} changed the instance"
@@ -244,6 +260,7 @@ class Sim:
         if before is not None and before.status.terminal:
             assert not decision.changed, "a finished instance absorbs every event"
         if not decision.changed:
+            assert decision.note, "a no-op says why"
             assert decision.commands == [], decision.commands
             assert decision.state == before
             return
@@ -260,18 +277,21 @@ class Sim:
                 assert command.fire_at > self.now
             if not isinstance(command, PublishEvent):
                 continue
-            assert command.msg_id not in self.msg_ids, f"{command.msg_id} published twice"
-            self.msg_ids.add(command.msg_id)
             step = self.definition.step(command.headers[HEADER_STEP])
             attempt = int(command.headers[HEADER_ATTEMPT])
-            if command.headers[HEADER_KIND] == KIND_STEP:
+            kind = command.headers[HEADER_KIND]
+            assert command.msg_id == f"prop:id-1:{step.name}:{kind}:{attempt}"
+            assert command.msg_id not in self.msg_ids, f"{command.msg_id} published twice"
+            self.msg_ids.add(command.msg_id)
+            if kind == KIND_STEP:
                 assert not began, f"step command {command.msg_id} after compensation began"
-                assert step.publish is not None and command.subject == step.publish.event
+                assert step.publish is not None
+                assert command.subject == step.publish.event
                 policy = step.retry.attempts if step.retry else None
                 assert attempt <= allowed_attempts(policy, self.operator_retries)
                 self.commanded.add(step.name)
             else:
-                assert command.headers[HEADER_KIND] == KIND_COMPENSATION
+                assert kind == KIND_COMPENSATION
                 began = True
                 self.check_undo(step.name, attempt, decision.state)
 
@@ -279,7 +299,7 @@ class Sim:
         step = self.definition.step(name)
         assert step.compensate is not None
         assert state.status is not Status.RUNNING
-        assert name in self.replied_ok, f"undo of {name} that never succeeded"
+        assert name in self.accepted_ok, f"undo of {name} that never succeeded"
         assert step.publish is None or name in self.commanded, f"undo of uncommanded {name}"
         assert state.steps[name].status is StepStatus.SUCCEEDED
         retry = step.compensate.retry
@@ -350,8 +370,9 @@ class Sim:
         assert self.undone == []
 
     def check_compensated(self, state: InstanceState) -> None:
+        """Every success the instance took note of (even early or late) has been undone."""
         assert state.compensation_queue == []
-        for name in state.completed:
+        for name in sorted(self.accepted_ok | set(state.completed)):
             if self.definition.step(name).compensate is not None:
                 done = (CompensationStatus.DONE, CompensationStatus.RESOLVED)
                 assert state.steps[name].compensation in done, f"{name} was never undone"
@@ -383,57 +404,116 @@ class Sim:
     # -- what may happen next ---------------------------------------------------------------
 
     def events(self) -> st.SearchStrategy[Event | None]:
-        """Any event the outside world could send now; ``None`` repeats the previous one."""
-        defn = self.definition
-        names = [s.name for s in defn.steps]
-        failing = [s.name for s in defn.steps if s.failure]
-        confirmed = [s.name for s in defn.steps if s.compensate and s.compensate.success]
-        refused = [s.name for s in defn.steps if s.compensate and s.compensate.failure]
-        choices: list[st.SearchStrategy[Event | None]] = [
-            st.builds(StepSucceeded, st.sampled_from(names), payloads),
-            st.sampled_from([OperatorAbort("op"), OperatorRetry(), OperatorResume()]),
-        ]
-        if failing:
-            choices.append(st.builds(StepFailed, st.sampled_from(failing), st.just("no")))
-        if confirmed:
-            choices.append(st.builds(CompensationSucceeded, st.sampled_from(confirmed)))
-        if refused:
-            choices.append(st.builds(CompensationFailed, st.sampled_from(refused)))
-        if self.pending:
-            ready = st.sampled_from(sorted(self.pending, key=lambda t: t.key)).map(TimerFired)
-            choices += [ready, ready]
-        if self.gone:
-            choices.append(st.sampled_from(sorted(self.gone, key=lambda t: t.key)).map(TimerFired))
-        if self.last is not None:
-            choices.append(st.none())
-        choices += self.answers()
-        return st.one_of(choices)
+        """Any event the outside world could send now; ``None`` repeats the previous one.
 
-    def answers(self) -> list[st.SearchStrategy[Event | None]]:
-        """Replies to what the instance waits on now, so that runs make progress."""
+        Weighted so that runs get far: mostly answers while running, more late replies,
+        timers and operator actions once compensation began.
+        """
+        table: dict[str, st.SearchStrategy[Event | None] | None] = {
+            "answer": self.answers(),
+            "timer": self.timers(self.pending),
+            "stale timer": self.timers(self.gone | set(self.older_timers())),
+            "early or late reply": self.replies_of(NOT_STARTED_OR_GIVEN_UP),
+            "repeated reply": self.replies_of((StepStatus.SUCCEEDED, StepStatus.FAILED)),
+            "any reply": self.any_reply(),
+            "operator": st.sampled_from([OperatorAbort("op"), OperatorRetry(), OperatorResume()]),
+            "repeat": st.none() if self.last is not None else None,
+        }
+        assert self.state is not None
+        if self.state.status is Status.RUNNING:
+            weights = {"answer": 5, "timer": 2, "early or late reply": 2, "any reply": 2}
+        else:
+            weights = {"answer": 2, "timer": 2, "early or late reply": 4, "operator": 2}
+        available = {k: strategy for k, strategy in table.items() if strategy is not None}
+        weighted = [k for k in available for _ in range(weights.get(k, 1))]
+        return st.sampled_from(weighted).flatmap(available.__getitem__)
+
+    def answers(self) -> st.SearchStrategy[Event] | None:
+        """Replies to what the instance waits on now (mostly good news)."""
         state = self.state
         assert state is not None
         waited: list[Event] = []
         for step in self.definition.steps:
             if state.steps[step.name].status in IN_FLIGHT:
-                waited.append(StepSucceeded(step.name, {"v": 1, "w": "x"}))
-                if step.failure:
-                    waited.append(StepFailed(step.name, "no"))
+                waited += [StepSucceeded(step.name, {"v": 1, "w": "x"})] * 3
+                waited += [StepFailed(step.name, "no")] if step.failure else []
         if state.compensation_queue:
             name = state.compensation_queue[0]
             comp = self.definition.step(name).compensate
-            if comp is not None and comp.success:
-                waited.append(CompensationSucceeded(name))
-            if comp is not None and comp.failure:
-                waited.append(CompensationFailed(name, "no"))
-        return [st.sampled_from(waited)] * 2 if waited else []
+            assert comp is not None
+            waited += [CompensationSucceeded(name)] if comp.success else []
+            waited += [CompensationFailed(name, "no")] if comp.failure else []
+        return st.sampled_from(waited) if waited else None
+
+    def replies_of(self, statuses: tuple[StepStatus, ...]) -> st.SearchStrategy[Event] | None:
+        """Replies of the steps now in one of ``statuses``."""
+        state = self.state
+        assert state is not None
+        names = [n for n, s in state.steps.items() if s.status in statuses]
+        if not names:
+            return None
+        failing = [n for n in names if self.definition.step(n).failure]
+        replies: st.SearchStrategy[Event] = st.builds(
+            StepSucceeded, st.sampled_from(names), payloads
+        )
+        if failing:
+            replies |= st.builds(StepFailed, st.sampled_from(failing), st.just("late"))
+        return replies
+
+    def any_reply(self) -> st.SearchStrategy[Event]:
+        defn = self.definition
+        names = [s.name for s in defn.steps]
+        failing = [s.name for s in defn.steps if s.failure]
+        confirmed = [s.name for s in defn.steps if s.compensate and s.compensate.success]
+        refused = [s.name for s in defn.steps if s.compensate and s.compensate.failure]
+        replies: st.SearchStrategy[Event] = st.builds(
+            StepSucceeded, st.sampled_from(names), payloads
+        )
+        if failing:
+            replies |= st.builds(StepFailed, st.sampled_from(failing), st.just("no"))
+        if confirmed:
+            replies |= st.builds(CompensationSucceeded, st.sampled_from(confirmed))
+        if refused:
+            replies |= st.builds(CompensationFailed, st.sampled_from(refused))
+        return replies
+
+    def older_timers(self) -> list[Timer]:
+        """Timers of attempts older than the current one, whether scheduled or not."""
+        assert self.state is not None
+        older: list[Timer] = []
+        for name, s in self.state.steps.items():
+            for attempt in range(s.attempt):
+                older += [Timer(TimerKind.STEP_TIMEOUT, name, attempt)]
+                older += [Timer(TimerKind.STEP_RETRY, name, attempt)]
+            for attempt in range(s.compensation_attempt):
+                older += [Timer(TimerKind.COMPENSATION_TIMEOUT, name, attempt)]
+                older += [Timer(TimerKind.COMPENSATION_RETRY, name, attempt)]
+        return [t for t in older if t not in self.pending]
+
+    @staticmethod
+    def timers(timers: Any) -> st.SearchStrategy[Event] | None:
+        if not timers:
+            return None
+        return st.sampled_from(sorted(timers, key=lambda t: t.key)).map(TimerFired)
 
 
 def play(definition: SagaDefinition, data: st.DataObject, trigger: dict[str, Any]) -> Sim:
-    """Start an instance and feed it a random sequence of events, checking every decision."""
+    """Start an instance and feed it a random sequence of events, checking every decision.
+
+    Begins with the first ``forward`` steps succeeding (so that there is something to
+    compensate), and stops a few events after the instance finished: those only test that
+    it absorbs them.
+    """
     sim = Sim(definition)
     sim.deliver(SagaTriggered("id-1", trigger))
-    for _ in range(data.draw(st.integers(0, 40), label="events")):
+    for step in definition.steps[: data.draw(st.integers(0, len(definition.steps)), "forward")]:
+        sim.deliver(StepSucceeded(step.name, {"v": 0, "w": step.name}))
+    after_finish = AFTER_FINISH
+    for _ in range(data.draw(st.integers(3, 60), label="events")):
+        assert sim.state is not None
+        after_finish -= sim.state.status.terminal
+        if after_finish < 0:
+            break
         event = data.draw(sim.events(), label="event")
         after_ms = data.draw(st.integers(0, 3000), label="after ms")
         if event is None:
@@ -446,9 +526,11 @@ def play(definition: SagaDefinition, data: st.DataObject, trigger: dict[str, Any
 # -- the properties -----------------------------------------------------------------------------
 
 
-@PROPERTY_SETTINGS
+@settings(max_examples=400, deadline=None, suppress_health_check=QUIET)
 @given(definition=definitions(), data=st.data())
-def test_every_decision_keeps_the_invariants(definition: SagaDefinition, data: st.DataObject) -> None:
+def test_every_decision_keeps_the_invariants(
+    definition: SagaDefinition, data: st.DataObject
+) -> None:
     sim = play(definition, data, {"x": 1, "y": "two"})
 
     sim.quiesce()
@@ -456,16 +538,18 @@ def test_every_decision_keeps_the_invariants(definition: SagaDefinition, data: s
     assert sim.state is not None
     if sim.state.status is Status.RUNNING:  # only a step without timeout nor deadline waits
         current = next(s for s in definition.steps if sim.state.steps[s.name].status in IN_FLIGHT)
-        assert current.timeout is None and definition.deadline is None
+        assert current.timeout is None
+        assert definition.deadline is None
         assert sim.state.steps[current.name].status is StepStatus.ACTIVE
     if sim.state.status is Status.COMPENSATING:  # only an undo without timeout waits
         name = sim.state.compensation_queue[0]
         comp = definition.step(name).compensate
-        assert comp is not None and comp.timeout is None
+        assert comp is not None
+        assert comp.timeout is None
         assert sim.state.steps[name].compensation is CompensationStatus.ACTIVE
 
 
-@PROPERTY_SETTINGS
+@settings(max_examples=250, deadline=None, suppress_health_check=QUIET)
 @given(definition=definitions(live=True), data=st.data())
 def test_without_replies_a_live_saga_always_settles(
     definition: SagaDefinition, data: st.DataObject
@@ -478,7 +562,7 @@ def test_without_replies_a_live_saga_always_settles(
     assert sim.state.status in SETTLED, sim.state.status
 
 
-@PROPERTY_SETTINGS
+@settings(max_examples=100, deadline=None, suppress_health_check=QUIET)
 @given(definition=definitions(live=True))
 def test_a_saga_nobody_answers_settles_compensated(definition: SagaDefinition) -> None:
     sim = Sim(definition)
@@ -491,7 +575,7 @@ def test_a_saga_nobody_answers_settles_compensated(definition: SagaDefinition) -
     assert sim.undone == []
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=QUIET)
 @given(definition=definitions(), data=st.data(), trigger=trigger_payloads)
 def test_state_survives_a_json_round_trip(
     definition: SagaDefinition, data: st.DataObject, trigger: dict[str, Any]

@@ -1,0 +1,140 @@
+"""``App``: a participant service's handlers, and how to run them.
+
+    app = App("inventory")
+
+    @app.step("inventory.reserve", success="inventory.reserved", failure="inventory.rejected")
+    async def reserve(ctx: Context, payload: dict) -> dict:
+        ...
+
+An ``App`` only holds routes; everything tied to a connection lives in the
+:class:`~saga.participant.worker.Worker` that ``running``/``run`` create, so one
+module-level app can run on many connections (tests do exactly that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from nats.aio.client import Client
+
+from saga.errors import ConfigError
+from saga.nats.connection import NatsSettings, connect
+from saga.participant.routes import Handler, Route, RouteKind
+from saga.participant.settings import ParticipantSettings
+from saga.participant.worker import Worker
+
+log = logging.getLogger("saga.participant")
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+Decorator = Callable[[Handler], Handler]
+
+
+class App:
+    """A named participant: its name is also its durable consumer's name."""
+
+    def __init__(self, name: str, settings: ParticipantSettings | None = None) -> None:
+        if not _NAME.match(name):
+            raise ConfigError(
+                f"app name {name!r}: use 1-64 of A-Z a-z 0-9 _ - (it names a consumer)"
+            )
+        self.name = name
+        self.settings = settings or ParticipantSettings()
+        self.routes: dict[str, Route] = {}
+
+    # -- registration -------------------------------------------------------
+
+    def step(
+        self, subject: str, *, success: str, failure: str | None = None, step: str | None = None
+    ) -> Decorator:
+        """Handle a step command; ``step`` names it when the command lacks ``Saga-Step``."""
+        return self._register(subject, RouteKind.STEP, success, failure, step)
+
+    def compensation(
+        self, subject: str, *, success: str, failure: str | None = None, step: str | None = None
+    ) -> Decorator:
+        """Handle an undo command (``Saga-Kind: compensation``)."""
+        return self._register(subject, RouteKind.COMPENSATION, success, failure, step)
+
+    def on(
+        self,
+        subject: str,
+        *,
+        success: str | None = None,
+        failure: str | None = None,
+        step: str | None = None,
+    ) -> Decorator:
+        """React to an event: run observed step ``step`` and publish its outcome, or,
+        without ``success``, just take note (a listener: no reply, saga headers optional)."""
+        kind = RouteKind.LISTENER if success is None and failure is None else RouteKind.REACTION
+        return self._register(subject, kind, success, failure, step)
+
+    def _register(
+        self,
+        subject: str,
+        kind: RouteKind,
+        success: str | None,
+        failure: str | None,
+        step: str | None,
+    ) -> Decorator:
+        def decorator(handler: Handler) -> Handler:
+            route = Route(subject, handler, kind, success, failure, step)
+            problems = route.problems()
+            if subject in self.routes:
+                problems.append(f"{subject} already has a handler in app {self.name}")
+            if problems:
+                raise ConfigError("; ".join(problems))
+            self.routes[subject] = route
+            return handler
+
+        return decorator
+
+    # -- running ------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(
+        self, nc: Client, settings: ParticipantSettings | None = None
+    ) -> AsyncIterator[Worker]:
+        """Consume on ``nc`` inside the block; leaving it stops gracefully.
+
+        Entering waits until the engine's streams exist (logging while it waits).
+        """
+        if not self.routes:
+            raise ConfigError(f"app {self.name} has no handlers")
+        worker = Worker(self.name, dict(self.routes), nc, settings or self.settings)
+        try:
+            await worker.start()
+            yield worker
+        finally:
+            await worker.stop()
+
+    async def run(
+        self, connection: NatsSettings | Client, settings: ParticipantSettings | None = None
+    ) -> None:
+        """Consume until SIGTERM/SIGINT (or ``worker.request_stop()``), then stop and drain."""
+        own = isinstance(connection, NatsSettings)
+        nc = await connect(connection) if isinstance(connection, NatsSettings) else connection
+        worker = Worker(self.name, dict(self.routes), nc, settings or self.settings)
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, worker.request_stop)
+        try:
+            if not self.routes:
+                raise ConfigError(f"app {self.name} has no handlers")
+            await worker.start()
+            await worker.wait_stop_requested()
+            log.info("%s: stopping", self.name)
+        finally:
+            await worker.stop()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            if own:
+                with contextlib.suppress(Exception):
+                    await nc.drain()
+        log.info("%s: stopped", self.name)

@@ -1,0 +1,237 @@
+"""One message in, one ending out: the only place that acks, naks or dead-letters.
+
+``verdict`` turns a delivery into an outcome (handler results and exceptions
+included) and never raises; ``settle`` carries the outcome out on the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from saga.nats.dlq import DeadLetterCode, dead_letter
+from saga.participant.context import Context, Runtime
+from saga.participant.envelope import (
+    KIND_EVENT,
+    BadMessage,
+    Envelope,
+    command_envelope,
+    parse_payload,
+    reply_headers,
+)
+from saga.participant.ledger import ReplyLedger, StoredReply
+from saga.participant.locks import KeyedLocks
+from saga.participant.outcomes import NoReply, Reject, Retry
+from saga.participant.routes import Route, RouteKind
+from saga.participant.settings import ParticipantSettings
+from saga.protocol import (
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    HEADER_STEP,
+    KIND_COMPENSATION,
+    KIND_STEP,
+)
+
+log = logging.getLogger("saga.participant")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Done (a reply, if any, is already stored and published)."""
+
+
+@dataclass(frozen=True)
+class Redeliver:
+    reason: str
+    delay: float | None = None
+    """Seconds before redelivery; the consumer's backoff when None."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    code: DeadLetterCode
+    reason: str
+
+
+Verdict = Ack | Redeliver | DeadLetter
+ACK = Ack()
+
+
+class Dispatcher:
+    """Routes deliveries of one app to its handlers."""
+
+    def __init__(
+        self,
+        service: str,
+        routes: Mapping[str, Route],
+        runtime: Runtime,
+        ledger: ReplyLedger,
+        settings: ParticipantSettings,
+    ) -> None:
+        self._service = service
+        self._routes = routes
+        self._runtime = runtime
+        self._ledger = ledger
+        self._settings = settings
+        self._locks = KeyedLocks()
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self._runtime.js
+
+    async def handle(self, msg: Msg) -> None:
+        await self.settle(msg, await self.verdict(msg))
+
+    async def verdict(self, msg: Msg) -> Verdict:
+        route = self._routes.get(msg.subject)
+        if route is None:
+            return DeadLetter(DeadLetterCode.UNKNOWN_EVENT, f"no handler for {msg.subject}")
+        headers = msg.headers or {}
+        try:
+            payload = parse_payload(msg.data)
+            if route.kind is RouteKind.LISTENER:
+                await route.handler(self._listener_context(msg, route, headers), payload)
+                return ACK
+            envelope = command_envelope(
+                headers,
+                kind=KIND_COMPENSATION if route.kind is RouteKind.COMPENSATION else KIND_STEP,
+                step=route.step,
+                observed=route.kind is RouteKind.REACTION,
+            )
+            return await self._answer(msg, route, envelope, payload)
+        except BadMessage as exc:
+            return DeadLetter(exc.code, exc.reason)
+        except (Reject, NoReply) as exc:  # only a listener gets here: nobody to tell
+            log.info("%s on %s: %s", type(exc).__name__, msg.subject, exc)
+            return ACK
+        except Retry as exc:
+            return Redeliver(exc.reason, exc.delay)
+        except Exception as exc:
+            log.warning("handler of %s failed: %r", msg.subject, exc, exc_info=exc)
+            return Redeliver(f"{type(exc).__name__}: {exc}")
+
+    async def _answer(
+        self, msg: Msg, route: Route, envelope: Envelope, payload: dict[str, Any]
+    ) -> Verdict:
+        """Publish the stored reply, or run the handler and store its reply first."""
+        key = envelope.idempotency_key
+        async with self._locks.hold(key):
+            found = await self._ledger.find(key)
+            if found is not None and found.reply.answers(envelope.attempt):
+                log.debug("%s: replaying the stored reply %s", key, found.reply.subject)
+                await self._publish(found.reply)
+                return ACK
+            outcome = await self._run(msg, route, envelope, payload)
+            if not isinstance(outcome, StoredReply):
+                return outcome
+            await self._publish(await self._ledger.record(key, outcome, found))
+            return ACK
+
+    async def _run(
+        self, msg: Msg, route: Route, envelope: Envelope, payload: dict[str, Any]
+    ) -> StoredReply | Verdict:
+        ctx = self._context(msg, envelope)
+        headers = reply_headers(envelope, msg.headers or {})
+        try:
+            result = await route.handler(ctx, payload)
+        except Reject as rejection:
+            if route.failure is None:
+                return DeadLetter(
+                    DeadLetterCode.HANDLER_FAILED,
+                    f"rejected ({rejection.reason}) but {route.subject} has no failure subject",
+                )
+            body = json.dumps(rejection.payload()).encode()
+            return StoredReply(route.failure, body, headers, True, envelope.attempt)
+        except NoReply as exc:
+            log.info("%s: no reply on purpose (%s)", envelope.idempotency_key, exc.reason)
+            return ACK
+        if result is None:
+            result = {}
+        if not isinstance(result, dict):
+            raise TypeError(
+                f"handler of {route.subject} returned {type(result).__name__}, not dict"
+            )
+        assert route.success is not None
+        return StoredReply(
+            route.success, json.dumps(result).encode(), headers, False, envelope.attempt
+        )
+
+    async def _publish(self, reply: StoredReply) -> None:
+        future = await self.js.publish_async(reply.subject, reply.data, headers=dict(reply.headers))
+        await asyncio.wait_for(future, self._settings.publish_timeout)
+
+    def _context(self, msg: Msg, envelope: Envelope) -> Context:
+        return Context(
+            service=self._service,
+            subject=msg.subject,
+            saga_id=envelope.saga_id,
+            saga_name=envelope.saga_name,
+            step=envelope.step,
+            kind=envelope.kind,
+            attempt=envelope.attempt,
+            delivery=msg.metadata.num_delivered,
+            idempotency_key=envelope.idempotency_key,
+            headers=MappingProxyType(dict(msg.headers or {})),
+            _runtime=self._runtime,
+        )
+
+    def _listener_context(self, msg: Msg, route: Route, headers: Mapping[str, str]) -> Context:
+        meta = msg.metadata
+        return Context(
+            service=self._service,
+            subject=msg.subject,
+            saga_id=headers.get(HEADER_SAGA_ID, ""),
+            saga_name=headers.get(HEADER_SAGA_NAME, ""),
+            step=route.step or headers.get(HEADER_STEP, ""),
+            kind=KIND_EVENT,
+            attempt=1,
+            delivery=meta.num_delivered,
+            idempotency_key=f"{meta.stream}:{meta.sequence.stream}",
+            headers=MappingProxyType(dict(headers)),
+            _runtime=self._runtime,
+        )
+
+    async def settle(self, msg: Msg, verdict: Verdict) -> None:
+        """Ack, nak with delay, or dead-letter; a failure here leaves it to the ack wait."""
+        try:
+            if isinstance(verdict, Ack):
+                await msg.ack()
+            elif isinstance(verdict, DeadLetter):
+                await dead_letter(self.js, msg, verdict.code, verdict.reason)
+            else:
+                await self._redeliver(msg, verdict)
+        except Exception as exc:
+            log.error(
+                "could not settle %s (%s): %r; it returns after the ack wait",
+                msg.subject,
+                type(verdict).__name__,
+                exc,
+            )
+
+    async def _redeliver(self, msg: Msg, verdict: Redeliver) -> None:
+        delivered = msg.metadata.num_delivered
+        max_deliver = self._settings.stream.max_deliver
+        if 0 < max_deliver <= delivered:
+            reason = f"failed {delivered} deliveries, last: {verdict.reason}"
+            await dead_letter(self.js, msg, DeadLetterCode.HANDLER_FAILED, reason)
+            return
+        delay = verdict.delay
+        if delay is None:
+            delay = self._settings.redelivery_delay(delivered)
+        log.info(
+            "%s delivery %d/%d: %s; again in %.1fs",
+            msg.subject,
+            delivered,
+            max_deliver,
+            verdict.reason,
+            delay,
+        )
+        await msg.nak(delay)

@@ -1,0 +1,129 @@
+"""Reading a delivered message as a saga message, and the headers of its reply.
+
+Everything about header names lives here and in :mod:`saga.protocol`, so the
+rest of the SDK deals in typed values only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from saga.nats.dlq import DeadLetterCode
+from saga.protocol import (
+    HEADER_ATTEMPT,
+    HEADER_KIND,
+    HEADER_MSG_ID,
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    HEADER_STEP,
+    KIND_COMPENSATION,
+    KIND_STEP,
+)
+
+KIND_EVENT = "event"
+"""The kind of a message seen by a listener (``@app.on`` without ``success``)."""
+TRACE_HEADERS = ("traceparent", "tracestate")
+"""W3C trace context, copied from a command onto its reply so the trace continues."""
+
+
+class BadMessage(Exception):
+    """The message can never be handled, whatever we retry: it goes to the dead letters."""
+
+    def __init__(self, code: DeadLetterCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The saga facts of one message, resolved for the route that received it."""
+
+    saga_id: str
+    saga_name: str
+    step: str
+    kind: str
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """Same for every attempt and delivery of one step (or one compensation)."""
+        return idempotency_key(self.saga_name, self.saga_id, self.step, self.kind)
+
+
+def idempotency_key(saga_name: str, saga_id: str, step: str, kind: str) -> str:
+    return f"{saga_name}:{saga_id}:{step}:{kind}"
+
+
+def parse_payload(data: bytes) -> dict[str, Any]:
+    """A JSON object, or :class:`BadMessage` (an empty body counts as ``{}``)."""
+    if not data.strip():
+        return {}
+    try:
+        payload = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadMessage(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise BadMessage(
+            DeadLetterCode.MALFORMED, f"payload is a JSON {type(payload).__name__}, not an object"
+        )
+    return payload
+
+
+def command_envelope(
+    headers: Mapping[str, str], kind: str, step: str | None, observed: bool
+) -> Envelope:
+    """The envelope of a command, or of the event an observed step reacts to.
+
+    For a command, ``Saga-Kind`` and ``Saga-Step`` come from the engine's headers
+    (so a subject registered with the wrong decorator still gets the right
+    idempotency key); the route's ``kind`` and ``step`` are the fallbacks. For an
+    observed step both come from the route: the event's headers describe the
+    previous step, whose reply it was.
+    """
+    saga_id = headers.get(HEADER_SAGA_ID, "").strip()
+    if not saga_id:
+        raise BadMessage(DeadLetterCode.NO_SAGA_ID, f"no {HEADER_SAGA_ID} header")
+    saga_name = headers.get(HEADER_SAGA_NAME, "").strip()
+    if not saga_name:
+        raise BadMessage(DeadLetterCode.MALFORMED, f"no {HEADER_SAGA_NAME} header")
+    if observed:
+        assert step is not None
+        return Envelope(saga_id, saga_name, step, kind, 1)
+    header_kind = headers.get(HEADER_KIND, "").strip()
+    if header_kind in (KIND_STEP, KIND_COMPENSATION):
+        kind = header_kind
+    elif header_kind:
+        raise BadMessage(DeadLetterCode.MALFORMED, f"{HEADER_KIND} is {header_kind!r}")
+    resolved = headers.get(HEADER_STEP, "").strip() or step
+    if not resolved:
+        raise BadMessage(DeadLetterCode.MALFORMED, f"no {HEADER_STEP} header")
+    return Envelope(saga_id, saga_name, resolved, kind, _attempt(headers))
+
+
+def _attempt(headers: Mapping[str, str]) -> int:
+    try:
+        return max(1, int(headers.get(HEADER_ATTEMPT, "1")))
+    except ValueError:
+        return 1
+
+
+def reply_headers(envelope: Envelope, command: Mapping[str, str]) -> dict[str, str]:
+    """Saga headers and trace context for the reply; ``Nats-Msg-Id`` makes a resend a no-op.
+
+    The message id carries the attempt that produced the reply: a redelivery of
+    that attempt is deduplicated by the server, while a later attempt the engine
+    asked for (a retry after a failure) is not.
+    """
+    headers = {
+        HEADER_SAGA_ID: envelope.saga_id,
+        HEADER_SAGA_NAME: envelope.saga_name,
+        HEADER_STEP: envelope.step,
+        HEADER_KIND: envelope.kind,
+        HEADER_MSG_ID: f"{envelope.idempotency_key}:reply:{envelope.attempt}",
+    }
+    headers.update({name: command[name] for name in TRACE_HEADERS if name in command})
+    return headers

@@ -1,0 +1,57 @@
+"""Running an app from the command line: ``saga participant MODULE:APP [--nats URL]``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+
+from saga.errors import ConfigError
+from saga.nats.connection import NatsSettings
+from saga.participant.app import App
+
+NATS_URL_ENV = "SAGA_NATS_URL"
+"""Environment variable giving the server URL when ``--nats`` is not given."""
+
+
+def load_app(target: str) -> App:
+    """``package.module:attribute`` (attribute ``app`` by default) -> the ``App`` there.
+
+    The working directory is importable, as with ``python -m``, so a service
+    next to where it is started is found by a console script too.
+    """
+    module_name, _, attribute = target.partition(":")
+    if not module_name:
+        raise ConfigError(f"{target!r}: expected MODULE:APP, e.g. services.inventory:app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name}: {exc}") from exc
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, App):
+        raise ConfigError(f"{target!r} is not a saga.participant.App (got {type(app).__name__})")
+    return app
+
+
+def nats_settings(app: App, nats_url: str | None) -> NatsSettings:
+    """``--nats``, else ``$SAGA_NATS_URL``, else the local default; the client is named after the app."""
+    url = nats_url or os.environ.get(NATS_URL_ENV) or NatsSettings().url
+    return NatsSettings(url=url, name=app.name)
+
+
+def run_app(app: App, nats_url: str | None = None, log_level: str = "INFO") -> None:
+    """Run ``app`` until SIGTERM/SIGINT; blocks."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    asyncio.run(app.run(nats_settings(app, nats_url)))
+
+
+def run_participant(target: str, nats_url: str | None) -> None:
+    """The ``saga participant`` command: import ``target`` and run it until a signal."""
+    run_app(load_app(target), nats_url)

@@ -1,0 +1,182 @@
+"""The consume loop of one running app: wait for the streams, fetch in batches,
+handle concurrently, and stop without losing or doubling work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from saga.nats.provision import ensure_consumer
+from saga.participant.buckets import Buckets
+from saga.participant.context import Runtime
+from saga.participant.dispatch import Dispatcher
+from saga.participant.effects import Effects
+from saga.participant.ledger import ReplyLedger
+from saga.participant.routes import Route
+from saga.participant.settings import ParticipantSettings
+
+log = logging.getLogger("saga.participant")
+
+
+class Worker:
+    """``start`` returns once consuming; ``stop`` stops fetching, finishes what is in
+    flight (replies published, messages acked) and unsubscribes."""
+
+    def __init__(
+        self,
+        name: str,
+        routes: Mapping[str, Route],
+        nc: Client,
+        settings: ParticipantSettings,
+    ) -> None:
+        self.name = name
+        self._routes = routes
+        self._nc = nc
+        self._js: JetStreamContext = nc.jetstream()
+        self._settings = settings
+        self._stopping = asyncio.Event()
+        self._inflight: dict[asyncio.Task[None], tuple[Msg, float]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self.handled = 0
+        """Messages settled so far (acked, nakked or dead-lettered)."""
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stopping.is_set()
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop fetching (safe from a signal handler)."""
+        self._stopping.set()
+
+    async def wait_stop_requested(self) -> None:
+        await self._stopping.wait()
+
+    async def start(self) -> None:
+        """Wait for the engine's streams, create our consumer, then consume in the background."""
+        topology = self._settings.topology
+        await self._wait_for_streams([topology.events_stream, topology.dlq_stream])
+        if self.stop_requested:
+            return
+        await ensure_consumer(
+            self._js, topology.events_stream, self.name, sorted(self._routes), self._settings.stream
+        )
+        buckets = Buckets(self._js, self._settings.stream)
+        runtime = Runtime(
+            self._js, Effects(await buckets.get(self._settings.effects_bucket), self.name), buckets
+        )
+        ledger = ReplyLedger(await buckets.get(topology.replies_bucket))
+        dispatcher = Dispatcher(self.name, self._routes, runtime, ledger, self._settings)
+        self._sub = await self._js.pull_subscribe_bind(
+            durable=self.name, stream=topology.events_stream
+        )
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop(dispatcher), name=f"{self.name}-fetch"),
+            asyncio.create_task(self._keepalive(), name=f"{self.name}-keepalive"),
+        ]
+        log.info(
+            "%s: consuming %s from %s",
+            self.name,
+            ", ".join(sorted(self._routes)),
+            topology.events_stream,
+        )
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight messages finish, then unsubscribe."""
+        self.request_stop()
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            await tasks[0]  # the fetch loop ends within one fetch timeout
+        if self._inflight:
+            log.info("%s: finishing %d in-flight message(s)", self.name, len(self._inflight))
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        for task in tasks[1:]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _wait_for_streams(self, names: list[str]) -> None:
+        """The engine creates the streams; a participant started first waits, saying so."""
+        started = time.monotonic()
+        last_log: float | None = None
+        while not self.stop_requested:
+            missing = [name for name in names if not await self._stream_exists(name)]
+            if not missing:
+                return
+            now = time.monotonic()
+            if last_log is None or now - last_log >= self._settings.wait_log_every:
+                log.warning(
+                    "%s: waiting for stream(s) %s, created by the saga engine (waited %.0fs)",
+                    self.name,
+                    ", ".join(missing),
+                    now - started,
+                )
+                last_log = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.5)
+
+    async def _stream_exists(self, name: str) -> bool:
+        try:
+            await self._js.stream_info(name)
+        except NotFoundError:
+            return False
+        return True
+
+    async def _fetch_loop(self, dispatcher: Dispatcher) -> None:
+        assert self._sub is not None
+        while not self.stop_requested:
+            free = self._settings.max_inflight - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await self._sub.fetch(
+                    min(self._settings.batch, free), timeout=self._settings.fetch_timeout
+                )
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except Exception as exc:
+                log.warning("%s: fetch failed (%r); trying again in 1s", self.name, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                continue
+            for msg in msgs:
+                self._spawn(dispatcher, msg)
+
+    def _spawn(self, dispatcher: Dispatcher, msg: Msg) -> None:
+        task = asyncio.create_task(dispatcher.handle(msg))
+        self._inflight[task] = (msg, time.monotonic())
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self.handled += 1
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "%s: unexpected error settling a message", self.name, exc_info=task.exception()
+            )
+
+    async def _keepalive(self) -> None:
+        """In-progress acks for slow handlers, so the message is not redelivered meanwhile."""
+        every = self._settings.keepalive
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for msg, since in list(self._inflight.values()):
+                if now - since >= every:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()

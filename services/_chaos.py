@@ -1,0 +1,57 @@
+"""``simulate``: let a test or a chaos run make a service misbehave, from the payload.
+
+A command may carry ``"simulate": {"<target>": "<mode>"}``. The target is the
+command's subject (``payment.refund``), or, for a forward step only (not an undo),
+the step name (``charge_payment``) or the service name (``payment``). Modes:
+
+- ``timeout``: ack the command and never reply (drives the engine's step timeout);
+- ``crash-once``: fail the first delivery of the command, succeed on redelivery;
+- ``crash``: fail every delivery (ends in the dead letters, then the step times out);
+- ``reject``: report a business failure with reason ``simulated``;
+- ``delay:<seconds>``: wait that long, then behave normally.
+
+The engine only forwards what a definition's ``data`` maps, so pass the field on
+with ``simulate: trigger.simulate`` in a test definition to drive it from a trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from saga.participant import Context, NoReply, Reject
+from saga.protocol import KIND_STEP
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised on purpose; redelivered like any unexpected handler error."""
+
+
+def simulated_mode(ctx: Context, payload: Mapping[str, Any]) -> str | None:
+    spec = payload.get("simulate")
+    if not isinstance(spec, Mapping):
+        return None
+    targets = [ctx.subject]
+    if ctx.kind == KIND_STEP:
+        targets += [ctx.step, ctx.service]
+    for target in targets:
+        mode = spec.get(target)
+        if isinstance(mode, str):
+            return mode
+    return None
+
+
+async def simulate(ctx: Context, payload: Mapping[str, Any]) -> None:
+    """Misbehave as the payload asks; return normally when it asks nothing of us."""
+    mode = simulated_mode(ctx, payload)
+    if mode is None:
+        return
+    if mode == "timeout":
+        raise NoReply("simulated timeout")
+    if mode == "crash" or (mode == "crash-once" and ctx.delivery == 1):
+        raise SimulatedCrash(f"simulated {mode} (delivery {ctx.delivery})")
+    if mode == "reject":
+        raise Reject("simulated")
+    if mode.startswith("delay:"):
+        await asyncio.sleep(float(mode.removeprefix("delay:")))

@@ -1,0 +1,19 @@
+"""``python -m services.NAME [--nats URL]``: the one argument parser every service shares."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from saga.participant import App, run_app
+from saga.participant.runner import NATS_URL_ENV
+
+
+def main(app: App, argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m services.{app.name}", description=f"Run the {app.name} participant."
+    )
+    parser.add_argument("--nats", metavar="URL", help=f"server URL (default: ${NATS_URL_ENV})")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    args = parser.parse_args(argv)
+    run_app(app, args.nats, args.log_level)

@@ -1,0 +1,37 @@
+"""Car: rents a car at the destination (the last travel step: it has no undo).
+
+Rules (deterministic, from the payload):
+- ``city`` ``Atlantis`` (case-insensitive) has no rental desk: ``no-cars``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from saga.participant import App, Context, Reject
+from services._chaos import simulate
+from services._cli import main
+
+NO_CARS = frozenset({"atlantis"})
+"""Cities (lower case) without a rental desk."""
+
+app = App("car")
+
+
+@app.step("travel.car.rent", success="travel.car.rented", failure="travel.car.unavailable")
+async def rent(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    await simulate(ctx, payload)
+    city = str(payload.get("city", ""))
+    if city.casefold() in NO_CARS:
+        raise Reject("no-cars", {"city": city})
+
+    async def hire() -> dict[str, Any]:
+        return {"rental_ref": f"CAR-{uuid.uuid4().hex[:8].upper()}", "city": city}
+
+    rental = await ctx.once("rent", hire)
+    return {"rental_ref": rental["rental_ref"]}
+
+
+if __name__ == "__main__":
+    main(app)

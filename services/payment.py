@@ -1,0 +1,63 @@
+"""Payment: charges the customer for an order, and refunds the charge when undone.
+
+Rules (deterministic, from the payload):
+- ``amount`` must be a number above 0, else ``invalid-amount``;
+- an amount above ``LIMIT`` (1000, the customer's limit) is declined: ``limit-exceeded``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from saga.participant import App, Context, Reject
+from services._chaos import simulate
+from services._cli import main
+
+LIMIT = 1000
+"""Largest amount a customer may be charged in one order."""
+
+app = App("payment")
+
+
+def check_amount(amount: Any) -> float:
+    if not isinstance(amount, int | float) or isinstance(amount, bool) or amount <= 0:
+        raise Reject("invalid-amount", {"amount": amount})
+    if amount > LIMIT:
+        raise Reject("limit-exceeded", {"amount": amount, "limit": LIMIT})
+    return float(amount)
+
+
+@app.step("payment.charge", success="payment.charged", failure="payment.declined")
+async def charge(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    await simulate(ctx, payload)
+    amount = check_amount(payload.get("amount"))
+
+    async def take() -> dict[str, Any]:
+        return {
+            "payment_id": f"pay-{uuid.uuid4().hex[:12]}",
+            "amount": amount,
+            "currency": payload.get("currency", "EUR"),
+            "customer_id": payload.get("customer_id"),
+        }
+
+    payment = await ctx.once("charge", take)
+    return {"payment_id": payment["payment_id"], "amount": payment["amount"]}
+
+
+@app.compensation("payment.refund", success="payment.refunded")
+async def refund(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    await simulate(ctx, payload)
+
+    async def give_back() -> dict[str, Any]:
+        return {
+            "refund_id": f"ref-{uuid.uuid4().hex[:12]}",
+            "payment_id": payload.get("payment_id"),
+            "amount": payload.get("amount"),
+        }
+
+    return await ctx.once("refund", give_back)
+
+
+if __name__ == "__main__":
+    main(app)
