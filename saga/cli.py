@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,30 +27,69 @@ DEFINITIONS_HELP = "Folder (or file) of saga definitions."
 def nats_options(func: F) -> F:
     """The connection options shared by every command that talks to NATS."""
     options = [
-        click.option("--nats", "nats_url", envvar="SAGA_NATS_URL",
-                     help="NATS URL(s), comma separated [env SAGA_NATS_URL]."),
+        click.option(
+            "--nats",
+            "nats_url",
+            envvar="SAGA_NATS_URL",
+            help="NATS URL(s), comma separated [env SAGA_NATS_URL].",
+        ),
         click.option("--user", envvar="SAGA_NATS_USER", help="User name [env SAGA_NATS_USER]."),
-        click.option("--password", envvar="SAGA_NATS_PASSWORD",
-                     help="Password [env SAGA_NATS_PASSWORD]."),
+        click.option(
+            "--password", envvar="SAGA_NATS_PASSWORD", help="Password [env SAGA_NATS_PASSWORD]."
+        ),
         click.option("--token", envvar="SAGA_NATS_TOKEN", help="Auth token [env SAGA_NATS_TOKEN]."),
-        click.option("--nkey", "nkey_seed_file", envvar="SAGA_NATS_NKEY",
-                     type=click.Path(path_type=Path), help="NKey seed file [env SAGA_NATS_NKEY]."),
-        click.option("--creds", "creds_file", envvar="SAGA_NATS_CREDS",
-                     type=click.Path(path_type=Path), help="Credentials file [env SAGA_NATS_CREDS]."),
-        click.option("--tls-ca", "tls_ca_file", envvar="SAGA_NATS_TLS_CA",
-                     type=click.Path(path_type=Path), help="CA bundle for TLS."),
-        click.option("--tls-cert", "tls_cert_file", envvar="SAGA_NATS_TLS_CERT",
-                     type=click.Path(path_type=Path), help="Client certificate for mutual TLS."),
-        click.option("--tls-key", "tls_key_file", envvar="SAGA_NATS_TLS_KEY",
-                     type=click.Path(path_type=Path), help="Client key for mutual TLS."),
+        click.option(
+            "--nkey",
+            "nkey_seed_file",
+            envvar="SAGA_NATS_NKEY",
+            type=click.Path(path_type=Path),
+            help="NKey seed file [env SAGA_NATS_NKEY].",
+        ),
+        click.option(
+            "--creds",
+            "creds_file",
+            envvar="SAGA_NATS_CREDS",
+            type=click.Path(path_type=Path),
+            help="Credentials file [env SAGA_NATS_CREDS].",
+        ),
+        click.option(
+            "--tls-ca",
+            "tls_ca_file",
+            envvar="SAGA_NATS_TLS_CA",
+            type=click.Path(path_type=Path),
+            help="CA bundle for TLS.",
+        ),
+        click.option(
+            "--tls-cert",
+            "tls_cert_file",
+            envvar="SAGA_NATS_TLS_CERT",
+            type=click.Path(path_type=Path),
+            help="Client certificate for mutual TLS.",
+        ),
+        click.option(
+            "--tls-key",
+            "tls_key_file",
+            envvar="SAGA_NATS_TLS_KEY",
+            type=click.Path(path_type=Path),
+            help="Client key for mutual TLS.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-_NATS_KEYS = ("nats_url", "user", "password", "token", "nkey_seed_file", "creds_file",
-              "tls_ca_file", "tls_cert_file", "tls_key_file")
+_NATS_KEYS = (
+    "nats_url",
+    "user",
+    "password",
+    "token",
+    "nkey_seed_file",
+    "creds_file",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
+)
 
 
 def nats_settings(kwargs: dict[str, Any], name: str, discover: bool = True) -> NatsSettings | None:
@@ -65,8 +104,9 @@ def nats_settings(kwargs: dict[str, Any], name: str, discover: bool = True) -> N
     return NatsSettings(url=discover_url(url), name=name, **fields)
 
 
-def run_async(func: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def run_async(func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     """Run an async command; our own errors are printed plainly, not as tracebacks."""
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -75,6 +115,7 @@ def run_async(func: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
             raise click.ClickException(str(exc)) from None
         except (OSError, TimeoutError) as exc:
             raise click.ClickException(f"cannot reach NATS: {exc}") from None
+
     return wrapper
 
 
@@ -99,13 +140,31 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
             definition = load_definition(file)
         except DefinitionError as exc:
             problems.extend(exc.problems)
-            results.append({"file": str(file), "valid": False,
-                            "problems": [vars(p) for p in exc.problems]})
+            results.append(
+                {"file": str(file), "valid": False, "problems": [vars(p) for p in exc.problems]}
+            )
             continue
-        results.append({"file": str(file), "valid": True, "saga": definition.name,
-                        "version": definition.version, "steps": len(definition.steps)})
+        results.append(
+            {
+                "file": str(file),
+                "valid": True,
+                "saga": definition.name,
+                "version": definition.version,
+                "steps": len(definition.steps),
+            }
+        )
+    if not problems and len(files) > 1:
+        try:  # rules across files: saga names and consumed subjects must be unique
+            load_definitions(files)
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
     if as_json:
-        click.echo(json.dumps({"valid": not problems, "files": results}, indent=2))
+        click.echo(
+            json.dumps(
+                {"valid": not problems, "files": results, "problems": [vars(p) for p in problems]},
+                indent=2,
+            )
+        )
     else:
         _print_validation(results, problems)
     sys.exit(1 if problems else 0)
@@ -116,8 +175,10 @@ def _print_validation(results: list[dict[str, object]], problems: list[Problem])
         click.echo(click.style(str(problem), fg="red"), err=True)
     for result in results:
         if result["valid"]:
-            click.echo(f"ok  {result['file']}  ({result['saga']} v{result['version']}, "
-                       f"{result['steps']} steps)")
+            click.echo(
+                f"ok  {result['file']}  ({result['saga']} v{result['version']}, "
+                f"{result['steps']} steps)"
+            )
     bad = sum(1 for r in results if not r["valid"])
     summary = f"{len(results) - bad} valid, {bad} invalid, {len(problems)} problem(s)"
     click.echo(summary if not problems else click.style(summary, fg="red"), err=bool(problems))
@@ -143,19 +204,31 @@ def graph(file: Path) -> None:
 
 
 @main.command()
-@click.option("--definitions", "definitions", envvar="SAGA_DEFINITIONS", default="definitions",
-              show_default=True, type=click.Path(path_type=Path, exists=True),
-              help=DEFINITIONS_HELP + " [env SAGA_DEFINITIONS]")
-@click.option("--data-dir", default=".saga-data", show_default=True, type=click.Path(path_type=Path),
-              help="Store of the embedded nats-server (used when no --nats is given).")
+@click.option(
+    "--definitions",
+    "definitions",
+    envvar="SAGA_DEFINITIONS",
+    default="definitions",
+    show_default=True,
+    type=click.Path(path_type=Path, exists=True),
+    help=DEFINITIONS_HELP + " [env SAGA_DEFINITIONS]",
+)
+@click.option(
+    "--data-dir",
+    default=".saga-data",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Store of the embedded nats-server (used when no --nats is given).",
+)
 @click.option("--log-level", default="INFO", show_default=True, envvar="SAGA_LOG_LEVEL")
 @nats_options
 def run(definitions: Path, data_dir: Path, log_level: str, **kwargs: Any) -> None:
     """Run the engine until SIGTERM/SIGINT. Without --nats it embeds a nats-server."""
     from saga.runner import run_engine
 
-    logging.basicConfig(level=log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     settings = nats_settings(kwargs, "saga-engine", discover=False)
     run_async(run_engine)(definitions, settings, data_dir)
 
@@ -166,11 +239,24 @@ def run(definitions: Path, data_dir: Path, log_level: str, **kwargs: Any) -> Non
 @click.option("--id", "saga_id", help="Saga id (default: from the payload, or a new UUID).")
 @click.option("--wait", is_flag=True, help="Wait for the saga to end and print its status.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds --wait waits.")
-@click.option("--definitions", envvar="SAGA_DEFINITIONS", default="definitions", show_default=True,
-              type=click.Path(path_type=Path, exists=True), help=DEFINITIONS_HELP)
+@click.option(
+    "--definitions",
+    envvar="SAGA_DEFINITIONS",
+    default="definitions",
+    show_default=True,
+    type=click.Path(path_type=Path, exists=True),
+    help=DEFINITIONS_HELP,
+)
 @nats_options
-def start(name: str, data_text: str, saga_id: str | None, wait: bool, timeout: float,
-          definitions: Path, **kwargs: Any) -> None:
+def start(
+    name: str,
+    data_text: str,
+    saga_id: str | None,
+    wait: bool,
+    timeout: float,
+    definitions: Path,
+    **kwargs: Any,
+) -> None:
     """Start an instance of saga NAME; prints its id."""
     try:
         data = json.loads(data_text)
@@ -180,8 +266,10 @@ def start(name: str, data_text: str, saga_id: str | None, wait: bool, timeout: f
         raise click.BadParameter("must be a JSON object", param_hint="--data")
     sagas = _definitions(definitions)
     if name not in sagas:
-        raise click.BadParameter(f"no saga {name!r} in {definitions} (have: {', '.join(sorted(sagas))})",
-                                 param_hint="NAME")
+        raise click.BadParameter(
+            f"no saga {name!r} in {definitions} (have: {', '.join(sorted(sagas))})",
+            param_hint="NAME",
+        )
     settings = nats_settings(kwargs, "saga-cli")
     assert settings is not None
     status = run_async(_start)(settings, sagas[name], data, saga_id, wait, timeout)
@@ -189,8 +277,14 @@ def start(name: str, data_text: str, saga_id: str | None, wait: bool, timeout: f
         sys.exit(1)
 
 
-async def _start(settings: NatsSettings, definition: Any, data: dict[str, Any],
-                 saga_id: str | None, wait: bool, timeout: float) -> str | None:
+async def _start(
+    settings: NatsSettings,
+    definition: Any,
+    data: dict[str, Any],
+    saga_id: str | None,
+    wait: bool,
+    timeout: float,
+) -> str | None:
     from saga.inspect import find_instance, instance_store, start_saga
     from saga.render import status_text
 
@@ -213,7 +307,9 @@ async def _start(settings: NatsSettings, definition: Any, data: dict[str, Any],
                 click.echo(status_text(state))
                 return state.status.value
             await asyncio.sleep(0.2)
-        raise click.ClickException(f"saga {saga_id} did not end within {timeout}s (is the engine running?)")
+        raise click.ClickException(
+            f"saga {saga_id} did not end within {timeout}s (is the engine running?)"
+        )
     finally:
         await nc.close()
 
@@ -245,22 +341,27 @@ async def _status(settings: NatsSettings, saga_id: str, name: str | None, as_jso
 
 
 @main.command("list")
-@click.option("--state", "status_filter",
-              type=click.Choice(["running", "compensating", "completed", "compensated", "parked"]))
+@click.option(
+    "--state",
+    "status_filter",
+    type=click.Choice(["running", "compensating", "completed", "compensated", "parked"]),
+)
 @click.option("--name", help="Only instances of this saga.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @nats_options
-def list_(status_filter: str | None, name: str | None, limit: int, as_json: bool,
-          **kwargs: Any) -> None:
+def list_(
+    status_filter: str | None, name: str | None, limit: int, as_json: bool, **kwargs: Any
+) -> None:
     """List instances, newest first."""
     settings = nats_settings(kwargs, "saga-cli")
     assert settings is not None
     run_async(_list)(settings, status_filter, name, limit, as_json)
 
 
-async def _list(settings: NatsSettings, status_filter: str | None, name: str | None, limit: int,
-                as_json: bool) -> None:
+async def _list(
+    settings: NatsSettings, status_filter: str | None, name: str | None, limit: int, as_json: bool
+) -> None:
     from saga.inspect import instance_store, list_instances
     from saga.render import list_text
 
@@ -274,6 +375,24 @@ async def _list(settings: NatsSettings, status_filter: str | None, name: str | N
         click.echo(json.dumps([json.loads(s.model_dump_json()) for s in states], indent=2))
     else:
         click.echo(list_text(states))
+
+
+@main.command()
+@click.argument("target")
+@click.option("--nats", "nats_url", envvar="SAGA_NATS_URL", help="NATS URL [env SAGA_NATS_URL].")
+@click.option("--log-level", default="INFO", show_default=True, envvar="SAGA_LOG_LEVEL")
+def participant(target: str, nats_url: str | None, log_level: str) -> None:
+    """Run a participant service given as MODULE:APP (e.g. services.inventory:app)."""
+    from saga.participant import run_participant
+    from saga.runner import discover_url
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        run_participant(target, discover_url(nats_url))
+    except SagaError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _definitions(path: Path) -> dict[str, Any]:

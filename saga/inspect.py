@@ -46,18 +46,27 @@ async def list_instances(
     found = []
     async for record in store.scan():
         state = record.state
-        if (status is None or state.status.value == status) and (name is None or state.saga_name == name):
+        if (status is None or state.status.value == status) and (
+            name is None or state.saga_name == name
+        ):
             found.append(state)
     found.sort(key=lambda s: s.started_at, reverse=True)
     return found[:limit]
 
 
 async def start_saga(
-    js: JetStreamContext, definition: SagaDefinition, data: dict[str, Any], saga_id: str | None = None
+    js: JetStreamContext,
+    definition: SagaDefinition,
+    data: dict[str, Any],
+    saga_id: str | None = None,
 ) -> str:
     """Publish the trigger event; returns the saga id (given, from the payload, or new)."""
     source = definition.trigger.id
-    if saga_id is None and source.field is not None and isinstance(data.get(source.field), str | int):
+    if (
+        saga_id is None
+        and source.field is not None
+        and isinstance(data.get(source.field), str | int)
+    ):
         saga_id = str(data[source.field])
     saga_id = saga_id or str(uuid.uuid4())
     headers = {

@@ -25,7 +25,9 @@ def duration_text(start: datetime | None, end: datetime | None) -> str:
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -47,13 +49,24 @@ def status_text(state: InstanceState) -> str:
         comp = s.compensation.value if s.compensation.value != "none" else ""
         if comp and s.compensation_attempt > 1:
             comp += f" ({s.compensation_attempt} attempts)"
-        rows.append([name, s.status.value, str(s.attempt or ""),
-                     duration_text(s.started_at, s.finished_at), comp])
+        rows.append(
+            [
+                name,
+                s.status.value,
+                str(s.attempt or ""),
+                duration_text(s.started_at, s.finished_at),
+                comp,
+            ]
+        )
     out += ["", table(rows, ["step", "status", "attempts", "took", "compensation"]), "", "history"]
     for entry in state.history:
         when = (entry.at - state.started_at).total_seconds() * 1000
-        parts = [entry.event, entry.step or "", f"#{entry.attempt}" if entry.attempt else "",
-                 entry.detail or ""]
+        parts = [
+            entry.event,
+            entry.step or "",
+            f"#{entry.attempt}" if entry.attempt else "",
+            entry.detail or "",
+        ]
         out.append(f"  +{when:8.0f} ms  " + "  ".join(p for p in parts if p))
     return "\n".join(out)
 
@@ -61,6 +74,14 @@ def status_text(state: InstanceState) -> str:
 def list_text(states: list[InstanceState]) -> str:
     if not states:
         return "no instances"
-    rows = [[s.saga_id, s.saga_name, s.status.value, s.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-             duration_text(s.started_at, s.finished_at or s.updated_at)] for s in states]
+    rows = [
+        [
+            s.saga_id,
+            s.saga_name,
+            s.status.value,
+            s.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            duration_text(s.started_at, s.finished_at or s.updated_at),
+        ]
+        for s in states
+    ]
     return table(rows, ["id", "saga", "status", "started", "duration"])

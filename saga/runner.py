@@ -22,6 +22,7 @@ DEFAULT_PORT = 4222
 
 def embedded_server(data_dir: Path) -> EmbeddedServer:
     """Start the embedded server in ``data_dir`` and write its URL where the CLI finds it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
     server = EmbeddedServer(store_dir=data_dir / "jetstream", port=port).start()
     (data_dir / URL_FILE).write_text(server.url + "\n")
@@ -58,12 +59,13 @@ async def run_engine(
     definitions = load_definitions([definitions_path])
     server = None
     if nats is None:
-        data_dir.mkdir(parents=True, exist_ok=True)
         server = await asyncio.to_thread(embedded_server, data_dir)
         nats = NatsSettings(url=server.url, name="saga-engine")
         if announce:
-            print(f"embedded nats-server listening on {server.url} (store: {data_dir}/jetstream)",
-                  flush=True)
+            print(
+                f"embedded nats-server listening on {server.url} (store: {data_dir}/jetstream)",
+                flush=True,
+            )
     nc = await connect(nats)
     engine = Engine(nc, definitions, settings)
     stop = asyncio.Event()
@@ -73,8 +75,10 @@ async def run_engine(
     try:
         await engine.start()
         if announce:
-            print(f"engine running {len(definitions)} saga(s): {', '.join(sorted(definitions))}",
-                  flush=True)
+            print(
+                f"engine running {len(definitions)} saga(s): {', '.join(sorted(definitions))}",
+                flush=True,
+            )
         await stop.wait()
         log.info("shutting down: finishing in-flight work")
     finally:

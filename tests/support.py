@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig
 
 
 async def wait_for(
@@ -28,13 +37,6 @@ async def wait_for(
 
 # -- a scripted participant for engine tests -----------------------------------------------
 
-import json  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-
-from nats.aio.client import Client  # noqa: E402
-from nats.aio.msg import Msg  # noqa: E402
-from nats.js.api import AckPolicy, ConsumerConfig  # noqa: E402
 
 Reply = tuple[str, dict[str, Any]] | None
 Rule = Callable[[dict[str, Any], dict[str, str]], Reply]
@@ -59,12 +61,17 @@ class ScriptedParticipant:
     name: str = "scripted"
     received: list[Received] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
 
     async def start(self, stream: str = "SAGA_EVENTS") -> ScriptedParticipant:
         js = self.nc.jetstream()
         await wait_for(lambda: _stream_exists(js, stream), message=f"stream {stream}")
-        config = ConsumerConfig(durable_name=self.name, ack_policy=AckPolicy.EXPLICIT,
-                                filter_subjects=sorted(self.rules), ack_wait=2)
+        config = ConsumerConfig(
+            durable_name=self.name,
+            ack_policy=AckPolicy.EXPLICIT,
+            filter_subjects=sorted(self.rules),
+            ack_wait=2,
+        )
         await js.add_consumer(stream, config)
         sub = await js.pull_subscribe_bind(durable=self.name, stream=stream)
         self._task = asyncio.create_task(self._loop(sub))
@@ -72,11 +79,13 @@ class ScriptedParticipant:
 
     async def _loop(self, sub: Any) -> None:
         js = self.nc.jetstream()
-        while True:
+        while not self._stopping:
             try:
-                msgs = await sub.fetch(64, timeout=0.5)
-            except Exception:
+                msgs = await sub.fetch(64, timeout=0.2)
+            except (TimeoutError, NatsTimeoutError):
                 continue
+            except ConnectionClosedError:
+                return
             for msg in msgs:
                 await self._handle(js, msg)
 
@@ -92,13 +101,18 @@ class ScriptedParticipant:
         await msg.ack()
 
     async def stop(self) -> None:
+        """Stop fetching; returns once the loop has ended (nats-py swallows task cancellation)."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
+            await self._task
 
     def commands(self, saga_id: str) -> list[tuple[str, str]]:
         """``(subject, Saga-Kind)`` of every command received for one saga, in order."""
-        return [(r.subject, r.headers.get("Saga-Kind", "")) for r in self.received
-                if r.headers.get("Saga-Id") == saga_id]
+        return [
+            (r.subject, r.headers.get("Saga-Kind", ""))
+            for r in self.received
+            if r.headers.get("Saga-Id") == saga_id
+        ]
 
 
 async def _stream_exists(js: Any, name: str) -> bool:

@@ -24,8 +24,10 @@ def to_mermaid(definition: SagaDefinition) -> str:
     compensable = [s for s in definition.steps if s.compensate is not None]
     for step in compensable:
         assert step.compensate is not None
-        lines.append(f'  undo_{step.name}[/"undo {step.name}<br/><small>publishes '
-                     f'{step.compensate.publish.event}</small>"/]')
+        lines.append(
+            f'  undo_{step.name}[/"undo {step.name}<br/><small>publishes '
+            f'{step.compensate.publish.event}</small>"/]'
+        )
     previous = "start"
     for i, step in enumerate(definition.steps):
         label = "" if i == 0 else f"|{_label(' / '.join(definition.steps[i - 1].success))}|"

@@ -46,13 +46,22 @@ class Effects:
         elif isinstance(command, Finished):
             await self._announce(state, command.status, state.failure_reason)
         elif isinstance(command, Parked):
-            log.warning("saga %s %s parked at compensation of %s: %s", name, sid, command.step,
-                        command.reason)
+            log.warning(
+                "saga %s %s parked at compensation of %s: %s",
+                name,
+                sid,
+                command.step,
+                command.reason,
+            )
             await self._announce(state, "parked", command.reason)
 
     async def _announce(self, state: InstanceState, status: str, reason: str | None) -> None:
-        payload = {"saga_id": state.saga_id, "saga_name": state.saga_name, "status": status,
-                   "reason": reason}
+        payload = {
+            "saga_id": state.saga_id,
+            "saga_name": state.saga_name,
+            "status": status,
+            "reason": reason,
+        }
         headers = {
             HEADER_SAGA_ID: state.saga_id,
             HEADER_SAGA_NAME: state.saga_name,

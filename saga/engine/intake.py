@@ -45,9 +45,13 @@ class Intake:
             for subject in listened_subjects(definition):
                 other = self.by_subject.setdefault(subject, definition)
                 if other is not definition:
-                    clashes.append(f"{subject!r} is used by both {other.name!r} and {definition.name!r}")
+                    clashes.append(
+                        f"{subject!r} is used by both {other.name!r} and {definition.name!r}"
+                    )
         if clashes:
-            raise ConfigError("a subject the engine consumes must belong to one saga: " + "; ".join(clashes))
+            raise ConfigError(
+                "a subject the engine consumes must belong to one saga: " + "; ".join(clashes)
+            )
 
     def parse(
         self, subject: str, data: bytes, headers: dict[str, str] | None, stream: str, sequence: int
@@ -65,13 +69,17 @@ class Intake:
         saga_id = _saga_id(definition, payload, headers, trigger)
         if saga_id is None:
             if not trigger:
-                return Reject(DeadLetterCode.NO_SAGA_ID, f"no {HEADER_SAGA_ID} header and no id field")
+                return Reject(
+                    DeadLetterCode.NO_SAGA_ID, f"no {HEADER_SAGA_ID} header and no id field"
+                )
             saga_id = str(uuid.uuid5(_ID_NAMESPACE, f"{stream}:{sequence}"))
         if len(saga_id) > MAX_SAGA_ID_LENGTH:
             return Reject(DeadLetterCode.MALFORMED, f"saga id longer than {MAX_SAGA_ID_LENGTH}")
         event = classify(definition, subject, payload, saga_id)
         if event is None:  # pragma: no cover - by_subject only holds classified subjects
-            return Reject(DeadLetterCode.UNKNOWN_EVENT, f"{subject!r} means nothing in {definition.name}")
+            return Reject(
+                DeadLetterCode.UNKNOWN_EVENT, f"{subject!r} means nothing in {definition.name}"
+            )
         return Work(definition, saga_id, event)
 
     def _timer(self, headers: dict[str, str]) -> Work | Reject:
@@ -96,7 +104,9 @@ def _payload(data: bytes) -> dict[str, Any] | Reject:
     except (ValueError, UnicodeDecodeError) as exc:
         return Reject(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}")
     if not isinstance(payload, dict):
-        return Reject(DeadLetterCode.MALFORMED, f"payload must be a JSON object, got {type(payload).__name__}")
+        return Reject(
+            DeadLetterCode.MALFORMED, f"payload must be a JSON object, got {type(payload).__name__}"
+        )
     return payload
 
 

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, TimeoutError as NatsTimeoutError
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from saga.core import decide
@@ -105,23 +106,30 @@ class Engine:
         topology = self.settings.topology
         defs = self.definitions.values()
         provisioned = await provision_engine(
-            self.js, topology, self.settings.streams,
+            self.js,
+            topology,
+            self.settings.streams,
             listened=[s for d in defs for s in listened_subjects(d)],
             published=[s for d in defs for s in published_subjects(d)],
         )
         self.store = KvInstanceStore(provisioned.instances)
         events = await self.js.pull_subscribe_bind(
-            durable=topology.engine_consumer, stream=topology.events_stream)
+            durable=topology.engine_consumer, stream=topology.events_stream
+        )
         timers = await self.js.pull_subscribe_bind(
-            durable=topology.timer_consumer, stream=topology.timers_stream)
+            durable=topology.timer_consumer, stream=topology.timers_stream
+        )
         self._subs = [events, timers]
         self._tasks = [
             asyncio.create_task(self._consume(events), name="saga-events"),
             asyncio.create_task(self._consume(timers), name="saga-timers"),
         ]
         self.ready.set()
-        log.info("engine consuming %d saga definition(s): %s", len(self.definitions),
-                 ", ".join(sorted(self.definitions)))
+        log.info(
+            "engine consuming %d saga definition(s): %s",
+            len(self.definitions),
+            ", ".join(sorted(self.definitions)),
+        )
 
     async def stop(self) -> None:
         """Stop fetching and let in-flight messages finish; the caller drains the connection."""
@@ -150,8 +158,9 @@ class Engine:
 
     async def _handle(self, msg: Msg) -> None:
         meta = msg.metadata
-        parsed = self.intake.parse(msg.subject, msg.data, msg.headers, meta.stream,
-                                   meta.sequence.stream)
+        parsed = self.intake.parse(
+            msg.subject, msg.data, msg.headers, meta.stream, meta.sequence.stream
+        )
         if isinstance(parsed, Reject):
             await self._settle(msg, parsed)
             return
@@ -161,8 +170,9 @@ class Engine:
         try:
             verdict = await self.keyed.run(key, lambda: self._apply(key, work, origin))
         except Exception as exc:
-            log.exception("saga %s %s: handling %s failed", work.definition.name, work.saga_id,
-                          msg.subject)
+            log.exception(
+                "saga %s %s: handling %s failed", work.definition.name, work.saga_id, msg.subject
+            )
             self.cache.drop(key)
             verdict = Retry(f"{type(exc).__name__}: {exc}")
         await self._settle(msg, verdict)
@@ -177,18 +187,24 @@ class Engine:
                 outbox = [command_from_json(c) for c in stored.record.outbox]
                 await self.effects.run(stored.record.state, outbox)
                 return Ack()
-            decision = decide(work.definition, stored.record.state if stored else None,
-                              work.event, self.clock())
+            decision = decide(
+                work.definition, stored.record.state if stored else None, work.event, self.clock()
+            )
             if decision.error is not None:
                 return Reject(DeadLetterCode.ENGINE_ERROR, decision.error)
             if not decision.changed or decision.state is None:
                 if decision.state is None:
-                    return Reject(DeadLetterCode.UNKNOWN_INSTANCE,
-                                  f"no instance {work.saga_id!r} of saga {name!r}")
+                    return Reject(
+                        DeadLetterCode.UNKNOWN_INSTANCE,
+                        f"no instance {work.saga_id!r} of saga {name!r}",
+                    )
                 log.debug("saga %s %s: %s", name, work.saga_id, decision.note)
                 return Ack()
-            record = InstanceRecord(state=decision.state, origin=origin,
-                                    outbox=[command_to_json(c) for c in decision.commands])
+            record = InstanceRecord(
+                state=decision.state,
+                origin=origin,
+                outbox=[command_to_json(c) for c in decision.commands],
+            )
             try:
                 if stored is None:
                     revision = await self.store.create(key, record)
@@ -210,11 +226,17 @@ class Engine:
         try:
             if isinstance(verdict, Retry):
                 if meta.num_delivered >= self.settings.streams.max_deliver:
-                    verdict = Reject(DeadLetterCode.ENGINE_ERROR,
-                                     f"gave up after {meta.num_delivered} deliveries: {verdict.reason}")
+                    verdict = Reject(
+                        DeadLetterCode.ENGINE_ERROR,
+                        f"gave up after {meta.num_delivered} deliveries: {verdict.reason}",
+                    )
                 else:
-                    log.warning("retrying %s seq %s later: %s", msg.subject,
-                                meta.sequence.stream, verdict.reason)
+                    log.warning(
+                        "retrying %s seq %s later: %s",
+                        msg.subject,
+                        meta.sequence.stream,
+                        verdict.reason,
+                    )
                     await msg.nak(delay=self.settings.retry_delay * meta.num_delivered)
                     return
             if isinstance(verdict, Reject):
@@ -225,5 +247,8 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await self.timers.forget_fired(meta.sequence.stream)
         except Exception:
-            log.exception("could not settle %s seq %s; it will be redelivered", msg.subject,
-                          meta.sequence.stream)
+            log.exception(
+                "could not settle %s seq %s; it will be redelivered",
+                msg.subject,
+                meta.sequence.stream,
+            )

@@ -36,22 +36,27 @@ class DeadLetterCode(StrEnum):
     ENGINE_ERROR = "engine-error"
 
 
-async def dead_letter(
-    js: JetStreamContext, msg: Msg, code: DeadLetterCode, reason: str
-) -> None:
+async def dead_letter(js: JetStreamContext, msg: Msg, code: DeadLetterCode, reason: str) -> None:
     """Copy ``msg`` to the dead-letter subject, then terminate it so it is never redelivered."""
     headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
     meta = msg.metadata
-    headers.update({
-        HEADER_CODE: code.value,
-        HEADER_REASON: reason[:MAX_REASON],
-        HEADER_SUBJECT: msg.subject,
-        HEADER_STREAM: meta.stream,
-        HEADER_SEQUENCE: str(meta.sequence.stream),
-        HEADER_CONSUMER: meta.consumer,
-        "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}",
-    })
+    headers.update(
+        {
+            HEADER_CODE: code.value,
+            HEADER_REASON: reason[:MAX_REASON],
+            HEADER_SUBJECT: msg.subject,
+            HEADER_STREAM: meta.stream,
+            HEADER_SEQUENCE: str(meta.sequence.stream),
+            HEADER_CONSUMER: meta.consumer,
+            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}",
+        }
+    )
     await js.publish(dlq_subject(code.value), msg.data, headers=headers)
-    log.warning("dead-lettered %s seq %s (%s): %s", msg.subject, meta.sequence.stream, code.value,
-                reason[:MAX_REASON])
+    log.warning(
+        "dead-lettered %s seq %s (%s): %s",
+        msg.subject,
+        meta.sequence.stream,
+        code.value,
+        reason[:MAX_REASON],
+    )
     await msg.term()

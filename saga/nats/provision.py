@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -71,13 +72,19 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
         try:
             await js.add_stream(wanted)
         except BadRequestError as exc:
-            raise ProvisioningError(f"cannot create stream {wanted.name}: {exc.description}") from exc
+            raise ProvisioningError(
+                f"cannot create stream {wanted.name}: {exc.description}"
+            ) from exc
         log.info("created stream %s", wanted.name)
         return
     have = info.config
     for attr in ("retention", "storage", "allow_msg_schedules"):
         want_value, have_value = getattr(wanted, attr), getattr(have, attr)
-        if want_value is not None and bool(want_value) != bool(have_value) and want_value != have_value:
+        if (
+            want_value is not None
+            and bool(want_value) != bool(have_value)
+            and want_value != have_value
+        ):
             raise ProvisioningError(
                 f"stream {wanted.name} exists with {attr}={have_value!r}, we need {want_value!r}; "
                 "delete it or configure other stream names"
@@ -112,7 +119,9 @@ async def ensure_consumer(
     try:
         await js.add_consumer(stream, config)
     except BadRequestError as exc:
-        raise ProvisioningError(f"cannot create consumer {name} on {stream}: {exc.description}") from exc
+        raise ProvisioningError(
+            f"cannot create consumer {name} on {stream}: {exc.description}"
+        ) from exc
 
 
 async def provision_engine(
@@ -125,21 +134,46 @@ async def provision_engine(
     """Everything the engine needs; safe to call on every start and from every replica."""
     listened = sorted(set(listened))
     subjects = sorted({*listened, *published, f"{STATUS_PREFIX}.>"})
-    common = {"num_replicas": settings.replicas, "storage": settings.storage,
-              "duplicate_window": settings.duplicate_window}
-    await ensure_stream(js, StreamConfig(
-        name=topology.events_stream, subjects=subjects, retention=RetentionPolicy.LIMITS,
-        max_age=settings.events_max_age, allow_direct=True, **common))
-    await ensure_stream(js, StreamConfig(
-        name=topology.timers_stream,
-        subjects=[f"{TIMER_SCHEDULE_PREFIX}.>", f"{TIMER_FIRE_PREFIX}.>"],
-        retention=RetentionPolicy.LIMITS, allow_msg_schedules=True, **common))
-    await ensure_stream(js, StreamConfig(
-        name=topology.dlq_stream, subjects=[f"{DLQ_PREFIX}.>"], retention=RetentionPolicy.LIMITS,
-        max_age=settings.dlq_max_age, **common))
+    common: dict[str, Any] = {
+        "num_replicas": settings.replicas,
+        "storage": settings.storage,
+        "duplicate_window": settings.duplicate_window,
+    }
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=topology.events_stream,
+            subjects=subjects,
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.events_max_age,
+            allow_direct=True,
+            **common,
+        ),
+    )
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=topology.timers_stream,
+            subjects=[f"{TIMER_SCHEDULE_PREFIX}.>", f"{TIMER_FIRE_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            allow_msg_schedules=True,
+            **common,
+        ),
+    )
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=topology.dlq_stream,
+            subjects=[f"{DLQ_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            max_age=settings.dlq_max_age,
+            **common,
+        ),
+    )
     await ensure_consumer(js, topology.events_stream, topology.engine_consumer, listened, settings)
-    await ensure_consumer(js, topology.timers_stream, topology.timer_consumer,
-                          [f"{TIMER_FIRE_PREFIX}.>"], settings)
+    await ensure_consumer(
+        js, topology.timers_stream, topology.timer_consumer, [f"{TIMER_FIRE_PREFIX}.>"], settings
+    )
     instances = await ensure_bucket(js, topology.instances_bucket, settings)
     return Provisioned(instances=instances, subjects=subjects)
 
@@ -149,6 +183,12 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, settings: StreamSetti
         return await js.key_value(bucket)
     except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
         pass
-    return await js.create_key_value(KeyValueConfig(
-        bucket=bucket, history=1, storage=settings.storage, replicas=settings.replicas,
-        direct=True))
+    return await js.create_key_value(
+        KeyValueConfig(
+            bucket=bucket,
+            history=1,
+            storage=settings.storage,
+            replicas=settings.replicas,
+            direct=True,
+        )
+    )

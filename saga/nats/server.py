@@ -86,8 +86,13 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited at start; see {self.store_dir}/nats-server.log")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+                raise RuntimeError(
+                    f"nats-server exited at start; see {self.store_dir}/nats-server.log"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
                 return
             time.sleep(0.02)
         raise TimeoutError(f"nats-server did not listen on {self.url} within {timeout}s")

@@ -51,8 +51,9 @@ steps:
     timeout: 1s
 """
 
-FAST = EngineSettings(streams=StreamSettings(ack_wait_backoff=(1.0, 2.0), max_deliver=3),
-                      fetch_wait=0.2)
+FAST = EngineSettings(
+    streams=StreamSettings(ack_wait_backoff=(1.0, 2.0), max_deliver=3), fetch_wait=0.2
+)
 
 
 def ok(subject: str, **data: Any):  # type: ignore[no-untyped-def]
@@ -91,16 +92,25 @@ async def engine(client: Client) -> AsyncIterator[Engine]:
     await engine.stop()
 
 
-async def run_saga(nc: Client, rules: dict[str, Any], saga_id: str, **extra: Any) -> tuple[InstanceState, ScriptedParticipant]:
+async def run_saga(
+    nc: Client, rules: dict[str, Any], saga_id: str, **extra: Any
+) -> tuple[InstanceState, ScriptedParticipant]:
     participant = await ScriptedParticipant(nc, rules).start()
     js = nc.jetstream()
-    await js.publish("shop.ordered", json.dumps({"id": saga_id, "sku": "A", "amount": 5, **extra}).encode())
+    await js.publish(
+        "shop.ordered", json.dumps({"id": saga_id, "sku": "A", "amount": 5, **extra}).encode()
+    )
     state = await wait_terminal(nc, saga_id)
     await participant.stop()
     return state, participant
 
 
-async def wait_terminal(nc: Client, saga_id: str, statuses: tuple[str, ...] = ("completed", "compensated", "parked"), timeout: float = 15) -> InstanceState:
+async def wait_terminal(
+    nc: Client,
+    saga_id: str,
+    statuses: tuple[str, ...] = ("completed", "compensated", "parked"),
+    timeout: float = 15,
+) -> InstanceState:
     store = await instance_store(nc.jetstream(), Topology())
     found: list[InstanceState] = []
 
@@ -119,7 +129,10 @@ async def test_happy_path_completes(client: Client, engine: Engine) -> None:
     state, participant = await run_saga(client, HAPPY, "o-1")
     assert state.status.value == "completed"
     assert participant.commands("o-1") == [
-        ("stock.reserve", "step"), ("pay.charge", "step"), ("ship.book", "step")]
+        ("stock.reserve", "step"),
+        ("pay.charge", "step"),
+        ("ship.book", "step"),
+    ]
     assert state.context["steps"]["reserve"] == {"reservation": "r-1"}
 
 
@@ -144,11 +157,16 @@ async def test_step_timeout_compensates(client: Client, engine: Engine) -> None:
     state, participant = await run_saga(client, {**HAPPY, "ship.book": silent}, "o-3")
     assert state.status.value == "compensated"
     assert state.steps["ship"].status.value == "timed-out"
-    assert [s for s, k in participant.commands("o-3") if k == "compensation"] == ["pay.refund", "stock.release"]
+    assert [s for s, k in participant.commands("o-3") if k == "compensation"] == [
+        "pay.refund",
+        "stock.release",
+    ]
 
 
 async def test_retry_with_backoff_then_success(client: Client, engine: Engine) -> None:
-    def second_attempt(payload: dict[str, Any], headers: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
+    def second_attempt(
+        payload: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[str, dict[str, Any]] | None:
         return ("pay.charged", {}) if headers["Saga-Attempt"] == "2" else None
 
     state, participant = await run_saga(client, {**HAPPY, "pay.charge": second_attempt}, "o-4")
@@ -157,9 +175,14 @@ async def test_retry_with_backoff_then_success(client: Client, engine: Engine) -
     assert [s for s, _ in participant.commands("o-4")].count("pay.charge") == 2
 
 
-async def test_compensation_that_keeps_failing_parks_visibly(client: Client, engine: Engine) -> None:
-    rules = {**HAPPY, "pay.charge": fail("pay.declined", "limit"),
-             "stock.release": fail("stock.release-failed", "warehouse offline")}
+async def test_compensation_that_keeps_failing_parks_visibly(
+    client: Client, engine: Engine
+) -> None:
+    rules = {
+        **HAPPY,
+        "pay.charge": fail("pay.declined", "limit"),
+        "stock.release": fail("stock.release-failed", "warehouse offline"),
+    }
     status_sub = await client.subscribe("saga.status.shop.parked")
     state, participant = await run_saga(client, rules, "o-5")
     assert state.status.value == "parked"
@@ -171,7 +194,9 @@ async def test_compensation_that_keeps_failing_parks_visibly(client: Client, eng
 
 async def test_duplicate_and_late_replies_are_no_ops(client: Client, engine: Engine) -> None:
     def charge(payload: dict[str, Any], headers: dict[str, str]) -> tuple[str, dict[str, Any]]:
-        return ("pay.declined", {"reason": "limit"}) if payload["id"] == "o-6" else ("pay.charged", {})
+        return (
+            ("pay.declined", {"reason": "limit"}) if payload["id"] == "o-6" else ("pay.charged", {})
+        )
 
     participant = await ScriptedParticipant(client, {**HAPPY, "pay.charge": charge}).start()
     js = client.jetstream()
@@ -190,7 +215,9 @@ async def test_duplicate_and_late_replies_are_no_ops(client: Client, engine: Eng
     assert after.context == state.context
 
 
-async def test_malformed_and_unknown_events_are_dead_lettered(client: Client, engine: Engine) -> None:
+async def test_malformed_and_unknown_events_are_dead_lettered(
+    client: Client, engine: Engine
+) -> None:
     js = client.jetstream()
     dlq = await client.subscribe("saga.dlq.>")
     await js.publish("pay.charged", b"not json", headers={"Saga-Id": "x"})

@@ -41,7 +41,10 @@ def start_engine(url: str, definitions: Path, log: Path) -> subprocess.Popen[byt
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "saga", "run", "--nats", url, "--definitions", str(definitions)],
-            stdout=out, stderr=out, env=env)
+            stdout=out,
+            stderr=out,
+            env=env,
+        )
 
 
 def charge(payload: dict[str, Any], headers: dict[str, str]) -> tuple[str, dict[str, Any]]:
@@ -60,16 +63,21 @@ async def test_engine_killed_repeatedly_loses_and_doubles_nothing(
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     engine = start_engine(nats_server.url, definitions, log)
-    participant = await ScriptedParticipant(nc, {
-        "stock.reserve": lambda p, h: ("stock.reserved", {}),
-        "stock.release": lambda p, h: ("stock.released", {}),
-        "pay.charge": charge,
-    }).start()
+    participant = await ScriptedParticipant(
+        nc,
+        {
+            "stock.reserve": lambda p, h: ("stock.reserved", {}),
+            "stock.release": lambda p, h: ("stock.released", {}),
+            "pay.charge": charge,
+        },
+    ).start()
     try:
         kills = 0
         for i in range(SAGAS):
             amount = 500 if i % 4 == 0 else 10
-            await js.publish("shop.ordered", json.dumps({"id": f"s-{i}", "amount": amount}).encode())
+            await js.publish(
+                "shop.ordered", json.dumps({"id": f"s-{i}", "amount": amount}).encode()
+            )
             if i % 20 == 10:
                 engine.send_signal(signal.SIGKILL)
                 engine.wait()
@@ -82,7 +90,9 @@ async def test_engine_killed_repeatedly_loses_and_doubles_nothing(
             states = await list_instances(store, limit=10_000)
             return len(states) == SAGAS and all(s.status.terminal for s in states)
 
-        await wait_for(all_ended, timeout=60, message=f"all {SAGAS} sagas to end after {kills} kills")
+        await wait_for(
+            all_ended, timeout=60, message=f"all {SAGAS} sagas to end after {kills} kills"
+        )
         states = {s.saga_id: s for s in await list_instances(store, limit=10_000)}
         for i in range(SAGAS):
             expected = "compensated" if i % 4 == 0 else "completed"
