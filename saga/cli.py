@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from nats.errors import NoServersError
 
 from saga.definition import definition_files, json_schema, load_definition, load_definitions
 from saga.definition.diagram import to_mermaid
@@ -101,6 +102,8 @@ def nats_settings(kwargs: dict[str, Any], name: str, discover: bool = True) -> N
     if url is None and not discover:
         return None
     fields = {k: v for k, v in values.items() if v is not None}
+    if name == "saga-cli":
+        fields.update(max_reconnect_attempts=2, connect_timeout=2.0)
     return NatsSettings(url=discover_url(url), name=name, **fields)
 
 
@@ -113,7 +116,7 @@ def run_async(func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., An
             return asyncio.run(func(*args, **kwargs))
         except SagaError as exc:
             raise click.ClickException(str(exc)) from None
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, NoServersError) as exc:
             raise click.ClickException(f"cannot reach NATS: {exc}") from None
 
     return wrapper
@@ -393,6 +396,26 @@ def participant(target: str, nats_url: str | None, log_level: str) -> None:
         run_participant(target, discover_url(nats_url))
     except SagaError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--count", default=24, show_default=True, help="Sagas to run (both example sagas).")
+@click.option(
+    "--definitions",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Definitions folder (default: ./definitions or the repository's).",
+)
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the sagas.")
+@click.option(
+    "--keep", is_flag=True, help="Keep everything running after the summary (Ctrl-C stops)."
+)
+def demo(count: int, definitions: Path | None, timeout: float, keep: bool) -> None:
+    """Run the engine and the example services on an embedded server with a batch of sagas."""
+    from saga.demo import default_definitions, run_demo
+
+    status = run_async(run_demo)(count, definitions or default_definitions(), timeout, keep)
+    sys.exit(status)
 
 
 def _definitions(path: Path) -> dict[str, Any]:

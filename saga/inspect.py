@@ -7,17 +7,24 @@ import uuid
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import NoKeysError
+from nats.js.errors import BucketNotFoundError, NoKeysError
 
 from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
+from saga.errors import StoreError
 from saga.nats.topology import Topology, instance_key, token
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
 from saga.store import KvInstanceStore
 
 
 async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstanceStore:
-    return KvInstanceStore(await js.key_value(topology.instances_bucket))
+    try:
+        return KvInstanceStore(await js.key_value(topology.instances_bucket))
+    except BucketNotFoundError:
+        raise StoreError(
+            f"no bucket {topology.instances_bucket!r} on this server: has `saga run` been "
+            "started against it? (check --nats / SAGA_NATS_URL)"
+        ) from None
 
 
 async def find_instance(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from pydantic import BaseModel, ConfigDict, SecretStr
+
+log = logging.getLogger("saga.nats")
 
 
 class NatsSettings(BaseModel):
@@ -32,6 +35,8 @@ class NatsSettings(BaseModel):
     """Client certificate (with ``tls_key_file``) for mutual TLS."""
     tls_key_file: Path | None = None
     connect_timeout: float = 5.0
+    max_reconnect_attempts: int = -1
+    """-1 (a service) keeps trying for ever; the CLI gives up after a few attempts."""
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`nats.connect`."""
@@ -39,7 +44,7 @@ class NatsSettings(BaseModel):
             "servers": [u.strip() for u in self.url.split(",") if u.strip()],
             "name": self.name,
             "connect_timeout": self.connect_timeout,
-            "max_reconnect_attempts": -1,
+            "max_reconnect_attempts": self.max_reconnect_attempts,
             "reconnect_time_wait": 0.5,
         }
         if self.user is not None:
@@ -68,5 +73,10 @@ class NatsSettings(BaseModel):
         return context
 
 
+async def _log_error(error: Exception) -> None:
+    """One line per connection problem, not nats-py's default traceback."""
+    log.warning("nats: %s", error or type(error).__name__)
+
+
 async def connect(settings: NatsSettings) -> Client:
-    return await nats.connect(**settings.options())
+    return await nats.connect(error_cb=_log_error, **settings.options())

@@ -1,0 +1,250 @@
+"""``saga demo``: a real server, the engine and six services as separate processes, and a batch
+of sagas whose outcomes are known in advance from the services' business rules."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import nats
+from nats.js import JetStreamContext
+
+from saga.core.state import InstanceState
+from saga.inspect import instance_store, list_instances
+from saga.nats.server import EmbeddedServer
+from saga.nats.topology import Topology
+from saga.render import table
+
+SERVICES = ("inventory", "payment", "shipping", "flight", "hotel", "car")
+ENGINE_CONSUMER = Topology().engine_consumer
+
+
+@dataclass(frozen=True)
+class Planned:
+    saga: str
+    saga_id: str
+    expect: str
+    """``completed``, or ``compensated`` with the step expected to fail."""
+    failing_step: str | None
+    rule: str
+
+
+def default_definitions() -> Path:
+    here = Path("definitions")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "definitions"
+
+
+def plan(count: int) -> tuple[list[Planned], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Half complete; the rest fail at each step in turn, by a documented business rule."""
+    from services.orders import new_order
+    from services.trips import new_trip
+
+    order_failures = [
+        (None, "completed", "valid order"),
+        ("inventory", "reserve_inventory", "unknown SKU"),
+        ("payment", "charge_payment", "total above the 1000 limit"),
+        ("shipping", "schedule_shipping", "address in Antarctica"),
+    ]
+    trip_failures = [
+        (None, "completed", "bookable trip"),
+        ("flight", "book_flight", "route through XXX"),
+        ("hotel", "book_hotel", "21 nights: hotel full"),
+        ("car", "rent_car", "destination Atlantis"),
+    ]
+    planned, orders, trips = [], [], []
+    for i in range(count):
+        use_orders = i % 2 == 0
+        options = order_failures if use_orders else trip_failures
+        fail, step, rule = options[0] if (i // 2) % 2 == 0 else options[1 + (i // 4) % 3]
+        expect = "completed" if fail is None else "compensated"
+        failing = None if fail is None else step
+        if use_orders:
+            order = new_order(order_id=f"demo-order-{i:03d}", fail=fail)
+            orders.append(order)
+            planned.append(Planned("order-fulfilment", order["order_id"], expect, failing, rule))
+        else:
+            trip = new_trip(trip_id=f"demo-trip-{i:03d}", fail=fail)
+            trips.append(trip)
+            planned.append(Planned("travel-booking", trip["trip_id"], expect, failing, rule))
+    return planned, orders, trips
+
+
+class Processes:
+    """Child processes that are always stopped, even on Ctrl-C."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            self.children[name] = subprocess.Popen(
+                [sys.executable, *args], stdout=log, stderr=log, env=env
+            )
+
+    def check(self) -> None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                raise click.ClickException(
+                    f"{name} exited with {child.returncode}; see {self.log_dir}/{name}.log"
+                )
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children.values():
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+async def _consumers_ready(js: JetStreamContext, stream: str) -> bool:
+    try:
+        names = {c.name for c in await js.consumers_info(stream)}
+    except Exception:
+        return False
+    return {ENGINE_CONSUMER, *SERVICES} <= names
+
+
+async def _wait(condition: Any, timeout: float, what: str, processes: Processes) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        processes.check()
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = False) -> int:
+    from services.orders import place_orders
+    from services.trips import request_trips
+
+    work = Path(tempfile.mkdtemp(prefix="saga-demo-"))
+    click.echo(f"saga demo: {count} sagas, logs in {work}")
+    server = await asyncio.to_thread(EmbeddedServer(store_dir=work / "nats").start)
+    click.echo(f"  nats-server     {server.url} (embedded, JetStream store {work / 'nats'})")
+    env = {**os.environ, "SAGA_NATS_URL": server.url, "SAGA_LOG_LEVEL": "WARNING"}
+    processes = Processes(work)
+    nc = None
+    try:
+        processes.start("engine", ["-m", "saga", "run", "--definitions", str(definitions)], env)
+        for name in SERVICES:
+            processes.start(name, ["-m", f"services.{name}", "--log-level", "WARNING"], env)
+        click.echo(f"  engine          1 process ({definitions})")
+        click.echo(f"  services        {', '.join(SERVICES)} (1 process each)")
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        topology = Topology()
+        await _wait(
+            lambda: _consumers_ready(js, topology.events_stream),
+            60,
+            "the engine and services to start",
+            processes,
+        )
+        planned, orders, trips = plan(count)
+        started = time.monotonic()
+        await place_orders(js, orders)
+        await request_trips(js, trips)
+        store = await instance_store(js, topology)
+        wanted = {(p.saga, p.saga_id) for p in planned}
+        finished: dict[tuple[str, str], InstanceState] = {}
+        shown = [-1]
+
+        async def all_done() -> bool:
+            for state in await list_instances(store, limit=100_000):
+                key = (state.saga_name, state.saga_id)
+                if key in wanted and (state.status.terminal or state.status.value == "parked"):
+                    finished[key] = state
+            if len(finished) != shown[-1]:
+                shown.append(len(finished))
+                click.echo(
+                    f"\r  progress        {len(finished)}/{len(wanted)} sagas ended", nl=False
+                )
+            return len(finished) == len(wanted)
+
+        await _wait(all_done, timeout, "the sagas to end", processes)
+        click.echo(f" in {time.monotonic() - started:.1f} s\n")
+        status = report(planned, finished, server.url if keep else None)
+        if keep:
+            click.echo("\nEverything keeps running; press Ctrl-C to stop.")
+            await _until_signal()
+        return status
+    finally:
+        if nc is not None:
+            await nc.close()
+        processes.stop()
+        await server.astop()
+        click.echo("stopped the engine, the services and nats-server")
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def report(
+    planned: list[Planned], finished: dict[tuple[str, str], InstanceState], url: str | None
+) -> int:
+    rows, unexpected = [], []
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for p in planned:
+        state = finished[(p.saga, p.saga_id)]
+        ok = state.status.value == p.expect and state.failure_step == p.failing_step
+        if not ok:
+            unexpected.append((p, state))
+        end = state.finished_at or state.updated_at
+        outcome = state.status.value + (f" at {state.failure_step}" if state.failure_step else "")
+        groups.setdefault((p.saga, outcome, p.rule), []).append(
+            (end - state.started_at).total_seconds() * 1000
+        )
+    for (saga, outcome, rule), latencies in sorted(groups.items()):
+        rows.append(
+            [
+                saga,
+                outcome,
+                rule,
+                str(len(latencies)),
+                f"{statistics.median(latencies):.0f} ms",
+                f"{max(latencies):.0f} ms",
+            ]
+        )
+    click.echo(table(rows, ["saga", "outcome", "business rule", "count", "p50", "max"]))
+    example = next((p for p in planned if p.expect == "compensated"), planned[0])
+    click.echo(f"\n{len(planned) - len(unexpected)}/{len(planned)} sagas ended as expected.")
+    if url is None:
+        click.echo("Look next: `saga demo --keep` leaves everything running so you can run")
+        click.echo(f"  saga status {example.saga_id} --nats <url>   # steps, compensation, history")
+    else:
+        click.echo("Look next, in another terminal:")
+        click.echo(f"  saga status {example.saga_id} --nats {url}   # steps, compensation, history")
+        click.echo(f"  saga list --state compensated --nats {url}")
+    click.echo("  saga graph definitions/travel-booking.yaml   # the saga as a Mermaid diagram")
+    for p, state in unexpected:
+        click.echo(
+            click.style(
+                f"UNEXPECTED {p.saga} {p.saga_id}: expected {p.expect}"
+                f" (failing at {p.failing_step}), got {state.status.value}"
+                f" (failing at {state.failure_step}: {state.failure_reason})",
+                fg="red",
+            ),
+            err=True,
+        )
+    return 1 if unexpected else 0

@@ -1,0 +1,133 @@
+"""The commands a user types, as separate processes against a server the user runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from saga.nats.server import EmbeddedServer
+from tests.conftest import DEFINITIONS
+
+SERVICES = ("inventory", "payment", "shipping")
+
+
+def saga(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "saga", *args, "--nats", url],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def running(nats_server: EmbeddedServer, tmp_path: Path) -> Iterator[str]:
+    """``saga run`` and ``saga participant`` processes against an external server."""
+    url = nats_server.url
+    env = {**os.environ, "SAGA_LOG_LEVEL": "WARNING"}
+    logs = (tmp_path / "logs.txt").open("ab")
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "saga", "run", "--nats", url, "--definitions", str(DEFINITIONS)],
+            stdout=logs,
+            stderr=logs,
+            env=env,
+        )
+    ]
+    children += [
+        subprocess.Popen(
+            [sys.executable, "-m", "saga", "participant", f"services.{name}:app", "--nats", url],
+            stdout=logs,
+            stderr=logs,
+            env=env,
+        )
+        for name in SERVICES
+    ]
+    try:
+        yield url
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        codes = [child.wait(20) for child in children]
+        logs.close()
+        assert codes == [0] * len(children), (tmp_path / "logs.txt").read_text()
+
+
+def order(order_id: str, **extra: object) -> str:
+    return json.dumps(
+        {
+            "order_id": order_id,
+            "customer_id": "c-1",
+            "total": 50,
+            "currency": "EUR",
+            "items": [{"sku": "SKU-1", "qty": 1}],
+            "address": {"country": "NL"},
+            **extra,
+        }
+    )
+
+
+def test_start_status_list_against_external_server(running: str) -> None:
+    done = saga(
+        "start",
+        "order-fulfilment",
+        "--data",
+        order("cli-1"),
+        "--wait",
+        "--definitions",
+        str(DEFINITIONS),
+        url=running,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "cli-1"
+    assert "status    completed" in done.stdout
+
+    declined = saga(
+        "start",
+        "order-fulfilment",
+        "--data",
+        order("cli-2", total=5000),
+        "--wait",
+        "--definitions",
+        str(DEFINITIONS),
+        url=running,
+    )
+    assert "status    compensated" in declined.stdout
+    assert declined.returncode == 0
+
+    status = saga("status", "cli-2", "--json", url=running)
+    state = json.loads(status.stdout)
+    assert state["status"] == "compensated"
+    assert state["failure_step"] == "charge_payment"
+    assert state["steps"]["reserve_inventory"]["compensation"] == "done"
+
+    listed = saga("list", "--state", "compensated", url=running)
+    assert "cli-2" in listed.stdout
+    assert "cli-1" not in listed.stdout
+
+
+def test_status_of_unknown_id_is_a_clear_error(nats_server: EmbeddedServer) -> None:
+    result = saga("status", "nope", url=nats_server.url)
+    assert result.returncode != 0
+    assert "Error" in result.stderr
+
+
+def test_demo_runs_and_every_saga_ends_as_expected() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "saga", "demo", "--count", "16"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "16/16 sagas ended as expected" in result.stdout
+    assert "compensated at book_hotel" in result.stdout
