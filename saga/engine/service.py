@@ -30,7 +30,7 @@ from saga.engine.settings import EngineSettings
 from saga.errors import RevisionConflict
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.provision import provision_engine
-from saga.nats.timers import BrokerTimers
+from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import instance_key, listened_subjects, published_subjects
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 
@@ -113,6 +113,7 @@ class Engine:
             published=[s for d in defs for s in published_subjects(d)],
         )
         self.store = KvInstanceStore(provisioned.instances)
+        self.timers.native = provisioned.native_timers
         events = await self.js.pull_subscribe_bind(
             durable=topology.engine_consumer, stream=topology.events_stream
         )
@@ -158,6 +159,12 @@ class Engine:
 
     async def _handle(self, msg: Msg) -> None:
         meta = msg.metadata
+        if meta.stream == self.settings.topology.timers_stream and not self.timers.native:
+            due = due_at(msg.headers)
+            wait = (due - self.clock()).total_seconds() if due else 0.0
+            if wait > 0.005:
+                await msg.nak(delay=wait)  # not due yet: the server holds it back
+                return
         parsed = self.intake.parse(
             msg.subject, msg.data, msg.headers, meta.stream, meta.sequence.stream
         )

@@ -55,30 +55,38 @@ class StreamSettings:
     max_deliver: int = 10
     """Deliveries before a message is given up (then dead-lettered by its handler)."""
     max_ack_pending: int = 2000
+    native_timers: bool = True
+    """Use the server's message schedules (2.12+) for timers when it supports them; otherwise
+    (or when False) timers are held back by delayed redelivery, which any JetStream server does."""
 
 
 @dataclass
 class Provisioned:
     instances: KeyValue
+    native_timers: bool
+    """True when the timers stream accepts message schedules."""
     subjects: list[str] = field(default_factory=list)
 
 
-async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
-    """Create the stream, or add our subjects to an existing one; refuse a conflicting one."""
+async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> StreamConfig:
+    """Create the stream, or add our subjects to an existing one; refuse a conflicting one.
+
+    Returns the configuration in force, which tells what the server really accepted.
+    """
     assert wanted.name is not None
     try:
         info = await js.stream_info(wanted.name)
     except NotFoundError:
         try:
-            await js.add_stream(wanted)
+            created = await js.add_stream(wanted)
         except BadRequestError as exc:
             raise ProvisioningError(
                 f"cannot create stream {wanted.name}: {exc.description}"
             ) from exc
         log.info("created stream %s", wanted.name)
-        return
+        return created.config
     have = info.config
-    for attr in ("retention", "storage", "allow_msg_schedules"):
+    for attr in ("retention", "storage"):
         want_value, have_value = getattr(wanted, attr), getattr(have, attr)
         if (
             want_value is not None
@@ -99,10 +107,16 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
                 f"cannot add subjects {missing} to stream {wanted.name}: {exc.description}"
             ) from exc
         log.info("stream %s now also captures %s", wanted.name, missing)
+    return have
 
 
 async def ensure_consumer(
-    js: JetStreamContext, stream: str, name: str, subjects: list[str], settings: StreamSettings
+    js: JetStreamContext,
+    stream: str,
+    name: str,
+    subjects: list[str],
+    settings: StreamSettings,
+    max_deliver: int | None = None,
 ) -> None:
     """A durable pull consumer; its filter follows the definitions (the ack floor is kept)."""
     config = ConsumerConfig(
@@ -110,7 +124,7 @@ async def ensure_consumer(
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         backoff=list(settings.ack_wait_backoff),
-        max_deliver=settings.max_deliver,
+        max_deliver=max_deliver or settings.max_deliver,
         max_ack_pending=settings.max_ack_pending,
         filter_subjects=sorted(set(subjects)) if len(set(subjects)) > 1 else None,
         filter_subject=subjects[0] if len(set(subjects)) == 1 else None,
@@ -150,16 +164,23 @@ async def provision_engine(
             **common,
         ),
     )
-    await ensure_stream(
+    timers = await ensure_stream(
         js,
         StreamConfig(
             name=topology.timers_stream,
             subjects=[f"{TIMER_SCHEDULE_PREFIX}.>", f"{TIMER_FIRE_PREFIX}.>"],
             retention=RetentionPolicy.LIMITS,
-            allow_msg_schedules=True,
+            allow_msg_schedules=True if settings.native_timers else None,
+            max_msgs_per_subject=1,
             **common,
         ),
     )
+    native_timers = settings.native_timers and bool(timers.allow_msg_schedules)
+    if not native_timers:
+        log.warning(
+            "timers use delayed redelivery: the server lacks message schedules (2.12+)"
+            " or they are turned off"
+        )
     await ensure_stream(
         js,
         StreamConfig(
@@ -171,11 +192,18 @@ async def provision_engine(
         ),
     )
     await ensure_consumer(js, topology.events_stream, topology.engine_consumer, listened, settings)
+    # A held-back timer is redelivered once per nak: no delivery limit on this consumer
+    # (the engine itself dead-letters a timer that keeps failing).
     await ensure_consumer(
-        js, topology.timers_stream, topology.timer_consumer, [f"{TIMER_FIRE_PREFIX}.>"], settings
+        js,
+        topology.timers_stream,
+        topology.timer_consumer,
+        [f"{TIMER_FIRE_PREFIX}.>"],
+        settings,
+        max_deliver=-1,
     )
     instances = await ensure_bucket(js, topology.instances_bucket, settings)
-    return Provisioned(instances=instances, subjects=subjects)
+    return Provisioned(instances=instances, native_timers=native_timers, subjects=subjects)
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: str, settings: StreamSettings) -> KeyValue:

@@ -48,8 +48,8 @@ def timer_schedule_subject(saga_name: str, saga_id: str, timer_key: str) -> str:
     return f"{TIMER_SCHEDULE_PREFIX}.{instance_key(saga_name, saga_id)}.{timer_key}"
 
 
-def timer_fire_subject(saga_name: str, saga_id: str) -> str:
-    return f"{TIMER_FIRE_PREFIX}.{instance_key(saga_name, saga_id)}"
+def timer_fire_subject(saga_name: str, saga_id: str, timer_key: str) -> str:
+    return f"{TIMER_FIRE_PREFIX}.{instance_key(saga_name, saga_id)}.{timer_key}"
 
 
 def dlq_subject(reason_code: str) -> str:

@@ -231,3 +231,28 @@ async def test_malformed_and_unknown_events_are_dead_lettered(
     assert all(m.headers["Saga-Dlq-Reason"] for m in letters)
     state, _ = await run_saga(client, HAPPY, "o-7")  # and the engine keeps working
     assert state.status.value == "completed"
+
+
+async def test_timers_fall_back_to_delayed_redelivery(client: Client) -> None:
+    """On a server without message schedules, timeouts and retry backoff still fire."""
+    streams = StreamSettings(ack_wait_backoff=(1.0, 2.0), max_deliver=3, native_timers=False)
+    engine = Engine(
+        client, {"shop": parse_definition(SHOP)}, EngineSettings(streams=streams, fetch_wait=0.2)
+    )
+    await engine.start()
+    try:
+        assert engine.timers.native is False
+
+        def second_attempt(
+            payload: dict[str, Any], headers: dict[str, str]
+        ) -> tuple[str, dict[str, Any]] | None:
+            return ("pay.charged", {}) if headers["Saga-Attempt"] == "2" else None
+
+        state, _ = await run_saga(
+            client, {**HAPPY, "pay.charge": second_attempt, "ship.book": silent}, "t-1"
+        )
+        assert state.steps["charge"].attempt == 2
+        assert state.steps["ship"].status.value == "timed-out"
+        assert state.status.value == "compensated"
+    finally:
+        await engine.stop()
