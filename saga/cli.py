@@ -103,7 +103,7 @@ def nats_settings(kwargs: dict[str, Any], name: str, discover: bool = True) -> N
         return None
     fields = {k: v for k, v in values.items() if v is not None}
     if name == "saga-cli":
-        fields.update(max_reconnect_attempts=2, connect_timeout=2.0)
+        fields.update(max_reconnect_attempts=2, connect_timeout=2.0, initial_connect_timeout=6.0)
     return NatsSettings(url=discover_url(url), name=name, **fields)
 
 

@@ -3,6 +3,7 @@
     SagaError
     ├── DefinitionError        a definition file is invalid (carries every problem found)
     ├── ConfigError            a setting is missing or invalid
+    ├── ConnectionFailed       NATS could not be reached (or refused our credentials)
     ├── ServerNotFoundError    no nats-server binary to embed
     ├── ProvisioningError      an existing stream/consumer/bucket conflicts with ours
     └── StoreError
@@ -50,6 +51,10 @@ class DefinitionError(SagaError):
 
 class ConfigError(SagaError):
     """A setting is missing or invalid."""
+
+
+class ConnectionFailed(SagaError):
+    """NATS could not be reached, or refused our credentials."""
 
 
 class ServerNotFoundError(SagaError):

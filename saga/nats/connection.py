@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from pathlib import Path
@@ -9,7 +10,10 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import NoServersError
 from pydantic import BaseModel, ConfigDict, SecretStr
+
+from saga.errors import ConnectionFailed
 
 log = logging.getLogger("saga.nats")
 
@@ -35,6 +39,8 @@ class NatsSettings(BaseModel):
     """Client certificate (with ``tls_key_file``) for mutual TLS."""
     tls_key_file: Path | None = None
     connect_timeout: float = 5.0
+    initial_connect_timeout: float = 15.0
+    """Seconds to keep trying the first connection before giving up with an error."""
     max_reconnect_attempts: int = -1
     """-1 (a service) keeps trying for ever; the CLI gives up after a few attempts."""
 
@@ -73,10 +79,22 @@ class NatsSettings(BaseModel):
         return context
 
 
-async def _log_error(error: Exception) -> None:
-    """One line per connection problem, not nats-py's default traceback."""
-    log.warning("nats: %s", error or type(error).__name__)
-
-
 async def connect(settings: NatsSettings) -> Client:
-    return await nats.connect(error_cb=_log_error, **settings.options())
+    """Connect, or raise :class:`ConnectionFailed` naming the last error (bad credentials,
+    refused connection) once ``initial_connect_timeout`` has passed: never hang at start-up."""
+    errors: list[Exception] = []
+
+    async def log_error(error: Exception) -> None:
+        errors.append(error)
+        log.warning("nats: %s", error or type(error).__name__)
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(error_cb=log_error, **settings.options()),
+            settings.initial_connect_timeout,
+        )
+    except (TimeoutError, NoServersError, OSError) as exc:
+        last = errors[-1] if errors else exc
+        raise ConnectionFailed(
+            f"cannot connect to {settings.url}: {last or type(last).__name__}"
+        ) from None

@@ -88,11 +88,7 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> StreamCon
     have = info.config
     for attr in ("retention", "storage"):
         want_value, have_value = getattr(wanted, attr), getattr(have, attr)
-        if (
-            want_value is not None
-            and bool(want_value) != bool(have_value)
-            and want_value != have_value
-        ):
+        if want_value is not None and want_value != have_value:
             raise ProvisioningError(
                 f"stream {wanted.name} exists with {attr}={have_value!r}, we need {want_value!r}; "
                 "delete it or configure other stream names"

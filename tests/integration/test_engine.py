@@ -256,3 +256,20 @@ async def test_timers_fall_back_to_delayed_redelivery(client: Client) -> None:
         assert state.status.value == "compensated"
     finally:
         await engine.stop()
+
+
+async def test_repeated_step_reply_during_compensation_is_not_a_confirmation(
+    client: Client, engine: Engine
+) -> None:
+    rules = {**HAPPY, "pay.charge": fail("pay.declined", "limit"), "stock.release": silent}
+    participant = await ScriptedParticipant(client, rules).start()
+    js = client.jetstream()
+    await js.publish("shop.ordered", b'{"id": "o-8", "sku": "A", "amount": 5}')
+    await wait_terminal(client, "o-8", statuses=("compensating",))
+    headers = {"Saga-Id": "o-8", "Saga-Name": "shop", "Saga-Step": "reserve"}
+    await js.publish("stock.reserved", b'{"reservation": "r-1"}', headers=headers)
+    # The undo is never confirmed, so the instance must park, not end compensated.
+    state = await wait_terminal(client, "o-8")
+    await participant.stop()
+    assert state.status.value == "parked"
+    assert "compensation.succeeded" not in [h.event for h in state.history]
