@@ -23,6 +23,23 @@ def encode(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":"), default=str).encode()
 
 
+def net_commands(commands: Sequence[Command]) -> list[Command]:
+    """Drop a timer scheduled and then cancelled in the same decision: run concurrently, the
+    cancel could overtake the schedule and leave a (harmless but useless) timer behind."""
+    result: list[Command] = []
+    for command in commands:
+        if isinstance(command, CancelTimer):
+            scheduled = next(
+                (c for c in result if isinstance(c, ScheduleTimer) and c.timer == command.timer),
+                None,
+            )
+            if scheduled is not None:
+                result.remove(scheduled)
+                continue
+        result.append(command)
+    return result
+
+
 class Effects:
     def __init__(self, js: JetStreamContext, timers: BrokerTimers) -> None:
         self.js = js
@@ -30,7 +47,7 @@ class Effects:
 
     async def run(self, state: InstanceState, commands: Sequence[Command]) -> None:
         """All commands concurrently; raises if any failed (the caller naks and retries)."""
-        pending: list[Awaitable[Any]] = [self._one(state, c) for c in commands]
+        pending: list[Awaitable[Any]] = [self._one(state, c) for c in net_commands(commands)]
         if pending:
             await asyncio.gather(*pending)
 

@@ -100,7 +100,7 @@ def _payload(data: bytes) -> dict[str, Any] | Reject:
     if not data.strip():
         return {}
     try:
-        payload = json.loads(data)
+        payload = json.loads(data, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         return Reject(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}")
     if not isinstance(payload, dict):
@@ -108,6 +108,10 @@ def _payload(data: bytes) -> dict[str, Any] | Reject:
             DeadLetterCode.MALFORMED, f"payload must be a JSON object, got {type(payload).__name__}"
         )
     return payload
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _saga_id(
