@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -18,6 +17,7 @@ from nats.errors import NoServersError
 from saga.definition import definition_files, json_schema, load_definition, load_definitions
 from saga.definition.diagram import to_mermaid
 from saga.errors import DefinitionError, Problem, SagaError
+from saga.logs import configure_logging
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.topology import Topology
 
@@ -229,9 +229,7 @@ def run(definitions: Path, data_dir: Path, log_level: str, **kwargs: Any) -> Non
     """Run the engine until SIGTERM/SIGINT. Without --nats it embeds a nats-server."""
     from saga.runner import run_engine
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(log_level)
     settings = nats_settings(kwargs, "saga-engine", discover=False)
     run_async(run_engine)(definitions, settings, data_dir)
 
@@ -389,9 +387,7 @@ def participant(target: str, nats_url: str | None, log_level: str) -> None:
     from saga.participant import run_participant
     from saga.runner import discover_url
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(log_level)
     try:
         run_participant(target, discover_url(nats_url))
     except SagaError as exc:

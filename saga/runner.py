@@ -12,6 +12,7 @@ from saga.definition import load_definitions
 from saga.engine import Engine, EngineSettings
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.server import EmbeddedServer, free_port
+from saga.telemetry import telemetry_from_env
 
 log = logging.getLogger("saga.run")
 
@@ -67,7 +68,8 @@ async def run_engine(
                 flush=True,
             )
     nc = await connect(nats)
-    engine = Engine(nc, definitions, settings)
+    telemetry = telemetry_from_env("saga-engine")
+    engine = Engine(nc, definitions, settings, telemetry=telemetry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -84,5 +86,6 @@ async def run_engine(
     finally:
         await engine.stop()
         await nc.drain()
+        telemetry.shutdown()
         if server is not None:
             await server.astop()

@@ -15,6 +15,8 @@ from saga.core.state import InstanceState
 from saga.nats.timers import BrokerTimers
 from saga.nats.topology import STATUS_PREFIX
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
+from saga.telemetry import Telemetry, inject
+from saga.telemetry.spans import sending
 
 log = logging.getLogger("saga.engine")
 
@@ -41,9 +43,12 @@ def net_commands(commands: Sequence[Command]) -> list[Command]:
 
 
 class Effects:
-    def __init__(self, js: JetStreamContext, timers: BrokerTimers) -> None:
+    def __init__(
+        self, js: JetStreamContext, timers: BrokerTimers, telemetry: Telemetry | None = None
+    ) -> None:
         self.js = js
         self.timers = timers
+        self.telemetry = telemetry or Telemetry.disabled()
 
     async def run(self, state: InstanceState, commands: Sequence[Command]) -> None:
         """All commands concurrently; raises if any failed (the caller naks and retries)."""
@@ -55,9 +60,12 @@ class Effects:
         name, sid = state.saga_name, state.saga_id
         if isinstance(command, PublishEvent):
             headers = {**command.headers, HEADER_MSG_ID: command.msg_id}
-            await self.js.publish(command.subject, encode(command.data), headers=headers)
+            await self._publish(command.subject, encode(command.data), headers, sid)
         elif isinstance(command, ScheduleTimer):
-            await self.timers.schedule(name, sid, command.timer, command.fire_at)
+            context: dict[str, str] = {}
+            if self.telemetry.enabled:
+                inject(context)  # the fired timer's processing joins this trace
+            await self.timers.schedule(name, sid, command.timer, command.fire_at, context)
         elif isinstance(command, CancelTimer):
             await self.timers.cancel(name, sid, command.timer)
         elif isinstance(command, Finished):
@@ -85,4 +93,12 @@ class Effects:
             HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
         }
         subject = f"{STATUS_PREFIX}.{state.saga_name}.{status}"
-        await self.js.publish(subject, encode(payload), headers=headers)
+        await self._publish(subject, encode(payload), headers, state.saga_id)
+
+    async def _publish(
+        self, subject: str, data: bytes, headers: dict[str, str], saga_id: str
+    ) -> None:
+        with sending(
+            self.telemetry, subject, headers, saga_id=saga_id, message_id=headers.get(HEADER_MSG_ID)
+        ):
+            await self.js.publish(subject, data, headers=headers)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,18 +22,22 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from saga.core import decide
-from saga.core.commands import command_from_json, command_to_json
+from saga.core.commands import Command, command_from_json, command_to_json
 from saga.definition.model import SagaDefinition
 from saga.engine.effects import Effects
 from saga.engine.intake import Intake, Reject, Work
 from saga.engine.keyed import KeyedSerializer
+from saga.engine.observe import Observer
 from saga.engine.settings import EngineSettings
 from saga.errors import RevisionConflict
+from saga.logs import CURRENT_SAGA
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.provision import provision_engine
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import instance_key, listened_subjects, published_subjects
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
+from saga.telemetry import Telemetry
+from saga.telemetry.spans import consuming, mark_error, parent_for, start_saga
 
 log = logging.getLogger("saga.engine")
 
@@ -43,7 +48,19 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class Ack:
-    pass
+    note: str | None = None
+    """Why nothing changed, for a no-op."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """What the engine knows of a message before deciding."""
+
+    subject: str
+    headers: dict[str, str]
+    at_ns: int
+    origin: str
+    """``<stream>:<sequence>``: the message's identity, stored as the record's origin."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,7 @@ class Engine:
         definitions: dict[str, SagaDefinition],
         settings: EngineSettings | None = None,
         clock: Callable[[], datetime] = utc_now,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
@@ -94,7 +112,9 @@ class Engine:
         self.keyed = KeyedSerializer()
         self.cache = _Cache(self.settings.cache_size)
         self.timers = BrokerTimers(self.js, self.settings.topology.timers_stream)
-        self.effects = Effects(self.js, self.timers)
+        self.telemetry = telemetry or Telemetry.disabled()
+        self.observer = Observer(self.telemetry)
+        self.effects = Effects(self.js, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -165,38 +185,40 @@ class Engine:
             if wait > 0.005:
                 await msg.nak(delay=wait)  # not due yet: the server holds it back
                 return
+        received = Received(
+            msg.subject, msg.headers or {}, time.time_ns(), f"{meta.stream}:{meta.sequence.stream}"
+        )
         parsed = self.intake.parse(
             msg.subject, msg.data, msg.headers, meta.stream, meta.sequence.stream
         )
         if isinstance(parsed, Reject):
-            await self._settle(msg, parsed)
+            await self._settle(msg, parsed, received)
             return
         work: Work = parsed
         key = instance_key(work.definition.name, work.saga_id)
-        origin = f"{meta.stream}:{meta.sequence.stream}"
+        token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
         try:
-            verdict = await self.keyed.run(key, lambda: self._apply(key, work, origin))
+            verdict = await self.keyed.run(key, lambda: self._apply(key, work, received))
         except Exception as exc:
-            log.exception(
-                "saga %s %s: handling %s failed", work.definition.name, work.saga_id, msg.subject
-            )
+            log.exception("handling %s failed", msg.subject)
             self.cache.drop(key)
             verdict = Retry(f"{type(exc).__name__}: {exc}")
-        await self._settle(msg, verdict)
+        finally:
+            CURRENT_SAGA.reset(token)
+        await self._settle(msg, verdict, received, work.saga_id)
 
-    async def _apply(self, key: str, work: Work, origin: str) -> Verdict:
+    async def _apply(self, key: str, work: Work, received: Received) -> Verdict:
         assert self.store is not None
         name = work.definition.name
         for _ in range(self.settings.max_conflicts):
             stored = self.cache.get(key) or await self.store.load(key)
-            if stored is not None and stored.record.origin == origin:
+            if stored is not None and stored.record.origin == received.origin:
                 # Written before a crash or a lost race; its commands may not be out yet.
                 outbox = [command_from_json(c) for c in stored.record.outbox]
-                await self.effects.run(stored.record.state, outbox)
+                await self._carry_out(stored.record, received, outbox)
                 return Ack()
-            decision = decide(
-                work.definition, stored.record.state if stored else None, work.event, self.clock()
-            )
+            before = stored.record.state if stored else None
+            decision = decide(work.definition, before, work.event, self.clock())
             if decision.error is not None:
                 return Reject(DeadLetterCode.ENGINE_ERROR, decision.error)
             if not decision.changed or decision.state is None:
@@ -205,12 +227,25 @@ class Engine:
                         DeadLetterCode.UNKNOWN_INSTANCE,
                         f"no instance {work.saga_id!r} of saga {name!r}",
                     )
-                log.debug("saga %s %s: %s", name, work.saga_id, decision.note)
-                return Ack()
+                log.debug("%s: %s", received.subject, decision.note)
+                return Ack(decision.note)
+            saga_trace = (
+                stored.record.trace
+                if stored
+                else start_saga(
+                    self.telemetry,
+                    name,
+                    work.definition.version,
+                    work.saga_id,
+                    received.headers,
+                    received.at_ns,
+                )
+            )
             record = InstanceRecord(
                 state=decision.state,
-                origin=origin,
+                origin=received.origin,
                 outbox=[command_to_json(c) for c in decision.commands],
+                trace=saga_trace,
             )
             try:
                 if stored is None:
@@ -221,13 +256,32 @@ class Engine:
                 self.cache.drop(key)
                 continue
             self.cache.put(key, Stored(record, revision))
-            await self.effects.run(decision.state, decision.commands)
+            self.observer.transition(before, decision.state, saga_trace, self.clock())
+            await self._carry_out(record, received, decision.commands)
             if decision.state.status.terminal:
                 self.cache.drop(key)
             return Ack()
         return Retry("too many revision conflicts")
 
-    async def _settle(self, msg: Msg, verdict: Verdict) -> None:
+    async def _carry_out(
+        self, record: InstanceRecord, received: Received, commands: Sequence[Command]
+    ) -> None:
+        """Publish inside the message's CONSUMER span, so every send joins the saga's trace."""
+        parent = parent_for(received.headers, record.trace)
+        with consuming(
+            self.telemetry,
+            received.subject,
+            received.headers,
+            saga_id=record.state.saga_id,
+            parent=parent,
+            start_ns=received.at_ns,
+            message_id=received.origin,
+        ):
+            await self.effects.run(record.state, commands)
+
+    async def _settle(
+        self, msg: Msg, verdict: Verdict, received: Received, saga_id: str | None = None
+    ) -> None:
         """The one place where a message is acked, retried or dead-lettered."""
         meta = msg.metadata
         try:
@@ -247,6 +301,8 @@ class Engine:
                     await msg.nak(delay=self.settings.retry_delay * meta.num_delivered)
                     return
             if isinstance(verdict, Reject):
+                self._trace_rejection(received, verdict, saga_id)
+                self.observer.dead_letter(verdict.code.value)
                 await dead_letter(self.js, msg, verdict.code, verdict.reason)
                 return
             await msg.ack()
@@ -259,3 +315,14 @@ class Engine:
                 msg.subject,
                 meta.sequence.stream,
             )
+
+    def _trace_rejection(self, received: Received, verdict: Reject, saga_id: str | None) -> None:
+        with consuming(
+            self.telemetry,
+            received.subject,
+            received.headers,
+            saga_id=saga_id,
+            start_ns=received.at_ns,
+            message_id=received.origin,
+        ) as span:
+            mark_error(span, verdict.code.value, verdict.reason)

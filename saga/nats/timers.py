@@ -50,9 +50,22 @@ class BrokerTimers:
         self.stream = stream
         self.native = native
 
-    async def schedule(self, saga_name: str, saga_id: str, timer: Timer, at: datetime) -> None:
+    async def schedule(
+        self,
+        saga_name: str,
+        saga_id: str,
+        timer: Timer,
+        at: datetime,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        """``extra_headers`` (trace context) travel with the timer and come back when it fires."""
         fire = timer_fire_subject(saga_name, saga_id, timer.key)
-        headers = {HEADER_SAGA_ID: saga_id, HEADER_SAGA_NAME: saga_name, HEADER_TIMER: timer.key}
+        headers = {
+            **(extra_headers or {}),
+            HEADER_SAGA_ID: saga_id,
+            HEADER_SAGA_NAME: saga_name,
+            HEADER_TIMER: timer.key,
+        }
         if not self.native:
             headers[HEADER_DUE] = at.astimezone(UTC).isoformat()
             await self.js.publish(fire, b"", headers=headers, stream=self.stream)

@@ -28,6 +28,7 @@ from saga.nats.connection import NatsSettings, connect
 from saga.participant.routes import Handler, Route, RouteKind
 from saga.participant.settings import ParticipantSettings
 from saga.participant.worker import Worker
+from saga.telemetry import Telemetry
 
 log = logging.getLogger("saga.participant")
 
@@ -46,6 +47,8 @@ class App:
         self.name = name
         self.settings = settings or ParticipantSettings()
         self.routes: dict[str, Route] = {}
+        self.telemetry = Telemetry.disabled()
+        """Set to trace this app's handling (``run`` reads the OTEL_* environment)."""
 
     # -- registration -------------------------------------------------------
 
@@ -106,7 +109,7 @@ class App:
         """
         if not self.routes:
             raise ConfigError(f"app {self.name} has no handlers")
-        worker = Worker(self.name, dict(self.routes), nc, settings or self.settings)
+        worker = Worker(self.name, dict(self.routes), nc, settings or self.settings, self.telemetry)
         try:
             await worker.start()
             yield worker
@@ -119,7 +122,7 @@ class App:
         """Consume until SIGTERM/SIGINT (or ``worker.request_stop()``), then stop and drain."""
         own = isinstance(connection, NatsSettings)
         nc = await connect(connection) if isinstance(connection, NatsSettings) else connection
-        worker = Worker(self.name, dict(self.routes), nc, settings or self.settings)
+        worker = Worker(self.name, dict(self.routes), nc, settings or self.settings, self.telemetry)
         loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT)
         for sig in signals:

@@ -17,6 +17,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from saga.logs import CURRENT_SAGA
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.participant.context import Context, Runtime
 from saga.participant.envelope import (
@@ -33,12 +34,15 @@ from saga.participant.outcomes import NoReply, Reject, Retry
 from saga.participant.routes import Route, RouteKind
 from saga.participant.settings import ParticipantSettings
 from saga.protocol import (
+    HEADER_MSG_ID,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
 )
+from saga.telemetry import Telemetry
+from saga.telemetry.spans import consuming, mark_error, sending
 
 log = logging.getLogger("saga.participant")
 
@@ -75,6 +79,7 @@ class Dispatcher:
         runtime: Runtime,
         ledger: ReplyLedger,
         settings: ParticipantSettings,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._service = service
         self._routes = routes
@@ -82,13 +87,33 @@ class Dispatcher:
         self._ledger = ledger
         self._settings = settings
         self._locks = KeyedLocks()
+        self._telemetry = telemetry or Telemetry.disabled()
 
     @property
     def js(self) -> JetStreamContext:
         return self._runtime.js
 
     async def handle(self, msg: Msg) -> None:
-        await self.settle(msg, await self.verdict(msg))
+        headers = msg.headers or {}
+        saga_id = headers.get(HEADER_SAGA_ID)
+        token = CURRENT_SAGA.set((headers.get(HEADER_SAGA_NAME, ""), saga_id) if saga_id else None)
+        meta = msg.metadata
+        try:
+            with consuming(
+                self._telemetry,
+                msg.subject,
+                headers,
+                saga_id=saga_id,
+                message_id=f"{meta.stream}:{meta.sequence.stream}",
+            ) as span:
+                verdict = await self.verdict(msg)
+                if isinstance(verdict, DeadLetter):
+                    mark_error(span, verdict.code.value, verdict.reason)
+                elif isinstance(verdict, Redeliver):
+                    mark_error(span, "redelivery", verdict.reason)
+                await self.settle(msg, verdict)
+        finally:
+            CURRENT_SAGA.reset(token)
 
     async def verdict(self, msg: Msg) -> Verdict:
         route = self._routes.get(msg.subject)
@@ -165,8 +190,16 @@ class Dispatcher:
         )
 
     async def _publish(self, reply: StoredReply) -> None:
-        future = await self.js.publish_async(reply.subject, reply.data, headers=dict(reply.headers))
-        await asyncio.wait_for(future, self._settings.publish_timeout)
+        headers = dict(reply.headers)
+        with sending(
+            self._telemetry,
+            reply.subject,
+            headers,
+            saga_id=headers.get(HEADER_SAGA_ID),
+            message_id=headers.get(HEADER_MSG_ID),
+        ):
+            future = await self.js.publish_async(reply.subject, reply.data, headers=headers)
+            await asyncio.wait_for(future, self._settings.publish_timeout)
 
     def _context(self, msg: Msg, envelope: Envelope) -> Context:
         return Context(

@@ -9,8 +9,10 @@ import os
 import sys
 
 from saga.errors import ConfigError
+from saga.logs import configure_logging
 from saga.nats.connection import NatsSettings
 from saga.participant.app import App
+from saga.telemetry import telemetry_from_env
 
 NATS_URL_ENV = "SAGA_NATS_URL"
 """Environment variable giving the server URL when ``--nats`` is not given."""
@@ -44,12 +46,15 @@ def nats_settings(app: App, nats_url: str | None) -> NatsSettings:
 
 
 def run_app(app: App, nats_url: str | None = None, log_level: str = "INFO") -> None:
-    """Run ``app`` until SIGTERM/SIGINT; blocks."""
+    """Run ``app`` until SIGTERM/SIGINT; blocks. Tracing follows the OTEL_* environment."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-    asyncio.run(app.run(nats_settings(app, nats_url)))
+        configure_logging(log_level)
+    if not app.telemetry.enabled:
+        app.telemetry = telemetry_from_env(app.name)
+    try:
+        asyncio.run(app.run(nats_settings(app, nats_url)))
+    finally:
+        app.telemetry.shutdown()
 
 
 def run_participant(target: str, nats_url: str | None) -> None:

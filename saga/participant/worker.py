@@ -24,6 +24,7 @@ from saga.participant.effects import Effects
 from saga.participant.ledger import ReplyLedger
 from saga.participant.routes import Route
 from saga.participant.settings import ParticipantSettings
+from saga.telemetry import Telemetry
 
 log = logging.getLogger("saga.participant")
 
@@ -38,8 +39,10 @@ class Worker:
         routes: Mapping[str, Route],
         nc: Client,
         settings: ParticipantSettings,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.name = name
+        self._telemetry = telemetry
         self._routes = routes
         self._nc = nc
         self._js: JetStreamContext = nc.jetstream()
@@ -76,7 +79,9 @@ class Worker:
             self._js, Effects(await buckets.get(self._settings.effects_bucket), self.name), buckets
         )
         ledger = ReplyLedger(await buckets.get(topology.replies_bucket))
-        dispatcher = Dispatcher(self.name, self._routes, runtime, ledger, self._settings)
+        dispatcher = Dispatcher(
+            self.name, self._routes, runtime, ledger, self._settings, self._telemetry
+        )
         self._sub = await self._js.pull_subscribe_bind(
             durable=self.name, stream=topology.events_stream
         )

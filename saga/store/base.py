@@ -23,6 +23,9 @@ class InstanceRecord(BaseModel):
     """JSON form of the commands of the last transition (``command_to_json``)."""
     origin: str | None = None
     """``<stream>:<sequence>`` of the message whose transition wrote this record."""
+    trace: dict[str, str] = Field(default_factory=dict)
+    """The saga's root trace context (``traceparent``…): later steps, timers and
+    compensations join the same trace, even after an engine restart."""
 
 
 @dataclass(frozen=True)

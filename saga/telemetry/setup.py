@@ -1,0 +1,127 @@
+"""Turn tracing and metrics on the standard OpenTelemetry way, from environment variables.
+
+Tracing is on when an OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) or ``OTEL_TRACES_EXPORTER`` names an exporter,
+and ``OTEL_SDK_DISABLED`` is not ``true``. Otherwise nothing is created at all, so
+tracing off costs nothing. The exporters read their own settings
+(``OTEL_EXPORTER_OTLP_PROTOCOL``, headers, timeouts); the resource reads
+``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import Meter, MeterProvider
+from opentelemetry.trace import Tracer, TracerProvider
+
+log = logging.getLogger("saga.telemetry")
+INSTRUMENTATION = "saga"
+
+
+@dataclass
+class Telemetry:
+    """What the engine and the SDK use to trace and count; ``enabled`` False means do nothing."""
+
+    tracer: Tracer = field(default_factory=lambda: trace.NoOpTracer())
+    meter: Meter | None = None
+    enabled: bool = False
+    providers: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def disabled(cls) -> Telemetry:
+        return cls()
+
+    @classmethod
+    def for_providers(
+        cls, tracer_provider: TracerProvider, meter_provider: MeterProvider | None = None
+    ) -> Telemetry:
+        """Explicit providers (tests use an in-memory exporter this way)."""
+        meter = meter_provider.get_meter(INSTRUMENTATION) if meter_provider else None
+        return cls(tracer_provider.get_tracer(INSTRUMENTATION), meter, True)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters (on process exit)."""
+        for provider in self.providers:
+            try:
+                provider.shutdown()
+            except Exception:  # an exporter's error must never stop the process
+                log.warning("telemetry shutdown failed", exc_info=True)
+
+
+def _wanted() -> bool:
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none":
+        return False
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    return bool(exporter or endpoint)
+
+
+def telemetry_from_env(service_name: str) -> Telemetry:
+    """Configure the SDK from the standard variables; a disabled Telemetry when not asked for."""
+    if not _wanted():
+        return Telemetry.disabled()
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+    resource = Resource.create(attributes)
+    tracer_provider = SdkTracerProvider(resource=resource)
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+    span_exporter = ConsoleSpanExporter() if exporter_name == "console" else _otlp_spans()
+    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    providers: list[Any] = [tracer_provider]
+    meter_provider = None
+    if os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "otlp":
+        reader = PeriodicExportingMetricReader(_otlp_metrics())
+        meter_provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
+        providers.append(meter_provider)
+    telemetry = Telemetry.for_providers(tracer_provider, meter_provider)
+    telemetry.providers = providers
+    trace.set_tracer_provider(tracer_provider)
+    if meter_provider is not None:
+        metrics.set_meter_provider(meter_provider)
+    log.info("tracing on: exporting with %s", exporter_name)
+    return telemetry
+
+
+def _grpc() -> bool:
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    return protocol.strip().lower() == "grpc"
+
+
+def _otlp_spans() -> Any:
+    if _grpc():
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    return HttpSpanExporter()
+
+
+def _otlp_metrics() -> Any:
+    if _grpc():
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+
+    return HttpMetricExporter()

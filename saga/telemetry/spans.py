@@ -1,0 +1,164 @@
+"""The span model (OpenTelemetry messaging conventions, ``messaging.system = nats``).
+
+- ``saga {name}``: a short root span when an instance starts;
+- ``saga.step {step}`` / ``saga.compensate {step}``: written when the outcome is known,
+  from the step's real start to its end, as children of the root;
+- ``process {subject}`` (CONSUMER): handling one message, parent = the context that
+  created the message (also added as a link);
+- ``send {subject}`` (PRODUCER): each publish, its context injected into the headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+
+from saga.telemetry.propagation import extract, has_span, inject
+from saga.telemetry.setup import Telemetry
+
+SYSTEM = {"messaging.system": "nats"}
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000_000)
+
+
+def mark_error(span: Span | None, error_type: str, description: str) -> None:
+    if span is None:
+        return
+    span.set_attribute("error.type", error_type)
+    span.set_status(Status(StatusCode.ERROR, description))
+
+
+def start_saga(
+    telemetry: Telemetry,
+    name: str,
+    version: int,
+    saga_id: str,
+    parent: Mapping[str, str] | None,
+    start_ns: int,
+) -> dict[str, str]:
+    """Write the short root span; returns its context as headers, to keep with the instance."""
+    if not telemetry.enabled:
+        return {}
+    span = telemetry.tracer.start_span(
+        f"saga {name}",
+        context=extract(parent),
+        start_time=start_ns,
+        attributes={"saga.id": saga_id, "saga.name": name, "saga.version": version},
+    )
+    span.end()
+    carrier: dict[str, str] = {}
+    inject(carrier, trace.set_span_in_context(span))
+    return carrier
+
+
+def parent_for(message_headers: Mapping[str, str] | None, saga_trace: Mapping[str, str]) -> Context:
+    """The message's creator when it belongs to the saga's trace, else the saga's root."""
+    creator = extract(message_headers)
+    root = extract(saga_trace)
+    if has_span(creator) and (not has_span(root) or _trace(creator) == _trace(root)):
+        return creator
+    return root
+
+
+def _trace(context: Context) -> int:
+    return trace.get_current_span(context).get_span_context().trace_id
+
+
+@contextmanager
+def consuming(
+    telemetry: Telemetry,
+    subject: str,
+    headers: Mapping[str, str] | None,
+    *,
+    saga_id: str | None,
+    parent: Context | None = None,
+    start_ns: int | None = None,
+    message_id: str | None = None,
+) -> Iterator[Span | None]:
+    """A CONSUMER span around handling one message; the current span inside the block."""
+    if not telemetry.enabled:
+        yield None
+        return
+    creator = extract(headers)
+    links = [Link(trace.get_current_span(creator).get_span_context())] if has_span(creator) else []
+    attributes: dict[str, Any] = {
+        **SYSTEM,
+        "messaging.destination.name": subject,
+        "messaging.operation.type": "process",
+    }
+    if saga_id:
+        attributes["messaging.message.conversation_id"] = saga_id
+    if message_id:
+        attributes["messaging.message.id"] = message_id
+    span = telemetry.tracer.start_span(
+        f"process {subject}",
+        context=parent if parent is not None else creator,
+        kind=SpanKind.CONSUMER,
+        links=links,
+        start_time=start_ns,
+        attributes=attributes,
+    )
+    with trace.use_span(
+        span, end_on_exit=True, record_exception=True, set_status_on_exception=True
+    ):
+        yield span
+
+
+@contextmanager
+def sending(
+    telemetry: Telemetry,
+    subject: str,
+    headers: MutableMapping[str, str],
+    *,
+    saga_id: str | None,
+    message_id: str | None,
+) -> Iterator[None]:
+    """A PRODUCER span around one publish; injects its context into ``headers``."""
+    if not telemetry.enabled:
+        yield
+        return
+    attributes: dict[str, Any] = {
+        **SYSTEM,
+        "messaging.destination.name": subject,
+        "messaging.operation.type": "send",
+    }
+    if saga_id:
+        attributes["messaging.message.conversation_id"] = saga_id
+    if message_id:
+        attributes["messaging.message.id"] = message_id
+    span = telemetry.tracer.start_span(
+        f"send {subject}", kind=SpanKind.PRODUCER, attributes=attributes
+    )
+    with trace.use_span(
+        span, end_on_exit=True, record_exception=True, set_status_on_exception=True
+    ):
+        inject(headers)
+        yield
+
+
+def outcome_span(
+    telemetry: Telemetry,
+    name: str,
+    saga_trace: Mapping[str, str],
+    start: datetime,
+    end: datetime,
+    attributes: dict[str, Any],
+    error: str | None = None,
+) -> None:
+    """A finished span with real start and end times: nothing stays open across a wait."""
+    if not telemetry.enabled:
+        return
+    span = telemetry.tracer.start_span(
+        name, context=extract(saga_trace), start_time=_ns(start), attributes=attributes
+    )
+    if error is not None:
+        mark_error(span, error, error)
+    span.end(end_time=_ns(end))

@@ -1,0 +1,259 @@
+"""What the harness sees on the wire: messages, and what each subject means to one saga.
+
+Both transports (in memory and on a real nats-server) describe traffic with the same
+:class:`Message`, so one scenario asserts the same transcript in either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from saga.core.state import InstanceState
+from saga.definition.expressions import compile_expression
+from saga.definition.model import SagaDefinition
+from saga.nats.topology import STATUS_PREFIX
+from saga.protocol import (
+    HEADER_ATTEMPT,
+    HEADER_KIND,
+    HEADER_MSG_ID,
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    HEADER_STEP,
+    KIND_COMPENSATION,
+    KIND_STEP,
+)
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+"""Copied from a command onto its reply, as docs/protocol.md asks of participants."""
+
+
+class Role(StrEnum):
+    """What a message is to the saga, from its subject (and ``Saga-Kind`` for commands)."""
+
+    TRIGGER = "trigger"
+    COMMAND = "command"
+    """A step's command, published by the engine."""
+    SUCCESS = "success"
+    FAILURE = "failure"
+    COMPENSATION = "compensation"
+    """An undo command, published by the engine."""
+    COMPENSATED = "compensated"
+    """An undo's confirmation."""
+    COMPENSATION_FAILED = "compensation-failed"
+    STATUS = "status"
+    """A lifecycle event on ``saga.status.<saga>.<status>``."""
+    OTHER = "other"
+
+
+ENGINE_SENDS = (Role.COMMAND, Role.COMPENSATION)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message as it crossed the wire; equality ignores when it did and the derived fields."""
+
+    subject: str
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    role: Role = field(default=Role.OTHER, compare=False)
+    saga_id: str | None = field(default=None, compare=False)
+    """The instance it belongs to (the ``Saga-Id`` header, else as the engine would derive it)."""
+    at: datetime | None = field(default=None, compare=False)
+    """The harness clock (in memory) or the stream's timestamp (on nats-server)."""
+
+    @property
+    def step(self) -> str | None:
+        return self.headers.get(HEADER_STEP)
+
+    @property
+    def kind(self) -> str | None:
+        """``step`` or ``compensation``."""
+        return self.headers.get(HEADER_KIND)
+
+    @property
+    def attempt(self) -> int | None:
+        text = self.headers.get(HEADER_ATTEMPT)
+        return int(text) if text and text.isdigit() else None
+
+    @property
+    def msg_id(self) -> str | None:
+        return self.headers.get(HEADER_MSG_ID)
+
+    def __str__(self) -> str:
+        where = f" [{self.step} {self.kind} #{self.attempt or 1}]" if self.step else ""
+        body = json.dumps(self.payload, sort_keys=True, default=str)
+        return f"{self.role.value:<19} {self.subject}{where} {body}"
+
+
+@dataclass(frozen=True)
+class Meaning:
+    role: Role
+    step: str | None = None
+
+
+class SubjectIndex:
+    """Every subject of one definition and what it means; built once per harness."""
+
+    def __init__(self, definition: SagaDefinition) -> None:
+        self.definition = definition
+        self.consumed: dict[str, Meaning] = {definition.trigger.event: Meaning(Role.TRIGGER)}
+        self.commands: dict[str, list[Meaning]] = {}
+        for step in definition.steps:
+            self.consumed.update({s: Meaning(Role.SUCCESS, step.name) for s in step.success})
+            self.consumed.update({s: Meaning(Role.FAILURE, step.name) for s in step.failure})
+            if step.publish is not None:
+                self._command(step.publish.event, Meaning(Role.COMMAND, step.name))
+            comp = step.compensate
+            if comp is not None:
+                self._command(comp.publish.event, Meaning(Role.COMPENSATION, step.name))
+                for subject in comp.success or ():
+                    self.consumed[subject] = Meaning(Role.COMPENSATED, step.name)
+                for subject in comp.failure or ():
+                    self.consumed[subject] = Meaning(Role.COMPENSATION_FAILED, step.name)
+
+    def _command(self, subject: str, meaning: Meaning) -> None:
+        self.commands.setdefault(subject, []).append(meaning)
+
+    @property
+    def status_prefix(self) -> str:
+        return f"{STATUS_PREFIX}.{self.definition.name}."
+
+    def known(self, subject: str) -> bool:
+        return subject in self.consumed or subject in self.commands
+
+    def meaning(self, subject: str, headers: dict[str, str] | None = None) -> Meaning:
+        """A command subject shared by several steps is told apart by its headers."""
+        if subject in self.consumed:
+            return self.consumed[subject]
+        if subject.startswith(self.status_prefix):
+            return Meaning(Role.STATUS)
+        candidates = self.commands.get(subject, [])
+        headers = headers or {}
+        for meaning in candidates:
+            kind = KIND_COMPENSATION if meaning.role is Role.COMPENSATION else KIND_STEP
+            if headers.get(HEADER_STEP) in (None, meaning.step) and headers.get(HEADER_KIND) in (
+                None,
+                kind,
+            ):
+                return meaning
+        return candidates[0] if candidates else Meaning(Role.OTHER)
+
+    def expects_answer(self, meaning: Meaning) -> bool:
+        """Whether a participant must answer: every step command, and undos with a ``success``."""
+        if meaning.role is Role.COMMAND:
+            return True
+        if meaning.role is Role.COMPENSATION and meaning.step is not None:
+            comp = self.definition.step(meaning.step).compensate
+            return comp is not None and comp.success is not None
+        return False
+
+    def message(
+        self,
+        subject: str,
+        payload: dict[str, Any],
+        headers: dict[str, str],
+        at: datetime | None = None,
+    ) -> Message:
+        """A message with its role and saga id filled in, as the engine would see them."""
+        role = self.meaning(subject, headers).role
+        saga_id = headers.get(HEADER_SAGA_ID) or saga_id_of(
+            self.definition, subject, payload, headers
+        )
+        return Message(subject, payload, dict(headers), role, saga_id, at)
+
+
+def saga_id_of(
+    definition: SagaDefinition, subject: str, payload: dict[str, Any], headers: dict[str, str]
+) -> str | None:
+    """The engine's rule: ``Saga-Id``, else the trigger's id header, else ``id.field``."""
+    source = definition.trigger.id
+    value: Any = headers.get(HEADER_SAGA_ID)
+    if not value and subject == definition.trigger.event and source.header is not None:
+        value = headers.get(source.header)
+    if not value and source.field is not None:
+        value = compile_expression(source.field).search(payload)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)
+
+
+def trigger_headers(
+    definition: SagaDefinition,
+    payload: dict[str, Any],
+    saga_id: str | None,
+    extra: dict[str, str],
+) -> tuple[str, dict[str, str]]:
+    """Headers of a trigger and the saga id it starts.
+
+    ``Saga-Id`` is set only when the id is given or cannot be derived, so the definition's
+    ``trigger.id`` rule is exercised as in production.
+    """
+    headers = dict(extra)
+    derived = saga_id_of(definition, definition.trigger.event, payload, headers)
+    if saga_id is not None and saga_id != derived:
+        headers[HEADER_SAGA_ID] = saga_id
+    sid = saga_id or derived
+    if sid is None:
+        raise ValueError("no saga id")
+    headers.setdefault(HEADER_MSG_ID, f"{definition.name}:{sid}:trigger")
+    return sid, headers
+
+
+def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[str, str]:
+    """The headers a participant puts on an answer, per docs/protocol.md.
+
+    ``Saga-Step`` and ``Saga-Kind`` come from what the answer means in the definition, so an
+    observed step's outcome published in reaction to another step's event names its own step.
+    """
+    meaning = index.meaning(subject)
+    compensating = meaning.role in (Role.COMPENSATED, Role.COMPENSATION_FAILED)
+    step = meaning.step or cause.step or ""
+    kind = KIND_COMPENSATION if compensating else (KIND_STEP if meaning.step else cause.kind or "")
+    saga_id = cause.saga_id or ""
+    name = index.definition.name
+    headers = {
+        HEADER_SAGA_ID: saga_id,
+        HEADER_SAGA_NAME: name,
+        HEADER_STEP: step,
+        HEADER_KIND: kind,
+        HEADER_MSG_ID: f"{name}:{saga_id}:{step}:{kind}:reply:{cause.attempt or 1}",
+    }
+    headers.update({k: cause.headers[k] for k in TRACE_HEADERS if k in cause.headers})
+    return headers
+
+
+def emitted_headers(
+    index: SubjectIndex, subject: str, saga_id: str, extra: dict[str, str], serial: int
+) -> dict[str, str]:
+    """Headers of an event the test publishes itself, as the service that owns it would."""
+    meaning = index.meaning(subject)
+    name = index.definition.name
+    headers = {HEADER_SAGA_ID: saga_id, HEADER_SAGA_NAME: name}
+    if meaning.step is not None:
+        compensating = meaning.role in (Role.COMPENSATED, Role.COMPENSATION_FAILED)
+        kind = KIND_COMPENSATION if compensating else KIND_STEP
+        headers |= {HEADER_STEP: meaning.step, HEADER_KIND: kind}
+        headers[HEADER_MSG_ID] = f"{name}:{saga_id}:{meaning.step}:{kind}:emit:{serial}"
+    else:
+        headers[HEADER_MSG_ID] = f"{name}:{saga_id}:emit:{serial}"
+    return headers | extra
+
+
+def status_event(state: InstanceState, status: str, reason: str | None) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The lifecycle event the engine announces (mirrors ``saga.engine.effects``)."""
+    payload = {
+        "saga_id": state.saga_id,
+        "saga_name": state.saga_name,
+        "status": status,
+        "reason": reason,
+    }
+    headers = {
+        HEADER_SAGA_ID: state.saga_id,
+        HEADER_SAGA_NAME: state.saga_name,
+        HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
+    }
+    return f"{STATUS_PREFIX}.{state.saga_name}.{status}", payload, headers
