@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from nats.errors import NoServersError
+from nats.errors import NoRespondersError, NoServersError
 
 from saga.definition import definition_files, json_schema, load_definition, load_definitions
 from saga.definition.diagram import to_mermaid
@@ -292,7 +292,13 @@ async def _start(
     nc = await connect(settings)
     try:
         js = nc.jetstream()
-        saga_id = await start_saga(js, definition, data, saga_id)
+        try:
+            saga_id = await start_saga(js, definition, data, saga_id)
+        except NoRespondersError:
+            raise click.ClickException(
+                f"no stream captures {definition.trigger.event!r}: is `saga run` running "
+                "against this server?"
+            ) from None
         click.echo(saga_id)
         if not wait:
             return None
@@ -339,6 +345,49 @@ async def _status(settings: NatsSettings, saga_id: str, name: str | None, as_jso
     if state is None:
         raise click.ClickException(f"no saga instance with id {saga_id!r}")
     click.echo(state.model_dump_json(indent=2) if as_json else status_text(state))
+
+
+@main.command()
+@click.argument("saga_id")
+@click.option("--name", help="Saga name (needed only when two sagas share the id).")
+@click.option("--json", "as_json", is_flag=True, help="Print trace id and timings as JSON.")
+@nats_options
+def trace(saga_id: str, name: str | None, as_json: bool, **kwargs: Any) -> None:
+    """Show one saga as a waterfall (steps, compensations, attempts) and its trace id."""
+    settings = nats_settings(kwargs, "saga-cli")
+    assert settings is not None
+    run_async(_trace)(settings, saga_id, name, as_json)
+
+
+async def _trace(settings: NatsSettings, saga_id: str, name: str | None, as_json: bool) -> None:
+    from saga.inspect import find_record, instance_store
+    from saga.render import waterfall_text
+    from saga.telemetry import trace_id_of
+
+    nc = await connect(settings)
+    try:
+        record = await find_record(await instance_store(nc.jetstream(), Topology()), saga_id, name)
+    finally:
+        await nc.close()
+    if record is None:
+        raise click.ClickException(f"no saga instance with id {saga_id!r}")
+    trace_id = trace_id_of(record.trace)
+    if as_json:
+        state = json.loads(record.state.model_dump_json())
+        click.echo(
+            json.dumps(
+                {
+                    "trace_id": trace_id,
+                    "traceparent": record.trace.get("traceparent"),
+                    "status": state["status"],
+                    "steps": state["steps"],
+                    "history": state["history"],
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(waterfall_text(record.state, trace_id))
 
 
 @main.command("list")

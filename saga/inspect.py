@@ -14,7 +14,7 @@ from saga.definition.model import SagaDefinition
 from saga.errors import StoreError
 from saga.nats.topology import Topology, instance_key, token
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
-from saga.store import KvInstanceStore
+from saga.store import InstanceRecord, KvInstanceStore
 
 
 async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstanceStore:
@@ -27,13 +27,13 @@ async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstance
         ) from None
 
 
-async def find_instance(
+async def find_record(
     store: KvInstanceStore, saga_id: str, name: str | None = None
-) -> InstanceState | None:
+) -> InstanceRecord | None:
     """By ``name`` when given, else the one instance of any saga with this id."""
     if name is not None:
         stored = await store.load(instance_key(name, saga_id))
-        return stored.record.state if stored else None
+        return stored.record if stored else None
     try:
         keys = await store.kv.keys()
     except NoKeysError:
@@ -43,8 +43,15 @@ async def find_instance(
         if key.endswith(suffix):
             stored = await store.load(key)
             if stored is not None and stored.record.state.saga_id == saga_id:
-                return stored.record.state
+                return stored.record
     return None
+
+
+async def find_instance(
+    store: KvInstanceStore, saga_id: str, name: str | None = None
+) -> InstanceState | None:
+    record = await find_record(store, saga_id, name)
+    return record.state if record else None
 
 
 async def list_instances(

@@ -85,3 +85,67 @@ def list_text(states: list[InstanceState]) -> str:
         for s in states
     ]
     return table(rows, ["id", "saga", "status", "started", "duration"])
+
+
+BAR_WIDTH = 40
+
+
+def _bar(start: datetime | None, end: datetime | None, origin: datetime, span: float) -> str:
+    if start is None:
+        return " " * BAR_WIDTH
+    end = end or start
+    left = int((start - origin).total_seconds() / span * BAR_WIDTH)
+    width = max(1, round((end - start).total_seconds() / span * BAR_WIDTH))
+    left = min(left, BAR_WIDTH - 1)
+    width = min(width, BAR_WIDTH - left)
+    return " " * left + "█" * width + " " * (BAR_WIDTH - left - width)
+
+
+def waterfall_text(state: InstanceState, trace_id: str | None) -> str:
+    """Steps and compensations on one time axis, from the instance's own record."""
+    end = state.finished_at or state.updated_at
+    span = max((end - state.started_at).total_seconds(), 0.001)
+    rows: list[list[str]] = []
+    for name, s in state.steps.items():
+        if s.started_at is None:
+            continue
+        detail = s.reason or ""
+        rows.append(
+            [
+                name,
+                s.status.value,
+                str(s.attempt),
+                _bar(s.started_at, s.finished_at, state.started_at, span),
+                duration_text(s.started_at, s.finished_at),
+                detail,
+            ]
+        )
+    compensated = [(n, s) for n, s in state.steps.items() if s.compensation_started_at]
+    for name, s in sorted(compensated, key=lambda item: item[1].compensation_started_at or end):
+        rows.append(
+            [
+                f"undo {name}",
+                s.compensation.value,
+                str(s.compensation_attempt),
+                _bar(s.compensation_started_at, s.compensation_finished_at, state.started_at, span),
+                duration_text(s.compensation_started_at, s.compensation_finished_at),
+                s.compensation_reason or "",
+            ]
+        )
+    header = [
+        f"saga {state.saga_name} v{state.saga_version}  id {state.saga_id}  {state.status.value}"
+        f"  {duration_text(state.started_at, end)}",
+        f"trace {trace_id}" if trace_id else "trace (none: tracing was off when this saga started)",
+        "",
+    ]
+    scale = [
+        "",
+        "",
+        "",
+        "0".ljust(BAR_WIDTH - len(duration_text(state.started_at, end)))
+        + duration_text(state.started_at, end),
+        "",
+        "",
+    ]
+    body = table([scale, *rows], ["step", "outcome", "tries", "timeline", "took", "detail"])
+    return "\n".join(header) + body

@@ -57,7 +57,8 @@ class Message:
     """One message as it crossed the wire; equality ignores when it did and the derived fields."""
 
     subject: str
-    payload: dict[str, Any]
+    payload: Any
+    """The decoded JSON body: an object, per the protocol."""
     headers: dict[str, str] = field(default_factory=dict)
     role: Role = field(default=Role.OTHER, compare=False)
     saga_id: str | None = field(default=None, compare=False)
@@ -154,7 +155,7 @@ class SubjectIndex:
     def message(
         self,
         subject: str,
-        payload: dict[str, Any],
+        payload: Any,
         headers: dict[str, str],
         at: datetime | None = None,
     ) -> Message:
@@ -167,7 +168,7 @@ class SubjectIndex:
 
 
 def saga_id_of(
-    definition: SagaDefinition, subject: str, payload: dict[str, Any], headers: dict[str, str]
+    definition: SagaDefinition, subject: str, payload: Any, headers: dict[str, str]
 ) -> str | None:
     """The engine's rule: ``Saga-Id``, else the trigger's id header, else ``id.field``."""
     source = definition.trigger.id
@@ -243,7 +244,9 @@ def emitted_headers(
     return headers | extra
 
 
-def status_event(state: InstanceState, status: str, reason: str | None) -> tuple[str, dict[str, Any], dict[str, str]]:
+def status_event(
+    state: InstanceState, status: str, reason: str | None
+) -> tuple[str, dict[str, Any], dict[str, str]]:
     """The lifecycle event the engine announces (mirrors ``saga.engine.effects``)."""
     payload = {
         "saga_id": state.saga_id,
@@ -257,3 +260,13 @@ def status_event(state: InstanceState, status: str, reason: str | None) -> tuple
         HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
     }
     return f"{STATUS_PREFIX}.{state.saga_name}.{status}", payload, headers
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the engine could not use and moved to ``saga.dlq.<code>``."""
+
+    code: str
+    """``no-saga-id``, ``unknown-instance``, ... (``saga.nats.dlq.DeadLetterCode``)."""
+    reason: str
+    message: Message

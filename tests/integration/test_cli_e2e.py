@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def running(nats_server: EmbeddedServer, tmp_path: Path) -> Iterator[str]:
         for name in SERVICES
     ]
     try:
+        deadline = time.monotonic() + 30
+        while saga("list", url=url).returncode != 0:  # until the engine has provisioned
+            assert time.monotonic() < deadline, "the engine did not start"
+            time.sleep(0.1)
         yield url
     finally:
         for child in children:
@@ -108,6 +113,15 @@ def test_start_status_list_against_external_server(running: str) -> None:
     assert state["status"] == "compensated"
     assert state["failure_step"] == "charge_payment"
     assert state["steps"]["reserve_inventory"]["compensation"] == "done"
+
+    waterfall = saga("trace", "cli-2", url=running)
+    assert waterfall.returncode == 0, waterfall.stderr
+    lines = waterfall.stdout.splitlines()
+    assert lines[0].startswith("saga order-fulfilment v1  id cli-2  compensated")
+    assert any(
+        line.startswith("charge_payment") and "failed" in line and "█" in line for line in lines
+    )
+    assert any(line.startswith("undo reserve_inventory") and "done" in line for line in lines)
 
     listed = saga("list", "--state", "compensated", url=running)
     assert "cli-2" in listed.stdout

@@ -1,0 +1,216 @@
+"""The in-memory transport: the pure core driven directly, with a clock the test moves.
+
+It does what the engine does for each message (derive the saga id, classify, ``decide``,
+store with a revision check, carry out the commands) and what the server does around it
+(drop a second message with the same ``Nats-Msg-Id``, fire due timers), in one
+deterministic order: messages first in, first handled; timers by due time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from saga.core import decide
+from saga.core.commands import CancelTimer, Command, Finished, Parked, PublishEvent, ScheduleTimer
+from saga.core.events import Event, Timer, TimerFired, classify
+from saga.core.state import InstanceState, Status
+from saga.nats.dlq import DeadLetterCode
+from saga.nats.topology import instance_key
+from saga.protocol import HEADER_MSG_ID
+from saga.store import InstanceRecord, MemoryInstanceStore
+from saga.testing.errors import HarnessError
+from saga.testing.script import Outgoing, Script
+from saga.testing.wire import DeadLetter, Message, SubjectIndex, status_event
+
+DUPLICATE_WINDOW = timedelta(seconds=120)
+"""As the engine provisions ``SAGA_EVENTS``: a repeated ``Nats-Msg-Id`` within it is dropped."""
+MAX_STEPS = 100_000
+"""Bound on messages and timers handled by one call, so a scenario that loops fails."""
+
+
+@dataclass(order=True)
+class _Due:
+    """A timer or a delayed answer, ordered by due time, then by when it was set."""
+
+    at: datetime
+    serial: int
+    saga_id: str = field(compare=False, default="")
+    timer: Timer | None = field(compare=False, default=None)
+    answer: Outgoing | None = field(compare=False, default=None)
+    cancelled: bool = field(compare=False, default=False)
+
+
+class MemoryTransport:
+    def __init__(self, index: SubjectIndex, script: Script, start: datetime) -> None:
+        self.index = index
+        self.definition = index.definition
+        self.script = script
+        self.store = MemoryInstanceStore()
+        self.clock = start
+        self.messages: list[Message] = []
+        self.dead_letters: list[DeadLetter] = []
+        self._inbox: deque[Message] = deque()
+        self._agenda: list[_Due] = []
+        self._timers: dict[tuple[str, Timer], _Due] = {}
+        self._seen: dict[str, datetime] = {}
+        self._serial = itertools.count()
+
+    async def open(self) -> None:
+        """Nothing to start: everything lives in this object."""
+
+    async def close(self) -> None:
+        """Nothing to stop."""
+
+    def now(self) -> datetime:
+        return self.clock
+
+    async def publish(self, subject: str, payload: Any, headers: dict[str, str]) -> None:
+        """Put a message on the wire, unless its ``Nats-Msg-Id`` was seen within the window."""
+        msg_id = headers.get(HEADER_MSG_ID)
+        if msg_id:
+            seen = self._seen.get(msg_id)
+            if seen is not None and self.clock - seen < DUPLICATE_WINDOW:
+                return
+            self._seen[msg_id] = self.clock
+        message = self.index.message(subject, payload, headers, self.clock)
+        self.messages.append(message)
+        self._inbox.append(message)
+
+    async def run_until_idle(self) -> None:
+        for _ in range(MAX_STEPS):
+            if not self._inbox:
+                return
+            await self._deliver(self._inbox.popleft())
+        raise HarnessError(f"still busy after {MAX_STEPS} messages: does the scenario loop?")
+
+    async def advance(self, seconds: float) -> None:
+        target = self.clock + timedelta(seconds=seconds)
+        await self.run_until_idle()
+        for _ in range(MAX_STEPS):
+            if not await self._fire_next(until=target):
+                self.clock = max(self.clock, target)
+                return
+        raise HarnessError(f"more than {MAX_STEPS} timers in {seconds}s: does the scenario loop?")
+
+    async def settle(self, saga_id: str) -> None:
+        """Skip through timers until the saga ends or parks, or nothing more is due."""
+        await self.run_until_idle()
+        for _ in range(MAX_STEPS):
+            state = await self.state(saga_id)
+            if state is None or state.status.terminal or state.status is Status.PARKED:
+                return
+            if not await self._fire_next(until=None):
+                return
+        raise HarnessError(f"saga {saga_id} did not settle after {MAX_STEPS} timers")
+
+    async def state(self, saga_id: str) -> InstanceState | None:
+        stored = await self.store.load(instance_key(self.definition.name, saga_id))
+        return stored.record.state if stored else None
+
+    def pending_timers(self, saga_id: str) -> list[tuple[datetime, Timer]]:
+        """Timers set for one saga and not yet fired or cancelled, earliest first."""
+        found = [(d.at, d.timer) for (sid, _), d in self._timers.items() if sid == saga_id]
+        return sorted((at, timer) for at, timer in found if timer is not None)
+
+    # -- the participants' part ---------------------------------------------------------
+
+    async def _deliver(self, message: Message) -> None:
+        """The engine sees what it consumes; the scripted participants see everything."""
+        if message.subject in self.index.consumed:
+            await self._consume(message)
+        outgoing = await self.script.answer(message)
+        if outgoing is None:
+            return
+        if outgoing.delay > 0:
+            at = self.clock + timedelta(seconds=outgoing.delay)
+            heapq.heappush(self._agenda, _Due(at, next(self._serial), answer=outgoing))
+        else:
+            await self.publish(outgoing.subject, outgoing.payload, outgoing.headers)
+
+    # -- the server's part: timers and delayed answers ----------------------------------
+
+    async def _fire_next(self, until: datetime | None) -> bool:
+        """Fire the earliest timer or delayed answer due by ``until``; False when none is."""
+        while self._agenda and self._agenda[0].cancelled:
+            heapq.heappop(self._agenda)
+        if not self._agenda or (until is not None and self._agenda[0].at > until):
+            return False
+        due = heapq.heappop(self._agenda)
+        self.clock = max(self.clock, due.at)
+        if due.timer is not None:
+            self._timers.pop((due.saga_id, due.timer), None)
+            await self._apply(due.saga_id, TimerFired(due.timer), cause=None)
+        elif due.answer is not None:
+            await self.publish(due.answer.subject, due.answer.payload, due.answer.headers)
+        await self.run_until_idle()
+        return True
+
+    def _schedule(self, saga_id: str, timer: Timer, at: datetime) -> None:
+        self._cancel(saga_id, timer)
+        due = _Due(at, next(self._serial), saga_id, timer)
+        self._timers[(saga_id, timer)] = due
+        heapq.heappush(self._agenda, due)
+
+    def _cancel(self, saga_id: str, timer: Timer) -> None:
+        due = self._timers.pop((saga_id, timer), None)
+        if due is not None:
+            due.cancelled = True
+
+    # -- the engine's part ----------------------------------------------------------------
+
+    async def _consume(self, message: Message) -> None:
+        if message.saga_id is None:
+            self._dead_letter(
+                message, DeadLetterCode.NO_SAGA_ID, "no Saga-Id header and no id field"
+            )
+            return
+        event = classify(self.definition, message.subject, message.payload, message.saga_id)
+        if event is not None:
+            await self._apply(message.saga_id, event, message)
+
+    async def _apply(self, saga_id: str, event: Event, cause: Message | None) -> None:
+        """Load, decide, store with a revision check, then carry out the commands in order."""
+        key = instance_key(self.definition.name, saga_id)
+        stored = await self.store.load(key)
+        state = stored.record.state if stored else None
+        decision = decide(self.definition, state, event, self.clock)
+        if decision.error is not None:
+            raise HarnessError(f"decide() failed on {event!r}: {decision.error}")
+        if decision.state is None:
+            if cause is not None:
+                reason = f"no instance {saga_id!r} of saga {self.definition.name!r}"
+                self._dead_letter(cause, DeadLetterCode.UNKNOWN_INSTANCE, reason)
+            return
+        if not decision.changed:
+            return
+        record = InstanceRecord(state=decision.state)
+        if stored is None:
+            await self.store.create(key, record)
+        else:
+            await self.store.update(key, record, stored.revision)
+        for command in decision.commands:
+            await self._carry_out(decision.state, command)
+
+    async def _carry_out(self, state: InstanceState, command: Command) -> None:
+        sid = state.saga_id
+        if isinstance(command, PublishEvent):
+            headers = {**command.headers, HEADER_MSG_ID: command.msg_id}
+            await self.publish(command.subject, command.data, headers)
+        elif isinstance(command, ScheduleTimer):
+            self._schedule(sid, command.timer, command.fire_at)
+        elif isinstance(command, CancelTimer):
+            self._cancel(sid, command.timer)
+        elif isinstance(command, Finished):
+            await self.publish(*status_event(state, command.status, state.failure_reason))
+        elif isinstance(command, Parked):
+            await self.publish(*status_event(state, "parked", command.reason))
+        else:  # pragma: no cover - a command the core gained after this harness
+            raise HarnessError(f"the harness cannot carry out {command!r}")
+
+    def _dead_letter(self, message: Message, code: DeadLetterCode, reason: str) -> None:
+        self.dead_letters.append(DeadLetter(code.value, reason, message))

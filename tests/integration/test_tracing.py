@@ -1,0 +1,185 @@
+"""The span tree of a saga, across the engine and a participant, with an in-memory exporter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from saga.definition import parse_definition
+from saga.engine import Engine, EngineSettings
+from saga.inspect import find_instance, instance_store
+from saga.nats.server import EmbeddedServer
+from saga.nats.topology import Topology
+from saga.participant import App, Context, Reject
+from saga.telemetry import Telemetry
+from tests.support import wait_for
+
+TRIP = """
+name: trip
+trigger: {event: trip.requested, id: {field: id}}
+steps:
+  - name: flight
+    publish: {event: flight.book, data: {id: trigger.id}}
+    success: flight.booked
+    compensate: {publish: {event: flight.cancel, data: {id: trigger.id}}, success: flight.cancelled}
+  - name: hotel
+    publish: {event: hotel.book, data: {id: trigger.id, nights: trigger.nights}}
+    success: hotel.booked
+    failure: hotel.full
+"""
+
+
+def participant() -> App:
+    app = App("travel")
+
+    @app.step("flight.book", success="flight.booked")
+    async def flight(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"ref": "F1"}
+
+    @app.compensation("flight.cancel", success="flight.cancelled")
+    async def cancel(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    @app.step("hotel.book", success="hotel.booked", failure="hotel.full")
+    async def hotel(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        if payload["nights"] > 14:
+            raise Reject("hotel-full")
+        return {"ref": "H1"}
+
+    return app
+
+
+@pytest.fixture
+async def traced(nats_server: EmbeddedServer) -> AsyncIterator[tuple[Client, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry.for_providers(provider)
+    nc = await nats.connect(nats_server.url)
+    engine = Engine(
+        nc, {"trip": parse_definition(TRIP)}, EngineSettings(fetch_wait=0.2), telemetry=telemetry
+    )
+    await engine.start()
+    app = participant()
+    app.telemetry = telemetry
+    async with app.running(nc):
+        yield nc, exporter
+    await engine.stop()
+    await nc.close()
+
+
+async def run(
+    nc: Client, exporter: InMemorySpanExporter, saga_id: str, nights: int
+) -> list[ReadableSpan]:
+    await nc.jetstream().publish(
+        "trip.requested", f'{{"id": "{saga_id}", "nights": {nights}}}'.encode()
+    )
+    store = await instance_store(nc.jetstream(), Topology())
+
+    async def ended() -> bool:
+        state = await find_instance(store, saga_id, "trip")
+        return state is not None and state.status.terminal
+
+    await wait_for(ended, message=f"saga {saga_id} to end")
+    # The last span (processing of the final reply) ends right after the state is written.
+    await wait_for(
+        lambda: any(
+            s.name.startswith("saga.step hotel")
+            for s in exporter.get_finished_spans()
+            if s.attributes and s.attributes.get("saga.id") == saga_id
+        ),
+        message="the hotel step span",
+    )
+    root = next(
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "saga trip" and s.attributes and s.attributes["saga.id"] == saga_id
+    )
+    trace_id = root.context.trace_id
+    return [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
+
+
+def by_name(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+def parent_name(spans: list[ReadableSpan], span: ReadableSpan) -> str | None:
+    if span.parent is None:
+        return None
+    return next(s.name for s in spans if s.context.span_id == span.parent.span_id)
+
+
+async def test_completed_saga_is_one_trace_with_the_expected_tree(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    spans = await run(nc, exporter, "t-1", nights=3)
+    names = sorted(s.name for s in spans)
+    assert names.count("saga trip") == 1
+    root = by_name(spans, "saga trip")[0]
+    assert root.parent is None
+    assert root.attributes is not None
+    assert dict(root.attributes) == {"saga.id": "t-1", "saga.name": "trip", "saga.version": 1}
+
+    # engine: consumes the trigger under the root, sends the first command
+    trigger = by_name(spans, "process trip.requested")[0]
+    assert trigger.kind is SpanKind.CONSUMER
+    assert parent_name(spans, trigger) == "saga trip"
+    send = by_name(spans, "send flight.book")[0]
+    assert send.kind is SpanKind.PRODUCER
+    assert parent_name(spans, send) == "process trip.requested"
+    assert send.attributes is not None
+    assert send.attributes["messaging.system"] == "nats"
+    assert send.attributes["messaging.message.conversation_id"] == "t-1"
+
+    # participant: processes the command as a child of its send span, with a link to it
+    processes = by_name(spans, "process flight.book")
+    assert len(processes) == 1
+    assert parent_name(spans, processes[0]) == "send flight.book"
+    assert [link.context.span_id for link in processes[0].links] == [send.context.span_id]
+    assert parent_name(spans, by_name(spans, "send flight.booked")[0]) == "process flight.book"
+    # engine again: the reply's processing follows the participant's send
+    assert parent_name(spans, by_name(spans, "process flight.booked")[0]) == "send flight.booked"
+
+    # step spans hang under the root, with the outcome
+    for step in ("flight", "hotel"):
+        span = by_name(spans, f"saga.step {step}")[0]
+        assert parent_name(spans, span) == "saga trip"
+        assert span.attributes is not None
+        assert span.attributes["saga.step.outcome"] == "succeeded"
+        assert span.status.status_code is StatusCode.UNSET
+    assert by_name(spans, "send saga.status.trip.completed")
+    assert not by_name(spans, "saga.compensate flight")
+
+
+async def test_compensated_saga_keeps_compensations_in_the_same_trace(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    spans = await run(nc, exporter, "t-2", nights=21)
+    hotel = by_name(spans, "saga.step hotel")[0]
+    assert hotel.status.status_code is StatusCode.ERROR
+    assert hotel.attributes is not None
+    assert hotel.attributes["error.type"] == "hotel-full"
+    assert hotel.attributes["saga.step.outcome"] == "failed"
+
+    await wait_for(
+        lambda: any(s.name == "saga.compensate flight" for s in exporter.get_finished_spans()),
+        message="the compensation span",
+    )
+    trace_id = hotel.context.trace_id
+    spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
+    undo = by_name(spans, "saga.compensate flight")[0]
+    assert parent_name(spans, undo) == "saga trip"
+    assert undo.attributes is not None
+    assert undo.attributes["saga.compensation.outcome"] == "done"
+    assert parent_name(spans, by_name(spans, "process flight.cancel")[0]) == "send flight.cancel"
+    assert by_name(spans, "send saga.status.trip.compensated")
