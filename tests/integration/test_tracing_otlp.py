@@ -73,7 +73,7 @@ async def test_one_trace_across_processes_and_an_engine_restart(
     nc = await nats.connect(nats_server.url)
     try:
         js = nc.jetstream()
-        await wait_for(lambda: _stream(js), timeout=30, message="the engine's streams")
+        await wait_for(lambda: _provisioned(js), timeout=30, message="the engine's bucket")
         order = new_order(order_id="traced-1", simulate={"payment": "delay:1.5"})
         await js.publish("orders.placed", json.dumps(order).encode())
         store = await instance_store(js, Topology())
@@ -92,11 +92,14 @@ async def test_one_trace_across_processes_and_an_engine_restart(
             return state is not None and state.status.value == "completed"
 
         await wait_for(completed, timeout=30, message="the saga to complete after the restart")
-        await wait_for(
-            lambda: any(s.name == "saga.step schedule_shipping" for s in spans.of_saga("traced-1")),
-            timeout=15,
-            message="the restarted engine's spans",
-        )
+        wanted = {"saga-engine", *SERVICES}
+
+        def every_service_reported() -> bool:
+            found = spans.of_saga("traced-1")
+            names = {s.name for s in found}
+            return wanted <= {s.service for s in found} and "saga.step schedule_shipping" in names
+
+        await wait_for(every_service_reported, timeout=15, message="spans from every process")
         found = spans.of_saga("traced-1")
         assert {s.trace_id for s in found} == {found[0].trace_id}, (
             "the saga split into several traces"
@@ -118,9 +121,9 @@ async def test_one_trace_across_processes_and_an_engine_restart(
             child.wait(20)
 
 
-async def _stream(js: object) -> bool:
+async def _provisioned(js: object) -> bool:
     try:
-        await js.stream_info("SAGA_EVENTS")  # type: ignore[attr-defined]
+        await js.key_value("saga_instances")  # type: ignore[attr-defined]
     except Exception:
         return False
     return True
