@@ -8,6 +8,8 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -57,12 +59,16 @@ def participant() -> App:
     return app
 
 
+READER = InMemoryMetricReader()
+METER_PROVIDER = MeterProvider(metric_readers=[READER])
+
+
 @pytest.fixture
 async def traced(nats_server: EmbeddedServer) -> AsyncIterator[tuple[Client, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry = Telemetry.for_providers(provider)
+    telemetry = Telemetry.for_providers(provider, METER_PROVIDER)
     nc = await nats.connect(nats_server.url)
     engine = Engine(
         nc, {"trip": parse_definition(TRIP)}, EngineSettings(fetch_wait=0.2), telemetry=telemetry
@@ -183,3 +189,37 @@ async def test_compensated_saga_keeps_compensations_in_the_same_trace(
     assert undo.attributes["saga.compensation.outcome"] == "done"
     assert parent_name(spans, by_name(spans, "process flight.cancel")[0]) == "send flight.cancel"
     assert by_name(spans, "send saga.status.trip.compensated")
+
+
+def counts() -> dict[str, float]:
+    """Cumulative counter values by metric name (summed over attributes)."""
+    data = READER.get_metrics_data()
+    found: dict[str, float] = {}
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points = list(metric.data.data_points)
+                if points and hasattr(points[0], "value"):
+                    found[metric.name] = sum(p.value for p in points)  # type: ignore[attr-defined]
+                elif points:
+                    found[metric.name] = sum(p.count for p in points)  # type: ignore[attr-defined]
+    return found
+
+
+async def test_metrics_count_outcomes_and_durations(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    before = counts()
+    await run(nc, exporter, "m-1", nights=3)
+    await run(nc, exporter, "m-2", nights=30)
+    after = counts()
+
+    def delta(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert delta("saga.started") == 2
+    assert delta("saga.completed") == 1
+    assert delta("saga.compensated") == 1
+    assert delta("saga.duration") == 2  # histogram points recorded
+    assert delta("saga.step.duration") == 4  # flight, hotel; flight, hotel (failed)
