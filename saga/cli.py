@@ -288,7 +288,9 @@ async def _start(
 ) -> str | None:
     from saga.inspect import find_instance, instance_store, start_saga
     from saga.render import status_text
+    from saga.telemetry import telemetry_from_env
 
+    telemetry = telemetry_from_env("saga-cli")
     nc = await connect(settings)
     try:
         js = nc.jetstream()
@@ -319,6 +321,7 @@ async def _start(
         )
     finally:
         await nc.close()
+        telemetry.shutdown()
 
 
 @main.command()

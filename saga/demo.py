@@ -24,6 +24,7 @@ from saga.inspect import instance_store, list_instances
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from saga.render import table
+from saga.telemetry import telemetry_from_env
 
 SERVICES = ("inventory", "payment", "shipping", "flight", "hotel", "car")
 ENGINE_CONSUMER = Topology().engine_consumer
@@ -134,6 +135,7 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
     from services.orders import place_orders
     from services.trips import request_trips
 
+    telemetry = telemetry_from_env("saga-demo")  # the demo plays the front ends
     work = Path(tempfile.mkdtemp(prefix="saga-demo-"))
     click.echo(f"saga demo: {count} sagas, logs in {work}")
     server = await asyncio.to_thread(EmbeddedServer(store_dir=work / "nats").start)
@@ -188,6 +190,7 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
         if nc is not None:
             await nc.close()
         processes.stop()
+        telemetry.shutdown()
         await server.astop()
         click.echo("stopped the engine, the services and nats-server")
 

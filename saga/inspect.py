@@ -15,6 +15,8 @@ from saga.errors import StoreError
 from saga.nats.topology import Topology, instance_key, token
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
 from saga.store import InstanceRecord, KvInstanceStore
+from saga.telemetry import Telemetry
+from saga.telemetry.spans import sending
 
 
 async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstanceStore:
@@ -90,5 +92,9 @@ async def start_saga(
     }
     if source.header is not None:
         headers[source.header] = saga_id
-    await js.publish(definition.trigger.event, json.dumps(data).encode(), headers=headers)
+    subject = definition.trigger.event
+    with sending(
+        Telemetry.current(), subject, headers, saga_id=saga_id, message_id=headers[HEADER_MSG_ID]
+    ):
+        await js.publish(subject, json.dumps(data).encode(), headers=headers)
     return saga_id

@@ -10,6 +10,8 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID
+from saga.telemetry import Telemetry
+from saga.telemetry.spans import sending
 
 
 async def publish_triggers(
@@ -21,12 +23,16 @@ async def publish_triggers(
     """
     ids: list[str] = []
     futures: list[asyncio.Future[Any]] = []
+    telemetry = Telemetry.current()  # traced when this process configured OpenTelemetry
     for payload in payloads:
         saga_id = str(payload[id_field])
         headers = {HEADER_SAGA_ID: saga_id, HEADER_MSG_ID: f"{subject}:{saga_id}"}
-        futures.append(
-            await js.publish_async(subject, json.dumps(payload).encode(), headers=headers)
-        )
+        with sending(
+            telemetry, subject, headers, saga_id=saga_id, message_id=headers[HEADER_MSG_ID]
+        ):
+            futures.append(
+                await js.publish_async(subject, json.dumps(payload).encode(), headers=headers)
+            )
         ids.append(saga_id)
     await asyncio.gather(*futures)
     return ids

@@ -44,6 +44,14 @@ class Telemetry:
         meter = meter_provider.get_meter(INSTRUMENTATION) if meter_provider else None
         return cls(tracer_provider.get_tracer(INSTRUMENTATION), meter, True)
 
+    @classmethod
+    def current(cls) -> Telemetry:
+        """The process-wide providers, if something configured them (else disabled)."""
+        provider = trace.get_tracer_provider()
+        if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
+            return cls.disabled()
+        return cls(provider.get_tracer(INSTRUMENTATION), None, True)
+
     def shutdown(self) -> None:
         """Flush and stop exporters (on process exit)."""
         for provider in self.providers:

@@ -73,6 +73,9 @@ class SagaResult:
         status = self.status.value if self.status else "not started"
         why = f" ({self.failure_step}: {self.failure_reason})" if self.failure_reason else ""
         lines = [f"saga {self.saga_id}: {status}{why}"]
-        lines += [f"  {m}" for m in self.messages]
+        start = self.messages[0].at if self.messages else None
+        for m in self.messages:
+            offset = (m.at - start).total_seconds() if m.at and start else 0.0
+            lines.append(f"  {offset:>9.3f}s  {m}")
         lines += [f"  dead letter {d.code}: {d.reason}: {d.message}" for d in self.dead_letters]
         return "\n".join(lines)

@@ -85,7 +85,8 @@ class Message:
         return self.headers.get(HEADER_MSG_ID)
 
     def __str__(self) -> str:
-        where = f" [{self.step} {self.kind} #{self.attempt or 1}]" if self.step else ""
+        attempt = f" #{self.attempt}" if self.attempt is not None else ""
+        where = f" [{self.step} {self.kind}{attempt}]" if self.step else ""
         body = json.dumps(self.payload, sort_keys=True, default=str)
         return f"{self.role.value:<19} {self.subject}{where} {body}"
 
