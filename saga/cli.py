@@ -393,6 +393,45 @@ async def _trace(settings: NatsSettings, saga_id: str, name: str | None, as_json
         click.echo(waterfall_text(record.state, trace_id))
 
 
+def _operator_command(action: str, help_text: str) -> None:
+    @main.command(action, help=help_text)
+    @click.argument("saga_id")
+    @click.option("--name", help="Saga name (needed only when two sagas share the id).")
+    @click.option(
+        "--reason", help="Why (recorded in the instance history).", hidden=action != "abort"
+    )
+    @nats_options
+    def command(saga_id: str, name: str | None, reason: str | None, **kwargs: Any) -> None:
+        settings = nats_settings(kwargs, "saga-cli")
+        assert settings is not None
+        run_async(_operator)(settings, action, saga_id, name, reason)
+
+
+async def _operator(
+    settings: NatsSettings, action: str, saga_id: str, name: str | None, reason: str | None
+) -> None:
+    from saga.engine.operator import OPERATOR_SUBJECT, action_request
+
+    nc = await connect(settings)
+    try:
+        reply = await nc.request(
+            OPERATOR_SUBJECT, action_request(action, saga_id, name, reason), timeout=15
+        )
+    except NoRespondersError:
+        raise click.ClickException("no engine answered: is `saga run` running?") from None
+    finally:
+        await nc.close()
+    result = json.loads(reply.data)
+    if not result["ok"]:
+        raise click.ClickException(f"{action} refused: {result['message']}")
+    click.echo(f"{action}: {result['message']}; instance is now {result['status']}")
+
+
+_operator_command("abort", "Compensate a running saga now.")
+_operator_command("retry", "Re-drive a parked compensation, or the running step.")
+_operator_command("resume", "Mark a parked compensation as done by hand and go on compensating.")
+
+
 @main.command("list")
 @click.option(
     "--state",

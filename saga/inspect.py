@@ -7,14 +7,14 @@ import uuid
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError
 
 from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
 from saga.errors import StoreError
 from saga.nats.topology import Topology, instance_key, token
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
-from saga.store import InstanceRecord, KvInstanceStore
+from saga.store import InstanceRecord, InstanceStore, KvInstanceStore
 from saga.telemetry import Telemetry
 from saga.telemetry.spans import sending
 
@@ -30,18 +30,14 @@ async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstance
 
 
 async def find_record(
-    store: KvInstanceStore, saga_id: str, name: str | None = None
+    store: InstanceStore, saga_id: str, name: str | None = None
 ) -> InstanceRecord | None:
     """By ``name`` when given, else the one instance of any saga with this id."""
     if name is not None:
         stored = await store.load(instance_key(name, saga_id))
         return stored.record if stored else None
-    try:
-        keys = await store.kv.keys()
-    except NoKeysError:
-        return None
     suffix = "." + token(saga_id)
-    for key in keys:
+    for key in await store.keys():
         if key.endswith(suffix):
             stored = await store.load(key)
             if stored is not None and stored.record.state.saga_id == saga_id:
@@ -50,14 +46,14 @@ async def find_record(
 
 
 async def find_instance(
-    store: KvInstanceStore, saga_id: str, name: str | None = None
+    store: InstanceStore, saga_id: str, name: str | None = None
 ) -> InstanceState | None:
     record = await find_record(store, saga_id, name)
     return record.state if record else None
 
 
 async def list_instances(
-    store: KvInstanceStore, status: str | None = None, name: str | None = None, limit: int = 100
+    store: InstanceStore, status: str | None = None, name: str | None = None, limit: int = 100
 ) -> list[InstanceState]:
     found = []
     async for record in store.scan():

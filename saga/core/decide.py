@@ -93,7 +93,9 @@ def decide(
         if isinstance(event, SagaTriggered):
             return Decision(state, note="instance already exists")
         if state.status.terminal:
-            return Decision(state, note=f"instance is {state.status.value}")
+            verb = _OPERATOR_VERBS.get(type(event))
+            prefix = f"cannot {verb}: " if verb else ""
+            return Decision(state, note=f"{prefix}instance is {state.status.value}")
         return _Transition(definition, state, now).apply(event)
     except Exception as exc:  # the core never raises: an error is a result
         return Decision(state, error=f"{type(exc).__name__}: {exc}")
@@ -540,6 +542,13 @@ def _outcome_unknown(step: Step, s: StepState) -> bool:
     if s.status is StepStatus.PENDING:
         return not step.driven
     return s.status in UNKNOWN_OUTCOME
+
+
+_OPERATOR_VERBS: dict[type, str] = {
+    OperatorAbort: "abort",
+    OperatorRetry: "retry",
+    OperatorResume: "resume",
+}
 
 
 def _kept(data: dict[str, Any], keep: list[str] | None) -> dict[str, Any]:

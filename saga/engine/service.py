@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,19 +18,23 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from saga.core import decide
 from saga.core.commands import Command, command_from_json, command_to_json
+from saga.core.events import Event
 from saga.definition.model import SagaDefinition
 from saga.engine.effects import Effects
 from saga.engine.intake import Intake, Reject, Work
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
+from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_requests
 from saga.engine.settings import EngineSettings
 from saga.errors import RevisionConflict
+from saga.inspect import find_record
 from saga.logs import CURRENT_SAGA
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.provision import provision_engine
@@ -120,6 +125,7 @@ class Engine:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[JetStreamContext.PullSubscription] = []
+        self._operator: Subscription | None = None
 
     async def start(self) -> None:
         """Provision streams, consumers and the bucket, then start consuming."""
@@ -145,12 +151,43 @@ class Engine:
             asyncio.create_task(self._consume(events), name="saga-events"),
             asyncio.create_task(self._consume(timers), name="saga-timers"),
         ]
+        self._operator = await serve_operator_requests(self)
         self.ready.set()
         log.info(
             "engine consuming %d saga definition(s): %s",
             len(self.definitions),
             ", ".join(sorted(self.definitions)),
         )
+
+    async def act(
+        self, saga_id: str, name: str | None, event: Event, headers: dict[str, str] | None = None
+    ) -> ActionResult:
+        """Apply an operator action now, through the same ordered, revision-checked path."""
+        assert self.store is not None
+        record = await find_record(self.store, saga_id, name)
+        if record is None:
+            return ActionResult(
+                False, f"no instance {saga_id!r}" + (f" of {name!r}" if name else "")
+            )
+        definition = self.definitions.get(record.state.saga_name)
+        if definition is None:
+            return ActionResult(False, f"saga {record.state.saga_name!r} is not loaded here")
+        work = Work(definition, saga_id, event)
+        key = instance_key(definition.name, saga_id)
+        received = Received(
+            OPERATOR_SUBJECT, headers or {}, time.time_ns(), f"operator:{uuid.uuid4().hex}"
+        )
+        token = CURRENT_SAGA.set((definition.name, saga_id))
+        try:
+            verdict = await self.keyed.run(key, lambda: self._apply(key, work, received))
+        finally:
+            CURRENT_SAGA.reset(token)
+        if isinstance(verdict, Ack) and verdict.note is None:
+            state = await find_record(self.store, saga_id, definition.name)
+            status = state.state.status.value if state else None
+            return ActionResult(True, f"{type(event).__name__} applied", status)
+        reason = verdict.note if isinstance(verdict, Ack) else getattr(verdict, "reason", "")
+        return ActionResult(False, reason or "refused", record.state.status.value)
 
     async def stop(self) -> None:
         """Stop fetching and let in-flight messages finish; the caller drains the connection."""
@@ -160,6 +197,10 @@ class Engine:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        if self._operator is not None:
+            with contextlib.suppress(Exception):
+                await self._operator.unsubscribe()
+            self._operator = None
         self._tasks, self._subs = [], []
 
     async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:

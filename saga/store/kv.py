@@ -38,12 +38,15 @@ class KvInstanceStore:
             raise RevisionConflict(f"{key} changed since revision {revision}") from exc
         return new
 
-    async def scan(self) -> AsyncIterator[InstanceRecord]:
+    async def keys(self) -> list[str]:
         try:
-            keys = await self.kv.keys()
+            found: list[str] = await self.kv.keys()
         except NoKeysError:
-            return
-        for key in keys:
+            return []
+        return found
+
+    async def scan(self) -> AsyncIterator[InstanceRecord]:
+        for key in await self.keys():
             stored = await self.load(key)
             if stored is not None:
                 yield stored.record

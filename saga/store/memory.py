@@ -31,6 +31,9 @@ class MemoryInstanceStore:
         for stored in list(self._data.values()):
             yield stored.record
 
+    async def keys(self) -> list[str]:
+        return list(self._data)
+
     def _put(self, key: str, record: InstanceRecord) -> int:
         self._revision += 1
         self._data[key] = Stored(record.model_copy(deep=True), self._revision)

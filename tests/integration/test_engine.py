@@ -273,3 +273,66 @@ async def test_repeated_step_reply_during_compensation_is_not_a_confirmation(
     await participant.stop()
     assert state.status.value == "parked"
     assert "compensation.succeeded" not in [h.event for h in state.history]
+
+
+async def operator(client: Client, action: str, saga_id: str) -> dict[str, Any]:
+    from saga.engine.operator import OPERATOR_SUBJECT, action_request
+
+    reply = await client.request(
+        OPERATOR_SUBJECT, action_request(action, saga_id, None, "test"), timeout=10
+    )
+    result: dict[str, Any] = json.loads(reply.data)
+    return result
+
+
+async def test_operator_abort_compensates_a_running_saga(client: Client, engine: Engine) -> None:
+    participant = await ScriptedParticipant(client, {**HAPPY, "pay.charge": silent}).start()
+    await client.jetstream().publish("shop.ordered", b'{"id": "op-1", "sku": "A", "amount": 5}')
+    store = await instance_store(client.jetstream(), Topology())
+
+    async def charging() -> bool:
+        state = await find_instance(store, "op-1", "shop")
+        return state is not None and state.steps["charge"].status.value == "active"
+
+    await wait_for(charging, message="the charge step")
+    result = await operator(client, "abort", "op-1")
+    assert result["ok"], result
+    state = await wait_terminal(client, "op-1")
+    await participant.stop()
+    assert state.status.value == "compensated"
+    assert state.failure_reason == "test"
+    assert "operator.abort" in [h.event for h in state.history]
+
+    refused = await operator(client, "abort", "op-1")
+    assert refused == {
+        "ok": False,
+        "message": "cannot abort: instance is compensated",
+        "status": "compensated",
+    }
+
+
+async def test_operator_retry_and_resume_a_parked_saga(client: Client, engine: Engine) -> None:
+    rules = {
+        **HAPPY,
+        "pay.charge": fail("pay.declined", "limit"),
+        "stock.release": fail("stock.release-failed", "offline"),
+    }
+    state, participant = await run_saga(client, rules, "op-2")
+    assert state.status.value == "parked"
+    retried = await operator(client, "retry", "op-2")  # fails again: parks again
+    assert retried["ok"], retried
+    await wait_for(lambda: _parked_after_retry(client, "op-2"), message="parked again")
+    resumed = await operator(client, "resume", "op-2")
+    assert resumed["ok"], resumed
+    final = await wait_terminal(client, "op-2", statuses=("compensated",))
+    assert final.steps["reserve"].compensation.value == "resolved"
+    assert (await operator(client, "resume", "op-2"))["ok"] is False
+    assert (await operator(client, "retry", "nobody"))["message"] == "no instance 'nobody'"
+
+
+async def _parked_after_retry(client: Client, saga_id: str) -> bool:
+    state = await find_instance(
+        await instance_store(client.jetstream(), Topology()), saga_id, "shop"
+    )
+    events = [h.event for h in state.history] if state else []
+    return bool(state) and "operator.retry" in events and events[-1] == "saga.parked"

@@ -1,0 +1,76 @@
+"""Read what a stream holds, in stream order, without disturbing any durable consumer.
+
+For tools (the invariants checker, audits): an ephemeral, unacknowledged pull
+consumer reads every message stored at the moment of the call, then goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One message as the stream stores it."""
+
+    stream: str
+    sequence: int
+    """Stream sequence: the global order of the stream (a KV revision for a KV stream)."""
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+async def read_stream(
+    js: JetStreamContext,
+    stream: str,
+    subjects: list[str] | None = None,
+    batch: int = 500,
+    fetch_timeout: float = 2.0,
+) -> list[StoredMessage]:
+    """Every message of ``stream`` (on ``subjects`` when given) stored when the call begins."""
+    wanted = sorted(set(subjects or []))
+    config = ConsumerConfig(
+        name=f"read-{uuid.uuid4().hex[:12]}",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.NONE,
+        filter_subject=wanted[0] if len(wanted) == 1 else None,
+        filter_subjects=wanted if len(wanted) > 1 else None,
+        inactive_threshold=30.0,
+        mem_storage=True,
+        num_replicas=1,
+    )
+    info = await js.add_consumer(stream, config)
+    name = info.name
+    remaining = info.num_pending or 0
+    found: list[StoredMessage] = []
+    try:
+        sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
+        while remaining > 0:
+            try:
+                msgs = await sub.fetch(min(batch, remaining), timeout=fetch_timeout)
+            except (TimeoutError, NatsTimeoutError):
+                break  # purged or expired meanwhile: what is left is all there is
+            for msg in msgs:
+                meta = msg.metadata
+                found.append(
+                    StoredMessage(
+                        stream,
+                        meta.sequence.stream,
+                        msg.subject,
+                        msg.data,
+                        dict(msg.headers or {}),
+                    )
+                )
+            remaining -= len(msgs)
+        await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(stream, name)
+    return found
