@@ -317,7 +317,7 @@ async def test_operator_retry_and_resume_a_parked_saga(client: Client, engine: E
         "pay.charge": fail("pay.declined", "limit"),
         "stock.release": fail("stock.release-failed", "offline"),
     }
-    state, participant = await run_saga(client, rules, "op-2")
+    state, _ = await run_saga(client, rules, "op-2")
     assert state.status.value == "parked"
     retried = await operator(client, "retry", "op-2")  # fails again: parks again
     assert retried["ok"], retried
