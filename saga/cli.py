@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import sys
@@ -224,14 +225,41 @@ def graph(file: Path) -> None:
     help="Store of the embedded nats-server (used when no --nats is given).",
 )
 @click.option("--log-level", default="INFO", show_default=True, envvar="SAGA_LOG_LEVEL")
+@click.option(
+    "--admin",
+    "admin_address",
+    default="127.0.0.1:7480",
+    show_default=True,
+    envvar="SAGA_ADMIN_ADDR",
+    help="Admin HTTP API address HOST:PORT, or 'off' [env SAGA_ADMIN_ADDR].",
+)
+@click.option(
+    "--admin-token",
+    envvar="SAGA_ADMIN_TOKEN",
+    help="Bearer token the admin API requires [env SAGA_ADMIN_TOKEN].",
+)
 @nats_options
-def run(definitions: Path, data_dir: Path, log_level: str, **kwargs: Any) -> None:
+def run(
+    definitions: Path,
+    data_dir: Path,
+    log_level: str,
+    admin_address: str,
+    admin_token: str | None,
+    **kwargs: Any,
+) -> None:
     """Run the engine until SIGTERM/SIGINT. Without --nats it embeds a nats-server."""
+    from saga.admin import parse_address
     from saga.runner import run_engine
 
     configure_logging(log_level)
     settings = nats_settings(kwargs, "saga-engine", discover=False)
-    run_async(run_engine)(definitions, settings, data_dir)
+    try:
+        admin = parse_address(admin_address)
+    except SagaError as exc:
+        raise click.BadParameter(str(exc), param_hint="--admin") from None
+    if admin is not None and admin_token:
+        admin = dataclasses.replace(admin, token=admin_token)
+    run_async(run_engine)(definitions, settings, data_dir, admin=admin)
 
 
 @main.command()

@@ -140,7 +140,12 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
     click.echo(f"saga demo: {count} sagas, logs in {work}")
     server = await asyncio.to_thread(EmbeddedServer(store_dir=work / "nats").start)
     click.echo(f"  nats-server     {server.url} (embedded, JetStream store {work / 'nats'})")
-    env = {**os.environ, "SAGA_NATS_URL": server.url, "SAGA_LOG_LEVEL": "WARNING"}
+    env = {
+        "SAGA_ADMIN_ADDR": "127.0.0.1:0",
+        **os.environ,
+        "SAGA_NATS_URL": server.url,
+        "SAGA_LOG_LEVEL": "WARNING",
+    }
     processes = Processes(work)
     nc = None
     try:

@@ -8,6 +8,7 @@ import signal
 import socket
 from pathlib import Path
 
+from saga.admin import AdminServer, AdminSettings
 from saga.definition import load_definitions
 from saga.engine import Engine, EngineSettings
 from saga.nats.connection import NatsSettings, connect
@@ -55,6 +56,7 @@ async def run_engine(
     data_dir: Path = DEFAULT_DATA_DIR,
     settings: EngineSettings | None = None,
     announce: bool = True,
+    admin: AdminSettings | None = None,
 ) -> None:
     """Until SIGTERM/SIGINT: stop fetching, finish in-flight work, drain, stop the embedded server."""
     definitions = load_definitions([definitions_path])
@@ -68,13 +70,18 @@ async def run_engine(
                 flush=True,
             )
     nc = await connect(nats)
-    telemetry = telemetry_from_env("saga-engine")
+    telemetry = telemetry_from_env("saga-engine", prometheus=admin is not None)
     engine = Engine(nc, definitions, settings, telemetry=telemetry)
+    admin_server = AdminServer(engine, admin) if admin is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if admin_server is not None:  # first, so /healthz answers while provisioning
+            url = await admin_server.start()
+            if announce:
+                print(f"admin API on {url}", flush=True)
         await engine.start()
         if announce:
             print(
@@ -85,6 +92,8 @@ async def run_engine(
         log.info("shutting down: finishing in-flight work")
     finally:
         await engine.stop()
+        if admin_server is not None:
+            await admin_server.stop()
         await nc.drain()
         telemetry.shutdown()
         if server is not None:

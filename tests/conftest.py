@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from nats.aio.client import Client
 
 from saga.nats.server import EmbeddedServer
+
+# Engines started by tests (often several at once) bind their admin API to a free port.
+os.environ.setdefault("SAGA_ADMIN_ADDR", "127.0.0.1:0")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "definitions"

@@ -30,7 +30,7 @@ class Observer:
         saga_trace: Mapping[str, str],
         now: datetime,
     ) -> None:
-        if not self.telemetry.enabled:
+        if not self.telemetry.enabled and self.metrics is None:
             return
         name = after.saga_name
         labels = {"saga.name": name}

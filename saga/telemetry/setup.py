@@ -73,35 +73,54 @@ def _wanted() -> bool:
     return bool(exporter or endpoint)
 
 
-def telemetry_from_env(service_name: str) -> Telemetry:
-    """Configure the SDK from the standard variables; a disabled Telemetry when not asked for."""
-    if not _wanted():
+def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry:
+    """Configure the SDK from the standard variables; a disabled Telemetry when not asked for.
+
+    ``prometheus`` adds a metrics reader for the admin endpoint's ``/metrics``, even
+    when tracing is off (metrics are then the only thing recorded).
+    """
+    tracing = _wanted()
+    if not tracing and not prometheus:
         return Telemetry.disabled()
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
     resource = Resource.create(attributes)
-    tracer_provider = SdkTracerProvider(resource=resource)
-    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
-    span_exporter = ConsoleSpanExporter() if exporter_name == "console" else _otlp_spans()
-    tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    providers: list[Any] = [tracer_provider]
-    meter_provider = None
-    if os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "otlp":
-        reader = PeriodicExportingMetricReader(_otlp_metrics())
-        meter_provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
+    providers: list[Any] = []
+    tracer: Tracer = trace.NoOpTracer()
+    if tracing:
+        tracer_provider = _tracer_provider(resource)
+        providers.append(tracer_provider)
+        tracer = tracer_provider.get_tracer(INSTRUMENTATION)
+        trace.set_tracer_provider(tracer_provider)
+    readers: list[MetricReader] = []
+    if tracing and os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "otlp":
+        readers.append(PeriodicExportingMetricReader(_otlp_metrics()))
+    if prometheus:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        readers.append(PrometheusMetricReader())
+    meter = None
+    if readers:
+        meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
         providers.append(meter_provider)
-    telemetry = Telemetry.for_providers(tracer_provider, meter_provider)
-    telemetry.providers = providers
-    trace.set_tracer_provider(tracer_provider)
-    if meter_provider is not None:
         metrics.set_meter_provider(meter_provider)
-    log.info("tracing on: exporting with %s", exporter_name)
-    return telemetry
+        meter = meter_provider.get_meter(INSTRUMENTATION)
+    log.info("telemetry: tracing %s, metrics readers %d", "on" if tracing else "off", len(readers))
+    return Telemetry(tracer, meter, tracing, providers)
+
+
+def _tracer_provider(resource: Any) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    provider = SdkTracerProvider(resource=resource)
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+    exporter = ConsoleSpanExporter() if exporter_name == "console" else _otlp_spans()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
 
 
 def _grpc() -> bool:

@@ -52,11 +52,11 @@ class Transport(Protocol):
 
 
 class SagaHarness:
-    """One definition, its scripted participants, and the sagas a test starts.
+    """One definition, its scripted participants, and the sagas a test starts::
 
-    >>> h = SagaHarness.from_file("definitions/order-fulfilment.yaml")
-    >>> h.on("inventory.reserve", reply("inventory.reserved", reservation_id="r1"))
-    >>> result = await h.run({"order_id": "o1", "items": [], "total": 5})
+    h = SagaHarness.from_file("definitions/order-fulfilment.yaml")
+    h.on("inventory.reserve", reply("inventory.reserved", reservation_id="r1"))
+    result = await h.run({"order_id": "o1", "items": [], "total": 5})
     """
 
     def __init__(
@@ -100,7 +100,11 @@ class SagaHarness:
     async def open(self) -> SagaHarness:
         """Start the transport: on nats-server, the server, the engine and the participants."""
         if not self._opened:
-            await self.transport.open()
+            try:
+                await self.transport.open()
+            except BaseException:
+                await self.transport.close()  # whatever did start (a server process) stops
+                raise
             self._opened = True
         return self
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,24 +31,29 @@ def saga(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProce
 
 
 @pytest.fixture
-def running(nats_server: EmbeddedServer, tmp_path: Path) -> Iterator[str]:
+def logs(tmp_path: Path) -> Path:
+    return tmp_path / "logs.txt"
+
+
+@pytest.fixture
+def running(nats_server: EmbeddedServer, logs: Path) -> Iterator[str]:
     """``saga run`` and ``saga participant`` processes against an external server."""
     url = nats_server.url
     env = {**os.environ, "SAGA_LOG_LEVEL": "WARNING"}
-    logs = (tmp_path / "logs.txt").open("ab")
+    log_file = logs.open("ab")
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "saga", "run", "--nats", url, "--definitions", str(DEFINITIONS)],
-            stdout=logs,
-            stderr=logs,
+            stdout=log_file,
+            stderr=log_file,
             env=env,
         )
     ]
     children += [
         subprocess.Popen(
             [sys.executable, "-m", "saga", "participant", f"services.{name}:app", "--nats", url],
-            stdout=logs,
-            stderr=logs,
+            stdout=log_file,
+            stderr=log_file,
             env=env,
         )
         for name in SERVICES
@@ -62,8 +68,8 @@ def running(nats_server: EmbeddedServer, tmp_path: Path) -> Iterator[str]:
         for child in children:
             child.send_signal(signal.SIGTERM)
         codes = [child.wait(20) for child in children]
-        logs.close()
-        assert codes == [0] * len(children), (tmp_path / "logs.txt").read_text()
+        log_file.close()
+        assert codes == [0] * len(children), logs.read_text()
 
 
 def order(order_id: str, **extra: object) -> str:
@@ -145,3 +151,28 @@ def test_demo_runs_and_every_saga_ends_as_expected() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "16/16 sagas ended as expected" in result.stdout
     assert "compensated at book_hotel" in result.stdout
+
+
+def test_admin_api_and_operator_commands(running: str, logs: Path) -> None:
+    done = saga(
+        "start",
+        "order-fulfilment",
+        "--data",
+        order("cli-3"),
+        "--wait",
+        "--definitions",
+        str(DEFINITIONS),
+        url=running,
+    )
+    assert done.returncode == 0, done.stderr
+    refused = saga("abort", "cli-3", "--reason", "customer called", url=running)
+    assert refused.returncode == 1
+    assert "abort refused: cannot abort: instance is completed" in refused.stderr
+    missing = saga("retry", "nobody", url=running)
+    assert "retry refused: no instance 'nobody'" in missing.stderr
+
+    line = next(line for line in logs.read_text().splitlines() if line.startswith("admin API on "))
+    url = line.removeprefix("admin API on ").strip()
+    assert url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
+        assert json.loads(response.read()) == {"status": "ready"}

@@ -1,0 +1,206 @@
+"""Routes and server of the admin API (aiohttp), bound to loopback unless configured.
+
+With a token set, every route but the probes (``/healthz``, ``/readyz``) needs
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from saga.admin.openapi import OPENAPI
+from saga.engine.operator import ACTIONS, operator_event
+from saga.errors import ConfigError
+from saga.inspect import find_record, list_instances
+from saga.telemetry import trace_id_of
+
+if TYPE_CHECKING:
+    from saga.engine.service import Engine
+
+log = logging.getLogger("saga.admin")
+OPEN_PATHS = {"/healthz", "/readyz"}
+STATES = ("running", "compensating", "completed", "compensated", "parked")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    host: str = "127.0.0.1"
+    port: int = 7480
+    token: str | None = None
+    """Bearer token; ``None`` leaves the API open (it listens on loopback by default)."""
+
+
+def parse_address(text: str) -> AdminSettings | None:
+    """``HOST:PORT`` (``:PORT`` means loopback), or ``off``; ``ConfigError`` otherwise."""
+    if text.strip().lower() in ("off", "none", ""):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"admin address {text!r}: expected HOST:PORT, :PORT or off")
+    return AdminSettings(host=host or "127.0.0.1", port=int(port))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _dump(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class AdminServer:
+    def __init__(self, engine: Engine, settings: AdminSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get("/definitions", self.definitions)
+        app.router.add_get("/sagas", self.sagas)
+        app.router.add_get("/sagas/{saga_id}", self.saga)
+        app.router.add_post("/sagas/{saga_id}/{action}", self.action)
+        return app
+
+    async def start(self) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        addresses = self._runner.addresses
+        self.port = int(addresses[0][1]) if addresses else self.settings.port
+        url = f"http://{self.settings.host}:{self.port}"
+        log.info("admin API on %s", url)
+        return url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = self.settings.token
+        if token and request.path not in OPEN_PATHS:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _error(401, "missing or wrong bearer token")
+        return await handler(request)
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        reasons = []
+        if not self.engine.nc.is_connected:
+            reasons.append("not connected to NATS")
+        if not self.engine.ready.is_set():
+            reasons.append("streams, bucket or consumers not ready")
+        if reasons:
+            return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def openapi(self, _: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    async def definitions(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {
+                    "name": d.name,
+                    "version": d.version,
+                    "description": d.description,
+                    "trigger": d.trigger.event,
+                    "steps": [
+                        {
+                            "name": s.name,
+                            "driven": s.driven,
+                            "publish": s.publish.event if s.publish else None,
+                            "success": list(s.success),
+                            "failure": list(s.failure),
+                            "compensate": s.compensate.publish.event if s.compensate else None,
+                        }
+                        for s in d.steps
+                    ],
+                }
+                for d in self.engine.definitions.values()
+            ]
+        )
+
+    async def sagas(self, request: web.Request) -> web.Response:
+        state = request.query.get("state")
+        if state is not None and state not in STATES:
+            return _error(400, f"state must be one of {', '.join(STATES)}")
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return _error(400, "limit must be an integer")
+        if not 1 <= limit <= 10_000:
+            return _error(400, "limit must be between 1 and 10000")
+        assert self.engine.store is not None
+        found = await list_instances(self.engine.store, state, request.query.get("name"), limit)
+        return web.json_response(
+            [
+                _dump(
+                    {
+                        "saga_id": s.saga_id,
+                        "saga_name": s.saga_name,
+                        "saga_version": s.saga_version,
+                        "status": s.status.value,
+                        "started_at": s.started_at,
+                        "finished_at": s.finished_at,
+                    }
+                )
+                for s in found
+            ]
+        )
+
+    async def saga(self, request: web.Request) -> web.Response:
+        assert self.engine.store is not None
+        saga_id = request.match_info["saga_id"]
+        record = await find_record(self.engine.store, saga_id, request.query.get("name"))
+        if record is None:
+            return _error(404, f"no instance {saga_id!r}")
+        body = json.loads(record.state.model_dump_json())
+        body["trace_id"] = trace_id_of(record.trace)
+        return web.json_response(body)
+
+    async def action(self, request: web.Request) -> web.Response:
+        action = request.match_info["action"]
+        if action not in ACTIONS:
+            return _error(404, f"unknown action {action!r}")
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                return _error(400, "body must be JSON")
+            if not isinstance(body, dict):
+                return _error(400, "body must be a JSON object")
+        saga_id = request.match_info["saga_id"]
+        result = await self.engine.act(
+            saga_id, body.get("name"), operator_event(action, body.get("reason"))
+        )
+        if not result.ok and result.status is None:
+            return _error(404, result.message)
+        return web.json_response(_dump(result.__dict__), status=200 if result.ok else 409)
