@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 from nats.errors import NoRespondersError, NoServersError
 
+from saga.cli_asyncapi import asyncapi_command
 from saga.definition import definition_files, json_schema, load_definition, load_definitions
 from saga.definition.diagram import to_mermaid
 from saga.errors import DefinitionError, Problem, SagaError
@@ -455,6 +456,7 @@ async def _operator(
     click.echo(f"{action}: {result['message']}; instance is now {result['status']}")
 
 
+main.add_command(asyncapi_command)
 _operator_command("abort", "Compensate a running saga now.")
 _operator_command("retry", "Re-drive a parked compensation, or the running step.")
 _operator_command("resume", "Mark a parked compensation as done by hand and go on compensating.")

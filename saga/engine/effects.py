@@ -10,7 +10,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from saga.core.commands import CancelTimer, Command, Finished, Parked, PublishEvent, ScheduleTimer
+from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, ScheduleTimer
 from saga.core.state import InstanceState
 from saga.nats.timers import BrokerTimers
 from saga.nats.topology import STATUS_PREFIX
@@ -42,6 +42,24 @@ def net_commands(commands: Sequence[Command]) -> list[Command]:
     return result
 
 
+def status_event(
+    state: InstanceState, status: str, reason: str | None
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The lifecycle event ``saga.status.<saga>.<status>``: subject, payload, headers."""
+    payload = {
+        "saga_id": state.saga_id,
+        "saga_name": state.saga_name,
+        "status": status,
+        "reason": reason,
+    }
+    headers = {
+        HEADER_SAGA_ID: state.saga_id,
+        HEADER_SAGA_NAME: state.saga_name,
+        HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
+    }
+    return f"{STATUS_PREFIX}.{state.saga_name}.{status}", payload, headers
+
+
 class Effects:
     def __init__(
         self, js: JetStreamContext, timers: BrokerTimers, telemetry: Telemetry | None = None
@@ -51,54 +69,47 @@ class Effects:
         self.telemetry = telemetry or Telemetry.disabled()
 
     async def run(self, state: InstanceState, commands: Sequence[Command]) -> None:
-        """All commands concurrently; raises if any failed (the caller naks and retries)."""
-        pending: list[Awaitable[Any]] = [self._one(state, c) for c in net_commands(commands)]
+        """Send in the decided order, pipelined; then wait for every ack.
+
+        Publishes go out one after the other on the connection (so the stream keeps
+        the decided order) without waiting for each ack; any failure raises, and the
+        caller naks the message so the outbox is sent again.
+        """
+        pending: list[Awaitable[Any]] = []
+        for command in net_commands(commands):
+            pending.append(await self._send(state, command))
         if pending:
             await asyncio.gather(*pending)
 
-    async def _one(self, state: InstanceState, command: Command) -> None:
+    async def _send(self, state: InstanceState, command: Command) -> Awaitable[Any]:
         name, sid = state.saga_name, state.saga_id
         if isinstance(command, PublishEvent):
             headers = {**command.headers, HEADER_MSG_ID: command.msg_id}
-            await self._publish(command.subject, encode(command.data), headers, sid)
-        elif isinstance(command, ScheduleTimer):
+            return await self._publish(command.subject, encode(command.data), headers, sid)
+        if isinstance(command, ScheduleTimer):
             context: dict[str, str] = {}
             if self.telemetry.enabled:
                 inject(context)  # the fired timer's processing joins this trace
-            await self.timers.schedule(name, sid, command.timer, command.fire_at, context)
-        elif isinstance(command, CancelTimer):
-            await self.timers.cancel(name, sid, command.timer)
-        elif isinstance(command, Finished):
-            await self._announce(state, command.status, state.failure_reason)
-        elif isinstance(command, Parked):
-            log.warning(
-                "saga %s %s parked at compensation of %s: %s",
-                name,
-                sid,
-                command.step,
-                command.reason,
-            )
-            await self._announce(state, "parked", command.reason)
+            return await self.timers.schedule(name, sid, command.timer, command.fire_at, context)
+        if isinstance(command, CancelTimer):
+            return asyncio.ensure_future(self.timers.cancel(name, sid, command.timer))
+        if isinstance(command, Parked):
+            log.warning("parked at the compensation of %s: %s", command.step, command.reason)
+            return await self._announce(state, "parked", command.reason)
+        return await self._announce(state, command.status, state.failure_reason)
 
-    async def _announce(self, state: InstanceState, status: str, reason: str | None) -> None:
-        payload = {
-            "saga_id": state.saga_id,
-            "saga_name": state.saga_name,
-            "status": status,
-            "reason": reason,
-        }
-        headers = {
-            HEADER_SAGA_ID: state.saga_id,
-            HEADER_SAGA_NAME: state.saga_name,
-            HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
-        }
-        subject = f"{STATUS_PREFIX}.{state.saga_name}.{status}"
-        await self._publish(subject, encode(payload), headers, state.saga_id)
+    async def _announce(
+        self, state: InstanceState, status: str, reason: str | None
+    ) -> Awaitable[Any]:
+        subject, payload, headers = status_event(state, status, reason)
+        return await self._publish(subject, encode(payload), headers, state.saga_id)
 
     async def _publish(
         self, subject: str, data: bytes, headers: dict[str, str], saga_id: str
-    ) -> None:
+    ) -> Awaitable[Any]:
+        """Send now; returns the ack to wait for."""
         with sending(
             self.telemetry, subject, headers, saga_id=saga_id, message_id=headers.get(HEADER_MSG_ID)
         ):
-            await self.js.publish(subject, data, headers=headers)
+            ack: Awaitable[Any] = await self.js.publish_async(subject, data, headers=headers)
+        return ack

@@ -66,7 +66,7 @@ class Intake:
         if isinstance(payload, Reject):
             return payload
         trigger = subject == definition.trigger.event
-        saga_id = _saga_id(definition, payload, headers, trigger)
+        saga_id = saga_id_of(definition, subject, payload, headers)
         if saga_id is None:
             if not trigger:
                 return Reject(
@@ -114,13 +114,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _saga_id(
-    definition: SagaDefinition, payload: dict[str, Any], headers: dict[str, str], trigger: bool
+def saga_id_of(
+    definition: SagaDefinition, subject: str, payload: Any, headers: dict[str, str]
 ) -> str | None:
-    """Header ``Saga-Id`` first (every reply carries it), else the definition's id source."""
+    """``Saga-Id`` first (every reply carries it), else the trigger's id header, else ``id.field``."""
     source = definition.trigger.id
     value: Any = headers.get(HEADER_SAGA_ID)
-    if not value and trigger and source.header is not None:
+    if not value and subject == definition.trigger.event and source.header is not None:
         value = headers.get(source.header)
     if not value and source.field is not None:
         value = compile_expression(source.field).search(payload)

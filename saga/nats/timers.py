@@ -15,7 +15,9 @@ Either way timers survive engine restarts and move between replicas.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Any
 
 from nats.js import JetStreamContext
 
@@ -57,8 +59,9 @@ class BrokerTimers:
         timer: Timer,
         at: datetime,
         extra_headers: dict[str, str] | None = None,
-    ) -> None:
-        """``extra_headers`` (trace context) travel with the timer and come back when it fires."""
+    ) -> Awaitable[Any]:
+        """Send the timer; returns its publish ack to wait for. ``extra_headers`` (trace
+        context) travel with the timer and come back when it fires."""
         fire = timer_fire_subject(saga_name, saga_id, timer.key)
         headers = {
             **(extra_headers or {}),
@@ -68,12 +71,11 @@ class BrokerTimers:
         }
         if not self.native:
             headers[HEADER_DUE] = at.astimezone(UTC).isoformat()
-            await self.js.publish(fire, b"", headers=headers, stream=self.stream)
-            return
+            return await self.js.publish_async(fire, b"", headers=headers, stream=self.stream)
         headers[HEADER_SCHEDULE] = schedule_time(at)
         headers[HEADER_SCHEDULE_TARGET] = fire
         subject = timer_schedule_subject(saga_name, saga_id, timer.key)
-        await self.js.publish(subject, b"", headers=headers, stream=self.stream)
+        return await self.js.publish_async(subject, b"", headers=headers, stream=self.stream)
 
     async def cancel(self, saga_name: str, saga_id: str, timer: Timer) -> None:
         if self.native:

@@ -19,13 +19,14 @@ from saga.core import decide
 from saga.core.commands import CancelTimer, Command, Finished, Parked, PublishEvent, ScheduleTimer
 from saga.core.events import Event, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
+from saga.engine.effects import status_event
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.topology import instance_key
 from saga.protocol import HEADER_MSG_ID
 from saga.store import InstanceRecord, MemoryInstanceStore
 from saga.testing.errors import HarnessError
 from saga.testing.script import Outgoing, Script
-from saga.testing.wire import DeadLetter, Message, SubjectIndex, status_event
+from saga.testing.wire import DeadLetter, Message, SubjectIndex
 
 DUPLICATE_WINDOW = timedelta(seconds=120)
 """As the engine provisions ``SAGA_EVENTS``: a repeated ``Nats-Msg-Id`` within it is dropped."""

@@ -12,9 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from saga.core.state import InstanceState
-from saga.definition.expressions import compile_expression
 from saga.definition.model import SagaDefinition
+from saga.engine.intake import saga_id_of
 from saga.nats.topology import STATUS_PREFIX
 from saga.protocol import (
     HEADER_ATTEMPT,
@@ -168,21 +167,6 @@ class SubjectIndex:
         return Message(subject, payload, dict(headers), role, saga_id, at)
 
 
-def saga_id_of(
-    definition: SagaDefinition, subject: str, payload: Any, headers: dict[str, str]
-) -> str | None:
-    """The engine's rule: ``Saga-Id``, else the trigger's id header, else ``id.field``."""
-    source = definition.trigger.id
-    value: Any = headers.get(HEADER_SAGA_ID)
-    if not value and subject == definition.trigger.event and source.header is not None:
-        value = headers.get(source.header)
-    if not value and source.field is not None:
-        value = compile_expression(source.field).search(payload)
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        return None
-    return str(value)
-
-
 def trigger_headers(
     definition: SagaDefinition,
     payload: dict[str, Any],
@@ -243,24 +227,6 @@ def emitted_headers(
     else:
         headers[HEADER_MSG_ID] = f"{name}:{saga_id}:emit:{serial}"
     return headers | extra
-
-
-def status_event(
-    state: InstanceState, status: str, reason: str | None
-) -> tuple[str, dict[str, Any], dict[str, str]]:
-    """The lifecycle event the engine announces (mirrors ``saga.engine.effects``)."""
-    payload = {
-        "saga_id": state.saga_id,
-        "saga_name": state.saga_name,
-        "status": status,
-        "reason": reason,
-    }
-    headers = {
-        HEADER_SAGA_ID: state.saga_id,
-        HEADER_SAGA_NAME: state.saga_name,
-        HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
-    }
-    return f"{STATUS_PREFIX}.{state.saga_name}.{status}", payload, headers
 
 
 @dataclass(frozen=True)
