@@ -65,6 +65,8 @@ from saga.protocol import (
 UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT)
 """Started, then given up on: a late reply still tells what happened."""
 IN_FLIGHT = (StepStatus.ACTIVE, StepStatus.RETRY_WAIT)
+DONE = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
+"""A dependency in one of these states lets the steps after it start."""
 
 
 @dataclass(frozen=True)
@@ -201,16 +203,62 @@ class _Transition:
 
     # -- forward ------------------------------------------------------------
 
+    @property
+    def failing(self) -> bool:
+        """A step failed but parallel steps are still in flight (``branch_failure: wait``)."""
+        return self.state.status is Status.RUNNING and self.state.failure_reason is not None
+
     def advance(self) -> None:
-        """Start the next pending step, or complete the saga when none is left."""
-        for step in self.definition.steps:
-            s = self.state.steps[step.name]
-            if s.status is StepStatus.SUCCEEDED:
-                continue
-            if s.status is StepStatus.PENDING:
+        """Start every step whose dependencies are done (skipping those whose condition is
+        false); complete the saga when every step succeeded or was skipped."""
+        progressed = True
+        while progressed and self.state.status is Status.RUNNING and not self.failing:
+            progressed = False
+            for step in self.definition.steps:
+                s = self.state.steps[step.name]
+                if s.status is not StepStatus.PENDING or not self.ready(step.name):
+                    continue
+                progressed = True
+                # An observed step whose service already answered did run: its outcome
+                # wins over the condition.
+                if (
+                    step.when is not None
+                    and s.early is None
+                    and not _truthy(render(step.when, self.state.template_context()))
+                ):
+                    s.status, s.finished_at = StepStatus.SKIPPED, self.now
+                    self.record("step.skipped", step.name, detail=f"condition false: {step.when}")
+                    continue
                 self.start_step(step, s)
-            return
-        self.finish(Status.COMPLETED)
+                if self.state.status is not Status.RUNNING or self.failing:
+                    return
+        if (
+            self.state.status is Status.RUNNING
+            and not self.failing
+            and all(s.status in DONE for s in self.state.steps.values())
+        ):
+            self.finish(Status.COMPLETED)
+
+    def ready(self, name: str) -> bool:
+        return all(self.state.steps[d].status in DONE for d in self.definition.dependencies(name))
+
+    def after_outcome(self) -> None:
+        """A step ended: go forward, or, if a branch failed, compensate once none is in flight."""
+        if not self.failing:
+            self.advance()
+        elif not any(s.status in IN_FLIGHT for s in self.state.steps.values()):
+            self.begin_compensation(self.state.failure_step, self.state.failure_reason or "failed")
+
+    def fail(self, step: str, reason: str) -> None:
+        """A step failed for good: compensate now, or first wait for the parallel steps."""
+        if self.state.failure_reason is None:
+            self.state.failure_step, self.state.failure_reason = step, reason
+        if self.definition.branch_failure == "abandon":
+            self.abandon_in_flight()
+        in_flight = [n for n, s in self.state.steps.items() if s.status in IN_FLIGHT]
+        if in_flight:
+            self.record("saga.failing", step, detail="waiting for " + ", ".join(in_flight))
+        self.after_outcome()
 
     def start_step(self, step: Step, s: StepState) -> None:
         s.status = StepStatus.ACTIVE
@@ -251,11 +299,16 @@ class _Transition:
             if s.status in IN_FLIGHT:
                 self.cancel_step_timers(event.step, s)
                 self.mark_succeeded(step, s, event.data)
-                self.advance()
+                self.after_outcome()
                 return None
             if s.status is StepStatus.PENDING and not step.driven and s.early is None:
                 s.early = Outcome(succeeded=True, data=event.data)
                 self.record("step.early-reply", event.step, detail="success")
+                return None
+            if self.failing and _outcome_unknown(step, s):
+                self.mark_succeeded(step, s, event.data)  # compensated with the others
+                self.record("step.late-success", event.step)
+                self.after_outcome()
                 return None
             return f"step {event.step!r} is {s.status.value}: duplicate or stray reply"
         if _outcome_unknown(step, s):
@@ -287,7 +340,7 @@ class _Transition:
                 self.cancel_step_timers(event.step, s)
                 s.status, s.reason, s.finished_at = StepStatus.FAILED, event.reason, self.now
                 self.record("step.failed", event.step, s.attempt, event.reason)
-                self.begin_compensation(event.step, event.reason)
+                self.fail(event.step, event.reason)
                 return None
             if s.status is StepStatus.PENDING and not step.driven and s.early is None:
                 s.early = Outcome(succeeded=False, data=event.data, reason=event.reason)
@@ -309,7 +362,9 @@ class _Transition:
                 return "deadline passed after the forward path ended"
             self.abandon_in_flight()
             self.record("saga.deadline-exceeded")
-            self.begin_compensation(None, "deadline exceeded")
+            self.begin_compensation(
+                self.state.failure_step, self.state.failure_reason or "deadline exceeded"
+            )
             return None
         s = self.state.steps.get(timer.step or "")
         if s is None or timer.step is None:
@@ -330,7 +385,7 @@ class _Transition:
             s.status, s.finished_at = StepStatus.TIMED_OUT, self.now
             s.reason = f"timed out after {s.attempt} attempt(s)"
             self.record("step.timed-out", name, s.attempt)
-            self.begin_compensation(name, s.reason)
+            self.fail(name, s.reason)
             return None
         if timer.kind is TimerKind.STEP_RETRY and s.status is StepStatus.RETRY_WAIT:
             self.drive(step, s, s.attempt + 1)
@@ -485,7 +540,10 @@ class _Transition:
             return f"cannot abort: instance is {self.state.status.value}"
         self.abandon_in_flight()
         self.record("operator.abort", detail=event.reason)
-        self.begin_compensation(None, event.reason)
+        if self.failing:
+            self.begin_compensation(self.state.failure_step, self.state.failure_reason or "")
+        else:
+            self.begin_compensation(None, event.reason)
         return None
 
     def operator_retry(self, _: OperatorRetry) -> str | None:
@@ -549,6 +607,13 @@ _OPERATOR_VERBS: dict[type, str] = {
     OperatorRetry: "retry",
     OperatorResume: "resume",
 }
+
+
+def _truthy(value: Any) -> bool:
+    """JMESPath truth: false, null and empty strings, lists and objects are false."""
+    if value is None or value is False:
+        return False
+    return not (isinstance(value, str | list | dict) and not value)
 
 
 def _kept(data: dict[str, Any], keep: list[str] | None) -> dict[str, Any]:

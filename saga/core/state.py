@@ -31,6 +31,8 @@ class StepStatus(StrEnum):
     TIMED_OUT = "timed-out"
     ABANDONED = "abandoned"
     """Was in flight when compensation began; its outcome is unknown until a late reply."""
+    SKIPPED = "skipped"
+    """Its ``when`` condition was false: it never ran and is never compensated."""
 
 
 class CompensationStatus(StrEnum):

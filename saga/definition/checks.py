@@ -22,6 +22,7 @@ def check_definition(definition: SagaDefinition) -> list[Finding]:
         *_unique_step_names(definition),
         *_subject_roles(definition),
         *_step_policies(definition),
+        *_dependencies(definition),
         *_references(definition),
     ]
 
@@ -143,30 +144,68 @@ def _compensation_policy(step: Step, path: Path) -> Iterator[Finding]:
         )
 
 
+def _dependencies(definition: SagaDefinition) -> Iterator[Finding]:
+    """``after`` names earlier steps only: the list is a valid order, so there is no cycle."""
+    position = {s.name: j for j, s in enumerate(definition.steps)}
+    for i, step in enumerate(definition.steps):
+        seen: set[str] = set()
+        for k, name in enumerate(step.after or []):
+            here: Path = ("steps", i, "after", k)
+            if name in seen:
+                yield here, f"{name!r} is listed twice"
+            seen.add(name)
+            j = position.get(name)
+            if j is None:
+                yield here, f"no step named {name!r} (steps: {_names(position)})"
+            elif j == i:
+                yield here, "a step cannot wait for itself"
+            elif j > i:
+                yield (
+                    here,
+                    (
+                        f"step {name!r} is listed later: list the steps in an order they can run "
+                        "(this also rules out cycles)"
+                    ),
+                )
+
+
 def _references(definition: SagaDefinition) -> Iterator[Finding]:
     for i, step in enumerate(definition.steps):
+        before = definition.ancestors(step.name)
         if step.publish is not None and step.publish.data is not None:
             here: Path = ("steps", i, "publish", "data")
-            yield from _check_refs(definition, step.publish.data, here, visible=i)
+            yield from _check_refs(definition, step.publish.data, here, before, step.name)
+        if step.when is not None:
+            yield from _check_refs(definition, step.when, ("steps", i, "when"), before, step.name)
         comp = step.compensate
         if comp is not None and comp.publish.data is not None:
             here = ("steps", i, "compensate", "publish", "data")
-            yield from _check_refs(definition, comp.publish.data, here, visible=i + 1)
+            yield from _check_refs(
+                definition, comp.publish.data, here, before | {step.name}, step.name
+            )
 
 
 def _check_refs(
-    definition: SagaDefinition, template: str | dict[str, object], path: Path, visible: int
+    definition: SagaDefinition,
+    template: str | dict[str, object],
+    path: Path,
+    visible: set[str],
+    reader: str,
 ) -> Iterator[Finding]:
-    """``visible``: how many leading steps have results at the time the template is rendered."""
+    """``visible``: the steps that have surely ended when the template is rendered."""
     for leaf, expression in template_leaves(template):
         for chain in template_references(expression):
-            message = _reference_problem(definition, chain, expression, visible)
+            message = _reference_problem(definition, chain, expression, visible, reader)
             if message is not None:
                 yield (*path, *leaf), message
 
 
 def _reference_problem(
-    definition: SagaDefinition, chain: tuple[str, ...], expression: str, visible: int
+    definition: SagaDefinition,
+    chain: tuple[str, ...],
+    expression: str,
+    visible: set[str],
+    reader: str,
 ) -> str | None:
     names = {s.name: j for j, s in enumerate(definition.steps)}
     root, text = chain[0], repr(".".join(chain))
@@ -182,10 +221,15 @@ def _reference_problem(
         j = names.get(chain[1])
         if j is None:
             return f"{text}: no step named {chain[1]!r} (steps: {_names(names)})"
-        if j >= visible:
+        if chain[1] not in visible:
+            if j >= definition.index(reader):
+                return (
+                    f"{text}: step {chain[1]!r} has not completed when this payload is built "
+                    "(a payload can read only earlier steps' results)"
+                )
             return (
-                f"{text}: step {chain[1]!r} has not completed when this payload is built "
-                "(a payload can read only earlier steps' results)"
+                f"{text}: step {chain[1]!r} may still be running when step {reader!r} starts; "
+                f"add it to {reader!r}'s 'after' to read its results"
             )
         step = definition.steps[j]
         if len(chain) > 2 and step.keep is not None and chain[2] not in step.keep:

@@ -7,7 +7,7 @@ Cross-field rules (names, subjects, references) live in :mod:`saga.definition.ch
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -186,6 +186,13 @@ class Step(_Model):
     """Retry policy of a driven step."""
     compensate: Compensation | None = None
     """How to undo this step when a later one fails."""
+    after: list[Annotated[str, Field(pattern=STEP_NAME_PATTERN)]] | None = None
+    """Steps that must succeed (or be skipped) before this one starts; by default the
+    step listed just before. ``[]`` starts it with the saga. Several steps after one
+    step run in parallel (fan-out); a step after several waits for all (fan-in)."""
+    when: Annotated[str, AfterValidator(_validate_template)] | None = None
+    """A JMESPath condition over the context; when false the step is skipped (and
+    never compensated)."""
 
     @property
     def driven(self) -> bool:
@@ -206,13 +213,45 @@ class SagaDefinition(_Model):
     deadline: Duration | None = None
     """The forward path must complete within this, or the saga is compensated."""
     steps: list[Step] = Field(min_length=1)
-    """The steps, run one after another in this order."""
+    """The steps, in an order they can run in: each after the one before it unless its
+    ``after`` says otherwise."""
+    branch_failure: Literal["wait", "abandon"] = "wait"
+    """When a step fails while parallel steps are in flight: ``wait`` for their outcomes
+    before compensating (so a step that succeeds is undone too), or ``abandon`` them at
+    once (a late success still queues its undo)."""
 
     def step(self, name: str) -> Step:
         for step in self.steps:
             if step.name == name:
                 return step
         raise KeyError(name)
+
+    def dependencies(self, name: str) -> list[str]:
+        """The steps ``name`` waits for: its ``after``, else the step listed before it."""
+        i = self.index(name)
+        after = self.steps[i].after
+        if after is not None:
+            return list(after)
+        return [self.steps[i - 1].name] if i > 0 else []
+
+    def ancestors(self, name: str) -> set[str]:
+        """Every step that must have ended before ``name`` starts (transitively)."""
+        found: set[str] = set()
+        todo = self.dependencies(name)
+        while todo:
+            step = todo.pop()
+            if step not in found and step in self.step_names():
+                found.add(step)
+                todo.extend(self.dependencies(step))
+        return found
+
+    def step_names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    @property
+    def linear(self) -> bool:
+        """True when no step says ``after``: the steps run one after another."""
+        return all(s.after is None for s in self.steps)
 
     def index(self, name: str) -> int:
         return [s.name for s in self.steps].index(name)

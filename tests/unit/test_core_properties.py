@@ -147,12 +147,29 @@ def definitions(draw: st.DrawFn, live: bool = False) -> SagaDefinition:
     raw: dict[str, Any] = {"name": "prop", "trigger": trigger, "steps": []}
     if draw(st.booleans()):
         raw["deadline"] = draw(st.sampled_from(("10s", "1m")))
-    readable = [f"trigger.{f}" for f in (trigger_keep or ["x", "y"])]
+    trigger_fields = [f"trigger.{f}" for f in (trigger_keep or ["x", "y"])]
+    fields: dict[str, list[str]] = {}
+    ancestors: dict[str, set[str]] = {}
+    if draw(st.booleans()):
+        raw["branch_failure"] = draw(st.sampled_from(("wait", "abandon")))
     for i in range(draw(st.integers(1, 5))):
+        name = f"s{i}"
+        after = draw(
+            st.none() | st.lists(st.sampled_from(sorted(fields)), unique=True)
+            if fields
+            else st.none()
+        )
+        deps = after if after is not None else ([f"s{i - 1}"] if i else [])
+        ancestors[name] = set(deps).union(*(ancestors[d] for d in deps))
+        readable = trigger_fields + [f for a in sorted(ancestors[name]) for f in fields[a]]
         needs_timeout = live and "deadline" not in raw
         step = draw(steps(i, readable, needs_timeout, live))
+        if after is not None:
+            step["after"] = after
+        if draw(st.integers(0, 3)) == 0:
+            step["when"] = draw(st.sampled_from(("trigger.x", "`true`", "`false`")))
         raw["steps"].append(step)
-        readable += [f"steps.s{i}.{f}" for f in step.get("keep", FIELDS)]
+        fields[name] = [f"steps.{name}.{f}" for f in step.get("keep", FIELDS)]
     definition = SagaDefinition.model_validate(raw)
     assert check_definition(definition) == []
     return definition
@@ -348,10 +365,25 @@ class Sim:
         }[after.status](after)
 
     def check_running(self, state: InstanceState) -> None:
-        statuses = [state.steps[s.name].status for s in self.definition.steps]
-        current = next(i for i, s in enumerate(statuses) if s is not StepStatus.SUCCEEDED)
-        assert statuses[current] in IN_FLIGHT
-        assert all(s is StepStatus.PENDING for s in statuses[current + 1 :])
+        """Steps start only after their dependencies; none that could start is left pending;
+        after a failure (waiting for parallel steps) something is still in flight."""
+        done = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
+        failing = state.failure_reason is not None
+        in_flight = [n for n, s in state.steps.items() if s.status in IN_FLIGHT]
+        for step in self.definition.steps:
+            s = state.steps[step.name]
+            ready = all(
+                state.steps[d].status in done for d in self.definition.dependencies(step.name)
+            )
+            if s.status is not StepStatus.PENDING:
+                assert ready, f"{step.name} ran before its dependencies"
+            elif not failing:
+                assert not ready, f"{step.name} could start but is still pending"
+            if s.status is StepStatus.SKIPPED:
+                assert step.when is not None
+        assert in_flight or not failing, "failing with nothing in flight"
+        if failing:
+            assert self.definition.branch_failure == "wait"
         assert state.compensation_queue == []
 
     def check_compensating(self, state: InstanceState) -> None:
@@ -366,7 +398,15 @@ class Sim:
         assert current is CompensationStatus.FAILED
 
     def check_completed(self, state: InstanceState) -> None:
-        assert state.completed == [s.name for s in self.definition.steps]
+        ran = [
+            s.name
+            for s in self.definition.steps
+            if state.steps[s.name].status is not StepStatus.SKIPPED
+        ]
+        assert sorted(state.completed) == sorted(ran)
+        assert all(
+            state.steps[n].status in (StepStatus.SUCCEEDED, StepStatus.SKIPPED) for n in state.steps
+        )
         assert self.undone == []
 
     def check_compensated(self, state: InstanceState) -> None:
@@ -571,6 +611,10 @@ def test_a_saga_nobody_answers_settles_compensated(definition: SagaDefinition) -
     sim.quiesce()
 
     assert sim.state is not None
+    skipped = [s.status is StepStatus.SKIPPED for s in sim.state.steps.values()]
+    if all(skipped):  # nothing had to run: nothing to wait for
+        assert sim.state.status is Status.COMPLETED
+        return
     assert sim.state.status is Status.COMPENSATED
     assert sim.undone == []
 

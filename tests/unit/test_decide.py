@@ -184,8 +184,21 @@ def order(definitions: dict[str, SagaDefinition]) -> Run:
     return Run(definitions["order-fulfilment"])
 
 
+def linear(definition: SagaDefinition) -> SagaDefinition:
+    """The example without ``after``/``when``: every step after the one before it."""
+    steps = [s.model_copy(update={"after": None, "when": None}) for s in definition.steps]
+    return definition.model_copy(update={"steps": steps})
+
+
 @pytest.fixture
 def travel(definitions: dict[str, SagaDefinition]) -> Run:
+    """travel-booking run one step after another (its parallel form is tested below)."""
+    return Run(linear(definitions["travel-booking"]), saga_id="trip-1")
+
+
+@pytest.fixture
+def trip(definitions: dict[str, SagaDefinition]) -> Run:
+    """travel-booking as written: hotel (observed) and car in parallel after the flight."""
     return Run(definitions["travel-booking"], saga_id="trip-1")
 
 
@@ -1134,3 +1147,87 @@ def test_timer_key_round_trips(timer: Timer) -> None:
 def test_timer_key_refuses_malformed_text() -> None:
     with pytest.raises(ValueError, match="TimerKind"):
         Timer.from_key("sleep._.1")
+
+
+# -- parallel branches and conditions -----------------------------------------------------
+
+
+def test_fan_out_starts_both_branches_after_their_common_step(trip: Run) -> None:
+    trip.start(TRIP)
+
+    decision = trip.ok("book_flight", {"booking_ref": "F1"})
+
+    assert [c.subject for c in published(decision)] == ["travel.car.rent"]
+    assert trip.step("book_hotel").status is StepStatus.ACTIVE  # observed: no command
+    assert trip.step("rent_car").status is StepStatus.ACTIVE
+
+
+def test_saga_completes_when_every_branch_succeeded(trip: Run) -> None:
+    trip.start(TRIP)
+    trip.ok("book_flight", {"booking_ref": "F1"})
+    trip.ok("rent_car", {"rental_ref": "C1"})
+    assert trip.state is not None
+    assert trip.state.status is Status.RUNNING
+
+    decision = trip.ok("book_hotel", {"reservation_ref": "H1"})
+
+    assert Finished("completed") in decision.commands
+
+
+def test_a_false_condition_skips_the_step_and_it_is_never_compensated(trip: Run) -> None:
+    trip.start({**TRIP, "no_car": True})
+    decision = trip.ok("book_flight", {"booking_ref": "F1"})
+    assert published(decision) == []
+    assert trip.step("rent_car").status is StepStatus.SKIPPED
+
+    trip.send(StepFailed("book_hotel", "hotel-full"))
+
+    assert trip.step("rent_car").compensation is CompensationStatus.NONE
+    assert trip.state is not None
+    assert trip.state.compensation_queue == ["book_flight"]
+
+
+def test_a_failed_branch_waits_for_the_other_then_undoes_newest_first(trip: Run) -> None:
+    trip.start(TRIP)
+    trip.ok("book_flight", {"booking_ref": "F1"})
+
+    waiting = trip.send(StepFailed("rent_car", "no-cars"))
+
+    assert published(waiting) == []  # the hotel is still in flight: nothing undone yet
+    assert trip.state is not None
+    assert trip.state.status is Status.RUNNING
+    decision = trip.ok("book_hotel", {"reservation_ref": "H1"})
+    assert [c.subject for c in published(decision)] == ["travel.hotel.cancel"]
+    assert trip.state.compensation_queue == ["book_hotel", "book_flight"]
+    assert trip.state.failure_step == "rent_car"
+
+
+def test_abandon_mode_compensates_at_once(definitions: dict[str, SagaDefinition]) -> None:
+    trip = Run(
+        definitions["travel-booking"].model_copy(update={"branch_failure": "abandon"}),
+        saga_id="trip-1",
+    )
+    trip.start(TRIP)
+    trip.ok("book_flight", {"booking_ref": "F1"})
+
+    decision = trip.send(StepFailed("rent_car", "no-cars"))
+
+    assert [c.subject for c in published(decision)] == ["travel.flight.cancel"]
+    assert trip.step("book_hotel").status is StepStatus.ABANDONED
+    trip.ok("book_hotel", {"reservation_ref": "H1"})  # late: its undo is queued next
+    assert trip.state is not None
+    assert trip.state.compensation_queue == ["book_flight", "book_hotel"]
+
+
+def test_a_timed_out_branch_that_succeeds_late_while_waiting_is_undone(trip: Run) -> None:
+    trip.start(TRIP)
+    trip.ok("book_flight", {"booking_ref": "F1"})
+    trip.fire(TimerKind.STEP_TIMEOUT, "book_hotel", 1)  # fails; the car is still in flight
+
+    late = trip.ok("book_hotel", {"reservation_ref": "H1"})
+    assert late.changed
+    decision = trip.ok("rent_car", {"rental_ref": "C1"})
+
+    assert [c.subject for c in published(decision)] == ["travel.hotel.cancel"]
+    assert trip.state is not None
+    assert trip.state.compensation_queue == ["book_hotel", "book_flight"]

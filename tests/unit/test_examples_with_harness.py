@@ -229,10 +229,11 @@ async def test_trip_completes_when_the_hotel_reacts_to_the_flight_on_its_own() -
 async def test_a_full_hotel_cancels_the_flight() -> None:
     h = travel().on("travel.flight.booked", fail("travel.hotel.full", "no-rooms"))
 
-    result = await h.run({**TRIP, "nights": 21})
+    result = await h.run({**TRIP, "nights": 21, "no_car": True})
 
     assert result.status == "compensated"
     assert result.failure_step == "book_hotel"
+    assert result.step("rent_car").status.value == "skipped"  # its condition was false
     assert trace(result.commands) == [
         ("travel.flight.book", "book_flight", "step", 1),
         ("travel.flight.cancel", "book_flight", "compensation", 1),
@@ -240,11 +241,27 @@ async def test_a_full_hotel_cancels_the_flight() -> None:
     assert result.commands[1].payload == {"trip_id": "t1", "booking_ref": "F1"}
 
 
+async def test_a_full_hotel_waits_for_the_parallel_car_before_cancelling() -> None:
+    h = travel().on("travel.flight.booked", fail("travel.hotel.full", "no-rooms"))
+    h.on("travel.car.rent", reply("travel.car.rented", rental_ref="C1"))
+
+    result = await h.run({**TRIP, "nights": 21})
+
+    assert result.status == "compensated"
+    assert result.failure_step == "book_hotel"
+    assert result.step("rent_car").status.value == "succeeded"  # no undo declared for it
+    assert trace(result.commands) == [
+        ("travel.flight.book", "book_flight", "step", 1),
+        ("travel.car.rent", "rent_car", "step", 1),
+        ("travel.flight.cancel", "book_flight", "compensation", 1),
+    ]
+
+
 async def test_a_hotel_that_never_answers_times_out_and_the_flight_is_cancelled() -> None:
     h = travel()
     t0 = h.now
 
-    result = await h.run(TRIP)
+    result = await h.run({**TRIP, "no_car": True})
 
     assert result.status == "compensated"
     assert result.failure_reason == "timed out after 1 attempt(s)"
