@@ -68,11 +68,22 @@ def test_schema_is_json_schema() -> None:
     assert {"name", "trigger", "steps"} <= set(schema["properties"])
 
 
-def test_graph_prints_mermaid_with_compensation_edges() -> None:
-    result = CliRunner().invoke(main, ["graph", str(DEFINITIONS / "travel-booking.yaml")])
+def test_graph_of_a_linear_saga_chains_the_undos_in_reverse() -> None:
+    result = CliRunner().invoke(main, ["graph", str(DEFINITIONS / "order-fulfilment.yaml")])
     assert result.exit_code == 0
     assert result.output.startswith("flowchart TD")
-    assert "undo_book_hotel --> undo_book_flight" in result.output
+    assert "undo_charge_payment --> undo_reserve_inventory" in result.output
+    assert "schedule_shipping -.->|shipping.failed / timeout| undo_charge_payment" in result.output
+
+
+def test_graph_of_parallel_branches_follows_after_and_shows_conditions() -> None:
+    result = CliRunner().invoke(main, ["graph", str(DEFINITIONS / "travel-booking.yaml")])
+    assert result.exit_code == 0
+    assert "book_flight -->|travel.flight.booked| book_hotel" in result.output
+    assert "book_flight -->|travel.flight.booked| rent_car" in result.output
+    assert "rent_car -->|travel.car.rented| completed" in result.output
+    assert "compensate -.-> undo_book_hotel" in result.output
+    assert "when trigger.no_car" in result.output
     assert "book_hotel([" in result.output  # observed steps are drawn rounded
 
 
