@@ -16,7 +16,14 @@ import click
 from nats.errors import NoRespondersError, NoServersError
 
 from saga.cli_asyncapi import asyncapi_command
-from saga.definition import definition_files, json_schema, load_definition, load_definitions
+from saga.definition import (
+    definition_files,
+    json_schema,
+    load_catalog,
+    load_definition,
+    load_definitions,
+    version_warnings,
+)
 from saga.definition.diagram import to_mermaid
 from saga.errors import DefinitionError, Problem, SagaError
 from saga.logs import configure_logging
@@ -158,15 +165,23 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
                 "steps": len(definition.steps),
             }
         )
+    warnings: list[str] = []
     if not problems and len(files) > 1:
         try:  # rules across files: saga names and consumed subjects must be unique
-            load_definitions(files)
+            warnings = version_warnings(load_catalog(files))
         except DefinitionError as exc:
             problems.extend(exc.problems)
+    for warning in warnings:
+        click.echo(click.style(f"warning: {warning}", fg="yellow"), err=True)
     if as_json:
         click.echo(
             json.dumps(
-                {"valid": not problems, "files": results, "problems": [vars(p) for p in problems]},
+                {
+                    "valid": not problems,
+                    "files": results,
+                    "problems": [vars(p) for p in problems],
+                    "warnings": warnings,
+                },
                 indent=2,
             )
         )
@@ -239,6 +254,23 @@ def graph(file: Path) -> None:
     envvar="SAGA_ADMIN_TOKEN",
     help="Bearer token the admin API requires [env SAGA_ADMIN_TOKEN].",
 )
+@click.option(
+    "--stream-replicas",
+    default=1,
+    show_default=True,
+    envvar="SAGA_STREAM_REPLICAS",
+    type=click.IntRange(1, 5),
+    help="Replicas of the engine's streams and bucket (3 on a 3-node cluster) "
+    "[env SAGA_STREAM_REPLICAS].",
+)
+@click.option(
+    "--storage",
+    default="file",
+    show_default=True,
+    envvar="SAGA_STREAM_STORAGE",
+    type=click.Choice(["file", "memory"]),
+    help="Storage of the engine's streams and bucket [env SAGA_STREAM_STORAGE].",
+)
 @nats_options
 def run(
     definitions: Path,
@@ -246,10 +278,16 @@ def run(
     log_level: str,
     admin_address: str,
     admin_token: str | None,
+    stream_replicas: int,
+    storage: str,
     **kwargs: Any,
 ) -> None:
     """Run the engine until SIGTERM/SIGINT. Without --nats it embeds a nats-server."""
+    from nats.js.api import StorageType
+
     from saga.admin import parse_address
+    from saga.engine import EngineSettings
+    from saga.nats.provision import StreamSettings
     from saga.runner import run_engine
 
     configure_logging(log_level)
@@ -260,7 +298,9 @@ def run(
         raise click.BadParameter(str(exc), param_hint="--admin") from None
     if admin is not None and admin_token:
         admin = dataclasses.replace(admin, token=admin_token)
-    run_async(run_engine)(definitions, settings, data_dir, admin=admin)
+    streams = StreamSettings(replicas=stream_replicas, storage=StorageType(storage))
+    engine_settings = EngineSettings(streams=streams)
+    run_async(run_engine)(definitions, settings, data_dir, engine_settings, admin=admin)
 
 
 @main.command()

@@ -77,7 +77,7 @@ def list_text(states: list[InstanceState]) -> str:
     rows = [
         [
             s.saga_id,
-            s.saga_name,
+            f"{s.saga_name} v{s.saga_version}",
             s.status.value,
             s.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             duration_text(s.started_at, s.finished_at or s.updated_at),

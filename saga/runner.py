@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 from saga.admin import AdminServer, AdminSettings
-from saga.definition import load_definitions
+from saga.definition import load_catalog
 from saga.engine import Engine, EngineSettings
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.server import EmbeddedServer, free_port
@@ -59,7 +59,7 @@ async def run_engine(
     admin: AdminSettings | None = None,
 ) -> None:
     """Until SIGTERM/SIGINT: stop fetching, finish in-flight work, drain, stop the embedded server."""
-    definitions = load_definitions([definitions_path])
+    definitions = load_catalog([definitions_path])
     server = None
     if nats is None:
         server = await asyncio.to_thread(embedded_server, data_dir)
@@ -84,10 +84,8 @@ async def run_engine(
                 print(f"admin API on {url}", flush=True)
         await engine.start()
         if announce:
-            print(
-                f"engine running {len(definitions)} saga(s): {', '.join(sorted(definitions))}",
-                flush=True,
-            )
+            names = ", ".join(f"{d.name} v{d.version}" for d in definitions)
+            print(f"engine running {len(definitions)} saga definition(s): {names}", flush=True)
         await stop.wait()
         log.info("shutting down: finishing in-flight work")
     finally:

@@ -143,7 +143,7 @@ class AdminServer:
                         for s in d.steps
                     ],
                 }
-                for d in self.engine.definitions.values()
+                for d in self.engine.catalog
             ]
         )
 

@@ -1,7 +1,9 @@
 """Saga definitions: the YAML DSL, its models, validation and diagrams."""
 
+from saga.definition.catalog import Catalog, version_warnings
 from saga.definition.loader import (
     definition_files,
+    load_catalog,
     load_definition,
     load_definitions,
     parse_definition,
@@ -18,6 +20,7 @@ from saga.definition.model import (
 )
 
 __all__ = [
+    "Catalog",
     "Compensation",
     "Publish",
     "RetryPolicy",
@@ -27,7 +30,9 @@ __all__ = [
     "Trigger",
     "definition_files",
     "json_schema",
+    "load_catalog",
     "load_definition",
     "load_definitions",
     "parse_definition",
+    "version_warnings",
 ]

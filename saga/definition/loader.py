@@ -17,6 +17,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from saga.definition.catalog import Catalog
 from saga.definition.checks import check_definition, consumed_subjects
 from saga.definition.expressions import TemplateError
 from saga.definition.model import (
@@ -55,18 +56,23 @@ def definition_files(paths: Iterable[str | FsPath]) -> list[FsPath]:
 
 
 def load_definitions(paths: Iterable[str | FsPath]) -> dict[str, SagaDefinition]:
-    """Load every definition; all problems of all files are raised together.
+    """The newest version of every saga found; see :func:`load_catalog`."""
+    return load_catalog(paths).newest()
+
+
+def load_catalog(paths: Iterable[str | FsPath]) -> Catalog:
+    """Load every definition, every version; all problems of all files are raised together.
 
     Definitions loaded together run in one engine, so two more rules apply across
-    files: a saga name is defined once (whatever the versions: the name keys
-    instances), and a subject the engine consumes belongs to one saga.
+    files: a saga name and version are defined once (they key instances), and a
+    subject the engine consumes belongs to one saga (its versions may share it).
     """
     paths = list(paths)
     files = definition_files(paths)
     if not files:
         where = ", ".join(map(str, paths)) or "<no paths>"
         raise DefinitionError([Problem(where, 0, 0, "", "no definition files found")])
-    loaded: dict[str, _Loaded] = {}
+    loaded: dict[tuple[str, int], _Loaded] = {}
     problems: list[Problem] = []
     for file in files:
         try:
@@ -74,16 +80,17 @@ def load_definitions(paths: Iterable[str | FsPath]) -> dict[str, SagaDefinition]
         except DefinitionError as exc:
             problems.extend(exc.problems)
             continue
-        name = found.definition.name
-        if name in loaded:
-            message = f"saga {name!r} is already defined in {loaded[name].file}"
-            problems.append(found.problem(("name",), message))
+        key = (found.definition.name, found.definition.version)
+        if key in loaded:
+            message = f"saga {key[0]!r} version {key[1]} is already defined in {loaded[key].file}"
+            problems.append(found.problem(("version",), message))
             continue
-        problems.extend(_shared_subjects(found, loaded.values()))
-        loaded[name] = found
+        others = [o for o in loaded.values() if o.definition.name != key[0]]
+        problems.extend(_shared_subjects(found, others))
+        loaded[key] = found
     if problems:
         raise DefinitionError(problems)
-    return {name: found.definition for name, found in loaded.items()}
+    return Catalog([found.definition for found in loaded.values()])
 
 
 def _shared_subjects(found: _Loaded, others: Iterable[_Loaded]) -> Iterator[Problem]:

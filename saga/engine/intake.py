@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
+from saga.definition.catalog import Catalog
 from saga.definition.expressions import compile_expression
 from saga.definition.model import SagaDefinition
 from saga.errors import ConfigError
@@ -24,8 +25,23 @@ _ID_NAMESPACE = uuid.UUID("6f1b2d0e-6c8a-4f0e-9b1a-5a6e2c3d4b5f")
 @dataclass(frozen=True)
 class Work:
     definition: SagaDefinition
+    """The newest loaded version that knows the subject; an instance started on another
+    version is decided with that one (:meth:`for_version`)."""
     saga_id: str
     event: Event
+    subject: str = ""
+    payload: dict[str, Any] | None = None
+
+    def for_version(self, definition: SagaDefinition) -> Work | None:
+        """The same message read by another version of the saga; None if it means nothing there."""
+        if definition is self.definition or self.payload is None:
+            return Work(definition, self.saga_id, self.event, self.subject, self.payload)
+        event = classify(definition, self.subject, self.payload, self.saga_id)
+        return (
+            None
+            if event is None
+            else Work(definition, self.saga_id, event, self.subject, self.payload)
+        )
 
 
 @dataclass(frozen=True)
@@ -37,17 +53,20 @@ class Reject:
 class Intake:
     """Routes subjects to definitions; each consumed subject must belong to one saga."""
 
-    def __init__(self, definitions: dict[str, SagaDefinition]) -> None:
-        self.definitions = definitions
+    def __init__(self, definitions: Catalog | dict[str, SagaDefinition]) -> None:
+        self.catalog = Catalog.of(definitions)
         self.by_subject: dict[str, SagaDefinition] = {}
         clashes = []
-        for definition in definitions.values():
+        for (
+            definition
+        ) in self.catalog:  # oldest first: the newest version that knows a subject wins
             for subject in listened_subjects(definition):
                 other = self.by_subject.setdefault(subject, definition)
-                if other is not definition:
+                if other.name != definition.name:
                     clashes.append(
                         f"{subject!r} is used by both {other.name!r} and {definition.name!r}"
                     )
+                self.by_subject[subject] = definition
         if clashes:
             raise ConfigError(
                 "a subject the engine consumes must belong to one saga: " + "; ".join(clashes)
@@ -80,10 +99,10 @@ class Intake:
             return Reject(
                 DeadLetterCode.UNKNOWN_EVENT, f"{subject!r} means nothing in {definition.name}"
             )
-        return Work(definition, saga_id, event)
+        return Work(definition, saga_id, event, subject, payload)
 
     def _timer(self, headers: dict[str, str]) -> Work | Reject:
-        definition = self.definitions.get(headers.get(HEADER_SAGA_NAME, ""))
+        definition = self.catalog.latest(headers.get(HEADER_SAGA_NAME, ""))
         saga_id = headers.get(HEADER_SAGA_ID)
         if definition is None or not saga_id:
             return Reject(DeadLetterCode.UNKNOWN_EVENT, "timer for an unknown saga")

@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from saga.core import decide
 from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.events import Event
+from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
 from saga.engine.effects import Effects
 from saga.engine.intake import Intake, Reject, Work
@@ -37,7 +38,7 @@ from saga.errors import RevisionConflict
 from saga.inspect import find_record
 from saga.logs import CURRENT_SAGA
 from saga.nats.dlq import DeadLetterCode, dead_letter
-from saga.nats.provision import provision_engine
+from saga.nats.provision import Provisioned, provision_engine
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import instance_key, listened_subjects, published_subjects
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
@@ -103,14 +104,16 @@ class Engine:
     def __init__(
         self,
         nc: Client,
-        definitions: dict[str, SagaDefinition],
+        definitions: Catalog | dict[str, SagaDefinition],
         settings: EngineSettings | None = None,
         clock: Callable[[], datetime] = utc_now,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
-        self.definitions = definitions
+        self.catalog = Catalog.of(definitions)
+        self.definitions = self.catalog.newest()
+        """The newest version of each saga: what new instances start on."""
         self.settings = settings or EngineSettings()
         self.clock = clock
         self.intake = Intake(definitions)
@@ -127,17 +130,21 @@ class Engine:
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._operator: Subscription | None = None
 
-    async def start(self) -> None:
-        """Provision streams, consumers and the bucket, then start consuming."""
-        topology = self.settings.topology
-        defs = self.definitions.values()
-        provisioned = await provision_engine(
+    async def provision(self) -> Provisioned:
+        """Create (or check) the streams, consumers and bucket every loaded version needs."""
+        defs = list(self.catalog)
+        return await provision_engine(
             self.js,
-            topology,
+            self.settings.topology,
             self.settings.streams,
             listened=[s for d in defs for s in listened_subjects(d)],
             published=[s for d in defs for s in published_subjects(d)],
         )
+
+    async def start(self) -> None:
+        """Provision streams, consumers and the bucket, then start consuming."""
+        topology = self.settings.topology
+        provisioned = await self.provision()
         self.store = KvInstanceStore(provisioned.instances)
         self.timers.native = provisioned.native_timers
         events = await self.js.pull_subscribe_bind(
@@ -155,8 +162,8 @@ class Engine:
         self.ready.set()
         log.info(
             "engine consuming %d saga definition(s): %s",
-            len(self.definitions),
-            ", ".join(sorted(self.definitions)),
+            len(self.catalog),
+            ", ".join(f"{d.name} v{d.version}" for d in self.catalog),
         )
 
     async def act(
@@ -169,7 +176,7 @@ class Engine:
             return ActionResult(
                 False, f"no instance {saga_id!r}" + (f" of {name!r}" if name else "")
             )
-        definition = self.definitions.get(record.state.saga_name)
+        definition = self.catalog.get(record.state.saga_name, record.state.saga_version)
         if definition is None:
             return ActionResult(False, f"saga {record.state.saga_name!r} is not loaded here")
         work = Work(definition, saga_id, event)
@@ -259,6 +266,18 @@ class Engine:
                 await self._carry_out(stored.record, received, outbox)
                 return Ack()
             before = stored.record.state if stored else None
+            if before is not None and before.saga_version != work.definition.version:
+                older = self.catalog.get(name, before.saga_version)
+                if older is None:
+                    return Reject(
+                        DeadLetterCode.ENGINE_ERROR,
+                        f"instance runs version {before.saga_version} of {name!r}, "
+                        "which is not loaded",
+                    )
+                read = work.for_version(older)
+                if read is None:
+                    return Ack(f"{received.subject} means nothing in version {older.version}")
+                work = read
             decision = decide(work.definition, before, work.event, self.clock())
             if decision.error is not None:
                 return Reject(DeadLetterCode.ENGINE_ERROR, decision.error)
