@@ -83,7 +83,7 @@ def load_catalog(paths: Iterable[str | FsPath]) -> Catalog:
         key = (found.definition.name, found.definition.version)
         if key in loaded:
             message = f"saga {key[0]!r} version {key[1]} is already defined in {loaded[key].file}"
-            problems.append(found.problem(("version",), message))
+            problems.append(found.problem(("name",), message))
             continue
         others = [o for o in loaded.values() if o.definition.name != key[0]]
         problems.extend(_shared_subjects(found, others))

@@ -278,14 +278,14 @@ def test_the_example_folder_loads() -> None:
     assert sorted(loaded) == ["order-fulfilment", "travel-booking"]
 
 
-def test_a_saga_name_defined_twice_is_a_problem(tmp_path: Path) -> None:
+def test_a_saga_version_defined_twice_is_a_problem(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", VALID)
     second = write(tmp_path, "b.yaml", "# the same saga, newer\n" + VALID.replace("version", "v"))
     with pytest.raises(DefinitionError) as caught:
         load_definitions([tmp_path])
     [problem] = caught.value.problems
     assert (problem.file, problem.line, problem.column, problem.path) == (str(second), 2, 1, "name")
-    assert problem.message == f"saga 'demo' is already defined in {tmp_path / 'a.yaml'}"
+    assert problem.message == f"saga 'demo' version 1 is already defined in {tmp_path / 'a.yaml'}"
 
 
 def test_a_subject_consumed_by_two_sagas_is_a_problem(tmp_path: Path) -> None:
