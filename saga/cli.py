@@ -255,6 +255,13 @@ def graph(file: Path) -> None:
     help="Bearer token the admin API requires [env SAGA_ADMIN_TOKEN].",
 )
 @click.option(
+    "--reload/--no-reload",
+    default=True,
+    show_default=True,
+    envvar="SAGA_RELOAD",
+    help="Pick up changed definitions without a restart (validated first) [env SAGA_RELOAD].",
+)
+@click.option(
     "--stream-replicas",
     default=1,
     show_default=True,
@@ -280,6 +287,7 @@ def run(
     admin_token: str | None,
     stream_replicas: int,
     storage: str,
+    reload: bool,
     **kwargs: Any,
 ) -> None:
     """Run the engine until SIGTERM/SIGINT. Without --nats it embeds a nats-server."""
@@ -300,7 +308,9 @@ def run(
         admin = dataclasses.replace(admin, token=admin_token)
     streams = StreamSettings(replicas=stream_replicas, storage=StorageType(storage))
     engine_settings = EngineSettings(streams=streams)
-    run_async(run_engine)(definitions, settings, data_dir, engine_settings, admin=admin)
+    run_async(run_engine)(
+        definitions, settings, data_dir, engine_settings, admin=admin, reload=reload
+    )
 
 
 @main.command()

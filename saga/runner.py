@@ -11,6 +11,7 @@ from pathlib import Path
 from saga.admin import AdminServer, AdminSettings
 from saga.definition import load_catalog
 from saga.engine import Engine, EngineSettings
+from saga.engine.reload import DefinitionsWatcher
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.server import EmbeddedServer, free_port
 from saga.telemetry import telemetry_from_env
@@ -57,6 +58,7 @@ async def run_engine(
     settings: EngineSettings | None = None,
     announce: bool = True,
     admin: AdminSettings | None = None,
+    reload: bool = True,
 ) -> None:
     """Until SIGTERM/SIGINT: stop fetching, finish in-flight work, drain, stop the embedded server."""
     definitions = load_catalog([definitions_path])
@@ -73,6 +75,7 @@ async def run_engine(
     telemetry = telemetry_from_env("saga-engine", prometheus=admin is not None)
     engine = Engine(nc, definitions, settings, telemetry=telemetry)
     admin_server = AdminServer(engine, admin) if admin is not None else None
+    watcher: DefinitionsWatcher | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,12 +86,19 @@ async def run_engine(
             if announce:
                 print(f"admin API on {url}", flush=True)
         await engine.start()
+        watcher = (
+            DefinitionsWatcher(engine, definitions_path) if definitions_path.is_dir() else None
+        )
+        if watcher is not None and reload:
+            watcher.start()
         if announce:
             names = ", ".join(f"{d.name} v{d.version}" for d in definitions)
             print(f"engine running {len(definitions)} saga definition(s): {names}", flush=True)
         await stop.wait()
         log.info("shutting down: finishing in-flight work")
     finally:
+        if watcher is not None:
+            await watcher.stop()
         await engine.stop()
         if admin_server is not None:
             await admin_server.stop()

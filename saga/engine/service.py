@@ -141,6 +141,20 @@ class Engine:
             published=[s for d in defs for s in published_subjects(d)],
         )
 
+    async def reload(self, catalog: Catalog) -> None:
+        """Run ``catalog`` from now on: its subjects are provisioned first, so no event of a
+        new version is missed; raises (and changes nothing) when it cannot be used."""
+        intake = Intake(catalog)  # refuses a subject claimed by two sagas
+        previous = self.catalog
+        self.catalog = catalog
+        try:
+            await self.provision()
+        except Exception:
+            self.catalog = previous
+            raise
+        self.definitions = catalog.newest()
+        self.intake = intake
+
     async def start(self) -> None:
         """Provision streams, consumers and the bucket, then start consuming."""
         topology = self.settings.topology

@@ -1,0 +1,97 @@
+"""Definitions live-reload: a changed folder is validated, then added to the running engine.
+
+A broken file is refused (every problem logged) and the engine keeps what it had.
+Versions are only ever added: an instance keeps the version it started with, so a
+version whose file disappears stays loaded until the engine restarts, and a
+version whose content changes without a new version number is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from saga.definition import Catalog, load_catalog
+from saga.definition.loader import definition_files
+from saga.errors import DefinitionError, SagaError
+
+if TYPE_CHECKING:
+    from saga.engine.service import Engine
+
+log = logging.getLogger("saga.reload")
+
+
+def fingerprint(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times: cheap to poll, changes with every edit."""
+    found = []
+    for file in definition_files([folder]):
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        found.append((file.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
+
+
+def merge(current: Catalog, loaded: Catalog) -> tuple[Catalog, list[str]]:
+    """``current`` plus the new versions of ``loaded``; refusals for changed versions."""
+    refused = []
+    added = []
+    for definition in loaded:
+        known = current.get(definition.name, definition.version)
+        if known is None:
+            added.append(definition)
+        elif known != definition:
+            refused.append(
+                f"{definition.name} version {definition.version} changed while instances may "
+                "run on it: give the new content a new version number"
+            )
+    return Catalog([*current, *added]), refused
+
+
+class DefinitionsWatcher:
+    def __init__(self, engine: Engine, folder: Path, interval: float = 2.0) -> None:
+        self.engine = engine
+        self.folder = folder
+        self.interval = interval
+        self._seen = fingerprint(folder)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="saga-reload")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            now = await asyncio.to_thread(fingerprint, self.folder)
+            if now != self._seen:
+                self._seen = now
+                await self.check()
+
+    async def check(self) -> bool:
+        """Load the folder again; True when something new was added to the engine."""
+        try:
+            loaded = await asyncio.to_thread(load_catalog, [self.folder])
+        except DefinitionError as exc:
+            for problem in exc.problems:
+                log.error("definitions not reloaded: %s", problem)
+            return False
+        merged, refused = merge(self.engine.catalog, loaded)
+        for reason in refused:
+            log.error("definitions not reloaded: %s", reason)
+        if refused or len(merged) == len(self.engine.catalog):
+            return False
+        try:
+            await self.engine.reload(merged)
+        except SagaError as exc:
+            log.error("definitions not reloaded: %s", exc)
+            return False
+        log.info("definitions reloaded: %s", ", ".join(f"{d.name} v{d.version}" for d in merged))
+        return True
