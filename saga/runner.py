@@ -86,10 +86,8 @@ async def run_engine(
             if announce:
                 print(f"admin API on {url}", flush=True)
         await engine.start()
-        watcher = (
-            DefinitionsWatcher(engine, definitions_path) if definitions_path.is_dir() else None
-        )
-        if watcher is not None and reload:
+        if reload and await asyncio.to_thread(definitions_path.is_dir):
+            watcher = DefinitionsWatcher(engine, definitions_path)
             watcher.start()
         if announce:
             names = ", ".join(f"{d.name} v{d.version}" for d in definitions)
