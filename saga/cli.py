@@ -223,7 +223,40 @@ def graph(file: Path) -> None:
     click.echo(to_mermaid(definition), nl=False)
 
 
+_PARAM_OF = {
+    "admin": "admin_address",
+    "nats": "nats_url",
+    "nkey": "nkey_seed_file",
+    "creds": "creds_file",
+    "tls_ca": "tls_ca_file",
+    "tls_cert": "tls_cert_file",
+    "tls_key": "tls_key_file",
+}
+
+
+def _use_config_file(ctx: click.Context, _: click.Parameter, value: Path | None) -> None:
+    """Eager: the file's settings become the defaults of the other options."""
+    if value is None:
+        return
+    from saga.config import read_config
+
+    try:
+        settings = read_config(value)
+    except SagaError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    ctx.default_map = {_PARAM_OF.get(key, key): v for key, v in settings.items()}
+
+
 @main.command()
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="SAGA_CONFIG",
+    is_eager=True,
+    expose_value=False,
+    callback=_use_config_file,
+    help="YAML file of settings; options and SAGA_* variables override it [env SAGA_CONFIG].",
+)
 @click.option(
     "--definitions",
     "definitions",
@@ -583,6 +616,36 @@ def demo(count: int, definitions: Path | None, timeout: float, keep: bool) -> No
 
     status = run_async(run_demo)(count, definitions or default_definitions(), timeout, keep)
     sys.exit(status)
+
+
+@main.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("check")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="SAGA_CONFIG",
+    help="YAML file of settings [env SAGA_CONFIG].",
+)
+def config_check(config_file: Path | None) -> None:
+    """Print the settings `saga run` would use (file + environment), secrets masked."""
+    import yaml
+
+    from saga.config import masked, resolved
+
+    try:
+        settings, origin = resolved(config_file)
+    except SagaError as exc:
+        raise click.ClickException(str(exc)) from None
+    values = masked(settings)
+    click.echo(yaml.safe_dump(values, sort_keys=False), nl=False)
+    for key in values:
+        if key in origin:
+            click.echo(f"# {key}: from {origin[key]}", err=True)
 
 
 def _definitions(path: Path) -> dict[str, Any]:

@@ -176,3 +176,27 @@ def test_admin_api_and_operator_commands(running: str, logs: Path) -> None:
     assert url.startswith("http://127.0.0.1:")
     with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
         assert json.loads(response.read()) == {"status": "ready"}
+
+
+def test_run_takes_its_settings_from_a_config_file(
+    nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "saga.yaml"
+    config.write_text(
+        f"nats: {nats_server.url}\ndefinitions: {DEFINITIONS}\nadmin: off\nlog_level: WARNING\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SAGA_ADMIN_ADDR"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "saga", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None
+        first = child.stdout.readline()
+        assert first.startswith("engine running 2 saga definition(s)"), first
+    finally:
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(20) == 0
