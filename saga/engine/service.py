@@ -273,7 +273,10 @@ class Engine:
         assert self.store is not None
         name = work.definition.name
         for _ in range(self.settings.max_conflicts):
-            stored = self.cache.get(key) or await self.store.load(key)
+            stored = self.cache.get(key)
+            fresh = stored is None
+            if stored is None:
+                stored = await self.store.load(key)
             if stored is not None and stored.record.origin == received.origin:
                 # Written before a crash or a lost race; its commands may not be out yet.
                 outbox = [command_from_json(c) for c in stored.record.outbox]
@@ -296,6 +299,11 @@ class Engine:
             if decision.error is not None:
                 return Reject(DeadLetterCode.ENGINE_ERROR, decision.error)
             if not decision.changed or decision.state is None:
+                if not fresh:
+                    # Another replica may have moved this instance on since we cached it:
+                    # a no-op is only believed when decided on what the store holds now.
+                    self.cache.drop(key)
+                    continue
                 if decision.state is None:
                     return Reject(
                         DeadLetterCode.UNKNOWN_INSTANCE,
