@@ -228,7 +228,8 @@ def _step(definition: SagaDefinition, step: Step, number: int, total: int) -> li
                 subject,
                 "receive",
                 f"{position} succeeded.",
-                f"{position} succeeded; the next step starts (after the last one, the saga is completed).{observed}",
+                f"{position} succeeded; the steps after it start (when none is left, the saga "
+                f"is completed).{observed}",
                 answer_headers(definition, step.name, KIND_STEP),
                 success,
                 (step.name, "step"),
@@ -352,7 +353,8 @@ def _flow(definition: SagaDefinition) -> str:
             what = f"the engine sends `{step.publish.event}`"
         else:
             what = "observed: a service acts on its own"
-        lines.append(f"{number}. **{step.name}**: {what}. {_answers(step)}")
+        when = "" if definition.linear else f" Starts {_after(definition, number - 1)}."
+        lines.append(f"{number}. **{step.name}**: {what}.{when} {_answers(step)}")
     deadline = (
         f", or the {format_duration(definition.deadline)} deadline passes"
         if definition.deadline
@@ -378,10 +380,13 @@ def _flow(definition: SagaDefinition) -> str:
 
 
 def _after(definition: SagaDefinition, number: int) -> str:
-    if number == 1:
-        return f"when `{definition.trigger.event}` starts an instance"
-    previous = definition.steps[number - 2]
-    return f"after `{previous.name}` succeeded ({_subjects(previous.success)})"
+    step = definition.steps[number - 1]
+    deps = definition.dependencies(step.name)
+    condition = f", if `{step.when}` holds" if step.when is not None else ""
+    if not deps:
+        return f"when `{definition.trigger.event}` starts an instance{condition}"
+    done = " and ".join(f"`{d}` succeeded ({_subjects(definition.step(d).success)})" for d in deps)
+    return f"after {done}{condition}"
 
 
 def _answers(step: Step) -> str:
