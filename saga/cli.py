@@ -16,6 +16,7 @@ import click
 from nats.errors import NoRespondersError, NoServersError
 
 from saga.cli_asyncapi import asyncapi_command
+from saga.cli_dlq import dlq_group
 from saga.definition import (
     definition_files,
     json_schema,
@@ -540,6 +541,7 @@ async def _operator(
 
 
 main.add_command(asyncapi_command)
+main.add_command(dlq_group)
 _operator_command("abort", "Compensate a running saga now.")
 _operator_command("retry", "Re-drive a parked compensation, or the running step.")
 _operator_command("resume", "Mark a parked compensation as done by hand and go on compensating.")

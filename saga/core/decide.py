@@ -94,6 +94,10 @@ def decide(
             return Decision(None, note="no such instance")
         if isinstance(event, SagaTriggered):
             return Decision(state, note="instance already exists")
+        if state.status is Status.COMPENSATED and isinstance(event, StepSucceeded):
+            reopened = _Transition(definition, state, now).reopen(event)
+            if reopened is not None:
+                return reopened
         if state.status.terminal:
             verb = _OPERATOR_VERBS.get(type(event))
             prefix = f"cannot {verb}: " if verb else ""
@@ -131,6 +135,23 @@ class _Transition:
             t.schedule(Timer(TimerKind.DEADLINE), now + definition.deadline)
         t.advance()
         return t.done()
+
+    def reopen(self, event: StepSucceeded) -> Decision | None:
+        """A compensated saga hears that a step it gave up on succeeded after all: undo it too.
+
+        The one exception to "a finished instance absorbs everything": otherwise the
+        step's effect would stay behind under an instance that reports itself compensated.
+        """
+        s = self.state.steps.get(event.step)
+        step = self.definition.step(event.step) if s is not None else None
+        if s is None or step is None or step.compensate is None or not _outcome_unknown(step, s):
+            return None
+        self.state.status, self.state.finished_at = Status.COMPENSATING, None
+        self.record("saga.reopened", event.step, detail="late success of a step given up on")
+        self.mark_succeeded(step, s, event.data)
+        self.state.compensation_queue = []
+        self.queue_next(step.name)
+        return self.done()
 
     def apply(self, event: Event) -> Decision:
         handler = _HANDLERS.get(type(event))

@@ -165,11 +165,31 @@ class _Builder:
 
     def scalar(self, node: ScalarNode, path: Path) -> Any:
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
             raise YamlProblem(
                 f"unsupported value: {exc.problem or exc.context}", *_mark(node), path
             ) from None
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            # An explicit tag with a value it cannot take: `!!int 12x`, `!!bool maybe`.
+            raise YamlProblem(
+                f"unsupported value {node.value!r} for {node.tag}: {exc}", *_mark(node), path
+            ) from None
+        if isinstance(value, str) and not _encodable(value):
+            raise YamlProblem(
+                "text holds a character that is not Unicode (a lone surrogate such as \\ud800)",
+                *_mark(node),
+                path,
+            )
+        return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _mark(node: Node) -> tuple[int, int]:

@@ -86,6 +86,14 @@ class Intake:
             return payload
         trigger = subject == definition.trigger.event
         saga_id = saga_id_of(definition, subject, payload, headers)
+        if saga_id is None and trigger and definition.trigger.id.field is not None:
+            given = compile_expression(definition.trigger.id.field).search(payload)
+            if given is not None:
+                return Reject(
+                    DeadLetterCode.MALFORMED,
+                    f"id field {definition.trigger.id.field!r} must be text or a whole number, "
+                    f"got {type(given).__name__}",
+                )
         if saga_id is None:
             if not trigger:
                 return Reject(
@@ -120,7 +128,7 @@ def _payload(data: bytes) -> dict[str, Any] | Reject:
         return {}
     try:
         payload = json.loads(data, parse_constant=_no_constants)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Reject(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}")
     if not isinstance(payload, dict):
         return Reject(

@@ -237,7 +237,10 @@ class Engine:
                 log.exception("fetch failed; retrying")
                 await asyncio.sleep(self.settings.retry_delay)
                 continue
-            await asyncio.gather(*(self._handle(m) for m in msgs))
+            results = await asyncio.gather(*(self._handle(m) for m in msgs), return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception):
+                    log.error("unexpected error handling a message", exc_info=result)
 
     async def _handle(self, msg: Msg) -> None:
         meta = msg.metadata

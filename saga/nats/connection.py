@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from saga.errors import ConnectionFailed
 
 log = logging.getLogger("saga.nats")
+_USERINFO = re.compile(r"^(\s*[a-z]+://)[^@/]*@", re.IGNORECASE)
 
 
 class NatsSettings(BaseModel):
@@ -43,6 +45,11 @@ class NatsSettings(BaseModel):
     """Seconds to keep trying the first connection before giving up with an error."""
     max_reconnect_attempts: int = -1
     """-1 (a service) keeps trying for ever; the CLI gives up after a few attempts."""
+
+    def __repr_args__(self) -> Any:
+        """``repr``/``str`` mask credentials written into the URL (``nats://u:p@host``)."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "url" and isinstance(value, str) else value
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`nats.connect`."""
@@ -96,5 +103,10 @@ async def connect(settings: NatsSettings) -> Client:
     except (TimeoutError, NoServersError, OSError) as exc:
         last = errors[-1] if errors else exc
         raise ConnectionFailed(
-            f"cannot connect to {settings.url}: {last or type(last).__name__}"
+            f"cannot connect to {redact_url(settings.url)}: {last or type(last).__name__}"
         ) from None
+
+
+def redact_url(url: str) -> str:
+    """The URL(s) with any ``user:password@`` or ``token@`` part masked, for messages and logs."""
+    return ",".join(_USERINFO.sub(r"\1***@", part) for part in url.split(","))

@@ -75,12 +75,22 @@ class EmbeddedServer:
             self.port = free_port(self.host)
         args = [binary, "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
         if self.sync_interval:
-            args += ["--sync_interval", self.sync_interval]
+            args += ["-c", str(self._sync_config())]
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - lives with the child
         self.process = subprocess.Popen([*args, *self.extra_args], stdout=log, stderr=log)
         log.close()
         self._wait_ready(timeout)
         return self
+
+    def _sync_config(self) -> Path:
+        """nats-server has no command-line flag for the fsync interval: a config file sets it
+        (the flags given beside it still set the port and the store)."""
+        if "-c" in self.extra_args or "--config" in self.extra_args:
+            raise ValueError("sync_interval with a config file: set jetstream.sync_interval there")
+        assert self.store_dir is not None
+        path = self.store_dir / "sync.conf"
+        path.write_text(f'jetstream {{ sync_interval: "{self.sync_interval}" }}\n')
+        return path
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

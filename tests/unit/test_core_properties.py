@@ -274,8 +274,21 @@ class Sim:
     def check(self, before: InstanceState | None, event: Event, decision: Decision) -> None:
         assert decision.error is None, decision.error
         assert decision.state is not None
-        if before is not None and before.status.terminal:
-            assert not decision.changed, "a finished instance absorbs every event"
+        if before is not None and before.status.terminal and decision.changed:
+            # The one exception: a compensated saga hears that a step it gave up on
+            # succeeded after all, and reopens to undo just that step.
+            assert before.status is Status.COMPENSATED, "a completed instance absorbs every event"
+            assert isinstance(event, StepSucceeded), "a finished instance absorbs every event"
+            step = self.definition.step(event.step)
+            assert step.compensate is not None
+            assert before.steps[event.step].status in (
+                StepStatus.TIMED_OUT,
+                StepStatus.ABANDONED,
+                StepStatus.PENDING,
+            )
+            assert decision.state.compensation_queue[:1] == [event.step] or (
+                decision.state.status is Status.COMPENSATED
+            )
         if not decision.changed:
             assert decision.note, "a no-op says why"
             assert decision.commands == [], decision.commands

@@ -283,6 +283,7 @@ def test_dockerfile_healthcheck_fails_without_a_listener() -> None:
 
 def test_dockerfile_parses_with_buildkit_parser() -> None:
     import dockerfile as parser  # the dev extra installs it
+
     commands = parser.parse_file(str(DEPLOY / "Dockerfile"))
     assert [c.cmd.upper() for c in commands] == [w for w, _ in dockerfile()]
 
@@ -605,6 +606,7 @@ def test_k8s_definitions_configmap_equals_definitions_folder() -> None:
 
 def test_k8s_manifests_validate_against_kubernetes_schemas() -> None:
     import kubernetes_validate as validator  # the dev extra installs it
+
     checked = 0
     for path, doc in k8s_objects():
         if doc.get("kind") == "Kustomization" or path.parent.name == "nats":

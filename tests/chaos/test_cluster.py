@@ -1,0 +1,95 @@
+"""(c) A 3-node JetStream cluster on loopback, replicas 3, with one node killed and brought back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+
+from saga.nats.cluster import LoopbackCluster, wait_jetstream
+from saga.nats.connection import NatsSettings, connect
+from saga.nats.provision import StreamSettings, provision_engine
+from saga.nats.topology import Topology, listened_subjects, published_subjects
+from saga.participant.buckets import Buckets
+from saga.participant.settings import EFFECTS_BUCKET
+from services.hotel import TRIPS_BUCKET
+from tests.chaos.conftest import Scale
+from tests.chaos.harness import (
+    Figures,
+    Fleet,
+    Progress,
+    assert_clean,
+    chaos_definitions,
+    feed,
+    plan,
+    running,
+    verdict,
+    wait_all_ended,
+)
+
+R3 = StreamSettings(replicas=3)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LoopbackCluster]:
+    with LoopbackCluster(tmp_path / "cluster").start() as started:
+        yield started
+
+
+async def provision_replicated(js: JetStreamContext) -> None:
+    """Streams, consumers and buckets with 3 replicas, made before any process starts:
+    ``saga run`` and the services then find them and use them as they are."""
+    definitions = chaos_definitions().values()
+    await provision_engine(
+        js,
+        Topology(),
+        R3,
+        listened=[s for d in definitions for s in listened_subjects(d)],
+        published=[s for d in definitions for s in published_subjects(d)],
+    )
+    buckets = Buckets(js, R3)
+    for name in (Topology().replies_bucket, EFFECTS_BUCKET, TRIPS_BUCKET):
+        await buckets.get(name)
+
+
+async def test_cluster_node_killed_and_brought_back(
+    cluster: LoopbackCluster, tmp_path: Path, scale: Scale, figures: Figures
+) -> None:
+    await wait_jetstream(cluster.urls, replicas=3)
+    planned = plan(scale.sagas(80, 500), seed=3, prefix="r3")
+    started = time.monotonic()
+    nc = await connect(NatsSettings(url=cluster.urls, name="chaos"))
+    js = nc.jetstream(timeout=10)
+    await provision_replicated(js)
+    assert (await js.stream_info("SAGA_EVENTS")).config.num_replicas == 3
+    progress = Progress()
+    await progress.start(nc)
+    fleet = Fleet(cluster.urls, tmp_path)
+    async with running(fleet):
+        fleet.start_engine()
+        fleet.start_services()
+        feeder = asyncio.create_task(feed(js, planned, scale.seconds(8, 45)))
+        for _ in range(int(scale.sagas(1, 3))):
+            await asyncio.sleep(scale.seconds(4, 10))  # pacing the fault
+            leader = (await js.stream_info("SAGA_EVENTS")).cluster
+            assert leader is not None
+            assert leader.leader is not None
+            victim = cluster.index_of(leader.leader)
+            await asyncio.to_thread(cluster.kill, victim)
+            killed = time.monotonic()
+            figures.kills += 1
+            figures.recoveries.append(await progress.recovery_after(killed))
+            await asyncio.to_thread(cluster.restart, victim)
+            figures.restarts += 1
+            fleet.check_alive()
+        await feeder
+        await wait_all_ended(js, planned, timeout=scale.seconds(120, 400))
+    figures.seconds = time.monotonic() - started
+    figures.notes = "recovery measured from the kill of the SAGA_EVENTS leader"
+    report, mismatches = await verdict(js, planned, figures, tmp_path)
+    await nc.close()
+    assert_clean(report, mismatches)

@@ -1,0 +1,148 @@
+"""``saga dlq list`` / ``saga dlq replay`` against a real server and engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from click.testing import CliRunner
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from saga.cli_dlq import dlq_group
+from saga.definition import parse_definition
+from saga.dlq_admin import DeadLetterError, get_dead_letter, list_dead_letters, replay_many
+from saga.engine import Engine, EngineSettings
+from saga.inspect import find_instance, instance_store
+from saga.nats.provision import StreamSettings
+from saga.nats.reader import read_stream
+from saga.nats.server import EmbeddedServer
+from saga.nats.topology import Topology
+from tests.support import wait_for
+
+SHOP = """
+name: shop
+trigger: {event: shop.ordered, id: {field: id}}
+steps:
+  - name: reserve
+    publish: {event: stock.reserve, data: {id: trigger.id}}
+    success: stock.reserved
+    timeout: 30s
+"""
+REPLY = {"Saga-Id": "late-1", "Saga-Name": "shop", "Saga-Step": "reserve", "Saga-Kind": "step"}
+
+
+@pytest.fixture
+async def client(nats_server: EmbeddedServer) -> AsyncIterator[Client]:
+    nc = await nats.connect(nats_server.url)
+    engine = Engine(
+        nc,
+        {"shop": parse_definition(SHOP)},
+        EngineSettings(streams=StreamSettings(ack_wait_backoff=(1.0,)), fetch_wait=0.2),
+    )
+    await engine.start()
+    yield nc
+    await engine.stop()
+    await nc.close()
+
+
+async def letters(js: JetStreamContext, count: int) -> None:
+    async def arrived() -> bool:
+        return len(await list_dead_letters(js)) >= count
+
+    await wait_for(arrived, message=f"{count} dead letter(s)")
+
+
+async def early_reply_then_trigger(js: JetStreamContext) -> None:
+    """A reply that arrives before its instance exists is dead-lettered (unknown-instance);
+    then the instance is started and waits for that very reply."""
+    await js.publish("stock.reserved", b'{"reservation": "r-1"}', headers=REPLY)
+    await js.publish("stock.reserved", b"not json", headers=REPLY)
+    await letters(js, 2)
+    await js.publish("shop.ordered", b'{"id": "late-1"}')
+    store = await instance_store(js, Topology())
+
+    async def waiting() -> bool:
+        return (await find_instance(store, "late-1", "shop")) is not None
+
+    await wait_for(waiting, message="instance late-1")
+
+
+async def test_list_shows_each_dead_letter_with_its_reason(client: Client) -> None:
+    js = client.jetstream()
+    await early_reply_then_trigger(js)
+    found = await list_dead_letters(js)
+    assert [(d.code, d.subject, d.saga_id) for d in found] == [
+        ("unknown-instance", "stock.reserved", "late-1"),
+        ("malformed", "stock.reserved", "late-1"),
+    ]
+    assert "no instance" in found[0].reason
+    assert found[0].data == b'{"reservation": "r-1"}'
+    assert found[0].origin.startswith("SAGA_EVENTS:")
+    assert [d.code for d in await list_dead_letters(js, code="malformed")] == ["malformed"]
+    assert len(await list_dead_letters(js, limit=1)) == 1
+
+
+async def test_replay_re_drives_the_original_and_removes_the_dead_letter(client: Client) -> None:
+    js = client.jetstream()
+    await early_reply_then_trigger(js)
+    [unknown] = await list_dead_letters(js, code="unknown-instance")
+    [done] = await replay_many(js, [unknown.sequence])
+    assert not done.duplicate
+    store = await instance_store(js, Topology())
+
+    async def completed() -> bool:
+        state = await find_instance(store, "late-1", "shop")
+        return state is not None and state.status.value == "completed"
+
+    await wait_for(completed, message="the replayed reply to complete the saga")
+    state = await find_instance(store, "late-1", "shop")
+    assert state is not None
+    assert state.context["steps"]["reserve"] == {"reservation": "r-1"}
+    assert [d.code for d in await list_dead_letters(js)] == ["malformed"]
+    [copy] = [m for m in await read_stream(js, "SAGA_EVENTS", ["stock.reserved"])][-1:]
+    assert copy.headers["Nats-Msg-Id"] == f"replay:SAGA_DLQ:{unknown.sequence}"
+    assert not [k for k in copy.headers if k.startswith("Saga-Dlq-")]
+    assert copy.headers["Saga-Id"] == "late-1"
+
+
+async def test_a_replay_repeated_after_a_crash_is_dropped_as_a_duplicate(client: Client) -> None:
+    js = client.jetstream()
+    await early_reply_then_trigger(js)
+    [unknown] = await list_dead_letters(js, code="unknown-instance")
+    # A replay that published, then died before deleting the dead letter:
+    first = await js.publish(
+        unknown.subject, unknown.data, headers=unknown.replay_headers("SAGA_DLQ")
+    )
+    [again] = await replay_many(js, [unknown.sequence])
+    assert not first.duplicate
+    assert again.duplicate
+    assert await list_dead_letters(js, code="unknown-instance") == []
+    with pytest.raises(DeadLetterError, match="no dead letter"):
+        await get_dead_letter(js, unknown.sequence)
+
+
+async def run_cli(url: str, *args: str, status: int = 0) -> str:
+    """The command in a thread of its own: it runs its own event loop, as from a shell."""
+    result = await asyncio.to_thread(CliRunner().invoke, dlq_group, [*args, "--nats", url])
+    assert result.exit_code == status, result.output
+    return result.output
+
+
+async def test_the_cli_lists_and_replays(nats_server: EmbeddedServer, client: Client) -> None:
+    js = client.jetstream()
+    await early_reply_then_trigger(js)
+    text = await run_cli(nats_server.url, "list")
+    assert "unknown-instance" in text
+    assert "shop/late-1" in text
+    listed = json.loads(await run_cli(nats_server.url, "list", "--json", "--code", "malformed"))
+    assert [(d["code"], d["data"]) for d in listed] == [("malformed", "not json")]
+    out = await run_cli(nats_server.url, "replay", "--all", "--code", "unknown-instance")
+    assert "1 dead letter(s) replayed" in out
+    remaining = json.loads(await run_cli(nats_server.url, "list", "--json"))
+    assert [d["code"] for d in remaining] == ["malformed"]
+    usage = await run_cli(nats_server.url, "replay", status=2)
+    assert "--all" in usage
