@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import nats
 from nats.aio.client import Client
 
-from bench.measure import ENGINE, RAW, Driver, RunStats, percentile
+from bench.measure import ENGINE, RAW, Driver, Flow, RunStats, percentile
 from bench.otlp import OtlpReceiver
 from bench.procs import BenchError, Processes, cpu_seconds, rss_mib
 from bench.stacks import OTEL_OFF, ROOT, EngineStack, otel_on, start_raw
@@ -179,7 +179,7 @@ class Run:
         self,
         driver: Driver,
         key: str,
-        flow: Any,
+        flow: Flow,
         count: int,
         tag: str,
         fail: bool = False,

@@ -149,6 +149,7 @@ class _Transition:
         self.state.status, self.state.finished_at = Status.COMPENSATING, None
         self.record("saga.reopened", event.step, detail="late success of a step given up on")
         self.mark_succeeded(step, s, event.data)
+        self.record("step.late-success", event.step)
         self.state.compensation_queue = []
         self.queue_next(step.name)
         return self.done()
