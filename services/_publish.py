@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from nats.js import JetStreamContext
 
+from saga.nats.connection import NatsSettings, connect
+from saga.participant.runner import NATS_URL_ENV
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID
 from saga.telemetry import Telemetry
 from saga.telemetry.spans import sending
@@ -36,3 +40,31 @@ async def publish_triggers(
         ids.append(saga_id)
     await asyncio.gather(*futures)
     return ids
+
+
+def front_end_main(
+    name: str,
+    description: str | None,
+    subject: str,
+    id_field: str,
+    failures: Sequence[str],
+    make: Callable[..., dict[str, Any]],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """``python -m services.<name> --count N [--fail SERVICE]``: publish N triggers, print ids."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{name}", description=description)
+    parser.add_argument("--nats", metavar="URL", help=f"server URL (default: ${NATS_URL_ENV})")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--fail", choices=failures, help="make every saga fail at this service")
+    args = parser.parse_args(argv)
+    url = args.nats or os.environ.get(NATS_URL_ENV) or NatsSettings().url
+
+    async def start() -> None:
+        nc = await connect(NatsSettings(url=url, name=name))
+        try:
+            payloads = (make(fail=args.fail) for _ in range(args.count))
+            print("\n".join(await publish_triggers(nc.jetstream(), subject, id_field, payloads)))
+        finally:
+            await nc.drain()
+
+    asyncio.run(start())

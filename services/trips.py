@@ -9,18 +9,13 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from nats.js import JetStreamContext
 
-from saga.nats.connection import NatsSettings, connect
-from saga.participant.runner import NATS_URL_ENV
-from services._publish import publish_triggers
+from services._publish import front_end_main, publish_triggers
 
 SUBJECT = "travel.requested"
 FAILURES = ("flight", "hotel", "car")
@@ -52,22 +47,8 @@ async def request_trips(js: JetStreamContext, trips: Iterable[dict[str, Any]]) -
     return await publish_triggers(js, SUBJECT, "trip_id", trips)
 
 
-async def _start(url: str | None, count: int, fail: str | None) -> None:
-    nc = await connect(NatsSettings(url=url or NatsSettings().url, name="trips"))
-    try:
-        ids = await request_trips(nc.jetstream(), (new_trip(fail=fail) for _ in range(count)))
-        print("\n".join(ids))
-    finally:
-        await nc.drain()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.trips", description=__doc__)
-    parser.add_argument("--nats", metavar="URL", help=f"server URL (default: ${NATS_URL_ENV})")
-    parser.add_argument("--count", type=int, default=1)
-    parser.add_argument("--fail", choices=FAILURES, help="make every trip fail at this service")
-    args = parser.parse_args(argv)
-    asyncio.run(_start(args.nats or os.environ.get(NATS_URL_ENV), args.count, args.fail))
+    front_end_main("trips", __doc__, SUBJECT, "trip_id", FAILURES, new_trip, argv)
 
 
 if __name__ == "__main__":
