@@ -312,6 +312,16 @@ def _use_config_file(ctx: click.Context, _: click.Parameter, value: Path | None)
     type=click.Choice(["file", "memory"]),
     help="Storage of the engine's streams and bucket [env SAGA_STREAM_STORAGE].",
 )
+@click.option(
+    "--partitions",
+    default=0,
+    show_default=True,
+    envvar="SAGA_PARTITIONS",
+    type=click.IntRange(0, 1024),
+    help="Deal instances into this many partitions, each owned by one engine replica at a "
+    "time; use the same number on every replica, e.g. 12 for up to 12 replicas. "
+    "0: no partitioning [env SAGA_PARTITIONS].",
+)
 @nats_options
 def run(
     definitions: Path,
@@ -321,6 +331,7 @@ def run(
     admin_token: str | None,
     stream_replicas: int,
     storage: str,
+    partitions: int,
     reload: bool,
     **kwargs: Any,
 ) -> None:
@@ -341,7 +352,7 @@ def run(
     if admin is not None and admin_token:
         admin = dataclasses.replace(admin, token=admin_token)
     streams = StreamSettings(replicas=stream_replicas, storage=StorageType(storage))
-    engine_settings = EngineSettings(streams=streams)
+    engine_settings = EngineSettings(streams=streams, partitions=partitions)
     run_async(run_engine)(
         definitions, settings, data_dir, engine_settings, admin=admin, reload=reload
     )

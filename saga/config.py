@@ -47,6 +47,8 @@ class RunConfig(BaseModel):
     """Replicas of the engine's streams and bucket [SAGA_STREAM_REPLICAS]."""
     storage: Literal["file", "memory"] = "file"
     """[SAGA_STREAM_STORAGE]"""
+    partitions: int = Field(0, ge=0, le=1024)
+    """Partitions dealt among engine replicas; 0 turns partitioning off [SAGA_PARTITIONS]."""
     nats: str | None = None
     """NATS URL(s), comma separated; the embedded server when absent [SAGA_NATS_URL]."""
     user: str | None = None
@@ -67,6 +69,7 @@ ENV = {
     "reload": "SAGA_RELOAD",
     "stream_replicas": "SAGA_STREAM_REPLICAS",
     "storage": "SAGA_STREAM_STORAGE",
+    "partitions": "SAGA_PARTITIONS",
     "nats": "SAGA_NATS_URL",
     "user": "SAGA_NATS_USER",
     "password": "SAGA_NATS_PASSWORD",

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -33,14 +33,24 @@ from saga.engine.intake import Intake, Reject, Work
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
 from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_requests
+from saga.engine.partitions import assign, partition_of
 from saga.engine.settings import EngineSettings
 from saga.errors import RevisionConflict
 from saga.inspect import find_record
 from saga.logs import CURRENT_SAGA
 from saga.nats.dlq import DeadLetterCode, dead_letter
-from saga.nats.provision import Provisioned, provision_engine
+from saga.nats.membership import Membership, new_member_id
+from saga.nats.pinned import HEADER_PIN, PinnedPull, unpin
+from saga.nats.provision import Provisioned, provision_engine, provision_partitions
 from saga.nats.timers import BrokerTimers, due_at
-from saga.nats.topology import instance_key, listened_subjects, published_subjects
+from saga.nats.topology import (
+    HEADER_ORIGIN,
+    instance_key,
+    listened_subjects,
+    published_subjects,
+    unwrap_work_subject,
+    work_subject,
+)
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 from saga.telemetry import Telemetry
 from saga.telemetry.spans import consuming, mark_error, parent_for, start_saga
@@ -99,6 +109,19 @@ class _Cache:
     def drop(self, key: str) -> None:
         self._items.pop(key, None)
 
+    def drop_where(self, unwanted: Callable[[str], bool]) -> None:
+        for key in [k for k in self._items if unwanted(k)]:
+            del self._items[key]
+
+
+@dataclass
+class _Owned:
+    """A partition this replica owns: its pinned puller and the loop consuming it."""
+
+    puller: PinnedPull
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
 
 class Engine:
     def __init__(
@@ -129,6 +152,12 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._operator: Subscription | None = None
+        self.member_id = new_member_id()
+        self.membership: Membership | None = None
+        self.owned: dict[int, _Owned] = {}
+        """Partitions this replica consumes now (partitioned mode)."""
+        if self.settings.partitions and self.settings.pin_timeout <= 2 * self.settings.fetch_wait:
+            raise ValueError("pin_timeout must exceed twice fetch_wait, or pins flip when idle")
 
     async def provision(self) -> Provisioned:
         """Create (or check) the streams, consumers and bucket every loaded version needs."""
@@ -169,9 +198,27 @@ class Engine:
         )
         self._subs = [events, timers]
         self._tasks = [
-            asyncio.create_task(self._consume(events), name="saga-events"),
-            asyncio.create_task(self._consume(timers), name="saga-timers"),
+            asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
+            asyncio.create_task(self._consume(self._fetcher(timers)), name="saga-timers"),
         ]
+        if self.settings.partitions:
+            streams = self.settings.streams
+            await provision_partitions(
+                self.nc,
+                topology,
+                streams,
+                self.settings.partitions,
+                self.settings.pin_timeout,
+            )
+            self.membership = Membership(
+                self.js,
+                topology.members_bucket,
+                self.member_id,
+                self.settings.member_ttl,
+                streams.replicas,
+                streams.storage,
+            )
+            self._tasks.append(asyncio.create_task(self._keep_balanced(), name="saga-members"))
         self._operator = await serve_operator_requests(self)
         self.ready.set()
         log.info(
@@ -215,6 +262,10 @@ class Engine:
         self._stopping.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for partition in sorted(self.owned):
+            await self._release(partition)
+        if self.membership is not None:
+            await self.membership.leave()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -224,11 +275,74 @@ class Engine:
             self._operator = None
         self._tasks, self._subs = [], []
 
-    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
+    def _fetcher(
+        self, sub: JetStreamContext.PullSubscription
+    ) -> Callable[[], Awaitable[list[Msg]]]:
         batch, wait = self.settings.fetch_batch, self.settings.fetch_wait
+        return lambda: sub.fetch(batch, timeout=wait)
+
+    async def _keep_balanced(self) -> None:
+        """Beat and rebalance now, then every ``heartbeat``; a failed beat changes nothing
+        (a fresh replicated bucket may not answer yet, a server may be restarting)."""
         while not self._stopping.is_set():
             try:
-                msgs = await sub.fetch(batch, timeout=wait)
+                await self._rebalance()
+            except ConnectionClosedError:
+                return
+            except Exception as exc:
+                log.warning("heartbeat failed (%s); keeping partitions %s", exc, sorted(self.owned))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat)
+
+    async def _rebalance(self) -> None:
+        """Beat, then own exactly the partitions the live member list deals to us."""
+        assert self.membership is not None
+        members = await self.membership.beat(sorted(self.owned))
+        wanted = set(assign(members, self.settings.partitions)[self.member_id])
+        lost, gained = set(self.owned) - wanted, wanted - set(self.owned)
+        for partition in sorted(lost):
+            await self._release(partition)
+        for partition in sorted(gained):
+            self._own(partition)
+        if lost or gained:
+            log.info(
+                "replica %s owns partitions %s of %d (%d replicas)",
+                self.member_id,
+                sorted(self.owned),
+                self.settings.partitions,
+                len(members),
+            )
+
+    def _own(self, partition: int) -> None:
+        topology = self.settings.topology
+        puller = PinnedPull(self.nc, topology.work_stream, topology.partition_consumer(partition))
+        stop = asyncio.Event()
+        batch, wait = self.settings.fetch_batch, self.settings.fetch_wait
+        task = asyncio.create_task(
+            self._consume(lambda: puller.fetch(batch, wait), stop),
+            name=f"saga-partition-{partition}",
+        )
+        self.owned[partition] = _Owned(puller, stop, task)
+
+    async def _release(self, partition: int) -> None:
+        """Finish what we fetched, then unpin, so the next owner starts at once."""
+        owned = self.owned.pop(partition)
+        owned.stop.set()
+        await asyncio.gather(owned.task, return_exceptions=True)
+        topology = self.settings.topology
+        with contextlib.suppress(Exception):
+            await unpin(self.nc, topology.work_stream, topology.partition_consumer(partition))
+        with contextlib.suppress(Exception):
+            await owned.puller.close()
+        count = self.settings.partitions
+        self.cache.drop_where(lambda key: partition_of(key, count) == partition)
+
+    async def _consume(
+        self, fetch: Callable[[], Awaitable[list[Msg]]], stop: asyncio.Event | None = None
+    ) -> None:
+        while not self._stopping.is_set() and not (stop is not None and stop.is_set()):
+            try:
+                msgs = await fetch()
             except (TimeoutError, NatsTimeoutError):
                 continue
             except ConnectionClosedError:
@@ -244,6 +358,9 @@ class Engine:
 
     async def _handle(self, msg: Msg) -> None:
         meta = msg.metadata
+        if meta.stream == self.settings.topology.work_stream:
+            await self._handle_routed(msg)
+            return
         if meta.stream == self.settings.topology.timers_stream and not self.timers.native:
             due = due_at(msg.headers)
             wait = (due - self.clock()).total_seconds() if due else 0.0
@@ -259,7 +376,46 @@ class Engine:
         if isinstance(parsed, Reject):
             await self._settle(msg, parsed, received)
             return
-        work: Work = parsed
+        if self.settings.partitions:
+            await self._settle(msg, await self._route(msg, parsed, received), received)
+            return
+        await self._process(msg, parsed, received)
+
+    async def _route(self, msg: Msg, work: Work, received: Received) -> Verdict:
+        """Partitioned mode: pass the event to the owner of its instance's partition."""
+        key = instance_key(work.definition.name, work.saga_id)
+        subject = work_subject(partition_of(key, self.settings.partitions), received.subject)
+        headers = {k: v for k, v in received.headers.items() if not k.startswith("Nats-")}
+        headers[HEADER_ORIGIN] = received.origin
+        headers["Nats-Msg-Id"] = f"route:{received.origin}"  # a re-route after a crash is dropped
+        try:
+            await (await self.js.publish_async(subject, msg.data, headers=headers))
+        except Exception as exc:
+            return Retry(f"routing to {subject} failed: {type(exc).__name__}: {exc}")
+        return Ack()
+
+    async def _handle_routed(self, msg: Msg) -> None:
+        """An event routed to a partition we own: handled as if it came from its origin."""
+        headers = {
+            k: v
+            for k, v in (msg.headers or {}).items()
+            if k not in (HEADER_ORIGIN, HEADER_PIN, "Nats-Msg-Id")
+        }
+        origin = (msg.headers or {}).get(HEADER_ORIGIN, "")
+        stream, _, sequence = origin.rpartition(":")
+        subject = unwrap_work_subject(msg.subject)
+        received = Received(subject, headers, time.time_ns(), origin)
+        if not stream or not sequence.isdigit():
+            reject = Reject(DeadLetterCode.MALFORMED, f"routed event without a {HEADER_ORIGIN}")
+            await self._settle(msg, reject, received)
+            return
+        parsed = self.intake.parse(subject, msg.data, headers, stream, int(sequence))
+        if isinstance(parsed, Reject):
+            await self._settle(msg, parsed, received)
+            return
+        await self._process(msg, parsed, received)
+
+    async def _process(self, msg: Msg, work: Work, received: Received) -> None:
         key = instance_key(work.definition.name, work.saga_id)
         token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
         try:
@@ -388,7 +544,7 @@ class Engine:
             if isinstance(verdict, Reject):
                 self._trace_rejection(received, verdict, saga_id)
                 self.observer.dead_letter(verdict.code.value)
-                await dead_letter(self.js, msg, verdict.code, verdict.reason)
+                await dead_letter(self.js, msg, verdict.code, verdict.reason, received.subject)
                 return
             await msg.ack()
             if meta.stream == self.settings.topology.timers_stream:

@@ -22,3 +22,12 @@ class EngineSettings:
     """Revision conflicts tolerated for one message before it is retried later."""
     retry_delay: float = 1.0
     """Seconds before a message that failed for a transient reason is redelivered."""
+    partitions: int = 0
+    """Partitioned mode when > 0: instances are dealt into this many partitions, each owned by
+    one replica at a time (see docs/operations.md). 0: every replica takes any event."""
+    heartbeat: float = 1.0
+    """Seconds between a replica's heartbeats, which is also how often it rebalances."""
+    member_ttl: float = 5.0
+    """Seconds after its last heartbeat that a silent replica counts as gone."""
+    pin_timeout: float = 5.0
+    """Seconds a partition stays pinned to a replica that stopped pulling (a crash)."""

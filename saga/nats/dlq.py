@@ -36,15 +36,20 @@ class DeadLetterCode(StrEnum):
     ENGINE_ERROR = "engine-error"
 
 
-async def dead_letter(js: JetStreamContext, msg: Msg, code: DeadLetterCode, reason: str) -> None:
-    """Copy ``msg`` to the dead-letter subject, then terminate it so it is never redelivered."""
+async def dead_letter(
+    js: JetStreamContext, msg: Msg, code: DeadLetterCode, reason: str, subject: str | None = None
+) -> None:
+    """Copy ``msg`` to the dead-letter subject, then terminate it so it is never redelivered.
+
+    ``subject``: the subject to record (and replay to) when it is not the message's own, as
+    for an event routed to a partition."""
     headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
     meta = msg.metadata
     headers.update(
         {
             HEADER_CODE: code.value,
             HEADER_REASON: reason[:MAX_REASON],
-            HEADER_SUBJECT: msg.subject,
+            HEADER_SUBJECT: subject or msg.subject,
             HEADER_STREAM: meta.stream,
             HEADER_SEQUENCE: str(meta.sequence.stream),
             HEADER_CONSUMER: meta.consumer,

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -26,11 +27,13 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from saga.errors import ProvisioningError
+from saga.nats.pinned import ensure_pinned_consumer
 from saga.nats.topology import (
     DLQ_PREFIX,
     STATUS_PREFIX,
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
+    WORK_PREFIX,
     Topology,
 )
 
@@ -216,3 +219,46 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, settings: StreamSetti
             direct=True,
         )
     )
+
+
+async def provision_partitions(
+    nc: Client,
+    topology: Topology,
+    settings: StreamSettings,
+    partitions: int,
+    pin_timeout: float,
+) -> None:
+    """The work stream of routed events and one pinned consumer per partition.
+
+    A work-queue stream: a routed event is removed once its owner acks it, so the
+    stream holds only what is in flight.
+    """
+    js = nc.jetstream()
+    await ensure_stream(
+        js,
+        StreamConfig(
+            name=topology.work_stream,
+            subjects=[f"{WORK_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            max_age=settings.events_max_age,
+            num_replicas=settings.replicas,
+            storage=settings.storage,
+            duplicate_window=settings.duplicate_window,
+        ),
+    )
+    for partition in range(partitions):
+        await ensure_pinned_consumer(
+            nc,
+            topology.work_stream,
+            ConsumerConfig(
+                durable_name=topology.partition_consumer(partition),
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                backoff=list(settings.ack_wait_backoff),
+                max_deliver=settings.max_deliver,
+                max_ack_pending=settings.max_ack_pending,
+                filter_subject=f"{WORK_PREFIX}.{partition}.>",
+                num_replicas=settings.replicas if settings.replicas > 1 else None,
+            ),
+            pin_timeout,
+        )

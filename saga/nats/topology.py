@@ -18,6 +18,11 @@ STATUS_PREFIX = "saga.status"
 TIMER_SCHEDULE_PREFIX = "saga.timer.at"
 TIMER_FIRE_PREFIX = "saga.timer.fire"
 DLQ_PREFIX = "saga.dlq"
+WORK_PREFIX = "saga.work"
+"""``saga.work.<partition>.<original subject>``: events routed to the replica owning the
+partition of their instance (partitioned mode only)."""
+HEADER_ORIGIN = "Saga-Origin"
+"""On a routed event: ``<stream>:<sequence>`` of the message it was routed from."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,11 @@ class Topology:
     replies_bucket: str = "saga_replies"
     engine_consumer: str = "saga-engine"
     timer_consumer: str = "saga-engine-timers"
+    work_stream: str = "SAGA_WORK"
+    members_bucket: str = "saga_engines"
+
+    def partition_consumer(self, partition: int) -> str:
+        return f"{self.engine_consumer}-p{partition}"
 
 
 def token(value: str) -> str:
@@ -50,6 +60,16 @@ def timer_schedule_subject(saga_name: str, saga_id: str, timer_key: str) -> str:
 
 def timer_fire_subject(saga_name: str, saga_id: str, timer_key: str) -> str:
     return f"{TIMER_FIRE_PREFIX}.{instance_key(saga_name, saga_id)}.{timer_key}"
+
+
+def work_subject(partition: int, subject: str) -> str:
+    return f"{WORK_PREFIX}.{partition}.{subject}"
+
+
+def unwrap_work_subject(subject: str) -> str:
+    """The original subject of a routed event (``saga.work.<p>.`` removed)."""
+    parts = subject.split(".", 3)
+    return parts[3] if len(parts) == 4 else subject
 
 
 def dlq_subject(reason_code: str) -> str:

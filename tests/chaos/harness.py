@@ -185,14 +185,20 @@ class Fleet:
                 [sys.executable, *args], stdout=log, stderr=log, env=self.env, cwd=ROOT
             )
 
-    def start_engine(self, index: int = 0) -> None:
+    def start_engine(self, index: int = 0, *options: str) -> None:
         args = ["-m", "saga", "run", "--nats", self.urls, "--definitions", str(self.definitions)]
-        self.engines[index] = self._spawn(f"engine-{index}", args)
+        self.engines[index] = self._spawn(f"engine-{index}", [*args, *options])
 
     def start_services(self) -> None:
         for name in SERVICES:
             args = ["-m", f"services.{name}", "--nats", self.urls, "--log-level", "WARNING"]
             self.services[name] = self._spawn(name, args)
+
+    def stop_engine(self, index: int = 0) -> None:
+        """SIGTERM, and wait for a clean exit (the engine hands its partitions over)."""
+        engine = self.engines.pop(index)
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(timeout=30) == 0, f"engine {index} did not stop cleanly"
 
     def kill_engine(self, index: int = 0) -> None:
         engine = self.engines.pop(index)

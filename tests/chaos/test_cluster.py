@@ -32,6 +32,7 @@ from tests.chaos.harness import (
 )
 
 R3 = StreamSettings(replicas=3)
+PARTITIONED = ("--partitions", "4", "--stream-replicas", "3")
 
 
 @pytest.fixture
@@ -70,8 +71,9 @@ async def test_cluster_node_killed_and_brought_back(
     await progress.start(nc)
     fleet = Fleet(cluster.urls, tmp_path)
     async with running(fleet):
-        fleet.start_engine(0)  # two engine replicas share the work on the cluster
-        fleet.start_engine(1)
+        # Two engine replicas share the work on the cluster, each owning half the partitions.
+        fleet.start_engine(0, *PARTITIONED)
+        fleet.start_engine(1, *PARTITIONED)
         fleet.start_services()
         feeder = asyncio.create_task(feed(js, planned, scale.seconds(8, 45)))
         for _ in range(int(scale.sagas(1, 3))):
@@ -90,7 +92,9 @@ async def test_cluster_node_killed_and_brought_back(
         await feeder
         await wait_all_ended(js, planned, timeout=scale.seconds(120, 400))
     figures.seconds = time.monotonic() - started
-    figures.notes = "2 engine replicas; recovery measured from the kill of the SAGA_EVENTS leader"
+    figures.notes = (
+        "2 partitioned engine replicas; recovery measured from the kill of the SAGA_EVENTS leader"
+    )
     report, mismatches = await verdict(js, planned, figures, tmp_path)
     await nc.close()
     assert_clean(report, mismatches)

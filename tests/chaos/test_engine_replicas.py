@@ -3,6 +3,7 @@ no event lost."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -48,6 +49,42 @@ async def test_engine_replicas_share_the_work(
         fleet.check_alive()
     figures.seconds = time.monotonic() - started
     figures.notes = f"{replicas} engine replicas"
+    report, mismatches = await verdict(js, planned, figures, tmp_path)
+    await nc.close()
+    assert_clean(report, mismatches)
+
+
+async def test_partitioned_replicas_join_leave_and_die_without_losing_a_saga(
+    nats_server: EmbeddedServer, tmp_path: Path, scale: Scale, figures: Figures
+) -> None:
+    """Partitioned mode: replicas come and go while sagas run. A replica joins (the others
+    hand it partitions), one is SIGKILLed (its pins time out, its partitions move), one
+    stops cleanly (it hands over at once), and another joins again."""
+    planned = plan(scale.sagas(150, 600), seed=5, prefix="part")
+    options = ("--partitions", "6")
+    started = time.monotonic()
+    nc = await connect(NatsSettings(url=nats_server.url, name="chaos"))
+    js = nc.jetstream()
+    fleet = Fleet(nats_server.url, tmp_path)
+    pace = scale.seconds(2, 8)
+    async with running(fleet):
+        fleet.start_engine(0, *options)
+        fleet.start_services()
+        feeder = asyncio.create_task(feed(js, planned, scale.seconds(10, 45)))
+        await asyncio.sleep(pace)  # pacing the changes of membership
+        fleet.start_engine(1, *options)
+        fleet.start_engine(2, *options)
+        await asyncio.sleep(pace)
+        fleet.kill_engine(1)
+        figures.kills += 1
+        await asyncio.sleep(pace)
+        fleet.stop_engine(2)
+        fleet.start_engine(3, *options)
+        await feeder
+        await wait_all_ended(js, planned, timeout=scale.seconds(90, 300))
+        fleet.check_alive()
+    figures.seconds = time.monotonic() - started
+    figures.notes = "partitioned replicas: 2 joined, 1 SIGKILLed, 1 stopped, 6 partitions"
     report, mismatches = await verdict(js, planned, figures, tmp_path)
     await nc.close()
     assert_clean(report, mismatches)
