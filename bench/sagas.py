@@ -74,6 +74,7 @@ class Options:
     warmup: int
     long: bool
     replicas: int
+    partitions: int
     stall: float
     as_json: bool
     profile: Path | None = None
@@ -91,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up sagas (default N/10)")
     parser.add_argument("--long", action="store_true", help=f"{LONG_SAGAS:,} more for memory")
     parser.add_argument("--replicas", type=int, default=1, help="engine processes (default 1)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="run the engine partitioned (saga run --partitions P); 0: not partitioned",
+    )
     parser.add_argument(
         "--stall", type=float, default=60.0, help="give up after this many seconds without progress"
     )
@@ -113,6 +120,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         warmup=max(1, warmup),
         long=args.long,
         replicas=args.replicas,
+        partitions=max(0, args.partitions),
         stall=args.stall,
         as_json=args.json,
         profile=args.profile,
@@ -247,7 +255,7 @@ class Run:
         say(opts, f"nats-server {self.server.url}; logs in {self.procs.log_dir}")
 
         await start_raw(js, self.procs, self.server.url)
-        self.stack = EngineStack(self.procs, js, self.server.url, opts.replicas)
+        self.stack = EngineStack(self.procs, js, self.server.url, opts.replicas, opts.partitions)
         await self.stack.start(OTEL_OFF)
         await driver.run(RAW, 1, 1, "probe-raw")
         await driver.run(ENGINE, 1, 1, "probe-engine")
@@ -359,6 +367,7 @@ class Run:
                 "warmup": opts.warmup,
                 "long": opts.long,
                 "engine_replicas": opts.replicas,
+                "engine_partitions": opts.partitions,
                 "participant_processes": 3,
                 "raw_service_processes": 3,
                 "storage": "file, 1 replica",
@@ -454,7 +463,8 @@ def table(result: dict[str, Any]) -> str:
     lines.append(
         f"\n{s['sagas']} sagas x {len(r['runs']['raw'])} rounds, {s['inflight']} in flight, "
         f"{s['solo']} solo; nats-server {s['server_version']}, Python {s['python_version']}, "
-        f"{s['cpu_count']} CPUs; engine replicas {s['engine_replicas']}; "
+        f"{s['cpu_count']} CPUs; engine replicas {s['engine_replicas']}"
+        f" (partitions {s.get('engine_partitions', 0)}); "
         f"OTLP received {sum(r['otlp_bytes'].values()):,} bytes "
         f"({r['otlp_spans']} spans, {r['spans_per_saga']} per traced saga)"
     )

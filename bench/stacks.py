@@ -82,11 +82,14 @@ async def start_raw(js: JetStreamContext, procs: Processes, url: str) -> None:
 class EngineStack:
     """Engine replica(s) and the three participants; restarted to change their environment."""
 
-    def __init__(self, procs: Processes, js: JetStreamContext, url: str, replicas: int) -> None:
+    def __init__(
+        self, procs: Processes, js: JetStreamContext, url: str, replicas: int, partitions: int = 0
+    ) -> None:
         self.procs = procs
         self.js = js
         self.url = url
         self.replicas = replicas
+        self.partitions = partitions
         self.generation = 0
         self.names: list[str] = []
 
@@ -97,12 +100,17 @@ class EngineStack:
         env = child_env({"SAGA_LOG_LEVEL": "WARNING", "SAGA_ADMIN_ADDR": "off", **otel})
         engine = ["-m", "saga", "run", "--nats", self.url, "--definitions", str(DEFINITIONS)]
         engine += ["--log-level", "WARNING"]
+        if self.partitions:
+            engine += ["--partitions", str(self.partitions)]
         for replica in range(1, self.replicas + 1):
             name = f"engine-g{self.generation}-r{replica}"
             self.procs.start(name, "engine", engine, env)
             self.names.append(name)
             if replica == 1:  # the first one provisions; the others then find everything there
                 await wait_consumers(self.js, EVENTS_STREAM, [ENGINE_CONSUMER], self.procs)
+                if self.partitions:
+                    parts = [f"{ENGINE_CONSUMER}-p{p}" for p in range(self.partitions)]
+                    await wait_consumers(self.js, "SAGA_WORK", parts, self.procs)
         for service, app in APPS.items():
             name = f"{app.name}-g{self.generation}"
             args = ["-m", "saga", "participant", f"bench.participant:{service}", "--nats", self.url]

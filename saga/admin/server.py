@@ -111,7 +111,13 @@ class AdminServer:
             reasons.append("streams, bucket or consumers not ready")
         if reasons:
             return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
-        return web.json_response({"status": "ready"})
+        body: dict[str, Any] = {"status": "ready", "replica": self.engine.member_id}
+        if self.engine.settings.partitions:
+            body["partitions"] = {
+                "count": self.engine.settings.partitions,
+                "owned": sorted(self.engine.owned),
+            }
+        return web.json_response(body)
 
     async def metrics(self, _: web.Request) -> web.Response:
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
