@@ -74,7 +74,14 @@ class PinnedPull:
         """Up to ``batch`` messages, waiting at most about ``wait`` seconds for the first."""
         if self._sub is None:
             self._sub = await self.nc.subscribe(self.nc.new_inbox())
-        request: dict[str, Any] = {"batch": batch, "expires": int(wait * 1e9), "group": GROUP}
+        # no_wait with expires: wait for the first message, then end the pull with what is
+        # there (without no_wait the server holds the pull open until the batch is full).
+        request: dict[str, Any] = {
+            "batch": batch,
+            "expires": int(wait * 1e9),
+            "no_wait": True,
+            "group": GROUP,
+        }
         if self.pin is not None:
             request["id"] = self.pin
         await self.nc.publish(self._next, json.dumps(request).encode(), reply=self._sub.subject)
