@@ -600,7 +600,10 @@ async def _list(
 @click.option("--nats", "nats_url", envvar="SAGA_NATS_URL", help="NATS URL [env SAGA_NATS_URL].")
 @click.option("--log-level", default="INFO", show_default=True, envvar="SAGA_LOG_LEVEL")
 def participant(target: str, nats_url: str | None, log_level: str) -> None:
-    """Run a participant service given as MODULE:APP (e.g. services.inventory:app)."""
+    """Run a participant service given as MODULE:APP (e.g. services.inventory:app).
+
+    It authenticates with the same SAGA_NATS_* variables as `saga run` (user and password,
+    token, NKey, creds, TLS)."""
     from saga.participant import run_participant
     from saga.runner import discover_url
 

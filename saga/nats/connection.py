@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,29 @@ class NatsSettings(BaseModel):
             key = str(self.tls_key_file) if self.tls_key_file else None
             context.load_cert_chain(str(self.tls_cert_file), key)
         return context
+
+
+URL_ENV = "SAGA_NATS_URL"
+AUTH_ENV = {
+    "user": "SAGA_NATS_USER",
+    "password": "SAGA_NATS_PASSWORD",
+    "token": "SAGA_NATS_TOKEN",
+    "nkey_seed_file": "SAGA_NATS_NKEY",
+    "creds_file": "SAGA_NATS_CREDS",
+    "tls_ca_file": "SAGA_NATS_TLS_CA",
+    "tls_cert_file": "SAGA_NATS_TLS_CERT",
+    "tls_key_file": "SAGA_NATS_TLS_KEY",
+}
+"""The variables ``saga run`` reads for each field; services read the same ones."""
+
+
+def settings_from_env(
+    url: str | None, name: str, environ: Mapping[str, str] = os.environ
+) -> NatsSettings:
+    """``url`` (else ``$SAGA_NATS_URL``, else the local default) with the authentication the
+    ``SAGA_NATS_*`` variables give: how a participant or a script connects like the engine."""
+    fields = {field: environ[var] for field, var in AUTH_ENV.items() if environ.get(var)}
+    return NatsSettings(url=url or environ.get(URL_ENV) or NatsSettings().url, name=name, **fields)
 
 
 async def connect(settings: NatsSettings) -> Client:

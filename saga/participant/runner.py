@@ -10,11 +10,11 @@ import sys
 
 from saga.errors import ConfigError
 from saga.logs import configure_logging
-from saga.nats.connection import NatsSettings
+from saga.nats.connection import URL_ENV, NatsSettings, settings_from_env
 from saga.participant.app import App
 from saga.telemetry import telemetry_from_env
 
-NATS_URL_ENV = "SAGA_NATS_URL"
+NATS_URL_ENV = URL_ENV
 """Environment variable giving the server URL when ``--nats`` is not given."""
 
 
@@ -40,9 +40,9 @@ def load_app(target: str) -> App:
 
 
 def nats_settings(app: App, nats_url: str | None) -> NatsSettings:
-    """``--nats``, else ``$SAGA_NATS_URL``, else the local default; the client is named after the app."""
-    url = nats_url or os.environ.get(NATS_URL_ENV) or NatsSettings().url
-    return NatsSettings(url=url, name=app.name)
+    """``--nats``, else ``$SAGA_NATS_URL``, else the local default, with the engine's
+    ``SAGA_NATS_*`` authentication variables; the client is named after the app."""
+    return settings_from_env(nats_url, app.name)
 
 
 def run_app(app: App, nats_url: str | None = None, log_level: str = "INFO") -> None:

@@ -21,7 +21,7 @@ from saga.definition import parse_definition
 from saga.engine import Engine
 from saga.errors import ConnectionFailed
 from saga.inspect import find_instance, instance_store
-from saga.nats.connection import NatsSettings, connect
+from saga.nats.connection import AUTH_ENV, NatsSettings, connect, settings_from_env
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from tests.integration.secrets_kit import Pki, make_operator, make_pki, new_nkey
@@ -233,3 +233,19 @@ async def test_a_wrong_credential_is_refused_without_revealing_it(
     assert "cannot connect to" in message
     assert_no_secret(message, mode.secrets)
     assert_no_secret(every_log.text, mode.secrets)
+
+
+async def test_a_participant_authenticates_from_the_engines_variables(mode: Mode) -> None:
+    """Services read the same SAGA_NATS_* variables as ``saga run``, so one secret serves all."""
+    good = mode.good
+    environ = {"SAGA_NATS_URL": good.url}
+    for name, variable in AUTH_ENV.items():
+        value = getattr(good, name)
+        if value is not None:
+            environ[variable] = (
+                value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+            )
+    settings = settings_from_env(None, "inventory", environ)
+    assert settings.model_dump(exclude={"name"}) == good.model_dump(exclude={"name"})
+    nc = await connect(settings)
+    await nc.close()
