@@ -262,8 +262,7 @@ class Engine:
         self._stopping.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for partition in sorted(self.owned):
-            await self._release(partition)
+        await asyncio.gather(*(self._release(partition) for partition in sorted(self.owned)))
         if self.membership is not None:
             await self.membership.leave()
         for sub in self._subs:
@@ -300,8 +299,7 @@ class Engine:
         members = await self.membership.beat(sorted(self.owned))
         wanted = set(assign(members, self.settings.partitions)[self.member_id])
         lost, gained = set(self.owned) - wanted, wanted - set(self.owned)
-        for partition in sorted(lost):
-            await self._release(partition)
+        await asyncio.gather(*(self._release(partition) for partition in sorted(lost)))
         for partition in sorted(gained):
             self._own(partition)
         if lost or gained:

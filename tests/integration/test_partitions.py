@@ -17,13 +17,22 @@ from saga.definition import parse_definition
 from saga.engine import Engine
 from saga.engine.partitions import assign, partition_of
 from saga.inspect import find_instance, instance_store
+from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology, instance_key
 from tests.integration.test_engine import FAST, HAPPY, SHOP, fail, ok
 from tests.support import ScriptedParticipant, wait_for
 
 PARTITIONED = replace(
-    FAST, partitions=6, heartbeat=0.2, member_ttl=1.5, pin_timeout=1.0, fetch_wait=0.2
+    FAST,
+    # Unacked messages come back soon, but often enough that a loaded machine cannot
+    # exhaust their deliveries (an exhausted message would strand its saga).
+    streams=StreamSettings(ack_wait_backoff=(1.0, 2.0, 4.0), max_deliver=10),
+    partitions=6,
+    heartbeat=0.2,
+    member_ttl=1.5,
+    pin_timeout=1.0,
+    fetch_wait=0.2,
 )
 
 
@@ -69,7 +78,7 @@ async def all_ended(nc: Client, ids: list[str], status: str = "completed") -> li
             states.append(state)
         return True
 
-    await wait_for(done, timeout=30, message=f"all {len(ids)} sagas {status}")
+    await wait_for(done, timeout=60, message=f"all {len(ids)} sagas {status}")
     return states
 
 
@@ -132,7 +141,7 @@ async def test_a_crashed_replica_loses_its_partitions_and_its_work_is_finished(
     await start_sagas(clients[3], ids)
     await clients[1].close()  # no unpin, no leave: like a SIGKILL
     try:
-        await wait_for(lambda: balanced(first), timeout=15, message="first took over")
+        await wait_for(lambda: balanced(first), timeout=30, message="first took over")
         await all_ended(clients[3], ids, status="compensated")
     finally:
         await participant.stop()

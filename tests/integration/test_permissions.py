@@ -2,7 +2,8 @@
 
 The example server configuration runs the engine, the six services, the two front ends
 and an operator, each as its own user, through real sagas with no permission violation;
-and a user that steps outside its role is refused.
+and a user that steps outside its role is refused. Partitioned engine replicas (routing,
+pinned pulls, heartbeats, a handover) run under the engine's permissions too.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from pydantic import SecretStr
 
 from saga.definition import load_definitions
 from saga.dlq_admin import list_dead_letters
+from saga.engine import Engine, EngineSettings
+from saga.engine.partitions import partition_of
 from saga.inspect import instance_store, list_instances
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.server import EmbeddedServer, find_server_binary
-from saga.nats.topology import Topology, listened_subjects, published_subjects
+from saga.nats.topology import Topology, instance_key, listened_subjects, published_subjects
 from saga.participant import load_app
 from saga.participant.routes import RouteKind
 from services.orders import new_order, place_orders
@@ -46,6 +49,8 @@ USERS = {
     **{name: name.upper() for name in SERVICES},
 }
 TOO_BROAD = {">", "$JS.>", "$JS.API.>", "$KV.>", "$JS.API.STREAM.>", "$JS.API.CONSUMER.>"}
+PARTITIONED = EngineSettings(partitions=2, pin_timeout=3.0)
+CHILD_ENV = {"PYTHONPATH": str(ROOT), "SAGA_ADMIN_ADDR": "off", "SAGA_LOG_LEVEL": "WARNING"}
 
 
 def password(user: str) -> str:
@@ -145,12 +150,31 @@ def violations(server: EmbeddedServer) -> list[str]:
     return [line for line in text.splitlines() if "Violation" in line]
 
 
+def spawn_services(server: EmbeddedServer, tmp_path: Path) -> list[subprocess.Popen[bytes]]:
+    """The six example services, each as its own user."""
+    children = []
+    for name in SERVICES:
+        url = f"nats://{name}:{password(name)}@127.0.0.1:{server.port}"
+        args = ["-m", f"services.{name}", "--nats", url, "--log-level", "WARNING"]
+        children.append(spawn(args, tmp_path / f"{name}.log", CHILD_ENV))
+    return children
+
+
+def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 async def test_every_role_does_its_work_with_no_violation(
     secured: EmbeddedServer, tmp_path: Path
 ) -> None:
-    env = {"PYTHONPATH": str(ROOT), "SAGA_ADMIN_ADDR": "off", "SAGA_LOG_LEVEL": "WARNING"}
     engine_env = {
-        **env,
+        **CHILD_ENV,
         "SAGA_NATS_USER": "saga-engine",
         "SAGA_NATS_PASSWORD": password("saga-engine"),
     }
@@ -159,12 +183,9 @@ async def test_every_role_does_its_work_with_no_violation(
             ["-m", "saga", "run", "--nats", secured.url, "--definitions", str(DEFINITIONS)],
             tmp_path / "engine.log",
             engine_env,
-        )
+        ),
+        *spawn_services(secured, tmp_path),
     ]
-    for name in SERVICES:
-        url = f"nats://{name}:{password(name)}@127.0.0.1:{secured.port}"
-        args = ["-m", f"services.{name}", "--nats", url, "--log-level", "WARNING"]
-        children.append(spawn(args, tmp_path / f"{name}.log", env))
     try:
         orders_nc = await connect(as_user(secured, "orders"))
         trips_nc = await connect(as_user(secured, "trips"))
@@ -197,13 +218,7 @@ async def test_every_role_does_its_work_with_no_violation(
         for nc in (orders_nc, trips_nc, operator_nc):
             await nc.close()
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_all(children)
 
 
 async def refused_outside_the_role(
@@ -224,3 +239,79 @@ async def refused_outside_the_role(
         return '"payment.charged"' in found and "KV_saga_instances" in found
 
     await wait_for(logged, message="both refusals in the server log")
+
+
+def one_id_per_partition(saga: str, prefix: str) -> list[str]:
+    """Saga ids whose instances fall in each of the partitions, in partition order."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < PARTITIONED.partitions:
+        saga_id = f"{prefix}{n}"
+        found.setdefault(partition_of(instance_key(saga, saga_id), PARTITIONED.partitions), saga_id)
+        n += 1
+    return [found[p] for p in sorted(found)]
+
+
+async def test_partitioned_engine_replicas_work_with_no_violation(
+    secured: EmbeddedServer, tmp_path: Path
+) -> None:
+    """Two replicas as ``saga-engine``: they create SAGA_WORK, its pinned consumers and the
+    ``saga_engines`` bucket, route, pull pinned, beat, and one hands its partition over."""
+    children = spawn_services(secured, tmp_path)
+    definitions = load_definitions([DEFINITIONS])
+    engines: list[Engine] = []
+    try:
+        for _ in range(2):
+            engine = Engine(
+                await connect(as_user(secured, "saga-engine")), definitions, PARTITIONED
+            )
+            await engine.start()
+            engines.append(engine)
+        first, second = engines
+
+        async def split() -> bool:
+            return len(first.owned) == len(second.owned) == 1
+
+        await wait_for(split, timeout=15, message="one partition per replica")
+        orders_nc = await connect(as_user(secured, "orders"))
+        trips_nc = await connect(as_user(secured, "trips"))
+        operator_nc = await connect(as_user(secured, "saga-operator"))
+        store = await instance_store(operator_nc.jetstream(), Topology())
+
+        async def ended(count: int) -> bool:
+            states = await list_instances(store, limit=100)
+            done = [s for s in states if s.status.value in ("completed", "compensated")]
+            return len(done) == count
+
+        order_ids = one_id_per_partition("order-fulfilment", "part-o")
+        trip_ids = one_id_per_partition("travel-booking", "part-t")
+        orders = [new_order(i, fail="payment" if n else None) for n, i in enumerate(order_ids)]
+        trips = [new_trip(i, fail="car" if n else None) for n, i in enumerate(trip_ids)]
+        await asyncio.wait_for(place_orders(orders_nc.jetstream(), orders), 30)
+        await asyncio.wait_for(request_trips(trips_nc.jetstream(), trips), 30)
+        await wait_for(lambda: ended(4), timeout=60, message="4 sagas to end on two replicas")
+
+        # The first replica leaves: it unpins its partition and deletes its heartbeat.
+        engines.remove(first)
+        await first.stop()
+        await first.nc.drain()
+
+        async def second_owns_all() -> bool:
+            return sorted(second.owned) == list(range(PARTITIONED.partitions))
+
+        await wait_for(second_owns_all, timeout=15, message="the other replica owns both")
+        later = [new_order(i) for i in one_id_per_partition("order-fulfilment", "part-later-o")]
+        await asyncio.wait_for(place_orders(orders_nc.jetstream(), later), 30)
+        await wait_for(lambda: ended(6), timeout=60, message="2 more sagas to end on one replica")
+
+        work = await second.js.stream_info(PARTITIONED.topology.work_stream)
+        assert work.state.last_seq > 0, "nothing was routed through the work stream"
+        assert await list_dead_letters(operator_nc.jetstream()) == []
+        for nc in (orders_nc, trips_nc, operator_nc):
+            await nc.close()
+    finally:
+        for engine in engines:
+            await engine.stop()  # unpins its partitions: under the permissions too
+            await engine.nc.drain()
+        stop_all(children)
+    assert violations(secured) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import shlex
@@ -16,22 +17,29 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from nats.js.api import KeyValueConfig, StreamConfig
+from nats.js.errors import NotFoundError
 
 from saga.admin.openapi import OPENAPI
 from saga.admin.server import OPEN_PATHS
+from saga.config import ENV, RunConfig
 from saga.definition import load_definitions
-from saga.nats.provision import StreamSettings, provision_engine
+from saga.engine.settings import EngineSettings
+from saga.nats.connection import AUTH_ENV, settings_from_env
+from saga.nats.membership import Membership
+from saga.nats.provision import StreamSettings, provision_engine, provision_partitions
 from saga.nats.topology import (
     DLQ_PREFIX,
     STATUS_PREFIX,
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
+    WORK_PREFIX,
     Topology,
     listened_subjects,
     published_subjects,
@@ -44,7 +52,12 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 K8S = DEPLOY / "kubernetes"
 YAML_FILES = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml"))
-MIN_NATS = (2, 12)  # message schedules
+MIN_NATS = (2, 12)  # message schedules (pinned consumers need 2.11)
+MIN_GRACE = 20
+"""Seconds an engine gets after SIGTERM: its partitions' handover takes about 1 s, but
+in-flight work and an unpin request (5 s at most) may wait on a slow server."""
+OTHER_VARIABLES = {"SAGA_LOG_FORMAT": ROOT / "saga" / "logs.py"}
+"""``SAGA_*`` variables read outside ``saga run``'s settings (saga/config.py ENV), and where."""
 
 
 # -- helpers -------------------------------------------------------------------
@@ -149,6 +162,25 @@ def load_script(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def interpolated(value: Any) -> str:
+    """A compose value with ``${VAR:-default}`` replaced by its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))
+
+
+def assert_known_saga_variables(where: str, names: Any) -> None:
+    for name in names:
+        if name.startswith("SAGA_"):
+            known = name in ENV.values() or name in OTHER_VARIABLES
+            assert known, f"{where}: {name} is read by nothing (saga/config.py ENV)"
+
+
+def run_settings(env: dict[str, str]) -> RunConfig:
+    """The engine's ``SAGA_*`` variables, validated as ``saga run`` validates them."""
+    return RunConfig.model_validate(
+        {key: env[variable] for key, variable in ENV.items() if variable in env}
+    )
 
 
 def example_subjects() -> tuple[list[str], list[str]]:
@@ -308,6 +340,11 @@ def saga_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {n: s for n, s in compose["services"].items() if s.get("image") == "nats-saga:local"}
 
 
+def engines(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run ``saga run``: the engine and its extra replicas."""
+    return {n: s for n, s in saga_services(compose).items() if s.get("command") == ["run"]}
+
+
 def nats_nodes(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         n: s
@@ -416,8 +453,35 @@ def test_compose_runs_every_example_service(compose: dict[str, Any]) -> None:
 
 def test_compose_services_skip_the_engine_healthcheck(compose: dict[str, Any]) -> None:
     for name, service in saga_services(compose).items():
-        if name != "engine":
+        if name not in engines(compose):
             assert service["healthcheck"] == {"disable": True}, name
+
+
+def test_compose_engine_replicas_share_partitions(compose: dict[str, Any]) -> None:
+    replicas = engines(compose)
+    assert set(replicas) == {"engine", "engine-2"}
+    settings = {
+        name: run_settings({k: interpolated(v) for k, v in s["environment"].items()})
+        for name, s in replicas.items()
+    }
+    # The same partition count everywhere, or replicas route to different partitions.
+    assert {s.partitions for s in settings.values()} == {settings["engine"].partitions}
+    assert settings["engine"].partitions >= len(replicas)
+    assert {s.stream_replicas for s in settings.values()} == {len(nats_nodes(compose))}
+    provision = compose["services"]["provision"]["environment"]
+    assert int(provision["SAGA_PARTITIONS"]) == settings["engine"].partitions
+    assert int(provision["SAGA_STREAM_REPLICAS"]) == settings["engine"].stream_replicas
+    # Only one replica may publish the admin port; the others can be scaled.
+    assert [n for n, s in replicas.items() if s.get("ports")] == ["engine"]
+    assert replicas["engine-2"]["profiles"], "a second replica is opt-in"
+    for name, service in replicas.items():
+        assert service["healthcheck"] == replicas["engine"]["healthcheck"], name
+        assert go_duration(service["stop_grace_period"]) >= MIN_GRACE, name
+
+
+def test_compose_sets_only_known_saga_variables(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        assert_known_saga_variables(f"compose {name}", service.get("environment") or {})
 
 
 def test_compose_dependencies_exist(compose: dict[str, Any]) -> None:
@@ -432,12 +496,29 @@ def test_compose_dependencies_exist(compose: dict[str, Any]) -> None:
     assert int(provision["environment"]["SAGA_STREAM_REPLICAS"]) == len(nats_nodes(compose))
 
 
-def test_provision_script_calls_the_engines_provisioning() -> None:
+def test_provision_script_calls_the_engines_provisioning(monkeypatch: pytest.MonkeyPatch) -> None:
     script = load_script(DEPLOY / "provision.py")
     inspect.signature(provision_engine).bind(
         None, Topology(), StreamSettings(replicas=3), listened=[], published=[]
     )
-    assert script.ENV_OPTIONS["token"] == "SAGA_NATS_TOKEN"
+    inspect.signature(provision_partitions).bind(
+        None, Topology(), StreamSettings(replicas=3), 12, EngineSettings().pin_timeout
+    )
+    assert script.settings_from_env is settings_from_env  # the engine's SAGA_NATS_* variables
+    assert set(AUTH_ENV.values()) <= set(ENV.values())
+    read = re.findall(r"os\.environ\.get\(\"(SAGA_\w+)\"", (DEPLOY / "provision.py").read_text())
+    assert set(read) == {
+        "SAGA_NATS_URL",
+        "SAGA_DEFINITIONS",
+        "SAGA_STREAM_REPLICAS",
+        "SAGA_PARTITIONS",
+    }
+    assert_known_saga_variables("provision.py", read)
+    assert script.arguments().parse_args([]).partitions == 0
+    monkeypatch.setenv("SAGA_PARTITIONS", "12")
+    monkeypatch.setenv("SAGA_STREAM_REPLICAS", "3")
+    args = script.arguments().parse_args([])
+    assert (args.partitions, args.replicas) == (12, 3)
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--help"])
     assert exit_info.value.code == 0
@@ -533,6 +614,38 @@ def test_k8s_admin_service_and_network_policy_use_the_admin_port() -> None:
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
     for rule in policy["spec"]["ingress"]:
         assert [resolve_port(container, p["port"]) for p in rule["ports"]] == [admin_port()]
+
+
+def engine_env() -> dict[str, str]:
+    """The engine pod's plain environment: the ConfigMap, then the container's values."""
+    env = dict(saga_config())
+    env.update({e["name"]: e["value"] for e in engine_container()["env"] if "value" in e})
+    return env
+
+
+def test_k8s_engine_runs_partitioned_with_replicated_streams() -> None:
+    settings = run_settings(engine_env())
+    engine = deployments()["saga-engine"]
+    assert settings.partitions >= engine["spec"]["replicas"] > 1, "every replica owns some"
+    (values,) = docs(K8S / "nats" / "values.yaml")
+    assert settings.stream_replicas == values["config"]["cluster"]["replicas"]
+    (compose,) = docs(COMPOSE)
+    compose_env = compose["services"]["engine"]["environment"]
+    assert settings.partitions == int(compose_env["SAGA_PARTITIONS"]), "compose and k8s differ"
+    assert settings.stream_replicas == int(compose_env["SAGA_STREAM_REPLICAS"])
+    pod = engine["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= MIN_GRACE
+    assert engine["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_k8s_sets_only_known_saga_variables() -> None:
+    assert_known_saga_variables("saga-config", saga_config())
+    for name, deployment in deployments().items():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert_known_saga_variables(name, [e["name"] for e in container.get("env", [])])
+    assert_known_saga_variables("Dockerfile", dockerfile_env())
+    for variable, reader in OTHER_VARIABLES.items():
+        assert f'"{variable}"' in reader.read_text(encoding="utf-8"), f"{reader} no longer reads it"
 
 
 def test_k8s_engine_deployment_settings() -> None:
@@ -650,7 +763,12 @@ def nack(kind: str) -> dict[str, dict[str, Any]]:
 def test_nack_streams_match_engine_provisioning() -> None:
     topology, settings = Topology(), StreamSettings()
     streams = nack("Stream")
-    assert set(streams) == {topology.events_stream, topology.timers_stream, topology.dlq_stream}
+    assert set(streams) == {
+        topology.events_stream,
+        topology.timers_stream,
+        topology.dlq_stream,
+        topology.work_stream,
+    }
     listened, published = example_subjects()
     events = streams[topology.events_stream]
     wanted = sorted({*listened, *published, f"{STATUS_PREFIX}.>"})
@@ -670,7 +788,8 @@ def test_nack_streams_match_engine_provisioning() -> None:
     assert dlq["subjects"] == [f"{DLQ_PREFIX}.>"]
     assert go_duration(dlq["maxAge"]) == settings.dlq_max_age
     for name, spec in streams.items():
-        assert spec["retention"] == "limits", name
+        if name != topology.work_stream:
+            assert spec["retention"] == "limits", name
         assert spec["storage"] == settings.storage.value, name
         assert go_duration(spec["duplicateWindow"]) == settings.duplicate_window, name
         assert spec["replicas"] == 3, name
@@ -713,7 +832,8 @@ def test_nack_participant_consumers_match_the_example_apps() -> None:
     topology = Topology()
     consumers = nack("Consumer")
     apps = example_apps()
-    assert set(consumers) == {topology.engine_consumer, topology.timer_consumer, *apps}
+    partitions = {topology.partition_consumer(p) for p in range(configured_partitions())}
+    assert set(consumers) == {topology.engine_consumer, topology.timer_consumer, *apps, *partitions}
     events = nack("Stream")[topology.events_stream]["subjects"]
     for name, app in apps.items():
         spec = consumers[app.name]
@@ -729,12 +849,123 @@ def test_nack_buckets_match_engine_and_participants() -> None:
     hotel = importlib.import_module("services.hotel")
     buckets = nack("KeyValue")
     participant_buckets = {topology.replies_bucket, EFFECTS_BUCKET, hotel.TRIPS_BUCKET}
-    assert set(buckets) == {topology.instances_bucket, *participant_buckets}
+    engine_buckets = {topology.instances_bucket, topology.members_bucket}
+    assert set(buckets) == {*engine_buckets, *participant_buckets}
     for name, spec in buckets.items():
         assert spec["history"] == 1, name
         assert spec["storage"] == settings.storage.value, name
         assert spec["replicas"] == 3, name
         if name in participant_buckets:  # saga.participant.buckets: entries age out
             assert go_duration(spec["ttl"]) == settings.events_max_age, name
-        else:
+        elif name != topology.members_bucket:  # compared with the engine's below
             assert "ttl" not in spec, name
+
+
+# -- NACK, partitioned mode: compared with what the engine itself sends --------
+
+
+class Recorder:
+    """Stands in for the nats client and JetStream context: answers ``provision_partitions``
+    and ``Membership`` as if nothing existed yet, and keeps what they ask to create."""
+
+    def __init__(self) -> None:
+        self.streams: list[StreamConfig] = []
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.buckets: list[KeyValueConfig] = []
+
+    def jetstream(self) -> Recorder:
+        return self
+
+    async def stream_info(self, name: str) -> Any:
+        raise NotFoundError(description=f"no stream {name}")
+
+    async def add_stream(self, config: StreamConfig) -> Any:
+        self.streams.append(config)
+        return SimpleNamespace(config=config)
+
+    async def request(self, subject: str, payload: bytes, timeout: float) -> Any:
+        self.requests.append((subject, json.loads(payload)))
+        return SimpleNamespace(data=b"{}")
+
+    async def key_value(self, bucket: str) -> Any:
+        raise NotFoundError(description=f"no bucket {bucket}")
+
+    async def create_key_value(self, config: KeyValueConfig) -> Any:
+        self.buckets.append(config)
+
+        async def put(key: str, value: bytes) -> int:
+            return 1
+
+        async def keys() -> list[str]:
+            return []
+
+        return SimpleNamespace(put=put, keys=keys)
+
+
+def configured_partitions() -> int:
+    return int(saga_config()["SAGA_PARTITIONS"])
+
+
+async def engine_partitioned_resources() -> Recorder:
+    """What a partitioned `saga run` creates, with the Kubernetes settings."""
+    topology, engine = Topology(), EngineSettings()
+    streams = StreamSettings(replicas=int(saga_config()["SAGA_STREAM_REPLICAS"]))
+    recorder = Recorder()
+    nc: Any = recorder
+    await provision_partitions(nc, topology, streams, configured_partitions(), engine.pin_timeout)
+    members = Membership(nc, topology.members_bucket, "test", engine.member_ttl, streams.replicas)
+    await members.beat([])
+    return recorder
+
+
+def nanoseconds(duration: str) -> int:
+    return round(go_duration(duration) * 1e9)
+
+
+async def test_nack_work_stream_matches_the_engines() -> None:
+    (wanted,) = (await engine_partitioned_resources()).streams
+    spec = nack("Stream")[Topology().work_stream]
+    assert spec["subjects"] == wanted.subjects == [f"{WORK_PREFIX}.>"]
+    assert spec["retention"] == "workqueue" == wanted.retention.value
+    assert spec["storage"] == wanted.storage.value
+    assert go_duration(spec["maxAge"]) == wanted.max_age
+    assert go_duration(spec["duplicateWindow"]) == wanted.duplicate_window
+    assert spec["replicas"] == wanted.num_replicas == 3
+    assert "allowDirect" not in spec
+
+
+async def test_nack_partition_consumers_match_the_engines() -> None:
+    topology = Topology()
+    requests = (await engine_partitioned_resources()).requests
+    consumers = nack("Consumer")
+    assert len(requests) == configured_partitions()
+    for subject, body in requests:
+        config = body["config"]
+        name = config["durable_name"]
+        assert subject == f"$JS.API.CONSUMER.CREATE.{topology.work_stream}.{name}"
+        spec = consumers.get(name)
+        assert spec, f"nack/partitions.yaml lacks consumer {name} (SAGA_PARTITIONS changed?)"
+        assert spec["streamName"] == body["stream_name"] == topology.work_stream
+        assert filters(spec) == [config["filter_subject"]]
+        assert spec["deliverPolicy"] == config["deliver_policy"]
+        assert spec["ackPolicy"] == config["ack_policy"]
+        assert [nanoseconds(b) for b in spec["backoff"]] == config["backoff"]
+        assert nanoseconds(spec["ackWait"]) == config["backoff"][0]
+        assert spec["maxDeliver"] == config["max_deliver"]
+        assert spec["maxAckPending"] == config["max_ack_pending"]
+        # NACK applies pinned_client only with a pinnedTtl (its priority_timeout).
+        assert spec["priorityPolicy"] == config["priority_policy"] == "pinned_client"
+        assert spec["priorityGroups"] == config["priority_groups"]
+        assert nanoseconds(spec["pinnedTtl"]) == config["priority_timeout"]
+        assert "replicas" not in spec, f"{name}: a consumer inherits its stream's replicas"
+    pinned = {n for n, s in consumers.items() if s["streamName"] == topology.work_stream}
+    assert pinned == {b["config"]["durable_name"] for _, b in requests}, "one per partition"
+
+
+async def test_nack_heartbeat_bucket_matches_the_engines() -> None:
+    (wanted,) = (await engine_partitioned_resources()).buckets
+    spec = nack("KeyValue")[wanted.bucket]
+    assert spec["history"] == wanted.history
+    assert go_duration(spec["ttl"]) == wanted.ttl == EngineSettings().member_ttl
+    assert spec["storage"] == wanted.storage.value
+    assert spec["replicas"] == wanted.replicas
