@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from nats.js import JetStreamContext
 
-from saga.nats.connection import NatsSettings, connect
+from saga.nats.connection import connect, settings_from_env
 from saga.participant.runner import NATS_URL_ENV
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID
 from saga.telemetry import Telemetry
@@ -57,10 +56,10 @@ def front_end_main(
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--fail", choices=failures, help="make every saga fail at this service")
     args = parser.parse_args(argv)
-    url = args.nats or os.environ.get(NATS_URL_ENV) or NatsSettings().url
+    settings = settings_from_env(args.nats, name)  # with the SAGA_NATS_* authentication
 
     async def start() -> None:
-        nc = await connect(NatsSettings(url=url, name=name))
+        nc = await connect(settings)
         try:
             payloads = (make(fail=args.fail) for _ in range(args.count))
             print("\n".join(await publish_triggers(nc.jetstream(), subject, id_field, payloads)))
