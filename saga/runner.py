@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
+import time
 from pathlib import Path
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from saga.admin import AdminServer, AdminSettings
 from saga.definition import load_catalog
@@ -51,6 +57,36 @@ def discover_url(explicit: str | None, data_dir: Path = DEFAULT_DATA_DIR) -> str
     return f"nats://127.0.0.1:{DEFAULT_PORT}"
 
 
+TRANSIENT = (
+    NatsTimeoutError,
+    NoRespondersError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+    TimeoutError,
+)
+"""Errors of a server or cluster that is up but not ready yet (no JetStream leader)."""
+
+
+async def start_when_possible(engine: Engine, stop: asyncio.Event, patience: float = 120.0) -> bool:
+    """Start the engine, trying again while the server is not ready yet; False when told to
+    stop first. Gives up (raises) after ``patience`` seconds, or at once on a real error."""
+    deadline = time.monotonic() + patience
+    delay = 0.5
+    while True:
+        try:
+            await engine.start()
+            return True
+        except TRANSIENT as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("cannot start yet (%s); trying again in %.1fs", exc or type(exc), delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, 5.0)
+
+
 async def run_engine(
     definitions_path: Path,
     nats: NatsSettings | None,
@@ -85,7 +121,8 @@ async def run_engine(
             url = await admin_server.start()
             if announce:
                 print(f"admin API on {url}", flush=True)
-        await engine.start()
+        if not await start_when_possible(engine, stop):
+            return
         if reload and await asyncio.to_thread(definitions_path.is_dir):
             watcher = DefinitionsWatcher(engine, definitions_path)
             watcher.start()

@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 
 from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, ScheduleTimer
 from saga.core.state import InstanceState
+from saga.nats.acks import acks_for
 from saga.nats.timers import BrokerTimers
 from saga.nats.topology import STATUS_PREFIX
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
@@ -67,19 +68,24 @@ class Effects:
         self.js = js
         self.timers = timers
         self.telemetry = telemetry or Telemetry.disabled()
+        self.acks = acks_for(js._nc)
 
     async def run(self, state: InstanceState, commands: Sequence[Command]) -> None:
         """Send in the decided order, pipelined; then wait for every ack.
 
         Publishes go out one after the other on the connection (so the stream keeps
-        the decided order) without waiting for each ack; any failure raises, and the
-        caller naks the message so the outbox is sent again.
+        the decided order) without waiting for each ack; any failure, or an ack missing
+        after :attr:`Acks.timeout`, raises, and the caller naks the message so the outbox
+        is sent again (``Nats-Msg-Id`` dedupes what did arrive).
         """
         pending: list[Awaitable[Any]] = []
         for command in net_commands(commands):
             pending.append(await self._send(state, command))
         if pending:
-            await asyncio.gather(*pending)
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
 
     async def _send(self, state: InstanceState, command: Command) -> Awaitable[Any]:
         name, sid = state.saga_name, state.saga_id
@@ -92,7 +98,7 @@ class Effects:
                 inject(context)  # the fired timer's processing joins this trace
             return await self.timers.schedule(name, sid, command.timer, command.fire_at, context)
         if isinstance(command, CancelTimer):
-            return asyncio.ensure_future(self.timers.cancel(name, sid, command.timer))
+            return await self.timers.cancel(name, sid, command.timer)
         if isinstance(command, Parked):
             log.warning("parked at the compensation of %s: %s", command.step, command.reason)
             return await self._announce(state, "parked", command.reason)
@@ -108,8 +114,9 @@ class Effects:
         self, subject: str, data: bytes, headers: dict[str, str], saga_id: str
     ) -> Awaitable[Any]:
         """Send now; returns the ack to wait for."""
+        if not self.telemetry.enabled:
+            return await self.acks.send(subject, data, headers)
         with sending(
             self.telemetry, subject, headers, saga_id=saga_id, message_id=headers.get(HEADER_MSG_ID)
         ):
-            ack: Awaitable[Any] = await self.js.publish_async(subject, data, headers=headers)
-        return ack
+            return await self.acks.send(subject, data, headers)

@@ -74,7 +74,7 @@ class Observer:
             saga_trace,
             start,
             end,
-            {
+            lambda: {
                 "saga.id": state.saga_id,
                 "saga.name": state.saga_name,
                 "saga.step": step,
@@ -104,7 +104,7 @@ class Observer:
             saga_trace,
             s.compensation_started_at or now,
             s.compensation_finished_at or now,
-            {
+            lambda: {
                 "saga.id": state.saga_id,
                 "saga.name": state.saga_name,
                 "saga.step": step,

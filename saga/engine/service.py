@@ -38,6 +38,7 @@ from saga.engine.settings import EngineSettings
 from saga.errors import RevisionConflict
 from saga.inspect import find_record
 from saga.logs import CURRENT_SAGA
+from saga.nats.acks import acks_for
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.pinned import HEADER_PIN, PinnedPull, unpin
@@ -185,30 +186,16 @@ class Engine:
         self.intake = intake
 
     async def start(self) -> None:
-        """Provision streams, consumers and the bucket, then start consuming."""
+        """Provision streams, consumers and the bucket, then start consuming.
+
+        Everything that can fail comes before the first task starts, so a failed start
+        (a cluster still electing leaders) can simply be tried again."""
         topology = self.settings.topology
+        streams = self.settings.streams
         provisioned = await self.provision()
-        self.store = KvInstanceStore(provisioned.instances)
-        self.timers.native = provisioned.native_timers
-        events = await self.js.pull_subscribe_bind(
-            durable=topology.engine_consumer, stream=topology.events_stream
-        )
-        timers = await self.js.pull_subscribe_bind(
-            durable=topology.timer_consumer, stream=topology.timers_stream
-        )
-        self._subs = [events, timers]
-        self._tasks = [
-            asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
-            asyncio.create_task(self._consume(self._fetcher(timers)), name="saga-timers"),
-        ]
         if self.settings.partitions:
-            streams = self.settings.streams
             await provision_partitions(
-                self.nc,
-                topology,
-                streams,
-                self.settings.partitions,
-                self.settings.pin_timeout,
+                self.nc, topology, streams, self.settings.partitions, self.settings.pin_timeout
             )
             self.membership = Membership(
                 self.js,
@@ -218,8 +205,27 @@ class Engine:
                 streams.replicas,
                 streams.storage,
             )
-            self._tasks.append(asyncio.create_task(self._keep_balanced(), name="saga-members"))
+        self.store = KvInstanceStore(provisioned.instances)
+        self.timers.native = provisioned.native_timers
+        for sub in self._subs:  # from a failed earlier attempt
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = [
+            await self.js.pull_subscribe_bind(
+                durable=topology.engine_consumer, stream=topology.events_stream
+            ),
+            await self.js.pull_subscribe_bind(
+                durable=topology.timer_consumer, stream=topology.timers_stream
+            ),
+        ]
         self._operator = await serve_operator_requests(self)
+        events, timers = self._subs
+        self._tasks = [
+            asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
+            asyncio.create_task(self._consume(self._fetcher(timers)), name="saga-timers"),
+        ]
+        if self.membership is not None:
+            self._tasks.append(asyncio.create_task(self._keep_balanced(), name="saga-members"))
         self.ready.set()
         log.info(
             "engine consuming %d saga definition(s): %s",
@@ -387,7 +393,7 @@ class Engine:
         headers[HEADER_ORIGIN] = received.origin
         headers["Nats-Msg-Id"] = f"route:{received.origin}"  # a re-route after a crash is dropped
         try:
-            await (await self.js.publish_async(subject, msg.data, headers=headers))
+            await (await acks_for(self.nc).send(subject, msg.data, headers))
         except Exception as exc:
             return Retry(f"routing to {subject} failed: {type(exc).__name__}: {exc}")
         return Ack()

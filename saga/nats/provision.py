@@ -7,12 +7,14 @@ often a poison message is retried.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -109,6 +111,28 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> StreamCon
     return have
 
 
+async def allow_msg_ttl(js: JetStreamContext, have: StreamConfig) -> None:
+    """Turn on per-message TTLs on a timers stream made before cancelled timers needed them.
+
+    Without them the engine still works: its timers see that the stream lacks them and
+    cancel by purging the timer's subject, one API request each.
+    """
+    updated = copy.copy(have)
+    updated.allow_msg_ttl = True
+    try:
+        await js.update_stream(updated)
+    except NatsError as exc:  # refused, or not permitted (then no answer: a timeout)
+        log.warning(
+            "cannot allow per-message TTLs on stream %s (%s): cancelled timers will be "
+            "purged one by one; set allow_msg_ttl on it, or let the engine update it",
+            have.name,
+            getattr(exc, "description", None) or type(exc).__name__,
+        )
+        return
+    have.allow_msg_ttl = True
+    log.info("stream %s now allows per-message TTLs (for cancelled timers)", have.name)
+
+
 async def ensure_consumer(
     js: JetStreamContext,
     stream: str,
@@ -170,11 +194,15 @@ async def provision_engine(
             subjects=[f"{TIMER_SCHEDULE_PREFIX}.>", f"{TIMER_FIRE_PREFIX}.>"],
             retention=RetentionPolicy.LIMITS,
             allow_msg_schedules=True if settings.native_timers else None,
+            # A cancelled timer's schedule is replaced by a message that expires on its own.
+            allow_msg_ttl=True if settings.native_timers else None,
             max_msgs_per_subject=1,
             **common,
         ),
     )
     native_timers = settings.native_timers and bool(timers.allow_msg_schedules)
+    if native_timers and not timers.allow_msg_ttl:
+        await allow_msg_ttl(js, timers)
     if not native_timers:
         log.warning(
             "timers use delayed redelivery: the server lacks message schedules (2.12+)"

@@ -3,7 +3,12 @@
 Native mode (nats-server 2.12+ message schedules): a timer is a message on
 ``saga.timer.at.<instance>.<timer>`` with ``Nats-Schedule: @at <time>``; at that
 time the server publishes it to ``saga.timer.fire.<instance>.<timer>``, which the
-engine consumes. Publishing the same schedule again replaces it; purging cancels it.
+engine consumes. Publishing the same schedule again replaces it. Cancelling replaces
+it too, with a plain message (no schedule headers) that the server drops after
+``CANCEL_TTL`` (``Nats-TTL``; the stream allows per-message TTLs): the stream keeps one
+message per subject, so the schedule is gone and never fires. That is a pipelined
+publish, not an API request; a purge of the subject is the fallback when the stream
+does not allow per-message TTLs.
 
 Fallback mode (any JetStream server): the timer is published straight to its fire
 subject with a ``Saga-Timer-Due`` header; the engine naks it with the remaining
@@ -15,6 +20,8 @@ Either way timers survive engine restarts and move between replicas.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +29,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from saga.core.events import Timer
+from saga.nats.acks import acks_for
 from saga.nats.topology import timer_fire_subject, timer_schedule_subject
 from saga.protocol import HEADER_SAGA_ID, HEADER_SAGA_NAME
 
@@ -29,6 +37,13 @@ HEADER_TIMER = "Saga-Timer"
 HEADER_DUE = "Saga-Timer-Due"
 HEADER_SCHEDULE = "Nats-Schedule"
 HEADER_SCHEDULE_TARGET = "Nats-Schedule-Target"
+HEADER_TTL = "Nats-TTL"
+HEADER_EXPECTED_STREAM = "Nats-Expected-Stream"
+CANCEL_TTL = 1
+"""Seconds a cancelled timer's replacement message stays (per-message TTLs are whole
+seconds, at least 1)."""
+
+log = logging.getLogger("saga.timers")
 
 
 def schedule_time(at: datetime) -> str:
@@ -51,6 +66,12 @@ class BrokerTimers:
         self.js = js
         self.stream = stream
         self.native = native
+        self.acks = acks_for(js._nc)
+        self.replace_to_cancel: bool | None = None
+        """Cancel a native timer by replacing its schedule (see the module docstring), else
+        by a purge. None: not known yet; the first cancel asks whether the stream allows
+        per-message TTLs (provisioning turns them on; a stream it could not update does not)."""
+        self._checking = asyncio.Lock()
 
     async def schedule(
         self,
@@ -69,20 +90,47 @@ class BrokerTimers:
             HEADER_SAGA_NAME: saga_name,
             HEADER_TIMER: timer.key,
         }
+        headers[HEADER_EXPECTED_STREAM] = self.stream
         if not self.native:
             headers[HEADER_DUE] = at.astimezone(UTC).isoformat()
-            return await self.js.publish_async(fire, b"", headers=headers, stream=self.stream)
+            return await self.acks.send(fire, b"", headers)
         headers[HEADER_SCHEDULE] = schedule_time(at)
         headers[HEADER_SCHEDULE_TARGET] = fire
         subject = timer_schedule_subject(saga_name, saga_id, timer.key)
-        return await self.js.publish_async(subject, b"", headers=headers, stream=self.stream)
+        return await self.acks.send(subject, b"", headers)
 
-    async def cancel(self, saga_name: str, saga_id: str, timer: Timer) -> None:
-        if self.native:
-            subject = timer_schedule_subject(saga_name, saga_id, timer.key)
-        else:
-            subject = timer_fire_subject(saga_name, saga_id, timer.key)
-        await self.js.purge_stream(self.stream, subject=subject)
+    async def cancel(self, saga_name: str, saga_id: str, timer: Timer) -> Awaitable[Any]:
+        """Cancel the timer; returns what to wait for (a replacement is sent in order with
+        the other publishes of the transition, so a schedule that follows it wins)."""
+        if not self.native:
+            return self._purge(timer_fire_subject(saga_name, saga_id, timer.key))
+        subject = timer_schedule_subject(saga_name, saga_id, timer.key)
+        if self.replace_to_cancel is None:
+            await self._check_ttl()
+        if not self.replace_to_cancel:
+            return self._purge(subject)
+        headers = {
+            HEADER_TTL: str(CANCEL_TTL),
+            HEADER_TIMER: timer.key,
+            HEADER_EXPECTED_STREAM: self.stream,
+        }
+        return await self.acks.send(subject, b"", headers)
+
+    def _purge(self, subject: str) -> Awaitable[Any]:
+        return asyncio.ensure_future(self.js.purge_stream(self.stream, subject=subject))
+
+    async def _check_ttl(self) -> None:
+        async with self._checking:
+            if self.replace_to_cancel is not None:
+                return
+            info = await self.js.stream_info(self.stream)
+            self.replace_to_cancel = bool(info.config.allow_msg_ttl)
+        if not self.replace_to_cancel:
+            log.warning(
+                "stream %s does not allow per-message TTLs: cancelled timers are purged one "
+                "by one (an API request each); set allow_msg_ttl on it",
+                self.stream,
+            )
 
     async def forget_fired(self, sequence: int) -> None:
         """Delete a fired timer message once handled, so the timer stream does not grow."""

@@ -34,9 +34,28 @@ def inject(headers: MutableMapping[str, str], context: Context | None = None) ->
     propagate.inject(headers, context=context, setter=SETTER)
 
 
+_EXTRACTED: dict[tuple[object, ...], Context] = {}
+_EXTRACTED_MAX = 4096
+
+
 def extract(headers: Mapping[str, str] | None) -> Context:
-    """The context carried by ``headers`` (empty when they carry none)."""
-    return propagate.extract(headers or {}, getter=GETTER)
+    """The context carried by ``headers`` alone (empty when they carry none).
+
+    Remembered by the headers' content: the engine extracts the same message headers and
+    the same saga trace several times per transition (parent, link, step spans). That is
+    sound because the result depends on nothing else (an empty base context, not the
+    current one) and a context is immutable.
+    """
+    if not headers:
+        return Context()
+    key = (id(propagate.get_global_textmap()), *headers.items())
+    found = _EXTRACTED.get(key)
+    if found is None:
+        found = propagate.extract(headers, context=Context(), getter=GETTER)
+        if len(_EXTRACTED) >= _EXTRACTED_MAX:
+            del _EXTRACTED[next(iter(_EXTRACTED))]
+        _EXTRACTED[key] = found
+    return found
 
 
 def has_span(context: Context) -> bool:

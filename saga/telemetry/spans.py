@@ -6,12 +6,16 @@
 - ``process {subject}`` (CONSUMER): handling one message, parent = the context that
   created the message (also added as a link);
 - ``send {subject}`` (PRODUCER): each publish, its context injected into the headers.
+
+Cheap when it can be: with tracing off, ``consuming`` and ``sending`` hand out one shared
+no-op context manager; a span that is not recording (sampled out, e.g. with
+``OTEL_TRACES_SAMPLER=parentbased_traceidratio``) gets no attributes built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +27,8 @@ from saga.telemetry.propagation import extract, has_span, inject
 from saga.telemetry.setup import Telemetry
 
 SYSTEM = {"messaging.system": "nats"}
+_NOTHING: AbstractContextManager[None] = nullcontext()
+"""What ``consuming`` and ``sending`` return with tracing off (reusable, no span)."""
 
 
 def _ns(moment: datetime) -> int:
@@ -47,12 +53,9 @@ def start_saga(
     """Write the short root span; returns its context as headers, to keep with the instance."""
     if not telemetry.enabled:
         return {}
-    span = telemetry.tracer.start_span(
-        f"saga {name}",
-        context=extract(parent),
-        start_time=start_ns,
-        attributes={"saga.id": saga_id, "saga.name": name, "saga.version": version},
-    )
+    span = telemetry.tracer.start_span(f"saga {name}", context=extract(parent), start_time=start_ns)
+    if span.is_recording():
+        span.set_attributes({"saga.id": saga_id, "saga.name": name, "saga.version": version})
     span.end()
     carrier: dict[str, str] = {}
     inject(carrier, trace.set_span_in_context(span))
@@ -72,7 +75,6 @@ def _trace(context: Context) -> int:
     return trace.get_current_span(context).get_span_context().trace_id
 
 
-@contextmanager
 def consuming(
     telemetry: Telemetry,
     subject: str,
@@ -82,37 +84,40 @@ def consuming(
     parent: Context | None = None,
     start_ns: int | None = None,
     message_id: str | None = None,
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """A CONSUMER span around handling one message; the current span inside the block."""
     if not telemetry.enabled:
-        yield None
-        return
+        return _NOTHING
+    return _consuming(telemetry, subject, headers, saga_id, parent, start_ns, message_id)
+
+
+@contextmanager
+def _consuming(
+    telemetry: Telemetry,
+    subject: str,
+    headers: Mapping[str, str] | None,
+    saga_id: str | None,
+    parent: Context | None,
+    start_ns: int | None,
+    message_id: str | None,
+) -> Iterator[Span | None]:
     creator = extract(headers)
     links = [Link(trace.get_current_span(creator).get_span_context())] if has_span(creator) else []
-    attributes: dict[str, Any] = {
-        **SYSTEM,
-        "messaging.destination.name": subject,
-        "messaging.operation.type": "process",
-    }
-    if saga_id:
-        attributes["messaging.message.conversation_id"] = saga_id
-    if message_id:
-        attributes["messaging.message.id"] = message_id
     span = telemetry.tracer.start_span(
         f"process {subject}",
         context=parent if parent is not None else creator,
         kind=SpanKind.CONSUMER,
         links=links,
         start_time=start_ns,
-        attributes=attributes,
     )
+    if span.is_recording():
+        span.set_attributes(_messaging(subject, "process", saga_id, message_id))
     with trace.use_span(
         span, end_on_exit=True, record_exception=True, set_status_on_exception=True
     ):
         yield span
 
 
-@contextmanager
 def sending(
     telemetry: Telemetry,
     subject: str,
@@ -120,28 +125,44 @@ def sending(
     *,
     saga_id: str | None,
     message_id: str | None,
-) -> Iterator[None]:
+) -> AbstractContextManager[None]:
     """A PRODUCER span around one publish; injects its context into ``headers``."""
     if not telemetry.enabled:
-        yield
-        return
-    attributes: dict[str, Any] = {
-        **SYSTEM,
-        "messaging.destination.name": subject,
-        "messaging.operation.type": "send",
-    }
-    if saga_id:
-        attributes["messaging.message.conversation_id"] = saga_id
-    if message_id:
-        attributes["messaging.message.id"] = message_id
-    span = telemetry.tracer.start_span(
-        f"send {subject}", kind=SpanKind.PRODUCER, attributes=attributes
-    )
+        return _NOTHING
+    return _sending(telemetry, subject, headers, saga_id, message_id)
+
+
+@contextmanager
+def _sending(
+    telemetry: Telemetry,
+    subject: str,
+    headers: MutableMapping[str, str],
+    saga_id: str | None,
+    message_id: str | None,
+) -> Iterator[None]:
+    span = telemetry.tracer.start_span(f"send {subject}", kind=SpanKind.PRODUCER)
+    if span.is_recording():
+        span.set_attributes(_messaging(subject, "send", saga_id, message_id))
     with trace.use_span(
         span, end_on_exit=True, record_exception=True, set_status_on_exception=True
     ):
         inject(headers)
         yield
+
+
+def _messaging(
+    subject: str, operation: str, saga_id: str | None, message_id: str | None
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        **SYSTEM,
+        "messaging.destination.name": subject,
+        "messaging.operation.type": operation,
+    }
+    if saga_id:
+        attributes["messaging.message.conversation_id"] = saga_id
+    if message_id:
+        attributes["messaging.message.id"] = message_id
+    return attributes
 
 
 def outcome_span(
@@ -150,15 +171,19 @@ def outcome_span(
     saga_trace: Mapping[str, str],
     start: datetime,
     end: datetime,
-    attributes: dict[str, Any],
+    attributes: Callable[[], dict[str, Any]],
     error: str | None = None,
 ) -> None:
-    """A finished span with real start and end times: nothing stays open across a wait."""
+    """A finished span with real start and end times: nothing stays open across a wait.
+
+    ``attributes`` is called only when the span records (not when it is sampled out).
+    """
     if not telemetry.enabled:
         return
-    span = telemetry.tracer.start_span(
-        name, context=extract(saga_trace), start_time=_ns(start), attributes=attributes
-    )
+    span = telemetry.tracer.start_span(name, context=extract(saga_trace), start_time=_ns(start))
+    if not span.is_recording():
+        return  # nothing to end: a non-recording span is never exported
+    span.set_attributes(attributes())
     if error is not None:
         mark_error(span, error, error)
     span.end(end_time=_ns(end))

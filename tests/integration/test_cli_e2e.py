@@ -175,7 +175,7 @@ def test_admin_api_and_operator_commands(running: str, logs: Path) -> None:
     url = line.removeprefix("admin API on ").strip()
     assert url.startswith("http://127.0.0.1:")
     with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
-        assert json.loads(response.read()) == {"status": "ready"}
+        assert json.loads(response.read())["status"] == "ready"
 
 
 def test_run_takes_its_settings_from_a_config_file(

@@ -41,7 +41,8 @@ async def test_only_the_pinned_puller_receives_until_it_unpins(nc: Client) -> No
     await unpin(nc, "W", "p0")
     handed_over = await other.fetch(10, wait=2.0)
     assert [m.data for m in handed_over] == [b"2"]
-    assert other.pin is not None and other.pin != owner.pin
+    assert other.pin is not None
+    assert other.pin != owner.pin
     # The old owner's pin is stale now: its pull ends with nothing and it forgets the pin.
     assert await owner.fetch(10, wait=0.5) == []
     assert owner.pin is None

@@ -242,7 +242,11 @@ class Sim:
         if isinstance(event, OperatorRetry):
             self.operator_retries += 1
         before = self.state
+        snapshot = before.model_dump() if before is not None else None
         decision = decide(self.definition, before, event, self.now)
+        assert (before.model_dump() if before is not None else None) == snapshot, (
+            "decide changed its input"
+        )
         if isinstance(event, StepSucceeded) and decision.changed:
             self.accepted_ok.add(event.step)
         self.check(before, event, decision)

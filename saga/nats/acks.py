@@ -1,0 +1,146 @@
+"""Pipelined JetStream publishes: send now, collect the ack later.
+
+This is what nats-py's ``js.publish_async`` does, without its two problems (nats-py 2.16):
+
+- an ack that is an API error never resolves its future: ``APIError.from_error`` raises
+  inside the reply callback (nats-io/nats.py#985), so a stale revision (10071) or a wrong
+  expected stream would hang the caller instead of failing;
+- its cost per publish: a semaphore taken through ``asyncio.wait_for``, a token from
+  ``os.urandom`` and a ``PubAck`` parsed field by field. With 64 transitions of three
+  publishes in flight, 29.0 against 19.2 µs of client CPU per publish (medians of 5 runs
+  of 20,000 on the development machine).
+
+Every publish gets a deadline without a timer of its own: the pending acks are kept in
+send order, and one sweep a second fails those older than ``timeout`` with
+``nats.errors.TimeoutError`` (the message may or may not be stored; callers retry, and
+``Nats-Msg-Id`` or a revision check makes the retry safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import APIError, NoStreamResponseError
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a publish may wait for its ack."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The stream's answer to a stored publish."""
+
+    stream: str
+    seq: int
+    """The message's sequence in the stream (a KV key's new revision)."""
+    duplicate: bool = False
+    """The server already had a message with this ``Nats-Msg-Id``: nothing was stored."""
+
+    @classmethod
+    def from_response(cls, data: dict[str, Any]) -> Ack:
+        return cls(data["stream"], data["seq"], bool(data.get("duplicate", False)))
+
+
+def _api_error(error: dict[str, Any]) -> APIError:
+    """nats-py's error class for the code (``BadRequestError``, ``NotFoundError``…)."""
+    try:
+        APIError.from_error(error)  # raises the right subclass; never returns
+    except APIError as exc:
+        return exc
+    return APIError(description=str(error))  # pragma: no cover
+
+
+class Acks:
+    """Publishes whose acks come back on one wildcard inbox subscription."""
+
+    def __init__(self, nc: Client, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.nc = nc
+        self.timeout = timeout
+        self._prefix = ""
+        self._waiting: dict[str, tuple[asyncio.Future[Ack], float]] = {}
+        """Pending acks by reply token, oldest first (tokens count up)."""
+        self._count = 0
+        self._lock = asyncio.Lock()
+        self._sweep: asyncio.TimerHandle | None = None
+
+    async def send(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[Ack]:
+        """Publish now; returns the ack to await (it raises the server's error, if any)."""
+        if not self._prefix:
+            await self._subscribe()
+        self._count += 1
+        token = str(self._count)
+        loop = asyncio.get_running_loop()
+        ack: asyncio.Future[Ack] = loop.create_future()
+        self._waiting[token] = (ack, time.monotonic() + self.timeout)
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._interval(), self._expire)
+        try:
+            await self.nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            self._waiting.pop(token, None)
+            raise
+        return ack
+
+    async def _subscribe(self) -> None:
+        async with self._lock:
+            if not self._prefix:
+                prefix = self.nc.new_inbox() + "."
+                await self.nc.subscribe(prefix + "*", cb=self._on_ack)
+                self._prefix = prefix
+
+    async def _on_ack(self, msg: Msg) -> None:
+        entry = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if entry is None or entry[0].done():
+            return
+        ack = entry[0]
+        if msg.headers and msg.headers.get("Status") == "503":
+            ack.set_exception(NoStreamResponseError())  # no stream captures the subject
+            return
+        try:
+            data = json.loads(msg.data)
+            error = data.get("error")
+            if error is not None:
+                ack.set_exception(_api_error(error))
+            else:
+                ack.set_result(Ack.from_response(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            ack.set_exception(exc)
+
+    def _interval(self) -> float:
+        return min(1.0, self.timeout / 4)
+
+    def _expire(self) -> None:
+        """Fail the acks past their deadline; come back while any is pending."""
+        self._sweep = None
+        now = time.monotonic()
+        while self._waiting:
+            token, (ack, deadline) = next(iter(self._waiting.items()))
+            if not ack.done() and deadline > now:
+                break
+            del self._waiting[token]
+            if not ack.done():
+                ack.set_exception(NatsTimeoutError())
+        if self._waiting:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(self._interval(), self._expire)
+
+
+_SHARED: weakref.WeakKeyDictionary[Client, Acks] = weakref.WeakKeyDictionary()
+
+
+def acks_for(nc: Client) -> Acks:
+    """The connection's shared :class:`Acks` (one inbox subscription per connection)."""
+    found = _SHARED.get(nc)
+    if found is None:
+        found = _SHARED[nc] = Acks(nc)
+    return found

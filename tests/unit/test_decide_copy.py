@@ -1,0 +1,104 @@
+"""The working copy ``decide`` makes of its input shares nothing a transition may change."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from saga.core.decide import working_copy
+from saga.core.state import (
+    CompensationStatus,
+    HistoryEntry,
+    InstanceState,
+    Outcome,
+    Status,
+    StepState,
+    StepStatus,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def full_state() -> InstanceState:
+    """Every field set to something other than its default, nested data included."""
+    early = Outcome(succeeded=True, data={"items": [{"sku": "a"}], "n": 1}, reason="why")
+    step = StepState(
+        status=StepStatus.ACTIVE,
+        attempt=2,
+        started_at=T0,
+        finished_at=T0,
+        reason="slow",
+        early=early,
+        compensation=CompensationStatus.QUEUED,
+        compensation_attempt=1,
+        compensation_started_at=T0,
+        compensation_finished_at=T0,
+        compensation_reason="nope",
+    )
+    return InstanceState(
+        saga_id="o-1",
+        saga_name="shop",
+        saga_version=2,
+        status=Status.COMPENSATING,
+        started_at=T0,
+        updated_at=T0,
+        finished_at=T0,
+        context={"trigger": {"items": [{"sku": "a", "qty": [1, 2]}]}, "steps": {"a": {"x": 1}}},
+        steps={"a": step, "b": StepState(attempt=1)},
+        completed=["a"],
+        compensation_queue=["a"],
+        failure_step="a",
+        failure_reason="declined",
+        history=[HistoryEntry(at=T0, event="saga.started")],
+    )
+
+
+def test_the_sample_sets_every_field() -> None:
+    """A new field fails here first: set it below, and make sure working_copy copies it."""
+    for model, sample in ((InstanceState, full_state()), (StepState, full_state().steps["a"])):
+        for name, info in model.model_fields.items():
+            default = info.default_factory() if info.default_factory else info.default  # type: ignore[call-arg]
+            assert getattr(sample, name) != default, f"{model.__name__}.{name} is not in the sample"
+
+
+def shared_mutables(a: Any, b: Any, path: str = "state") -> list[str]:
+    """Paths where ``a`` and ``b`` are the same mutable object."""
+    frozen_model = isinstance(a, BaseModel) and a.model_config.get("frozen", False)
+    mutable = isinstance(a, dict | list | set | bytearray) or (
+        isinstance(a, BaseModel) and not frozen_model
+    )
+    found = [path] if mutable and a is b else []
+    if isinstance(a, BaseModel):
+        for name in type(a).model_fields:
+            found += shared_mutables(getattr(a, name), getattr(b, name), f"{path}.{name}")
+    elif isinstance(a, dict):
+        for key in a:
+            found += shared_mutables(a[key], b[key], f"{path}[{key!r}]")
+    elif isinstance(a, list):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found += shared_mutables(x, y, f"{path}[{i}]")
+    return found
+
+
+def test_working_copy_is_equal_and_shares_no_mutable_part() -> None:
+    state = full_state()
+    copy = working_copy(state)
+    assert copy == state
+    assert shared_mutables(state, copy) == []
+
+
+def test_changing_the_copy_leaves_the_original_as_it_was() -> None:
+    state = full_state()
+    before = state.model_dump()
+    copy = working_copy(state)
+    copy.status = Status.RUNNING
+    copy.steps["a"].attempt = 9
+    copy.steps["a"].early.data["items"].append({"sku": "b"})  # type: ignore[union-attr]
+    copy.context["trigger"]["items"][0]["qty"].append(3)
+    copy.context["steps"]["b"] = {}
+    copy.completed.append("b")
+    copy.compensation_queue.pop()
+    copy.history.append(HistoryEntry(at=T0, event="x"))
+    assert state.model_dump() == before
