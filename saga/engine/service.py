@@ -29,7 +29,7 @@ from saga.core.events import Event
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
 from saga.engine.effects import Effects
-from saga.engine.intake import Intake, Reject, Work
+from saga.engine.intake import Intake, Reject, Work, is_trigger
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
 from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_requests
@@ -435,10 +435,15 @@ class Engine:
     async def _apply(self, key: str, work: Work, received: Received) -> Verdict:
         assert self.store is not None
         name = work.definition.name
+        # A trigger nobody has cached is most likely new: create without reading first
+        # (one round trip less on every saga's first hop); a conflict means it exists.
+        create_first = is_trigger(work)
         for _ in range(self.settings.max_conflicts):
             stored = self.cache.get(key)
             fresh = stored is None
-            if stored is None:
+            assumed_new = stored is None and create_first
+            create_first = False
+            if stored is None and not assumed_new:
                 stored = await self.store.load(key)
             if stored is not None and stored.record.origin == received.origin:
                 # Written before a crash or a lost race; its commands may not be out yet.
@@ -460,9 +465,11 @@ class Engine:
                 work = read
             decision = decide(work.definition, before, work.event, self.clock())
             if decision.error is not None:
+                if assumed_new:
+                    continue  # judge it against what the store holds
                 return Reject(DeadLetterCode.ENGINE_ERROR, decision.error)
             if not decision.changed or decision.state is None:
-                if not fresh:
+                if not fresh or assumed_new:
                     # Another replica may have moved this instance on since we cached it:
                     # a no-op is only believed when decided on what the store holds now.
                     self.cache.drop(key)
@@ -474,10 +481,9 @@ class Engine:
                     )
                 log.debug("%s: %s", received.subject, decision.note)
                 return Ack(decision.note)
-            saga_trace = (
-                stored.record.trace
-                if stored
-                else start_saga(
+            root, saga_trace = None, stored.record.trace if stored is not None else {}
+            if stored is None:
+                root = start_saga(
                     self.telemetry,
                     name,
                     work.definition.version,
@@ -485,7 +491,7 @@ class Engine:
                     received.headers,
                     received.at_ns,
                 )
-            )
+                saga_trace = root.context
             record = InstanceRecord(
                 state=decision.state,
                 origin=received.origin,
@@ -499,7 +505,9 @@ class Engine:
                     revision = await self.store.update(key, record, stored.revision)
             except RevisionConflict:
                 self.cache.drop(key)
-                continue
+                continue  # a root span started here is never ended, so never exported
+            if root is not None:
+                root.end()
             self.cache.put(key, Stored(record, revision))
             self.observer.transition(before, decision.state, saga_trace, self.clock())
             await self._carry_out(record, received, decision.commands)

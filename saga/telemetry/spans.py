@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +43,20 @@ def mark_error(span: Span | None, error_type: str, description: str) -> None:
     span.set_status(Status(StatusCode.ERROR, description))
 
 
+@dataclass(frozen=True)
+class SagaRoot:
+    """A saga's root span, started but not yet written: it is ended (and so exported) only
+    once the new instance is stored, so a trigger that loses a create race leaves no trace."""
+
+    context: dict[str, str]
+    """The span's context as headers, kept with the instance."""
+    span: Span | None = None
+
+    def end(self) -> None:
+        if self.span is not None:
+            self.span.end()
+
+
 def start_saga(
     telemetry: Telemetry,
     name: str,
@@ -49,17 +64,16 @@ def start_saga(
     saga_id: str,
     parent: Mapping[str, str] | None,
     start_ns: int,
-) -> dict[str, str]:
-    """Write the short root span; returns its context as headers, to keep with the instance."""
+) -> SagaRoot:
+    """Start the short root span of a new instance."""
     if not telemetry.enabled:
-        return {}
+        return SagaRoot({})
     span = telemetry.tracer.start_span(f"saga {name}", context=extract(parent), start_time=start_ns)
     if span.is_recording():
         span.set_attributes({"saga.id": saga_id, "saga.name": name, "saga.version": version})
-    span.end()
     carrier: dict[str, str] = {}
     inject(carrier, trace.set_span_in_context(span))
-    return carrier
+    return SagaRoot(carrier, span)
 
 
 def parent_for(message_headers: Mapping[str, str] | None, saga_trace: Mapping[str, str]) -> Context:

@@ -223,3 +223,26 @@ async def test_metrics_count_outcomes_and_durations(
     assert delta("saga.compensated") == 1
     assert delta("saga.duration") == 2  # histogram points recorded
     assert delta("saga.step.duration") == 4  # flight, hotel; flight, hotel (failed)
+
+
+async def test_a_repeated_trigger_adds_no_trace(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    """The engine creates a new instance without reading first; the second trigger of an
+    existing one loses that create, and the root span it had started is never written."""
+    nc, exporter = traced
+    await run(nc, exporter, "t-twice", nights=3)
+    js = nc.jetstream()
+    again = await js.publish("trip.requested", b'{"id": "t-twice", "nights": 3}')
+
+    async def handled() -> bool:
+        info = await js.consumer_info(again.stream, Topology().engine_consumer)
+        return info.ack_floor.stream_seq >= again.seq
+
+    await wait_for(handled, message="the repeated trigger to be handled")
+    roots = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "saga trip" and s.attributes and s.attributes.get("saga.id") == "t-twice"
+    ]
+    assert len(roots) == 1
