@@ -313,6 +313,14 @@ def _use_config_file(ctx: click.Context, _: click.Parameter, value: Path | None)
     help="Storage of the engine's streams and bucket [env SAGA_STREAM_STORAGE].",
 )
 @click.option(
+    "--finished-ttl",
+    default="7d",
+    show_default=True,
+    envvar="SAGA_FINISHED_TTL",
+    help="How long a completed or compensated instance is kept after it ended (7d, 12h…), "
+    "or 'never' to keep it for ever [env SAGA_FINISHED_TTL].",
+)
+@click.option(
     "--partitions",
     default=0,
     show_default=True,
@@ -331,6 +339,7 @@ def run(
     admin_token: str | None,
     stream_replicas: int,
     storage: str,
+    finished_ttl: str,
     partitions: int,
     reload: bool,
     **kwargs: Any,
@@ -339,6 +348,7 @@ def run(
     from nats.js.api import StorageType
 
     from saga.admin import parse_address
+    from saga.config import retention_seconds
     from saga.engine import EngineSettings
     from saga.nats.provision import StreamSettings
     from saga.runner import run_engine
@@ -352,7 +362,11 @@ def run(
     if admin is not None and admin_token:
         admin = dataclasses.replace(admin, token=admin_token)
     streams = StreamSettings(replicas=stream_replicas, storage=StorageType(storage))
-    engine_settings = EngineSettings(streams=streams, partitions=partitions)
+    try:
+        kept = retention_seconds(finished_ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--finished-ttl") from None
+    engine_settings = EngineSettings(streams=streams, partitions=partitions, finished_ttl=kept)
     run_async(run_engine)(
         definitions, settings, data_dir, engine_settings, admin=admin, reload=reload
     )

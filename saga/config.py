@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
+from saga.definition.duration import parse_duration
 from saga.definition.loader import format_path
 from saga.definition.yaml_source import YamlProblem, load_yaml
 from saga.errors import ConfigError
@@ -24,6 +25,18 @@ MASK = "********"
 def _off(value: Any) -> Any:
     """YAML reads an unquoted ``off`` as false."""
     return "off" if value is False else value
+
+
+def retention_seconds(value: Any) -> float:
+    """``7d``, ``12h``…, or ``0``/``never`` (keep for ever) as seconds (0 for ever)."""
+    if value in (0, "0", "never", "forever") or value is False:
+        return 0.0
+    return parse_duration(value).total_seconds()
+
+
+def _retention(value: Any) -> str:
+    retention_seconds(value)  # raises ValueError with the reason
+    return "never" if value in (0, "0", False) else str(value)
 
 
 class RunConfig(BaseModel):
@@ -47,6 +60,9 @@ class RunConfig(BaseModel):
     """Replicas of the engine's streams and bucket [SAGA_STREAM_REPLICAS]."""
     storage: Literal["file", "memory"] = "file"
     """[SAGA_STREAM_STORAGE]"""
+    finished_ttl: Annotated[str, BeforeValidator(_retention)] = "7d"
+    """How long a completed or compensated instance is kept, or never (keep for ever)
+    [SAGA_FINISHED_TTL]."""
     partitions: int = Field(0, ge=0, le=1024)
     """Partitions dealt among engine replicas; 0 turns partitioning off [SAGA_PARTITIONS]."""
     nats: str | None = None
@@ -69,6 +85,7 @@ ENV = {
     "reload": "SAGA_RELOAD",
     "stream_replicas": "SAGA_STREAM_REPLICAS",
     "storage": "SAGA_STREAM_STORAGE",
+    "finished_ttl": "SAGA_FINISHED_TTL",
     "partitions": "SAGA_PARTITIONS",
     "nats": "SAGA_NATS_URL",
     "user": "SAGA_NATS_USER",

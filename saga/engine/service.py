@@ -205,7 +205,10 @@ class Engine:
                 streams.replicas,
                 streams.storage,
             )
-        self.store = KvInstanceStore(provisioned.instances)
+        self.store = KvInstanceStore(
+            provisioned.instances,
+            finished_ttl=self.settings.finished_ttl if provisioned.instances_expire else 0.0,
+        )
         self.timers.native = provisioned.native_timers
         for sub in self._subs:  # from a failed earlier attempt
             with contextlib.suppress(Exception):

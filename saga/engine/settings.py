@@ -22,6 +22,9 @@ class EngineSettings:
     """Revision conflicts tolerated for one message before it is retried later."""
     retry_delay: float = 1.0
     """Seconds before a message that failed for a transient reason is redelivered."""
+    finished_ttl: float = 7 * 24 * 3600.0
+    """Seconds a completed or compensated instance stays in the bucket after its last write
+    (as long as the events that made it); 0 keeps it for ever. Parked instances never expire."""
     partitions: int = 0
     """Partitioned mode when > 0: instances are dealt into this many partitions, each owned by
     one replica at a time (see docs/operations.md). 0: every replica takes any event."""

@@ -70,6 +70,8 @@ class Provisioned:
     instances: KeyValue
     native_timers: bool
     """True when the timers stream accepts message schedules."""
+    instances_expire: bool = False
+    """True when the instances bucket accepts per-message TTLs (finished instances expire)."""
     subjects: list[str] = field(default_factory=list)
 
 
@@ -111,11 +113,16 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> StreamCon
     return have
 
 
-async def allow_msg_ttl(js: JetStreamContext, have: StreamConfig) -> None:
-    """Turn on per-message TTLs on a timers stream made before cancelled timers needed them.
+async def allow_msg_ttl(
+    js: JetStreamContext,
+    have: StreamConfig,
+    without: str = "cancelled timers will be purged one by one",
+) -> bool:
+    """Turn on per-message TTLs on a stream made before the engine used them.
 
-    Without them the engine still works: its timers see that the stream lacks them and
-    cancel by purging the timer's subject, one API request each.
+    Without them the engine still works (``without`` says how), so a refusal is a warning:
+    timers cancel by purging the timer's subject, one API request each, and finished
+    instances are kept for ever.
     """
     updated = copy.copy(have)
     updated.allow_msg_ttl = True
@@ -123,14 +130,16 @@ async def allow_msg_ttl(js: JetStreamContext, have: StreamConfig) -> None:
         await js.update_stream(updated)
     except NatsError as exc:  # refused, or not permitted (then no answer: a timeout)
         log.warning(
-            "cannot allow per-message TTLs on stream %s (%s): cancelled timers will be "
-            "purged one by one; set allow_msg_ttl on it, or let the engine update it",
+            "cannot allow per-message TTLs on stream %s (%s): %s; set allow_msg_ttl on it, "
+            "or let the engine update it",
             have.name,
             getattr(exc, "description", None) or type(exc).__name__,
+            without,
         )
-        return
+        return False
     have.allow_msg_ttl = True
-    log.info("stream %s now allows per-message TTLs (for cancelled timers)", have.name)
+    log.info("stream %s now allows per-message TTLs", have.name)
+    return True
 
 
 async def ensure_consumer(
@@ -230,7 +239,16 @@ async def provision_engine(
         max_deliver=-1,
     )
     instances = await ensure_bucket(js, topology.instances_bucket, settings)
-    return Provisioned(instances=instances, native_timers=native_timers, subjects=subjects)
+    bucket_stream = (await js.stream_info(f"KV_{topology.instances_bucket}")).config
+    expiring = bool(bucket_stream.allow_msg_ttl) or await allow_msg_ttl(
+        js, bucket_stream, "finished instances will be kept for ever"
+    )
+    return Provisioned(
+        instances=instances,
+        native_timers=native_timers,
+        subjects=subjects,
+        instances_expire=expiring,
+    )
 
 
 async def ensure_bucket(js: JetStreamContext, bucket: str, settings: StreamSettings) -> KeyValue:

@@ -25,6 +25,7 @@ from saga.errors import RevisionConflict
 from saga.nats.acks import Acks, acks_for
 from saga.store.base import InstanceRecord, Stored
 
+HEADER_TTL = "Nats-TTL"
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 """Server error codes of a failed ``Nats-Expected-Last-Subject-Sequence`` check."""
@@ -37,11 +38,18 @@ class _Stale(Exception):
 
 
 class KvInstanceStore:
-    def __init__(self, kv: KeyValue, timeout: float | None = None) -> None:
+    def __init__(
+        self, kv: KeyValue, timeout: float | None = None, finished_ttl: float = 0.0
+    ) -> None:
         """``timeout``: seconds a write waits for its ack (default: the connection's shared
         :class:`Acks`); then ``nats.errors.TimeoutError``, and the write may or may not have
-        happened (a retry finds out by the revision)."""
+        happened (a retry finds out by the revision).
+
+        ``finished_ttl``: seconds a completed or compensated instance is kept after its last
+        write; the server then removes it (needs ``allow_msg_ttl`` on the bucket's stream).
+        0 keeps it for ever."""
         self.kv = kv
+        self.finished_ttl = finished_ttl
         self._prefix: str = kv._pre  # "$KV.<bucket>.", as nats-py's own writes use it
         nc = kv._js._nc
         self._acks = acks_for(nc) if timeout is None else Acks(nc, timeout)
@@ -58,7 +66,7 @@ class KvInstanceStore:
     async def create(self, key: str, record: InstanceRecord) -> int:
         data = _SERIALIZER.to_json(record)
         try:
-            return await self._write(key, data, 0)
+            return await self._write(key, data, 0, self._ttl(record))
         except _Stale:
             pass
         # A deleted or purged key keeps a marker: writing over it names the marker's revision
@@ -69,22 +77,30 @@ class KvInstanceStore:
             marker = missing.entry.revision if missing.entry is not None and missing.op else None
             if marker:
                 try:
-                    return await self._write(key, data, marker)
+                    return await self._write(key, data, marker, self._ttl(record))
                 except _Stale:
                     pass
         raise RevisionConflict(f"{key} already exists")
 
     async def update(self, key: str, record: InstanceRecord, revision: int) -> int:
         try:
-            return await self._write(key, _SERIALIZER.to_json(record), revision)
+            return await self._write(key, _SERIALIZER.to_json(record), revision, self._ttl(record))
         except _Stale as exc:
             raise RevisionConflict(f"{key} changed since revision {revision}") from exc
 
-    async def _write(self, key: str, data: bytes, last: int) -> int:
+    def _ttl(self, record: InstanceRecord) -> int | None:
+        if self.finished_ttl and record.state.status.terminal:
+            return max(1, round(self.finished_ttl))  # the server counts whole seconds
+        return None
+
+    async def _write(self, key: str, data: bytes, last: int, ttl: int | None = None) -> int:
         """Store ``data`` as the key's next revision if its last one is ``last``."""
         if not _VALID_KEY.match(key):
             raise ValueError(f"invalid key {key!r}")
-        ack = await self._acks.send(self._prefix + key, data, {EXPECTED_LAST: str(last)})
+        headers = {EXPECTED_LAST: str(last)}
+        if ttl is not None:
+            headers[HEADER_TTL] = str(ttl)
+        ack = await self._acks.send(self._prefix + key, data, headers)
         try:
             return (await ack).seq
         except APIError as exc:
