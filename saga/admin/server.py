@@ -115,7 +115,7 @@ class AdminServer:
         if self.engine.settings.partitions:
             body["partitions"] = {
                 "count": self.engine.settings.partitions,
-                "owned": sorted(self.engine.owned),
+                "owned": self.engine.owned,
             }
         return web.json_response(body)
 

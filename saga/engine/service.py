@@ -11,7 +11,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,12 +27,14 @@ from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.events import Event
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
+from saga.engine.cache import InstanceCache
 from saga.engine.effects import Effects
 from saga.engine.intake import Intake, Reject, Work, is_trigger
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
 from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_requests
-from saga.engine.partitions import assign, partition_of
+from saga.engine.ownership import Ownership
+from saga.engine.partitions import partition_of
 from saga.engine.settings import EngineSettings
 from saga.errors import RevisionConflict
 from saga.inspect import find_record
@@ -41,7 +42,7 @@ from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
-from saga.nats.pinned import HEADER_PIN, PinnedPull, unpin
+from saga.nats.pinned import HEADER_PIN
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import (
@@ -88,42 +89,6 @@ class Retry:
 Verdict = Ack | Retry | Reject
 
 
-class _Cache:
-    """Records we wrote, with their revision: the next event of an instance needs no read."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, Stored] = OrderedDict()
-
-    def get(self, key: str) -> Stored | None:
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-        return found
-
-    def put(self, key: str, stored: Stored) -> None:
-        self._items[key] = stored
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def drop(self, key: str) -> None:
-        self._items.pop(key, None)
-
-    def drop_where(self, unwanted: Callable[[str], bool]) -> None:
-        for key in [k for k in self._items if unwanted(k)]:
-            del self._items[key]
-
-
-@dataclass
-class _Owned:
-    """A partition this replica owns: its pinned puller and the loop consuming it."""
-
-    puller: PinnedPull
-    stop: asyncio.Event
-    task: asyncio.Task[None]
-
-
 class Engine:
     def __init__(
         self,
@@ -142,7 +107,7 @@ class Engine:
         self.clock = clock
         self.intake = Intake(definitions)
         self.keyed = KeyedSerializer()
-        self.cache = _Cache(self.settings.cache_size)
+        self.cache = InstanceCache(self.settings.cache_size)
         self.timers = BrokerTimers(self.js, self.settings.topology.timers_stream)
         self.telemetry = telemetry or Telemetry.disabled()
         self.observer = Observer(self.telemetry)
@@ -154,9 +119,7 @@ class Engine:
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._operator: Subscription | None = None
         self.member_id = new_member_id()
-        self.membership: Membership | None = None
-        self.owned: dict[int, _Owned] = {}
-        """Partitions this replica consumes now (partitioned mode)."""
+        self.ownership: Ownership | None = None
         if self.settings.partitions and self.settings.pin_timeout <= 2 * self.settings.fetch_wait:
             raise ValueError("pin_timeout must exceed twice fetch_wait, or pins flip when idle")
 
@@ -197,13 +160,16 @@ class Engine:
             await provision_partitions(
                 self.nc, topology, streams, self.settings.partitions, self.settings.pin_timeout
             )
-            self.membership = Membership(
+            membership = Membership(
                 self.js,
                 topology.members_bucket,
                 self.member_id,
                 self.settings.member_ttl,
                 streams.replicas,
                 streams.storage,
+            )
+            self.ownership = Ownership(
+                self.nc, self.settings, membership, self._consume, self._forget_partition
             )
         self.store = KvInstanceStore(
             provisioned.instances,
@@ -227,8 +193,12 @@ class Engine:
             asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
             asyncio.create_task(self._consume(self._fetcher(timers)), name="saga-timers"),
         ]
-        if self.membership is not None:
-            self._tasks.append(asyncio.create_task(self._keep_balanced(), name="saga-members"))
+        if self.ownership is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self.ownership.keep_balanced(self._stopping), name="saga-members"
+                )
+            )
         self.ready.set()
         log.info(
             "engine consuming %d saga definition(s): %s",
@@ -271,9 +241,8 @@ class Engine:
         self._stopping.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*(self._release(partition) for partition in sorted(self.owned)))
-        if self.membership is not None:
-            await self.membership.leave()
+        if self.ownership is not None:
+            await self.ownership.leave()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -289,58 +258,13 @@ class Engine:
         batch, wait = self.settings.fetch_batch, self.settings.fetch_wait
         return lambda: sub.fetch(batch, timeout=wait)
 
-    async def _keep_balanced(self) -> None:
-        """Beat and rebalance now, then every ``heartbeat``; a failed beat changes nothing
-        (a fresh replicated bucket may not answer yet, a server may be restarting)."""
-        while not self._stopping.is_set():
-            try:
-                await self._rebalance()
-            except ConnectionClosedError:
-                return
-            except Exception as exc:
-                log.warning("heartbeat failed (%s); keeping partitions %s", exc, sorted(self.owned))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.settings.heartbeat)
+    @property
+    def owned(self) -> list[int]:
+        """The partitions this replica consumes now (partitioned mode)."""
+        return self.ownership.owned if self.ownership is not None else []
 
-    async def _rebalance(self) -> None:
-        """Beat, then own exactly the partitions the live member list deals to us."""
-        assert self.membership is not None
-        members = await self.membership.beat(sorted(self.owned))
-        wanted = set(assign(members, self.settings.partitions)[self.member_id])
-        lost, gained = set(self.owned) - wanted, wanted - set(self.owned)
-        await asyncio.gather(*(self._release(partition) for partition in sorted(lost)))
-        for partition in sorted(gained):
-            self._own(partition)
-        if lost or gained:
-            log.info(
-                "replica %s owns partitions %s of %d (%d replicas)",
-                self.member_id,
-                sorted(self.owned),
-                self.settings.partitions,
-                len(members),
-            )
-
-    def _own(self, partition: int) -> None:
-        topology = self.settings.topology
-        puller = PinnedPull(self.nc, topology.work_stream, topology.partition_consumer(partition))
-        stop = asyncio.Event()
-        batch, wait = self.settings.fetch_batch, self.settings.fetch_wait
-        task = asyncio.create_task(
-            self._consume(lambda: puller.fetch(batch, wait), stop),
-            name=f"saga-partition-{partition}",
-        )
-        self.owned[partition] = _Owned(puller, stop, task)
-
-    async def _release(self, partition: int) -> None:
-        """Finish what we fetched, then unpin, so the next owner starts at once."""
-        owned = self.owned.pop(partition)
-        owned.stop.set()
-        await asyncio.gather(owned.task, return_exceptions=True)
-        topology = self.settings.topology
-        with contextlib.suppress(Exception):
-            await unpin(self.nc, topology.work_stream, topology.partition_consumer(partition))
-        with contextlib.suppress(Exception):
-            await owned.puller.close()
+    def _forget_partition(self, partition: int) -> None:
+        """Another replica owns it now: what we cached of its instances will go stale."""
         count = self.settings.partitions
         self.cache.drop_where(lambda key: partition_of(key, count) == partition)
 
