@@ -10,7 +10,7 @@ Literals use JMESPath syntax: ``'EUR'`` (raw string) or ``\\`42\\``` (JSON liter
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any, cast
 
@@ -50,6 +50,36 @@ def compile_expression(expression: str) -> ParsedResult:
     if problem is not None:
         raise ValueError(f"invalid expression {expression!r}: {problem}")
     return parsed
+
+
+@lru_cache(maxsize=4096)
+def evaluator(expression: str) -> Callable[[Any], Any]:
+    """The expression as a function of the context. A plain field path such as
+    ``trigger.order_id`` (most templates) is a walk through dicts with JMESPath's meaning
+    (``None`` once a step is missing or not an object), without its tree interpreter."""
+    parsed = compile_expression(expression)
+    path = _field_path(cast(Node, parsed.parsed))
+    if path is None:
+        return parsed.search
+
+    def lookup(value: Any) -> Any:
+        for key in path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+
+    return lookup
+
+
+def _field_path(node: Node) -> tuple[str, ...] | None:
+    if node.get("type") == "field":
+        return (node["value"],)
+    if node.get("type") == "subexpression":
+        parts = [_field_path(child) for child in node["children"]]
+        if all(part is not None for part in parts):
+            return tuple(key for part in parts for key in cast(tuple[str, ...], part))
+    return None
 
 
 def _syntax_reason(exc: jmespath_errors.JMESPathError) -> str:
@@ -152,7 +182,7 @@ def render(template: Template, context: dict[str, Any]) -> Any:
     """Build a payload from the context; an expression that fails at run time yields ``None``."""
     if isinstance(template, str):
         try:
-            return compile_expression(template).search(context)
+            return evaluator(template)(context)
         except (jmespath_errors.JMESPathError, ValueError, TypeError):
             return None
     return {key: render(value, context) for key, value in template.items()}

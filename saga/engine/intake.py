@@ -9,7 +9,7 @@ from typing import Any
 
 from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
 from saga.definition.catalog import Catalog
-from saga.definition.expressions import compile_expression
+from saga.definition.expressions import evaluator
 from saga.definition.model import SagaDefinition
 from saga.errors import ConfigError
 from saga.nats.dlq import DeadLetterCode
@@ -87,7 +87,7 @@ class Intake:
         trigger = subject == definition.trigger.event
         saga_id = saga_id_of(definition, subject, payload, headers)
         if saga_id is None and trigger and definition.trigger.id.field is not None:
-            given = compile_expression(definition.trigger.id.field).search(payload)
+            given = evaluator(definition.trigger.id.field)(payload)
             if given is not None:
                 return Reject(
                     DeadLetterCode.MALFORMED,
@@ -150,7 +150,7 @@ def saga_id_of(
     if not value and subject == definition.trigger.event and source.header is not None:
         value = headers.get(source.header)
     if not value and source.field is not None:
-        value = compile_expression(source.field).search(payload)
+        value = evaluator(source.field)(payload)
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         return None
     return str(value)

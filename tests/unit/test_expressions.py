@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import jmespath
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from saga.definition.expressions import (
     TemplateError,
     check_template,
     compile_expression,
+    evaluator,
     render,
     template_problems,
     template_references,
@@ -151,3 +155,24 @@ def test_compile_expression_raises_value_error_on_one_line() -> None:
         compile_expression("a[?b == ]")
     assert "\n" not in str(caught.value)
     assert compile_expression("a.b") is compile_expression("a.b")
+
+
+KEYS = st.sampled_from(["a", "b", "order_id", "x-y"])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(st.lists(KEYS, min_size=1, max_size=4), JSON)
+def test_a_field_path_means_what_jmespath_says(keys: list[str], context: object) -> None:
+    """Plain paths skip JMESPath's interpreter; they must give exactly its answer."""
+    expression = ".".join(f'"{k}"' if "-" in k else k for k in keys)
+    assert evaluator(expression)(context) == jmespath.search(expression, context)
+
+
+def test_other_expressions_still_go_through_jmespath() -> None:
+    context = {"trigger": {"currency": None, "items": [{"qty": 2}, {"qty": 3}]}}
+    assert evaluator("trigger.currency || 'EUR'")(context) == "EUR"
+    assert evaluator("sum(trigger.items[].qty)")(context) == 5
