@@ -447,6 +447,9 @@ class Engine:
         self, record: InstanceRecord, received: Received, commands: Sequence[Command]
     ) -> None:
         """Publish inside the message's CONSUMER span, so every send joins the saga's trace."""
+        if not self.telemetry.enabled:
+            await self.effects.run(record.state, commands)
+            return
         parent = parent_for(received.headers, record.trace)
         with consuming(
             self.telemetry,

@@ -35,7 +35,9 @@ def inject(headers: MutableMapping[str, str], context: Context | None = None) ->
 
 
 _EXTRACTED: dict[tuple[object, ...], Context] = {}
-_EXTRACTED_MAX = 4096
+_EXTRACTED_MAX = 512
+"""Enough for the messages in flight: hits come from one transition extracting the same
+headers several times, and every message's headers differ (its ids)."""
 
 
 def extract(headers: Mapping[str, str] | None) -> Context:
