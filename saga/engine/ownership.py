@@ -59,6 +59,9 @@ class Ownership:
     def owned(self) -> list[int]:
         return sorted(self._owned)
 
+    def owns(self, partition: int) -> bool:
+        return partition in self._owned
+
     async def keep_balanced(self, stopping: asyncio.Event) -> None:
         """Beat and rebalance now, then every ``heartbeat``; a failed beat changes nothing
         (a fresh replicated bucket may not answer yet, a server may be restarting)."""

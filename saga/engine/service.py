@@ -307,15 +307,22 @@ class Engine:
         if isinstance(parsed, Reject):
             await self._settle(msg, parsed, received)
             return
-        if self.settings.partitions:
-            await self._settle(msg, await self._route(msg, parsed, received), received)
-            return
+        if self.ownership is not None:
+            partition = partition_of(
+                instance_key(parsed.definition.name, parsed.saga_id), self.settings.partitions
+            )
+            if not self.ownership.owns(partition):
+                verdict = await self._route(msg, partition, received)
+                await self._settle(msg, verdict, received)
+                return
         await self._process(msg, parsed, received)
 
-    async def _route(self, msg: Msg, work: Work, received: Received) -> Verdict:
-        """Partitioned mode: pass the event to the owner of its instance's partition."""
-        key = instance_key(work.definition.name, work.saga_id)
-        subject = work_subject(partition_of(key, self.settings.partitions), received.subject)
+    async def _route(self, msg: Msg, partition: int, received: Received) -> Verdict:
+        """Partitioned mode: pass the event to the replica that owns its instance's partition.
+
+        Events of partitions this replica owns skip the hop (see :meth:`_handle`): they go
+        through the same per-instance serializer as the routed ones it receives."""
+        subject = work_subject(partition, received.subject)
         headers = {k: v for k, v in received.headers.items() if not k.startswith("Nats-")}
         headers[HEADER_ORIGIN] = received.origin
         headers["Nats-Msg-Id"] = f"route:{received.origin}"  # a re-route after a crash is dropped
