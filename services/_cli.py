@@ -15,5 +15,10 @@ def main(app: App, argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--nats", metavar="URL", help=f"server URL (default: ${NATS_URL_ENV})")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument(
+        "--health",
+        metavar="HOST:PORT",
+        help="serve /healthz and /readyz (default: $SAGA_HEALTH_ADDR)",
+    )
     args = parser.parse_args(argv)
-    run_app(app, args.nats, args.log_level)
+    run_app(app, args.nats, args.log_level, args.health)

@@ -23,8 +23,10 @@ from contextlib import asynccontextmanager
 
 from nats.aio.client import Client
 
+from saga.admin.server import AdminSettings
 from saga.errors import ConfigError
 from saga.nats.connection import NatsSettings, connect
+from saga.participant.health import HealthServer
 from saga.participant.routes import Handler, Route, RouteKind
 from saga.participant.settings import ParticipantSettings
 from saga.participant.worker import Worker
@@ -48,6 +50,8 @@ class App:
         self.settings = settings or ParticipantSettings()
         self.routes: dict[str, Route] = {}
         self.telemetry = Telemetry.disabled()
+        self.health: HealthServer | None = None
+        """The probes' server while :meth:`run` serves them."""
         """Set to trace this app's handling (``run`` reads the OTEL_* environment)."""
 
     # -- registration -------------------------------------------------------
@@ -117,12 +121,18 @@ class App:
             await worker.stop()
 
     async def run(
-        self, connection: NatsSettings | Client, settings: ParticipantSettings | None = None
+        self,
+        connection: NatsSettings | Client,
+        settings: ParticipantSettings | None = None,
+        health: AdminSettings | None = None,
     ) -> None:
-        """Consume until SIGTERM/SIGINT (or ``worker.request_stop()``), then stop and drain."""
+        """Consume until SIGTERM/SIGINT (or ``worker.request_stop()``), then stop and drain.
+
+        ``health``: where to serve ``/healthz`` and ``/readyz`` (none when ``None``)."""
         own = isinstance(connection, NatsSettings)
         nc = await connect(connection) if isinstance(connection, NatsSettings) else connection
         worker = Worker(self.name, dict(self.routes), nc, settings or self.settings, self.telemetry)
+        self.health = HealthServer(nc, lambda: worker.consuming, health) if health else None
         loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT)
         for sig in signals:
@@ -130,11 +140,15 @@ class App:
         try:
             if not self.routes:
                 raise ConfigError(f"app {self.name} has no handlers")
+            if self.health is not None:  # first: alive (not ready) while waiting for streams
+                await self.health.start()
             await worker.start()
             await worker.wait_stop_requested()
             log.info("%s: stopping", self.name)
         finally:
             await worker.stop()
+            if self.health is not None:
+                await self.health.stop()
             for sig in signals:
                 loop.remove_signal_handler(sig)
             if own:

@@ -8,10 +8,12 @@ import logging
 import os
 import sys
 
+from saga.admin.server import parse_address
 from saga.errors import ConfigError
 from saga.logs import configure_logging
 from saga.nats.connection import URL_ENV, NatsSettings, settings_from_env
 from saga.participant.app import App
+from saga.participant.health import HEALTH_ENV
 from saga.telemetry import telemetry_from_env
 
 NATS_URL_ENV = URL_ENV
@@ -45,18 +47,24 @@ def nats_settings(app: App, nats_url: str | None) -> NatsSettings:
     return settings_from_env(nats_url, app.name)
 
 
-def run_app(app: App, nats_url: str | None = None, log_level: str = "INFO") -> None:
-    """Run ``app`` until SIGTERM/SIGINT; blocks. Tracing follows the OTEL_* environment."""
+def run_app(
+    app: App, nats_url: str | None = None, log_level: str = "INFO", health: str | None = None
+) -> None:
+    """Run ``app`` until SIGTERM/SIGINT; blocks. Tracing follows the OTEL_* environment.
+
+    ``health``: ``HOST:PORT`` (or ``:PORT``, loopback) of the probes, else ``$SAGA_HEALTH_ADDR``;
+    off when neither is set."""
     if not logging.getLogger().handlers:
         configure_logging(log_level)
     if not app.telemetry.enabled:
         app.telemetry = telemetry_from_env(app.name)
+    probes = parse_address(health or os.environ.get(HEALTH_ENV) or "off")
     try:
-        asyncio.run(app.run(nats_settings(app, nats_url)))
+        asyncio.run(app.run(nats_settings(app, nats_url), health=probes))
     finally:
         app.telemetry.shutdown()
 
 
-def run_participant(target: str, nats_url: str | None) -> None:
+def run_participant(target: str, nats_url: str | None, health: str | None = None) -> None:
     """The ``saga participant`` command: import ``target`` and run it until a signal."""
-    run_app(load_app(target), nats_url)
+    run_app(load_app(target), nats_url, health=health)

@@ -55,6 +55,11 @@ class Worker:
         """Messages settled so far (acked, nakked or dead-lettered)."""
 
     @property
+    def consuming(self) -> bool:
+        """Bound to our consumer and fetching (what ``/readyz`` reports)."""
+        return self._sub is not None and bool(self._tasks) and not self.stop_requested
+
+    @property
     def stop_requested(self) -> bool:
         return self._stopping.is_set()
 

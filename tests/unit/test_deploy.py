@@ -56,7 +56,10 @@ MIN_NATS = (2, 12)  # message schedules (pinned consumers need 2.11)
 MIN_GRACE = 20
 """Seconds an engine gets after SIGTERM: its partitions' handover takes about 1 s, but
 in-flight work and an unpin request (5 s at most) may wait on a slow server."""
-OTHER_VARIABLES = {"SAGA_LOG_FORMAT": ROOT / "saga" / "logs.py"}
+OTHER_VARIABLES = {
+    "SAGA_LOG_FORMAT": ROOT / "saga" / "logs.py",
+    "SAGA_HEALTH_ADDR": ROOT / "saga" / "participant" / "health.py",
+}
 """``SAGA_*`` variables read outside ``saga run``'s settings (saga/config.py ENV), and where."""
 
 
