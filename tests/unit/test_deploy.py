@@ -454,10 +454,18 @@ def test_compose_runs_every_example_service(compose: dict[str, Any]) -> None:
     assert {"services.orders", "services.trips"} <= modules
 
 
-def test_compose_services_skip_the_engine_healthcheck(compose: dict[str, Any]) -> None:
+def test_compose_services_probe_their_own_readiness(compose: dict[str, Any]) -> None:
+    """Not the image's default healthcheck (the engine's admin API): a participant asks its
+    own /readyz on the address it serves; one-shots have none."""
     for name, service in saga_services(compose).items():
-        if name not in engines(compose):
+        if name in engines(compose):
+            continue
+        if service.get("restart") == "no" or name == "provision":
             assert service["healthcheck"] == {"disable": True}, name
+            continue
+        address = service["environment"]["SAGA_HEALTH_ADDR"]
+        probe = " ".join(service["healthcheck"]["test"])
+        assert f"http://{address}/readyz" in probe, name
 
 
 def test_compose_engine_replicas_share_partitions(compose: dict[str, Any]) -> None:
