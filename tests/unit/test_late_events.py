@@ -17,6 +17,7 @@ from saga.core import (
     InstanceState,
     PublishEvent,
     SagaTriggered,
+    StepFailed,
     StepSucceeded,
     Timer,
     TimerFired,
@@ -76,3 +77,40 @@ def test_a_success_during_compensation_is_undone_today() -> None:
     assert late.changed
     assert late.state is not None
     assert late.state.compensation_queue == ["flight", "hotel"]
+
+
+PARALLEL = parse_definition(
+    """
+name: parallel
+trigger: {event: p.requested, id: {field: id}}
+branch_failure: wait
+steps:
+  - {name: slow, publish: {event: slow.go}, success: slow.done}
+  - {name: quick, publish: {event: quick.go}, success: quick.done, timeout: 1s, after: []}
+  - name: watched
+    success: watched.done
+    failure: watched.failed
+    compensate: {publish: {event: watched.undo}, success: watched.undone}
+"""
+)
+
+
+def test_an_observed_step_that_reports_success_while_the_saga_fails_is_undone() -> None:
+    """Found by the property test: ``quick`` timed out, so ``watched`` (after it) will never
+    be started, and the saga waits for ``slow`` before compensating. The service behind the
+    observed ``watched`` acted on its own anyway, first saying it failed, then that it
+    succeeded. The success is recorded so that its effect is undone with the others."""
+    state = None
+    events: list[Event] = [
+        SagaTriggered("p-1", {"id": "p-1"}),
+        TimerFired(Timer(TimerKind.STEP_TIMEOUT, "quick", 1)),
+        StepFailed("watched", "late"),
+        StepSucceeded("watched", {"ref": "w-1"}),
+        StepSucceeded("slow"),
+    ]
+    for i, event in enumerate(events):
+        state = decide(PARALLEL, state, event, T0 + timedelta(seconds=i)).state
+    assert state is not None
+    assert any(h.event == "step.late-success" and h.step == "watched" for h in state.history)
+    assert state.status.value == "compensating"
+    assert state.compensation_queue[0] == "watched"
