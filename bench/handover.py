@@ -51,7 +51,7 @@ async def seconds_until(condition: Callable[[], bool], limit: float = 60.0) -> f
 
 async def measure(partitions: int) -> list[tuple[str, float]]:
     settings = EngineSettings(partitions=partitions)
-    with tempfile.TemporaryDirectory() as store, EmbeddedServer(store_dir=Path(store)).start() as s:
+    with tempfile.TemporaryDirectory() as store, EmbeddedServer(store_dir=Path(store)) as s:
         clients = [await nats.connect(s.url) for _ in range(3)]
         first, second, third = (Engine(nc, {"shop": SAGA}, settings) for nc in clients)
         figures = []

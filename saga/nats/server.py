@@ -128,6 +128,10 @@ class EmbeddedServer:
         await asyncio.to_thread(self.stop)
 
     def __enter__(self) -> EmbeddedServer:
+        """Starts the server, unless ``start()`` already did (``with EmbeddedServer().start()``
+        then owns the one process, as ``LoopbackCluster`` does, instead of leaking it)."""
+        if self.process is not None and self.process.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *_: object) -> None:
