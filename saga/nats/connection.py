@@ -126,10 +126,20 @@ async def connect(settings: NatsSettings) -> Client:
             settings.initial_connect_timeout,
         )
     except (TimeoutError, NoServersError, OSError) as exc:
-        last = errors[-1] if errors else exc
+        reason = _most_telling(errors) if errors else exc
         raise ConnectionFailed(
-            f"cannot connect to {redact_url(settings.url)}: {last or type(last).__name__}"
+            f"cannot connect to {redact_url(settings.url)}: {reason or type(reason).__name__}"
         ) from None
+
+
+def _most_telling(errors: list[Exception]) -> Exception:
+    """A refused credential, if any attempt was told so, over the last error: the server
+    closes the socket right after its ``-ERR``, so an attempt may end in a bare reset."""
+    for error in reversed(errors):
+        text = str(error).lower()
+        if "authorization" in text or "authentication" in text:
+            return error
+    return errors[-1]
 
 
 def redact_url(url: str) -> str:
