@@ -15,9 +15,11 @@ import time
 import uuid
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import StorageType
 from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
+
+from saga.nats.provision import StreamSettings, ensure_bucket
 
 
 def new_member_id() -> str:
@@ -46,19 +48,8 @@ class Membership:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            try:
-                self._kv = await self.js.key_value(self.bucket)
-            except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
-                self._kv = await self.js.create_key_value(
-                    KeyValueConfig(
-                        bucket=self.bucket,
-                        history=1,
-                        ttl=self.ttl,
-                        storage=self.storage,
-                        replicas=self.replicas,
-                        direct=True,
-                    )
-                )
+            settings = StreamSettings(replicas=self.replicas, storage=self.storage)
+            self._kv = await ensure_bucket(self.js, self.bucket, settings, ttl=self.ttl)
         return self._kv
 
     async def beat(self, owned: list[int]) -> list[str]:

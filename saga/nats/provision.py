@@ -251,7 +251,11 @@ async def provision_engine(
     )
 
 
-async def ensure_bucket(js: JetStreamContext, bucket: str, settings: StreamSettings) -> KeyValue:
+async def ensure_bucket(
+    js: JetStreamContext, bucket: str, settings: StreamSettings, ttl: float | None = None
+) -> KeyValue:
+    """The bucket, created (history 1, direct gets) when missing; ``ttl``: its keys expire
+    that many seconds after their last write."""
     try:
         return await js.key_value(bucket)
     except Exception:  # nats-py raises BucketNotFoundError or NotFoundError by version
@@ -263,6 +267,7 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, settings: StreamSetti
             storage=settings.storage,
             replicas=settings.replicas,
             direct=True,
+            ttl=ttl,
         )
     )
 
