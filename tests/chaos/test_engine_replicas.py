@@ -66,18 +66,30 @@ async def test_partitioned_replicas_join_leave_and_die_without_losing_a_saga(
     nc = await connect(NatsSettings(url=nats_server.url, name="chaos"))
     js = nc.jetstream()
     fleet = Fleet(nats_server.url, tmp_path)
-    pace = scale.seconds(2, 8)
+
+    async def live(count: int) -> None:
+        """Wait until exactly ``count`` replicas beat in the membership bucket."""
+
+        async def reached() -> bool:
+            try:
+                kv = await js.key_value(Topology().members_bucket)
+                return len(await kv.keys()) == count
+            except Exception:  # no bucket or no keys yet
+                return False
+
+        await wait_for(reached, timeout=30, message=f"{count} live engine replica(s)")
+
     async with running(fleet):
         fleet.start_engine(0, *options)
         fleet.start_services()
         feeder = asyncio.create_task(feed(js, planned, scale.seconds(10, 45)))
-        await asyncio.sleep(pace)  # pacing the changes of membership
+        await live(1)
         fleet.start_engine(1, *options)
         fleet.start_engine(2, *options)
-        await asyncio.sleep(pace)
+        await live(3)  # both joined: the first has handed them partitions
         fleet.kill_engine(1)
         figures.kills += 1
-        await asyncio.sleep(pace)
+        await live(2)  # the killed one's heartbeat expired: its partitions move
         fleet.stop_engine(2)
         fleet.start_engine(3, *options)
         await feeder
