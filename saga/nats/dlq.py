@@ -33,6 +33,9 @@ class DeadLetterCode(StrEnum):
     UNKNOWN_EVENT = "unknown-event"
     HANDLER_FAILED = "handler-failed"
     """A participant's handler kept raising until ``max_deliver``."""
+    HANDLER_BUG = "handler-bug"
+    """A participant's handler returned something it must not (not a JSON object): a
+    programming mistake no redelivery can fix."""
     ENGINE_ERROR = "engine-error"
 
 

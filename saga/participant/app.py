@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import re
 import signal
@@ -90,6 +91,12 @@ class App:
         step: str | None,
     ) -> Decorator:
         def decorator(handler: Handler) -> Handler:
+            if not _is_async(handler):
+                raise TypeError(
+                    f"the handler of {subject} in app {self.name} must be an `async def` "
+                    f"function, got {getattr(handler, '__qualname__', repr(handler))} "
+                    "(a plain function would only fail once a message arrives)"
+                )
             route = Route(subject, handler, kind, success, failure, step)
             problems = route.problems()
             if subject in self.routes:
@@ -155,3 +162,10 @@ class App:
                 with contextlib.suppress(Exception):
                     await nc.drain()
         log.info("%s: stopped", self.name)
+
+
+def _is_async(handler: object) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        type(handler).__call__
+    )

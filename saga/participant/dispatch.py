@@ -7,7 +7,6 @@ included) and never raises; ``settle`` carries the outcome out on the message.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from saga.participant.envelope import (
     Envelope,
     command_envelope,
     parse_payload,
+    reply_body,
     reply_headers,
 )
 from saga.participant.ledger import ReplyLedger, StoredReply
@@ -173,21 +173,20 @@ class Dispatcher:
                     DeadLetterCode.HANDLER_FAILED,
                     f"rejected ({rejection.reason}) but {route.subject} has no failure subject",
                 )
-            body = json.dumps(rejection.payload()).encode()
-            return StoredReply(route.failure, body, headers, True, envelope.attempt)
+            failure = reply_body(rejection.payload())
+            if isinstance(failure, str):
+                return DeadLetter(
+                    DeadLetterCode.HANDLER_BUG, f"Reject of {route.subject} {failure}"
+                )
+            return StoredReply(route.failure, failure, headers, True, envelope.attempt)
         except NoReply as exc:
             log.info("%s: no reply on purpose (%s)", envelope.idempotency_key, exc.reason)
             return ACK
-        if result is None:
-            result = {}
-        if not isinstance(result, dict):
-            raise TypeError(
-                f"handler of {route.subject} returned {type(result).__name__}, not dict"
-            )
+        body = reply_body(result)
+        if isinstance(body, str):
+            return DeadLetter(DeadLetterCode.HANDLER_BUG, f"handler of {route.subject} {body}")
         assert route.success is not None
-        return StoredReply(
-            route.success, json.dumps(result).encode(), headers, False, envelope.attempt
-        )
+        return StoredReply(route.success, body, headers, False, envelope.attempt)
 
     async def _publish(self, reply: StoredReply) -> None:
         headers = dict(reply.headers)

@@ -73,6 +73,20 @@ def parse_payload(data: bytes) -> dict[str, Any]:
     return payload
 
 
+def reply_body(result: object) -> bytes | str:
+    """A handler's result as the reply's JSON body, or what is wrong with it (a bug in the
+    handler: no redelivery would change it). ``None`` replies ``{}``; numbers must be finite
+    (RFC 8259 has no NaN or Infinity)."""
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        return f"returned {type(result).__name__}, not a dict (a JSON object) or None"
+    try:
+        return json.dumps(result, allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"returned a dict that is not JSON: {exc}"
+
+
 def command_envelope(
     headers: Mapping[str, str], kind: str, step: str | None, observed: bool
 ) -> Envelope:

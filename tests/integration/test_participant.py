@@ -225,6 +225,30 @@ def test_bad_routes_are_refused_together() -> None:
         App("has.dot")
 
 
+def test_a_plain_def_handler_is_refused_at_registration() -> None:
+    """Defect 13: a handler that is not ``async def`` used to be redelivered 10 times."""
+    app = App("sync")
+
+    def plain(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    for register in (
+        app.step("t.cmd", success="t.ok"),
+        app.compensation("t.undo", success="t.undone"),
+        app.on("t.evt"),
+    ):
+        with pytest.raises(TypeError, match=r"t\.\w+ in app sync must be an `async def`.*plain"):
+            register(plain)  # type: ignore[arg-type]
+    assert app.routes == {}
+
+    class Callable:
+        async def __call__(self, ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+            return {}
+
+    app.step("t.cmd", success="t.ok")(Callable())
+    assert list(app.routes) == ["t.cmd"]
+
+
 def test_load_app_finds_the_service_and_explains_mistakes() -> None:
     assert load_app("services.inventory:app") is inventory.app
     assert load_app("services.payment") is payment.app
@@ -346,6 +370,43 @@ async def test_a_handler_that_always_fails_ends_in_the_dead_letters(
     assert body(dead) == {"n": 1}
     await settled(js, "broken")
     assert await on_subject(js, "t.ok") == []
+
+
+@pytest.mark.parametrize(
+    ("result", "why"),
+    [
+        ([1, 2], "returned list, not a dict"),
+        ("ok", "returned str, not a dict"),
+        ({"when": object()}, "not JSON"),
+        ({"amount": float("inf")}, "not JSON"),
+    ],
+    ids=["list", "str", "not-serialisable", "infinity"],
+)
+async def test_a_wrong_return_type_is_dead_lettered_at_once_as_a_handler_bug(
+    js: JetStreamContext, running: Any, result: Any, why: str
+) -> None:
+    """Defect 13: no redelivery fixes a bug, so the first delivery dead-letters it."""
+    calls: list[int] = []
+    app = App("buggy")
+
+    @app.step("t.cmd", success="t.ok")
+    async def work(ctx: Context, payload: dict[str, Any]) -> Any:
+        calls.append(ctx.delivery)
+        return result
+
+    await running(app)
+    await command(js, "t.cmd", {"n": 1}, saga_headers())
+    [dead] = await wait_messages(js, "saga.dlq.handler-bug", stream=DLQ)
+    await settled(js, "buggy")
+    assert calls == [1]
+    assert dead.headers is not None
+    assert dead.headers["Saga-Dlq-Code"] == "handler-bug"
+    assert why in dead.headers["Saga-Dlq-Reason"]
+    assert "t.cmd" in dead.headers["Saga-Dlq-Reason"]
+    assert await on_subject(js, "t.ok") == []
+    kv = await js.key_value("saga_replies")
+    with pytest.raises(NotFoundError):
+        await kv.get(token("test-saga:s-1:work:step"))
 
 
 async def test_duplicate_commands_get_one_reply_and_run_the_handler_once(
