@@ -118,7 +118,7 @@ class Dispatcher:
     async def verdict(self, msg: Msg) -> Verdict:
         route = self._routes.get(msg.subject)
         if route is None:
-            return DeadLetter(DeadLetterCode.UNKNOWN_EVENT, f"no handler for {msg.subject}")
+            return self._unhandled(msg)
         headers = msg.headers or {}
         try:
             payload = parse_payload(msg.data)
@@ -142,6 +142,19 @@ class Dispatcher:
         except Exception as exc:
             log.warning("handler of %s failed: %r", msg.subject, exc, exc_info=exc)
             return Redeliver(f"{type(exc).__name__}: {exc}")
+
+    def _unhandled(self, msg: Msg) -> Verdict:
+        """Another copy of the app (another version) handles this subject: leave it to it,
+        and dead-letter it only once no copy took it in ``max_deliver`` deliveries."""
+        delivered = msg.metadata.num_delivered
+        max_deliver = self._settings.stream.max_deliver
+        reason = f"no handler for {msg.subject} in this copy of {self._service}"
+        if 0 < max_deliver <= delivered:
+            return DeadLetter(
+                DeadLetterCode.UNKNOWN_EVENT,
+                f"{reason}, nor in any copy that received it in {delivered} deliveries",
+            )
+        return Redeliver(f"{reason}: left to a copy that has one")
 
     async def _answer(
         self, msg: Msg, route: Route, envelope: Envelope, payload: dict[str, Any]

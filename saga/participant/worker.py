@@ -16,8 +16,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from saga.nats.provision import ensure_consumer
+from saga.nats.outage import until_available
 from saga.participant.buckets import Buckets
+from saga.participant.consumer import bind_consumer
 from saga.participant.context import Runtime
 from saga.participant.dispatch import Dispatcher
 from saga.participant.effects import Effects
@@ -71,25 +72,13 @@ class Worker:
         await self._stopping.wait()
 
     async def start(self) -> None:
-        """Wait for the engine's streams, create our consumer, then consume in the background."""
-        topology = self._settings.topology
-        await self._wait_for_streams([topology.events_stream, topology.dlq_stream])
-        if self.stop_requested:
+        """Wait for the engine's streams, bind our consumer, then consume in the background.
+
+        A JetStream that does not answer (a cluster electing a leader) is waited out with
+        backoff; a conflicting consumer (:mod:`saga.participant.consumer`) is an error."""
+        dispatcher = await until_available(self._prepare, self.name, self._stopping, log)
+        if dispatcher is None:
             return
-        await ensure_consumer(
-            self._js, topology.events_stream, self.name, sorted(self._routes), self._settings.stream
-        )
-        buckets = Buckets(self._js, self._settings.stream)
-        runtime = Runtime(
-            self._js, Effects(await buckets.get(self._settings.effects_bucket), self.name), buckets
-        )
-        ledger = ReplyLedger(await buckets.get(topology.replies_bucket))
-        dispatcher = Dispatcher(
-            self.name, self._routes, runtime, ledger, self._settings, self._telemetry
-        )
-        self._sub = await self._js.pull_subscribe_bind(
-            durable=self.name, stream=topology.events_stream
-        )
         self._tasks = [
             asyncio.create_task(self._fetch_loop(dispatcher), name=f"{self.name}-fetch"),
             asyncio.create_task(self._keepalive(), name=f"{self.name}-keepalive"),
@@ -98,8 +87,30 @@ class Worker:
             "%s: consuming %s from %s",
             self.name,
             ", ".join(sorted(self._routes)),
-            topology.events_stream,
+            self._settings.topology.events_stream,
         )
+
+    async def _prepare(self) -> Dispatcher | None:
+        """Streams there, consumer bound, buckets open: the dispatcher; None if told to stop."""
+        topology = self._settings.topology
+        await self._wait_for_streams([topology.events_stream, topology.dlq_stream])
+        if self.stop_requested:
+            return None
+        bound = await bind_consumer(
+            self._nc, topology.events_stream, self.name, sorted(self._routes), self._settings
+        )
+        buckets = Buckets(self._js, self._settings.stream)
+        runtime = Runtime(
+            self._js, Effects(await buckets.get(self._settings.effects_bucket), self.name), buckets
+        )
+        ledger = ReplyLedger(await buckets.get(topology.replies_bucket))
+        dispatcher = Dispatcher(
+            self.name, self._routes, runtime, ledger, bound.settings, self._telemetry
+        )
+        self._sub = await self._js.pull_subscribe_bind(
+            durable=self.name, stream=topology.events_stream
+        )
+        return dispatcher
 
     async def stop(self) -> None:
         """Stop fetching, let in-flight messages finish, then unsubscribe."""

@@ -8,6 +8,7 @@ commands with saga headers, then reads the replies back from the stream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import saga.participant
 from saga.definition import SagaDefinition, load_definition
 from saga.definition.expressions import render
 from saga.engine import Engine, EngineSettings
-from saga.errors import ConfigError
+from saga.errors import ConfigError, ProvisioningError
 from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings, ensure_stream
 from saga.nats.server import EmbeddedServer
@@ -610,6 +611,118 @@ async def test_stop_finishes_in_flight_messages(nc: Client, js: JetStreamContext
     info = await js.consumer_info(EVENTS, "graceful")
     assert info.delivered is not None
     assert info.delivered.consumer_seq == 1
+
+
+# -- copies of one app sharing its durable (defect 7) -------------------------------------
+
+
+def answering(name: str, *subjects: str) -> tuple[App, list[str]]:
+    """An app named ``name`` answering each ``t.<x>`` on ``t.<x>.ok``; the subjects it saw."""
+    app, seen = App(name), []
+    for subject in subjects:
+
+        async def work(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+            seen.append(ctx.subject)
+            return {}
+
+        app.step(subject, success=f"{subject}.ok")(work)
+    return app, seen
+
+
+async def filter_of(js: JetStreamContext, consumer: str) -> list[str]:
+    config = (await js.consumer_info(EVENTS, consumer)).config
+    return sorted(config.filter_subjects or [config.filter_subject or ""])
+
+
+async def test_a_second_app_with_the_same_name_is_refused_and_the_first_keeps_working(
+    js: JetStreamContext, running: Any
+) -> None:
+    """Two modules both declaring ``App("mail")``: the second used to take the first's
+    subjects away by overwriting the durable's filter."""
+    mail, seen = answering("mail", "t.mail.send")
+    await running(mail)
+    other, _ = answering("mail", "t.mail.digest")
+    with pytest.raises(ProvisioningError) as refused:
+        await running(other)
+    message = str(refused.value)
+    assert "consumer mail on SAGA_EVENTS filters t.mail.send" in message
+    assert "t.mail.digest" in message
+    assert "Give this app its own name" in message
+    assert await filter_of(js, "mail") == ["t.mail.send"]
+    await command(js, "t.mail.send", {}, saga_headers())
+    await wait_messages(js, "t.mail.send.ok")
+    assert seen == ["t.mail.send"]
+
+
+async def test_a_rolling_deploy_adding_a_handler_loses_nothing_and_a_rollback_narrows_nothing(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """The old copy used to dead-letter the new subject ("no handler"); it must leave it to
+    the new copy. After a rollback the filter stays and the orphan ends as a dead letter."""
+    old, old_seen = answering("mail", "t.a")
+    new, new_seen = answering("mail", "t.a", "t.b")
+    # 20 deliveries 0.25 s apart: time enough for the new copy to come back.
+    rolling = dataclasses.replace(
+        FAST, stream=dataclasses.replace(FAST.stream, ack_wait_backoff=(0.25,), max_deliver=20)
+    )
+    async with old.running(nc, rolling):
+        async with new.running(nc, rolling):
+            assert await filter_of(js, "mail") == ["t.a", "t.b"]
+        # The new copy restarts: meanwhile only the old copy receives t.b, and leaves it.
+        await command(js, "t.b", {}, saga_headers("b-1"))
+
+        async def redelivered() -> bool:
+            info = await js.consumer_info(EVENTS, "mail")
+            return bool(info.num_redelivered)
+
+        await wait_for(redelivered, message="the old copy to leave t.b for later")
+        async with new.running(nc, rolling):
+            [reply] = await wait_messages(js, "t.b.ok")
+            assert reply.headers is not None
+            assert reply.headers["Saga-Id"] == "b-1"
+            await settled(js, "mail")
+        assert await on_subject(js, "saga.dlq.>", DLQ) == []
+        assert new_seen == ["t.b"]
+        # Rolled back: the old copy alone. It neither narrows the filter nor drops t.b silently.
+    async with old.running(nc, rolling):
+        assert await filter_of(js, "mail") == ["t.a", "t.b"]
+        await command(js, "t.b", {}, saga_headers("b-2"))
+        await command(js, "t.a", {}, saga_headers("a-1"))
+        [dead] = await wait_messages(js, "saga.dlq.unknown-event", stream=DLQ)
+        await wait_messages(js, "t.a.ok")
+    assert dead.headers is not None
+    assert dead.headers["Saga-Id"] == "b-2"
+    assert "no handler for t.b in this copy of mail" in dead.headers["Saga-Dlq-Reason"]
+    assert "in 20 deliveries" in dead.headers["Saga-Dlq-Reason"]
+    assert old_seen == ["t.a"]
+
+
+async def test_an_existing_durable_keeps_its_delivery_settings_and_they_are_followed(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """A copy with other settings does not rewrite the shared durable behind the others'
+    back; it dead-letters at the durable's ``max_deliver``, not its own."""
+    first, _ = answering("mail", "t.a")
+    async with first.running(nc, FAST):
+        pass
+    calls: list[int] = []
+    second = App("mail")
+
+    @second.step("t.a", success="t.a.ok")
+    async def failing(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append(ctx.delivery)
+        raise RuntimeError("down")
+
+    patient = dataclasses.replace(
+        FAST, stream=dataclasses.replace(FAST.stream, ack_wait_backoff=(0.2,), max_deliver=5)
+    )
+    async with second.running(nc, patient):
+        info = await js.consumer_info(EVENTS, "mail")
+        assert info.config.max_deliver == 3
+        assert info.config.backoff == [0.3]
+        await command(js, "t.a", {}, saga_headers())
+        await wait_messages(js, "saga.dlq.handler-failed", stream=DLQ)
+    assert calls == [1, 2, 3]
 
 
 # -- the example services ---------------------------------------------------------------
