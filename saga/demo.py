@@ -4,6 +4,7 @@ of sagas whose outcomes are known in advance from the services' business rules."
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import statistics
@@ -21,12 +22,14 @@ from nats.js import JetStreamContext
 
 from saga.core.state import InstanceState
 from saga.inspect import instance_store, list_instances
+from saga.nats.outage import TRANSIENT, describe
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from saga.render import table
 from saga.telemetry import telemetry_from_env
 
 SERVICES = ("inventory", "payment", "shipping", "flight", "hotel", "car")
+log = logging.getLogger("saga.demo")
 ENGINE_CONSUMER = Topology().engine_consumer
 
 
@@ -173,7 +176,12 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
         shown = [-1]
 
         async def all_done() -> bool:
-            for state in await list_instances(store, limit=100_000):
+            try:
+                states = await list_instances(store, limit=100_000)
+            except TRANSIENT as exc:  # an outage to wait out, not a reason to give up
+                log.warning("saga-demo: JetStream is not answering (%s)", describe(exc))
+                return False
+            for state in states:
                 key = (state.saga_name, state.saga_id)
                 if key in wanted and (state.status.terminal or state.status.value == "parked"):
                     finished[key] = state

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
-import time
 from pathlib import Path
-
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from saga.admin import AdminServer, AdminSettings
 from saga.definition import load_catalog
 from saga.engine import Engine, EngineSettings
 from saga.engine.reload import DefinitionsWatcher
 from saga.nats.connection import NatsSettings, connect
+from saga.nats.outage import until_available
 from saga.nats.server import EmbeddedServer, free_port
 from saga.telemetry import telemetry_from_env
 
@@ -57,34 +52,19 @@ def discover_url(explicit: str | None, data_dir: Path = DEFAULT_DATA_DIR) -> str
     return f"nats://127.0.0.1:{DEFAULT_PORT}"
 
 
-TRANSIENT = (
-    NatsTimeoutError,
-    NoRespondersError,
-    NoStreamResponseError,
-    ServiceUnavailableError,
-    TimeoutError,
-)
-"""Errors of a server or cluster that is up but not ready yet (no JetStream leader)."""
+async def start_when_possible(
+    engine: Engine, stop: asyncio.Event, patience: float | None = None
+) -> bool:
+    """Start the engine, trying again while JetStream does not answer (a cluster electing a
+    leader: an outage to wait out); False when told to stop first. A real error raises at
+    once; so does the last transient one after ``patience`` seconds, when given."""
 
+    async def start() -> bool:
+        await engine.start()
+        return True
 
-async def start_when_possible(engine: Engine, stop: asyncio.Event, patience: float = 120.0) -> bool:
-    """Start the engine, trying again while the server is not ready yet; False when told to
-    stop first. Gives up (raises) after ``patience`` seconds, or at once on a real error."""
-    deadline = time.monotonic() + patience
-    delay = 0.5
-    while True:
-        try:
-            await engine.start()
-            return True
-        except TRANSIENT as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("cannot start yet (%s); trying again in %.1fs", exc or type(exc), delay)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        if stop.is_set():
-            return False
-        delay = min(delay * 2, 5.0)
+    started = await until_available(start, "saga-engine", stop, log, patience=patience)
+    return bool(started)
 
 
 async def run_engine(
