@@ -15,3 +15,8 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 
 KIND_STEP = "step"
 KIND_COMPENSATION = "compensation"
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+"""A body larger than this (1 MiB) is dead-lettered as ``malformed``."""
+MAX_SAGA_ID_LENGTH = 256
+"""Characters of a ``Saga-Id``; a longer one is dead-lettered as ``malformed``."""

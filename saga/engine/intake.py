@@ -15,10 +15,8 @@ from saga.errors import ConfigError
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.timers import HEADER_TIMER
 from saga.nats.topology import TIMER_FIRE_PREFIX, listened_subjects
-from saga.protocol import HEADER_SAGA_ID, HEADER_SAGA_NAME
+from saga.protocol import HEADER_SAGA_ID, HEADER_SAGA_NAME, MAX_PAYLOAD_BYTES, MAX_SAGA_ID_LENGTH
 
-MAX_PAYLOAD_BYTES = 1024 * 1024
-MAX_SAGA_ID_LENGTH = 256
 _ID_NAMESPACE = uuid.UUID("6f1b2d0e-6c8a-4f0e-9b1a-5a6e2c3d4b5f")
 
 

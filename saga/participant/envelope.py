@@ -7,6 +7,7 @@ rest of the SDK deals in typed values only.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
+    MAX_PAYLOAD_BYTES,
+    MAX_SAGA_ID_LENGTH,
 )
 
 KIND_EVENT = "event"
@@ -59,18 +62,32 @@ def idempotency_key(saga_name: str, saga_id: str, step: str, kind: str) -> str:
 
 
 def parse_payload(data: bytes) -> dict[str, Any]:
-    """A JSON object, or :class:`BadMessage` (an empty body counts as ``{}``)."""
+    """A JSON object (RFC 8259: UTF-8, finite numbers, at most 1 MiB), or
+    :class:`BadMessage` with code ``malformed``; an empty body counts as ``{}``."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise BadMessage(DeadLetterCode.MALFORMED, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
     if not data.strip():
         return {}
     try:
-        payload = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        payload = json.loads(data.decode("utf-8"), parse_constant=_not_json, parse_float=_finite)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadMessage(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise BadMessage(
             DeadLetterCode.MALFORMED, f"payload is a JSON {type(payload).__name__}, not an object"
         )
     return payload
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a finite number")
+    return value
 
 
 def reply_body(result: object) -> bytes | str:
@@ -90,28 +107,37 @@ def reply_body(result: object) -> bytes | str:
 def command_envelope(
     headers: Mapping[str, str], kind: str, step: str | None, observed: bool
 ) -> Envelope:
-    """The envelope of a command, or of the event an observed step reacts to.
+    """The envelope of a command, or of the event an observed step reacts to, checked as
+    ``docs/protocol.md`` says (every failed check is a :class:`BadMessage`).
 
-    For a command, ``Saga-Kind`` and ``Saga-Step`` come from the engine's headers
-    (so a subject registered with the wrong decorator still gets the right
-    idempotency key); the route's ``kind`` and ``step`` are the fallbacks. For an
-    observed step both come from the route: the event's headers describe the
+    For a command, ``Saga-Kind`` must agree with the route's ``kind`` (a compensation
+    sent to a step's subject means the definition and the service disagree) and
+    ``Saga-Step`` comes from the header, the route's ``step`` being the fallback. For
+    an observed step both come from the route: the event's headers describe the
     previous step, whose reply it was.
     """
     saga_id = headers.get(HEADER_SAGA_ID, "").strip()
     if not saga_id:
         raise BadMessage(DeadLetterCode.NO_SAGA_ID, f"no {HEADER_SAGA_ID} header")
+    if len(saga_id) > MAX_SAGA_ID_LENGTH:
+        raise BadMessage(
+            DeadLetterCode.MALFORMED,
+            f"{HEADER_SAGA_ID} has {len(saga_id)} characters, more than {MAX_SAGA_ID_LENGTH}",
+        )
     saga_name = headers.get(HEADER_SAGA_NAME, "").strip()
     if not saga_name:
         raise BadMessage(DeadLetterCode.MALFORMED, f"no {HEADER_SAGA_NAME} header")
     if observed:
         assert step is not None
         return Envelope(saga_id, saga_name, step, kind, 1)
-    header_kind = headers.get(HEADER_KIND, "").strip()
-    if header_kind in (KIND_STEP, KIND_COMPENSATION):
-        kind = header_kind
-    elif header_kind:
+    header_kind = headers.get(HEADER_KIND, "").strip() or kind
+    if header_kind not in (KIND_STEP, KIND_COMPENSATION):
         raise BadMessage(DeadLetterCode.MALFORMED, f"{HEADER_KIND} is {header_kind!r}")
+    if header_kind != kind:
+        raise BadMessage(
+            DeadLetterCode.MALFORMED,
+            f"{HEADER_KIND} is {header_kind!r} but this subject is handled as a {kind}",
+        )
     resolved = headers.get(HEADER_STEP, "").strip() or step
     if not resolved:
         raise BadMessage(DeadLetterCode.MALFORMED, f"no {HEADER_STEP} header")
@@ -119,10 +145,13 @@ def command_envelope(
 
 
 def _attempt(headers: Mapping[str, str]) -> int:
-    try:
-        return max(1, int(headers.get(HEADER_ATTEMPT, "1")))
-    except ValueError:
-        return 1
+    """``Saga-Attempt``: 1 when absent, else a whole number from 1 up."""
+    text = headers.get(HEADER_ATTEMPT, "1").strip()
+    if not (text.isascii() and text.isdigit() and int(text) >= 1):
+        raise BadMessage(
+            DeadLetterCode.MALFORMED, f"{HEADER_ATTEMPT} is {text!r}, not a whole number >= 1"
+        )
+    return int(text)
 
 
 def reply_headers(envelope: Envelope, command: Mapping[str, str]) -> dict[str, str]:

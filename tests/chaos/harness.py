@@ -255,6 +255,26 @@ class Progress:
         return next(t for t in self.writes if t > since) - since
 
 
+async def fleet_ready(js: JetStreamContext, progress: Progress, since: float) -> None:
+    """Wait until every service pulls from its consumer and an engine has written an
+    instance since ``since``: the moment to inject a fault (not a fixed pause)."""
+    stream = Topology().events_stream
+
+    async def ready() -> bool:
+        if not (progress.writes and progress.writes[-1] > since):
+            return False
+        for name in SERVICES:
+            try:
+                info = await js.consumer_info(stream, name)
+            except Exception:
+                return False  # not created yet, or the cluster is busy electing
+            if not info.num_waiting:
+                return False
+        return True
+
+    await wait_for(ready, timeout=90, interval=0.2, message="the services and engines to work")
+
+
 async def instance_states(
     js: JetStreamContext, topology: Topology | None = None
 ) -> list[InstanceState]:

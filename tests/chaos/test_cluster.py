@@ -25,6 +25,7 @@ from tests.chaos.harness import (
     assert_clean,
     chaos_definitions,
     feed,
+    fleet_ready,
     plan,
     running,
     verdict,
@@ -76,8 +77,9 @@ async def test_cluster_node_killed_and_brought_back(
         fleet.start_engine(1, *PARTITIONED)
         fleet.start_services()
         feeder = asyncio.create_task(feed(js, planned, scale.seconds(8, 45)))
+        ready_since = started
         for _ in range(int(scale.sagas(1, 3))):
-            await asyncio.sleep(scale.seconds(4, 10))  # pacing the fault
+            await fleet_ready(js, progress, ready_since)
             leader = (await js.stream_info("SAGA_EVENTS")).cluster
             assert leader is not None
             assert leader.leader is not None
@@ -88,6 +90,7 @@ async def test_cluster_node_killed_and_brought_back(
             figures.recoveries.append(await progress.recovery_after(killed))
             await asyncio.to_thread(cluster.restart, victim)
             figures.restarts += 1
+            ready_since = time.monotonic()
             fleet.check_alive()
         await feeder
         await wait_all_ended(js, planned, timeout=scale.seconds(120, 400))

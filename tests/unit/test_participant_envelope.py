@@ -1,0 +1,89 @@
+"""Checks on a command's body and headers, each with its dead-letter code (docs/protocol.md,
+"Checking a message")."""
+
+from __future__ import annotations
+
+import pytest
+
+from saga.participant.envelope import BadMessage, command_envelope, parse_payload
+from saga.protocol import MAX_PAYLOAD_BYTES
+
+GOOD = {
+    "Saga-Id": "o-1",
+    "Saga-Name": "order",
+    "Saga-Step": "reserve",
+    "Saga-Kind": "step",
+    "Saga-Attempt": "2",
+}
+
+
+def without(name: str) -> dict[str, str]:
+    return {k: v for k, v in GOOD.items() if k != name}
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind", "code", "reason"),
+    [
+        (without("Saga-Id"), "step", "no-saga-id", "no Saga-Id"),
+        ({**GOOD, "Saga-Id": " "}, "step", "no-saga-id", "no Saga-Id"),
+        ({**GOOD, "Saga-Id": "x" * 257}, "step", "malformed", "257 characters"),
+        (without("Saga-Name"), "step", "malformed", "no Saga-Name"),
+        (without("Saga-Step"), "step", "malformed", "no Saga-Step"),
+        ({**GOOD, "Saga-Kind": "undo"}, "step", "malformed", "Saga-Kind is 'undo'"),
+        (GOOD, "compensation", "malformed", "handled as a compensation"),
+        ({**GOOD, "Saga-Attempt": "two"}, "step", "malformed", "Saga-Attempt is 'two'"),
+        ({**GOOD, "Saga-Attempt": "-1"}, "step", "malformed", "Saga-Attempt is '-1'"),
+        ({**GOOD, "Saga-Attempt": "1.5"}, "step", "malformed", "whole number"),
+    ],
+)
+def test_a_bad_header_is_a_bad_message_with_its_code(
+    headers: dict[str, str], kind: str, code: str, reason: str
+) -> None:
+    with pytest.raises(BadMessage) as bad:
+        command_envelope(headers, kind=kind, step=None, observed=False)
+    assert bad.value.code.value == code
+    assert reason in bad.value.reason
+
+
+def test_good_headers_and_their_defaults() -> None:
+    envelope = command_envelope(GOOD, kind="step", step=None, observed=False)
+    assert (envelope.saga_id, envelope.step, envelope.kind, envelope.attempt) == (
+        "o-1",
+        "reserve",
+        "step",
+        2,
+    )
+    assert envelope.idempotency_key == "order:o-1:reserve:step"
+    bare = command_envelope(
+        without("Saga-Attempt") | {"Saga-Kind": ""}, kind="step", step=None, observed=False
+    )
+    assert (bare.kind, bare.attempt) == ("step", 1)
+    fallback = command_envelope(without("Saga-Step"), kind="step", step="named", observed=False)
+    assert fallback.step == "named"
+    assert len(command_envelope({**GOOD, "Saga-Id": "x" * 256}, "step", None, False).saga_id) == 256
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"{" + b" " * MAX_PAYLOAD_BYTES + b"}", "larger than 1048576 bytes"),
+        (b'{"a": "\xff"}', "not JSON"),
+        (b'{"a": NaN}', "NaN is not a JSON number"),
+        (b'{"a": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"a": 1e400}', "too large for a finite number"),
+        (b"[1]", "a JSON list, not an object"),
+        (b"{not json", "not JSON"),
+    ],
+    ids=["over-1-mib", "invalid-utf8", "nan", "infinity", "overflow", "list", "not-json"],
+)
+def test_a_body_that_is_not_a_json_object_is_malformed(data: bytes, reason: str) -> None:
+    with pytest.raises(BadMessage) as bad:
+        parse_payload(data)
+    assert bad.value.code.value == "malformed"
+    assert reason in bad.value.reason
+
+
+def test_a_good_body() -> None:
+    assert parse_payload(b"") == {}
+    assert parse_payload(b'{"a": 1.5, "b": "\xc3\xa9"}') == {"a": 1.5, "b": "é"}
+    assert parse_payload(b"{" + b" " * (MAX_PAYLOAD_BYTES - 2) + b"}") == {}
