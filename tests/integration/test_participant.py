@@ -930,20 +930,45 @@ async def test_a_service_runs_as_a_module_and_stops_on_sigterm(
             await process.wait()
 
 
-async def test_the_raw_nats_example_of_the_protocol_works(
-    nats_server: EmbeddedServer, js: JetStreamContext
-) -> None:
-    script = ROOT / "docs" / "examples" / "raw_participant.py"
-    process = await asyncio.create_subprocess_exec(
+RAW = ROOT / "docs" / "examples" / "raw_participant.py"
+
+
+async def raw_copy(url: str, messages: int) -> asyncio.subprocess.Process:
+    """The plain nats-py copy of the inventory; it exits after ``messages`` messages."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
-        str(script),
+        str(RAW),
         "--nats",
-        nats_server.url,
+        url,
         "--max-messages",
-        "2",
+        str(messages),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+async def finished(process: asyncio.subprocess.Process) -> str:
+    output, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
+def reserve(order_id: str, attempt: int = 1) -> tuple[str, dict[str, Any], dict[str, str]]:
+    subject, payload, headers = engine_command(
+        ORDER, "reserve_inventory", orders.new_order(order_id), order_id
+    )
+    # A later attempt is the engine's retry after a step timeout: a new message id.
+    return (
+        subject,
+        payload,
+        {**headers, **saga_headers(order_id, "reserve_inventory", attempt, saga=ORDER.name)},
+    )
+
+
+async def test_the_raw_nats_example_of_the_protocol_works(
+    nats_server: EmbeddedServer, js: JetStreamContext
+) -> None:
+    process = await raw_copy(nats_server.url, 2)
     good = orders.new_order("ord-r1")
     bad = orders.new_order("ord-r2", fail="inventory")
     for order in (good, bad):
@@ -951,8 +976,7 @@ async def test_the_raw_nats_example_of_the_protocol_works(
             ORDER, "reserve_inventory", order, order["order_id"]
         )
         await command(js, subject, payload, headers)
-    output, _ = await asyncio.wait_for(process.communicate(), 20)
-    assert process.returncode == 0, output.decode()
+    await finished(process)
     [reserved] = await on_subject(js, "inventory.reserved")
     [rejected] = await on_subject(js, "inventory.rejected")
     assert body(rejected) == {"reason": "unknown-sku", "sku": "UNKNOWN-9"}
@@ -961,6 +985,86 @@ async def test_the_raw_nats_example_of_the_protocol_works(
     assert (
         reserved.headers["Nats-Msg-Id"] == "order-fulfilment:ord-r1:reserve_inventory:step:reply:1"
     )
+
+
+async def test_the_raw_copy_runs_beside_the_sdk_copy_on_one_durable_and_one_ledger(
+    nats_server: EmbeddedServer, js: JetStreamContext, nc: Client
+) -> None:
+    """Each copy replays the reply the other one stored, instead of answering anew."""
+    calls: list[tuple[str, int]] = []
+    sdk = App("inventory")
+
+    @sdk.step("inventory.reserve", success="inventory.reserved", failure="inventory.rejected")
+    async def reserve_here(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append((ctx.saga_id, ctx.attempt))
+        return {"reservation_id": f"sdk-{ctx.saga_id}"}
+
+    @sdk.compensation("inventory.release", success="inventory.released")
+    async def release_here(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append((f"undo {ctx.saga_id}", ctx.attempt))
+        return {}
+
+    # The raw copy alone first: it creates the durable and answers ord-a.
+    raw = await raw_copy(nats_server.url, 1)
+    await command(js, *reserve("ord-a"))
+    assert "ord-a:reserve_inventory:step: answered on inventory.reserved" in await finished(raw)
+    [first] = await wait_messages(js, "inventory.reserved")
+    assert body(first)["reservation_id"].startswith("res-")
+    # The SDK copy joins (widening the filter) and gets the engine's retry of ord-a.
+    async with sdk.running(nc, FAST):
+        assert await filter_of(js, "inventory") == ["inventory.release", "inventory.reserve"]
+        await command(js, *reserve("ord-a", attempt=2))
+        await command(js, *reserve("ord-b"))
+        await wait_messages(js, "inventory.reserved", 2)
+        await settled(js, "inventory")
+    assert calls == [("ord-b", 1)]  # ord-a came from the raw copy's stored reply
+    # The raw copy again, alone: it replays the SDK's reply to ord-b and leaves the undo.
+    raw = await raw_copy(nats_server.url, 2)
+    await command(js, *reserve("ord-b", attempt=2))
+    undo = engine_command(
+        ORDER, "reserve_inventory", orders.new_order("ord-b"), "ord-b", DONE, compensation=True
+    )
+    await command(js, *undo)
+    output = await finished(raw)
+    assert "ord-b:reserve_inventory:step: replayed the stored reply" in output
+    replies = {
+        r.headers["Saga-Id"]: body(r)
+        for r in await on_subject(js, "inventory.reserved")
+        if r.headers
+    }
+    assert replies == {"ord-a": body(first), "ord-b": {"reservation_id": "sdk-ord-b"}}
+    async with sdk.running(nc, FAST):  # the undo was left for a copy that handles it
+        await wait_messages(js, "inventory.released")
+        await settled(js, "inventory")
+    assert calls[-1] == ("undo ord-b", 1)
+    assert await on_subject(js, "saga.dlq.>", DLQ) == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "headers", "code"),
+    [
+        (b'{"items": [], "total": NaN}', saga_headers(), "malformed"),
+        ({"items": []}, {**saga_headers(), "Saga-Attempt": "x"}, "malformed"),
+        ({"items": []}, saga_headers(kind="compensation"), "malformed"),
+        ({"items": []}, saga_headers(saga_id="x" * 257), "malformed"),
+        ({"items": []}, {"Saga-Name": "s", "Saga-Step": "w"}, "no-saga-id"),
+    ],
+    ids=["nan", "attempt", "kind", "long-id", "no-id"],
+)
+async def test_the_raw_copy_dead_letters_as_the_sdk_does(
+    nats_server: EmbeddedServer,
+    js: JetStreamContext,
+    payload: Any,
+    headers: dict[str, str],
+    code: str,
+) -> None:
+    raw = await raw_copy(nats_server.url, 1)
+    await command(js, "inventory.reserve", payload, headers)
+    assert f"dead-lettered inventory.reserve ({code})" in await finished(raw)
+    [dead] = await on_subject(js, f"saga.dlq.{code}", DLQ)
+    assert dead.headers is not None
+    assert dead.headers["Saga-Dlq-Consumer"] == "inventory"
+    assert await on_subject(js, "inventory.reserved") == []
 
 
 # -- with the engine --------------------------------------------------------------------
