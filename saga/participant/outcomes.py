@@ -6,7 +6,8 @@
         ├── Retry      try again later: redeliver after ``delay`` (counts as a delivery)
         └── NoReply    handled, but say nothing: ack without a reply
 
-Returning a dict publishes the success event. Any other exception is treated
+Returning a dict (or None) publishes the success event; returning anything else is
+a bug in the handler, dead-lettered at once as ``handler-bug``. Any other exception is treated
 like ``Retry`` with the consumer's backoff, and dead-lettered at the last delivery.
 They are exceptions (not return values) so a helper deep in the handler can end
 it, the way ``arq`` and ``faststream`` do.

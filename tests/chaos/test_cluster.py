@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 
 from saga.nats.cluster import LoopbackCluster, wait_jetstream
 from saga.nats.connection import NatsSettings, connect
+from saga.nats.outage import TRANSIENT
 from saga.nats.provision import StreamSettings, provision_engine
 from saga.nats.topology import Topology, listened_subjects, published_subjects
 from saga.participant.buckets import Buckets
@@ -31,6 +32,7 @@ from tests.chaos.harness import (
     verdict,
     wait_all_ended,
 )
+from tests.support import wait_for
 
 R3 = StreamSettings(replicas=3)
 PARTITIONED = ("--partitions", "4", "--stream-replicas", "3")
@@ -58,6 +60,27 @@ async def provision_replicated(js: JetStreamContext) -> None:
         await buckets.get(name)
 
 
+async def settled_leader(js: JetStreamContext, stream: str) -> str:
+    """The stream's leader, once it has one and every replica is current (a node brought
+    back has caught up): killing it then tests a failover, not a cluster without quorum."""
+    found: list[str] = []
+
+    async def settled() -> bool:
+        try:
+            cluster = (await js.stream_info(stream)).cluster
+        except TRANSIENT:
+            return False  # still electing
+        if cluster is None or cluster.leader is None:
+            return False
+        if not all(peer.current for peer in cluster.replicas or []):
+            return False
+        found.append(cluster.leader)
+        return True
+
+    await wait_for(settled, timeout=60, interval=0.2, message=f"{stream} to settle on a leader")
+    return found[-1]
+
+
 async def test_cluster_node_killed_and_brought_back(
     cluster: LoopbackCluster, tmp_path: Path, scale: Scale, figures: Figures
 ) -> None:
@@ -80,10 +103,7 @@ async def test_cluster_node_killed_and_brought_back(
         ready_since = started
         for _ in range(int(scale.sagas(1, 3))):
             await fleet_ready(js, progress, ready_since)
-            leader = (await js.stream_info("SAGA_EVENTS")).cluster
-            assert leader is not None
-            assert leader.leader is not None
-            victim = cluster.index_of(leader.leader)
+            victim = cluster.index_of(await settled_leader(js, "SAGA_EVENTS"))
             await asyncio.to_thread(cluster.kill, victim)
             killed = time.monotonic()
             figures.kills += 1
