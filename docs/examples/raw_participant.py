@@ -53,7 +53,7 @@ async def handle(js: JetStreamContext, msg: Any) -> None:
     subject, reply = answer(key, payload)
     out = {name: headers[name] for name in COPIED if name in headers}
     out["Nats-Msg-Id"] = f"{key}:reply:{headers.get('Saga-Attempt', '1')}"
-    await js.publish(subject, json.dumps(reply).encode(), headers=out)
+    await js.publish(subject, json.dumps(reply, allow_nan=False).encode(), headers=out)
     await msg.ack()  # only now: a crash before this means a redelivery, never a lost reply
 
 

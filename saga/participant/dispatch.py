@@ -7,7 +7,6 @@ included) and never raises; ``settle`` carries the outcome out on the message.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from saga import jsonwire
 from saga.logs import CURRENT_SAGA
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.participant.context import Context, Runtime
@@ -173,7 +173,7 @@ class Dispatcher:
                     DeadLetterCode.HANDLER_FAILED,
                     f"rejected ({rejection.reason}) but {route.subject} has no failure subject",
                 )
-            body = json.dumps(rejection.payload()).encode()
+            body = jsonwire.dumps(rejection.payload())
             return StoredReply(route.failure, body, headers, True, envelope.attempt)
         except NoReply as exc:
             log.info("%s: no reply on purpose (%s)", envelope.idempotency_key, exc.reason)
@@ -185,9 +185,7 @@ class Dispatcher:
                 f"handler of {route.subject} returned {type(result).__name__}, not dict"
             )
         assert route.success is not None
-        return StoredReply(
-            route.success, json.dumps(result).encode(), headers, False, envelope.attempt
-        )
+        return StoredReply(route.success, jsonwire.dumps(result), headers, False, envelope.attempt)
 
     async def _publish(self, reply: StoredReply) -> None:
         headers = dict(reply.headers)
