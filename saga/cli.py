@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 from nats.errors import NoRespondersError, NoServersError
+from nats.js import JetStreamContext
 
 from saga import jsonwire
 from saga.cli_asyncapi import asyncapi_command
@@ -27,10 +28,12 @@ from saga.definition import (
     version_warnings,
 )
 from saga.definition.diagram import to_mermaid
+from saga.definition.model import SagaDefinition
 from saga.errors import DefinitionError, Problem, SagaError
 from saga.logs import configure_logging
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.topology import Topology
+from saga.store import InstanceStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFINITIONS_HELP = "Folder (or file) of saga definitions."
@@ -443,7 +446,9 @@ def _trigger_data(text: str) -> dict[str, Any]:
     return data
 
 
-async def _start_definition(js: Any, name: str, local: dict[str, Any] | None) -> Any:
+async def _start_definition(
+    js: JetStreamContext, name: str, local: dict[str, SagaDefinition] | None
+) -> SagaDefinition:
     """NAME from ``--definitions``, else from the running engine, else from ./definitions."""
     from saga.nats.served import served_definitions
 
@@ -466,7 +471,7 @@ async def _start_definition(js: Any, name: str, local: dict[str, Any] | None) ->
 async def _start(
     settings: NatsSettings,
     name: str,
-    local: dict[str, Any] | None,
+    local: dict[str, SagaDefinition] | None,
     data: dict[str, Any],
     saga_id: str | None,
     wait: bool,
@@ -482,7 +487,7 @@ async def _start(
         js = nc.jetstream()
         definition = await _start_definition(js, name, local)
         try:
-            store: Any = await instance_store(js, Topology())
+            store: InstanceStore | None = await instance_store(js, Topology())
         except SagaError:
             store = None  # no engine ever ran here: publishing will say so
         try:
@@ -741,7 +746,7 @@ def config_check(config_file: Path | None) -> None:
             click.echo(f"# {key}: from {origin[key]}", err=True)
 
 
-def _definitions(path: Path) -> dict[str, Any]:
+def _definitions(path: Path) -> dict[str, SagaDefinition]:
     try:
         return load_definitions([path])
     except DefinitionError as exc:

@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NoStreamResponseError, NotFoundError
 
+from saga import jsonwire
 from saga.errors import SagaError
 from saga.nats.dlq import (
     HEADER_CODE,
@@ -104,8 +105,8 @@ class DeadLetter:
         except UnicodeDecodeError:
             return "base64:" + base64.b64encode(self.data).decode()
         try:
-            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
+            return json.dumps(jsonwire.loads(text), indent=2, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # not JSON, or NaN/Infinity: shown as it is
             return text
 
     def to_json(self) -> dict[str, Any]:
