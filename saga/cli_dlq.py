@@ -106,10 +106,11 @@ def _commands() -> list[click.Command]:
         subject: str | None,
         **kwargs: Any,
     ) -> None:
-        """Publish dead letters SEQ... (or --all, or those matching --code/--subject) again on
-        their original subject, then delete them. Their payload and headers are the original
-        ones, without Saga-Dlq-* and Nats-*. One that fails is reported and the others go on;
-        the exit status is then 1."""
+        """Publish dead letters again on their original subject, then delete them.
+
+        Takes sequence numbers, --all, or the letters matching --code/--subject. The payload
+        and headers are the original ones, without Saga-Dlq-* and Nats-*. One that fails is
+        reported and the others go on; the exit status is then 1."""
         filtered = code is not None or subject is not None
         if sequences and replay_all:
             raise click.UsageError("give dead-letter sequence numbers or --all, not both")
