@@ -27,6 +27,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
+from saga import jsonwire
+
 STREAM = "BENCH_RAW"
 PREFIX = "bench.raw"
 TRIGGER = f"{PREFIX}.orders.placed"
@@ -90,7 +92,7 @@ async def serve(url: str, service: str) -> None:
                 event[field] = f"{field}-{event['order_id']}"
                 headers = {ID_HEADER: (msg.headers or {}).get(ID_HEADER, "")}
                 acks.append(
-                    await js.publish_async(published, json.dumps(event).encode(), headers=headers)
+                    await js.publish_async(published, jsonwire.dumps(event), headers=headers)
                 )
             await asyncio.gather(*acks)
             for msg in msgs:

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import click
 from nats.errors import NoRespondersError, NoServersError
+from nats.js import JetStreamContext
 
+from saga import jsonwire
 from saga.cli_asyncapi import asyncapi_command
 from saga.cli_dlq import dlq_group
 from saga.definition import (
@@ -26,10 +28,12 @@ from saga.definition import (
     version_warnings,
 )
 from saga.definition.diagram import to_mermaid
+from saga.definition.model import SagaDefinition
 from saga.errors import DefinitionError, Problem, SagaError
 from saga.logs import configure_logging
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.topology import Topology
+from saga.store import InstanceStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFINITIONS_HELP = "Folder (or file) of saga definitions."
@@ -374,17 +378,20 @@ def run(
 
 @main.command()
 @click.argument("name")
-@click.option("--data", "data_text", default="{}", help="Trigger payload as a JSON object.")
+@click.option(
+    "--data",
+    "data_text",
+    default="{}",
+    help="Trigger payload: a JSON object, @FILE to read it from a file, or - for stdin.",
+)
 @click.option("--id", "saga_id", help="Saga id (default: from the payload, or a new UUID).")
 @click.option("--wait", is_flag=True, help="Wait for the saga to end and print its status.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds --wait waits.")
 @click.option(
     "--definitions",
     envvar="SAGA_DEFINITIONS",
-    default="definitions",
-    show_default=True,
     type=click.Path(path_type=Path, exists=True),
-    help=DEFINITIONS_HELP,
+    help=DEFINITIONS_HELP + " Default: the ones the running engine serves, else ./definitions.",
 )
 @nats_options
 def start(
@@ -393,32 +400,78 @@ def start(
     saga_id: str | None,
     wait: bool,
     timeout: float,
-    definitions: Path,
+    definitions: Path | None,
     **kwargs: Any,
 ) -> None:
-    """Start an instance of saga NAME; prints its id."""
-    try:
-        data = json.loads(data_text)
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
-    if not isinstance(data, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--data")
-    sagas = _definitions(definitions)
-    if name not in sagas:
-        raise click.BadParameter(
-            f"no saga {name!r} in {definitions} (have: {', '.join(sorted(sagas))})",
-            param_hint="NAME",
-        )
+    """Start an instance of saga NAME; prints its id.
+
+    Exits 1 without starting anything when an instance with this id already exists."""
+    data = _trigger_data(data_text)
+    local = None
+    if definitions is not None:
+        local = _definitions(definitions)
+        if name not in local:
+            raise click.BadParameter(
+                f"no saga {name!r} in {definitions} (have: {', '.join(sorted(local))})",
+                param_hint="NAME",
+            )
     settings = nats_settings(kwargs, "saga-cli")
     assert settings is not None
-    status = run_async(_start)(settings, sagas[name], data, saga_id, wait, timeout)
+    status = run_async(_start)(settings, name, local, data, saga_id, wait, timeout)
     if status is not None and status not in ("completed", "compensated"):
         sys.exit(1)
 
 
+def _trigger_data(text: str) -> dict[str, Any]:
+    """``--data``: JSON text, ``@file`` or ``-`` (stdin), as RFC 8259 JSON (no NaN/Infinity)."""
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"cannot read {text[1:]}: {exc}", param_hint="--data"
+            ) from None
+    try:
+        data = jsonwire.loads(text)
+    except jsonwire.NonFiniteNumberError as exc:
+        raise click.BadParameter(
+            f"{exc}: JSON has no NaN or Infinity", param_hint="--data"
+        ) from None
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--data")
+    return data
+
+
+async def _start_definition(
+    js: JetStreamContext, name: str, local: dict[str, SagaDefinition] | None
+) -> SagaDefinition:
+    """NAME from ``--definitions``, else from the running engine, else from ./definitions."""
+    from saga.nats.served import served_definitions
+
+    if local is not None:
+        return local[name]
+    served = await served_definitions(js, Topology().definitions_bucket)
+    if name in served:
+        return served[name]
+    if not served and await asyncio.to_thread(Path("definitions").is_dir):
+        fallback = _definitions(Path("definitions"))
+        if name in fallback:
+            return fallback[name]
+    where = (
+        "the running engine" if served else "the server (is `saga run` running?) nor ./definitions"
+    )
+    have = f" (have: {', '.join(sorted(served))})" if served else ""
+    raise click.BadParameter(f"no saga {name!r} in {where}{have}", param_hint="NAME")
+
+
 async def _start(
     settings: NatsSettings,
-    definition: Any,
+    name: str,
+    local: dict[str, SagaDefinition] | None,
     data: dict[str, Any],
     saga_id: str | None,
     wait: bool,
@@ -432,17 +485,26 @@ async def _start(
     nc = await connect(settings)
     try:
         js = nc.jetstream()
+        definition = await _start_definition(js, name, local)
         try:
-            saga_id = await start_saga(js, definition, data, saga_id)
+            store: InstanceStore | None = await instance_store(js, Topology())
+        except SagaError:
+            store = None  # no engine ever ran here: publishing will say so
+        try:
+            started = await start_saga(js, definition, data, saga_id, store)
         except NoRespondersError:
             raise click.ClickException(
                 f"no stream captures {definition.trigger.event!r}: is `saga run` running "
                 "against this server?"
             ) from None
+        if not started.new:
+            click.echo(started.describe(), err=True)
+            return "exists"
+        saga_id = started.saga_id
         click.echo(saga_id)
         if not wait:
             return None
-        store = await instance_store(js, Topology())
+        store = store or await instance_store(js, Topology())
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -684,7 +746,7 @@ def config_check(config_file: Path | None) -> None:
             click.echo(f"# {key}: from {origin[key]}", err=True)
 
 
-def _definitions(path: Path) -> dict[str, Any]:
+def _definitions(path: Path) -> dict[str, SagaDefinition]:
     try:
         return load_definitions([path])
     except DefinitionError as exc:

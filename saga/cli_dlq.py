@@ -1,4 +1,7 @@
-"""``saga dlq list`` and ``saga dlq replay``: look at dead letters and re-drive them.
+"""``saga dlq list|show|replay|purge``: look at dead letters, re-drive or delete them.
+
+The work is done by :mod:`saga.dlq_admin` (which the web console calls too); this module
+only parses options and prints.
 
 Register with one line in ``saga/cli.py``: ``main.add_command(dlq_group)``. The commands
 take the same connection options as every other command; they are built on first use,
@@ -8,14 +11,27 @@ so this module can be imported before or after ``saga.cli``.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
 
-from saga.dlq_admin import DeadLetter, Replayed, list_dead_letters, replay_many
+from saga.dlq_admin import (
+    DeadLetter,
+    LetterFilter,
+    Replayed,
+    ReplayFailed,
+    get_dead_letter,
+    list_dead_letters,
+    purge_dead_letters,
+    replay_many,
+)
 from saga.nats.connection import NatsSettings, connect
+from saga.render import table
 
 REASON_WIDTH = 60
+COLUMN_WIDTH = 40
+"""Widest subject or saga column in ``dlq list``."""
 
 
 class _DlqGroup(click.Group):
@@ -35,88 +51,187 @@ class _DlqGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-dlq_group = _DlqGroup("dlq", help="Dead letters: list them, replay them.")
+dlq_group = _DlqGroup("dlq", help="Dead letters: list, show, replay and purge them.")
+
+
+def _filter_options(func: Any) -> Any:
+    func = click.option(
+        "--subject", help="Only dead letters from this original subject (wildcards * and >)."
+    )(func)
+    return click.option("--code", help="Only dead letters with this code, e.g. malformed.")(func)
 
 
 def _commands() -> list[click.Command]:
     from saga.cli import nats_options, nats_settings, run_async
 
+    def settings_of(kwargs: dict[str, Any]) -> NatsSettings:
+        settings = nats_settings(kwargs, "saga-cli")
+        assert settings is not None
+        return settings
+
     @click.command("list")
-    @click.option("--code", help="Only dead letters with this code, e.g. malformed.")
+    @_filter_options
     @click.option("--limit", type=int, default=None, help="At most this many (oldest first).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")
     @nats_options
-    def list_command(code: str | None, limit: int | None, as_json: bool, **kwargs: Any) -> None:
-        """List dead letters, oldest first: sequence, code, subject, saga id, reason."""
-        settings = nats_settings(kwargs, "saga-cli")
-        assert settings is not None
-        letters = run_async(_list)(settings, code, limit)
+    def list_command(
+        code: str | None, subject: str | None, limit: int | None, as_json: bool, **kwargs: Any
+    ) -> None:
+        """List dead letters, oldest first: sequence, code, subject, when, saga, reason."""
+        where = LetterFilter(code=code, subject=subject)
+        letters = run_async(_list)(settings_of(kwargs), where, limit)
         if as_json:
             click.echo(json.dumps([letter.to_json() for letter in letters], indent=2))
         else:
             click.echo(list_text(letters))
 
+    @click.command("show")
+    @click.argument("sequence", type=int)
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")
+    @nats_options
+    def show_command(sequence: int, as_json: bool, **kwargs: Any) -> None:
+        """Show dead letter SEQUENCE: why, where from, every header and the body."""
+        letter = run_async(_show)(settings_of(kwargs), sequence)
+        click.echo(json.dumps(letter.to_json(), indent=2) if as_json else show_text(letter))
+
     @click.command("replay")
     @click.argument("sequences", nargs=-1, type=int)
     @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
-    @click.option("--code", help="Only dead letters with this code.")
+    @_filter_options
     @nats_options
     def replay_command(
-        sequences: tuple[int, ...], replay_all: bool, code: str | None, **kwargs: Any
+        sequences: tuple[int, ...],
+        replay_all: bool,
+        code: str | None,
+        subject: str | None,
+        **kwargs: Any,
     ) -> None:
-        """Publish dead letters SEQ... (or --all) again on their original subject, then delete
-        them. Their payload and headers are the original ones, without Saga-Dlq-*."""
-        if bool(sequences) == replay_all:
-            raise click.UsageError("give dead-letter sequence numbers, or --all")
-        settings = nats_settings(kwargs, "saga-cli")
-        assert settings is not None
-        done = run_async(_replay)(settings, None if replay_all else list(sequences), code)
+        """Publish dead letters again on their original subject, then delete them.
+
+        Takes sequence numbers, --all, or the letters matching --code/--subject. The payload
+        and headers are the original ones, without Saga-Dlq-* and Nats-*. One that fails is
+        reported and the others go on; the exit status is then 1."""
+        filtered = code is not None or subject is not None
+        if sequences and replay_all:
+            raise click.UsageError("give dead-letter sequence numbers or --all, not both")
+        if not (sequences or replay_all or filtered):
+            raise click.UsageError("give dead-letter sequence numbers, --all, or --code/--subject")
+        where = LetterFilter(code=code, subject=subject)
+        chosen = list(sequences) if sequences else None
+        done = run_async(_replay)(settings_of(kwargs), chosen, where)
+        failed = [item for item in done if isinstance(item, ReplayFailed)]
         for item in done:
-            click.echo(replayed_text(item))
-        click.echo(f"{len(done)} dead letter(s) replayed")
+            click.echo(replayed_text(item), err=isinstance(item, ReplayFailed))
+        click.echo(f"{len(done) - len(failed)} dead letter(s) replayed, {len(failed)} failed")
+        if failed:
+            sys.exit(1)
 
-    return [list_command, replay_command]
+    @click.command("purge")
+    @_filter_options
+    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+    @nats_options
+    def purge_command(code: str | None, subject: str | None, yes: bool, **kwargs: Any) -> None:
+        """Delete dead letters for good: all of them, or those matching --code/--subject.
+        Lists what it will delete and asks first (--yes to skip)."""
+        settings = settings_of(kwargs)
+        where = LetterFilter(code=code, subject=subject)
+        letters = run_async(_list)(settings, where, None)
+        if not letters:
+            click.echo(f"no dead letters match ({where})")
+            return
+        if not yes:
+            click.echo(list_text(letters))
+            click.confirm(f"Delete these {len(letters)} dead letter(s) ({where})?", abort=True)
+        deleted = run_async(_purge)(settings, [letter.sequence for letter in letters])
+        click.echo(f"{len(deleted)} dead letter(s) deleted")
+
+    return [list_command, show_command, replay_command, purge_command]
 
 
-async def _list(settings: NatsSettings, code: str | None, limit: int | None) -> list[DeadLetter]:
+async def _list(settings: NatsSettings, where: LetterFilter, limit: int | None) -> list[DeadLetter]:
     nc = await connect(settings)
     try:
-        return await list_dead_letters(nc.jetstream(), code=code, limit=limit)
+        return await list_dead_letters(nc.jetstream(), limit=limit, where=where)
+    finally:
+        await nc.close()
+
+
+async def _show(settings: NatsSettings, sequence: int) -> DeadLetter:
+    nc = await connect(settings)
+    try:
+        return await get_dead_letter(nc.jetstream(), sequence)
     finally:
         await nc.close()
 
 
 async def _replay(
-    settings: NatsSettings, sequences: list[int] | None, code: str | None
-) -> list[Replayed]:
+    settings: NatsSettings, sequences: list[int] | None, where: LetterFilter
+) -> list[Replayed | ReplayFailed]:
     nc = await connect(settings)
     try:
-        return await replay_many(nc.jetstream(), sequences, code)
+        return await replay_many(nc.jetstream(), sequences, where=where)
     finally:
         await nc.close()
 
 
+async def _purge(settings: NatsSettings, sequences: list[int]) -> list[int]:
+    nc = await connect(settings)
+    try:
+        return await purge_dead_letters(nc.jetstream(), sequences)
+    finally:
+        await nc.close()
+
+
+def _cut(text: str, width: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def list_text(letters: list[DeadLetter]) -> str:
+    """One line per letter. Long subjects and saga ids are shortened (``dlq show`` has them
+    whole), so one long id does not push every other row's reason off the screen."""
     if not letters:
         return "no dead letters"
-    rows = [("SEQ", "CODE", "SUBJECT", "SAGA", "WHEN", "REASON")]
+    rows = []
     for letter in letters:
         saga = f"{letter.saga_name or '-'}/{letter.saga_id or '-'}"
         when = letter.time.strftime("%Y-%m-%d %H:%M:%S") if letter.time else "-"
-        reason = letter.reason.replace("\n", " ")
-        if len(reason) > REASON_WIDTH:
-            reason = reason[: REASON_WIDTH - 1] + "…"
-        rows.append((str(letter.sequence), letter.code, letter.subject, saga, when, reason))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  "
-        + row[-1]
-        for row in rows
-    )
+        rows.append(
+            [
+                str(letter.sequence),
+                letter.code,
+                _cut(letter.subject, COLUMN_WIDTH),
+                when,
+                _cut(saga, COLUMN_WIDTH),
+                _cut(letter.reason, REASON_WIDTH),
+            ]
+        )
+    return table(rows, ["SEQ", "CODE", "SUBJECT", "WHEN", "SAGA", "REASON"])
 
 
-def replayed_text(item: Replayed) -> str:
+def show_text(letter: DeadLetter) -> str:
+    when = letter.time.isoformat() if letter.time else "-"
+    lines = [
+        f"sequence  {letter.sequence}",
+        f"code      {letter.code}",
+        f"reason    {letter.reason}",
+        f"subject   {letter.subject}",
+        f"origin    {letter.origin}",
+        f"consumer  {letter.consumer}",
+        f"saga      {letter.saga_name or '-'}/{letter.saga_id or '-'}",
+        f"when      {when}",
+        "headers",
+        *(f"  {name}: {value}" for name, value in sorted(letter.headers.items())),
+        f"body ({len(letter.data)} bytes)",
+        *(f"  {line}" for line in letter.body_text().splitlines()),
+    ]
+    return "\n".join(lines)
+
+
+def replayed_text(item: Replayed | ReplayFailed) -> str:
+    if isinstance(item, ReplayFailed):
+        code = f" ({item.letter.code})" if item.letter else ""
+        return f"dead letter {item.sequence}{code} not replayed: {item.error}"
     note = " (duplicate: already replayed)" if item.duplicate else ""
     return (
         f"dead letter {item.letter.sequence} ({item.letter.code}) -> {item.letter.subject} "

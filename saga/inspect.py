@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 
+from saga import jsonwire
 from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
+from saga.definition.saga_id import trigger_saga_id
 from saga.errors import StoreError
 from saga.nats.topology import Topology, instance_key, token
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
@@ -66,21 +68,53 @@ async def list_instances(
     return found[:limit]
 
 
+@dataclass(frozen=True)
+class Started:
+    """What ``start_saga`` did: started ``saga_id``, or found it started already."""
+
+    saga_id: str
+    existing: InstanceState | None = None
+    """The instance already stored under this id (the trigger was then not published)."""
+    duplicate: bool = False
+    """The server dropped the trigger as a repeat of one published within its duplicate
+    window (``Nats-Msg-Id``), before the engine had stored the first one's instance."""
+
+    @property
+    def new(self) -> bool:
+        return self.existing is None and not self.duplicate
+
+    def describe(self) -> str:
+        """One line for a person: what happened instead of a new saga."""
+        if self.existing is not None:
+            state = self.existing
+            when = state.started_at.strftime("%Y-%m-%d %H:%M:%S")
+            return (
+                f"{self.saga_id} already exists (started {when}, state {state.status.value}); "
+                "no new saga started"
+            )
+        if self.duplicate:
+            return (
+                f"{self.saga_id} was triggered moments ago (the server dropped this trigger as "
+                "a duplicate); no new saga started"
+            )
+        return f"{self.saga_id} started"
+
+
 async def start_saga(
     js: JetStreamContext,
     definition: SagaDefinition,
     data: dict[str, Any],
     saga_id: str | None = None,
-) -> str:
-    """Publish the trigger event; returns the saga id (given, from the payload, or new)."""
+    store: InstanceStore | None = None,
+) -> Started:
+    """Publish the trigger event for ``saga_id`` (given, from the payload, or new), unless
+    ``store`` already holds an instance with that id."""
     source = definition.trigger.id
-    if (
-        saga_id is None
-        and source.field is not None
-        and isinstance(data.get(source.field), str | int)
-    ):
-        saga_id = str(data[source.field])
-    saga_id = saga_id or str(uuid.uuid4())
+    saga_id = saga_id or trigger_saga_id(definition, data) or str(uuid.uuid4())
+    if store is not None:
+        existing = await find_instance(store, saga_id, definition.name)
+        if existing is not None:
+            return Started(saga_id, existing)
     headers = {
         HEADER_SAGA_ID: saga_id,
         HEADER_SAGA_NAME: definition.name,
@@ -92,5 +126,8 @@ async def start_saga(
     with sending(
         Telemetry.current(), subject, headers, saga_id=saga_id, message_id=headers[HEADER_MSG_ID]
     ):
-        await js.publish(subject, json.dumps(data).encode(), headers=headers)
-    return saga_id
+        ack = await js.publish(subject, jsonwire.dumps(data), headers=headers)
+    if ack.duplicate:
+        existing = await find_instance(store, saga_id, definition.name) if store else None
+        return Started(saga_id, existing, duplicate=True)
+    return Started(saga_id)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 from pathlib import Path
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
 
 from saga.admin import AdminServer, AdminSettings
 from saga.definition import load_catalog
@@ -67,6 +71,25 @@ async def start_when_possible(
     return bool(started)
 
 
+async def drain_or_close(nc: Client) -> None:
+    """Drain (the last acks and publishes go out); a connection whose server is gone cannot
+    be drained, so close it and say so in one line instead of a traceback. Nothing is lost:
+    unacknowledged messages are redelivered once a server is back."""
+    if nc.is_connected:
+        try:
+            await nc.drain()
+            return
+        except (NatsError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+    else:
+        reason = "the NATS server is unreachable"
+    with contextlib.suppress(NatsError, TimeoutError):
+        await nc.close()
+    log.warning(
+        "stopped without draining (%s): unacknowledged messages will be redelivered", reason
+    )
+
+
 async def run_engine(
     definitions_path: Path,
     nats: NatsSettings | None,
@@ -117,7 +140,7 @@ async def run_engine(
         await engine.stop()
         if admin_server is not None:
             await admin_server.stop()
-        await nc.drain()
+        await drain_or_close(nc)
         telemetry.shutdown()
         if server is not None:
             await server.astop()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from nats.js import JetStreamContext
 
+from saga import jsonwire
+from saga.definition.saga_id import id_from_payload
 from saga.nats.connection import connect, settings_from_env
 from saga.participant.runner import NATS_URL_ENV
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID
@@ -20,7 +21,8 @@ from saga.telemetry.spans import sending
 async def publish_triggers(
     js: JetStreamContext, subject: str, id_field: str, payloads: Iterable[dict[str, Any]]
 ) -> list[str]:
-    """Publish each payload with ``Saga-Id`` = its id field; a resend is deduplicated.
+    """Publish each payload with ``Saga-Id`` = its id field (a JMESPath, as in a definition's
+    ``trigger.id.field``); a resend is deduplicated.
 
     Many publishes are kept in flight (``publish_async``), then every ack is awaited.
     """
@@ -28,13 +30,15 @@ async def publish_triggers(
     futures: list[asyncio.Future[Any]] = []
     telemetry = Telemetry.current()  # traced when this process configured OpenTelemetry
     for payload in payloads:
-        saga_id = str(payload[id_field])
+        saga_id = id_from_payload(id_field, payload)
+        if saga_id is None:
+            raise ValueError(f"trigger has no usable id at {id_field!r}: {payload}")
         headers = {HEADER_SAGA_ID: saga_id, HEADER_MSG_ID: f"{subject}:{saga_id}"}
         with sending(
             telemetry, subject, headers, saga_id=saga_id, message_id=headers[HEADER_MSG_ID]
         ):
             futures.append(
-                await js.publish_async(subject, json.dumps(payload).encode(), headers=headers)
+                await js.publish_async(subject, jsonwire.dumps(payload), headers=headers)
             )
         ids.append(saga_id)
     await asyncio.gather(*futures)

@@ -41,7 +41,7 @@ async def note_trip(ctx: Context, payload: dict[str, Any]) -> None:
         return
     trip = {k: payload.get(k) for k in ("trip_id", "destination", "nights", "simulate")}
     kv = await ctx.bucket(TRIPS_BUCKET)
-    await kv.put(token(str(trip_id)), json.dumps(trip).encode())
+    await kv.put(token(str(trip_id)), json.dumps(trip, allow_nan=False).encode())
 
 
 async def find_trip(ctx: Context, trip_id: str) -> dict[str, Any]:

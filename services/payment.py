@@ -1,12 +1,14 @@
 """Payment: charges the customer for an order, and refunds the charge when undone.
 
 Rules (deterministic, from the payload):
-- ``amount`` must be a number above 0, else ``invalid-amount``;
+- ``amount`` must be a finite number above 0, else ``invalid-amount`` (never echoing
+  ``Infinity`` or ``NaN``, which JSON cannot carry);
 - an amount above ``LIMIT`` (1000, the customer's limit) is declined: ``limit-exceeded``.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -21,8 +23,10 @@ app = App("payment")
 
 
 def check_amount(amount: Any) -> float:
-    if not isinstance(amount, int | float) or isinstance(amount, bool) or amount <= 0:
-        raise Reject("invalid-amount", {"amount": amount})
+    number = isinstance(amount, int | float) and not isinstance(amount, bool)
+    infinite = isinstance(amount, float) and not math.isfinite(amount)  # NaN too
+    if not number or infinite or amount <= 0:
+        raise Reject("invalid-amount", {"amount": str(amount) if infinite else amount})
     if amount > LIMIT:
         raise Reject("limit-exceeded", {"amount": amount, "limit": LIMIT})
     return float(amount)

@@ -87,13 +87,17 @@ def token(value: str) -> str:
     return value if _SAFE.match(value) else "h" + hashlib.sha256(value.encode()).hexdigest()[:40]
 
 
+class NonFinite(ValueError):
+    """NaN, an infinity, or a number like 1e400: not JSON by RFC 8259."""
+
+
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise NonFinite(f"{name} is not a JSON number")
 
 
 def _finite(text: str) -> float:
     if not math.isfinite(value := float(text)):
-        raise ValueError(f"{text} is too large for a finite number")
+        raise NonFinite(f"{text} is too large for a finite number")
     return value
 
 
@@ -104,6 +108,8 @@ def check(msg: Msg) -> tuple[dict[str, str], dict[str, Any], int]:
     try:
         text = msg.data.decode("utf-8")
         payload = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except NonFinite as exc:
+        raise Bad("non-finite-number", f"payload is not valid JSON: {exc}") from exc
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         if msg.data.strip():
             raise Bad("malformed", f"payload is not JSON: {exc}") from exc
@@ -166,7 +172,7 @@ class Copy:
                 key,
                 {
                     "subject": subject,
-                    "data": json.dumps(body),
+                    "data": json.dumps(body, allow_nan=False),
                     "headers": reply,
                     "failed": failed,
                     "attempt": attempt,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from nats.js import JetStreamContext
 
+from saga import jsonwire
 from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, ScheduleTimer
 from saga.core.state import InstanceState
 from saga.nats.acks import acks_for
@@ -23,7 +23,8 @@ log = logging.getLogger("saga.engine")
 
 
 def encode(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), default=str).encode()
+    """Commands and lifecycle events as RFC 8259 JSON: ``ValueError`` on NaN or infinity."""
+    return jsonwire.dumps(data, default=str)
 
 
 def net_commands(commands: Sequence[Command]) -> list[Command]:

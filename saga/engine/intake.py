@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from saga import jsonwire
 from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
 from saga.definition.catalog import Catalog
 from saga.definition.expressions import evaluator
 from saga.definition.model import SagaDefinition
+from saga.definition.saga_id import saga_id_of
 from saga.errors import ConfigError
+from saga.jsonwire import NonFiniteNumberError
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.timers import HEADER_TIMER
 from saga.nats.topology import TIMER_FIRE_PREFIX, listened_subjects
@@ -125,7 +127,9 @@ def _payload(data: bytes) -> dict[str, Any] | Reject:
     if not data.strip():
         return {}
     try:
-        payload = json.loads(data, parse_constant=_no_constants)
+        payload = jsonwire.loads(data)
+    except NonFiniteNumberError as exc:
+        return Reject(DeadLetterCode.NON_FINITE_NUMBER, f"payload is not valid JSON: {exc}")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Reject(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}")
     if not isinstance(payload, dict):
@@ -133,25 +137,6 @@ def _payload(data: bytes) -> dict[str, Any] | Reject:
             DeadLetterCode.MALFORMED, f"payload must be a JSON object, got {type(payload).__name__}"
         )
     return payload
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def saga_id_of(
-    definition: SagaDefinition, subject: str, payload: Any, headers: dict[str, str]
-) -> str | None:
-    """``Saga-Id`` first (every reply carries it), else the trigger's id header, else ``id.field``."""
-    source = definition.trigger.id
-    value: Any = headers.get(HEADER_SAGA_ID)
-    if not value and subject == definition.trigger.event and source.header is not None:
-        value = headers.get(source.header)
-    if not value and source.field is not None:
-        value = evaluator(source.field)(payload)
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        return None
-    return str(value)
 
 
 def is_trigger(work: Work) -> bool:

@@ -36,7 +36,7 @@ class ActionResult:
     """The instance's status after the action (or as it was, when refused)."""
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return json.dumps(asdict(self), allow_nan=False).encode()
 
 
 def operator_event(action: str, reason: str | None = None) -> Event:
@@ -52,7 +52,7 @@ def operator_event(action: str, reason: str | None = None) -> Event:
 
 def action_request(action: str, saga_id: str, name: str | None, reason: str | None) -> bytes:
     return json.dumps(
-        {"action": action, "saga_id": saga_id, "name": name, "reason": reason}
+        {"action": action, "saga_id": saga_id, "name": name, "reason": reason}, allow_nan=False
     ).encode()
 
 

@@ -44,6 +44,7 @@ from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.pinned import HEADER_PIN
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
+from saga.nats.served import serve_definitions
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import (
     HEADER_ORIGIN,
@@ -126,13 +127,16 @@ class Engine:
     async def provision(self) -> Provisioned:
         """Create (or check) the streams, consumers and bucket every loaded version needs."""
         defs = list(self.catalog)
-        return await provision_engine(
+        provisioned = await provision_engine(
             self.js,
             self.settings.topology,
             self.settings.streams,
             listened=[s for d in defs for s in listened_subjects(d)],
             published=[s for d in defs for s in published_subjects(d)],
         )
+        topology, streams = self.settings.topology, self.settings.streams
+        await serve_definitions(self.js, topology.definitions_bucket, self.catalog, streams)
+        return provisioned
 
     async def reload(self, catalog: Catalog) -> None:
         """Run ``catalog`` from now on: its subjects are provisioned first, so no event of a

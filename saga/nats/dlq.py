@@ -28,6 +28,9 @@ MAX_REASON = 512
 class DeadLetterCode(StrEnum):
     MALFORMED = "malformed"
     """Not JSON, not an object, or too large."""
+    NON_FINITE_NUMBER = "non-finite-number"
+    """``NaN``, ``Infinity`` or a number too large for a double (``1e400``): RFC 8259 JSON
+    cannot carry it, and a copy passed on would be unreadable to other parsers."""
     NO_SAGA_ID = "no-saga-id"
     UNKNOWN_INSTANCE = "unknown-instance"
     UNKNOWN_EVENT = "unknown-event"

@@ -56,7 +56,7 @@ class Membership:
         """Say we are alive (and what we own, for operators); returns the live members."""
         kv = await self._bucket()
         value = {"member": self.member_id, "owned": owned, "at": time.time()}
-        await kv.put(self.member_id, json.dumps(value).encode())
+        await kv.put(self.member_id, json.dumps(value, allow_nan=False).encode())
         try:
             members: list[str] = await kv.keys()
         except NoKeysError:

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig
 
+from saga import jsonwire
 from saga.errors import ProvisioningError
 
 GROUP = "owner"
@@ -28,7 +29,7 @@ _END_OF_PULL = {"404", "408", "409", "423"}
 
 
 async def _api(nc: Client, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Any:
-    reply = await nc.request(f"$JS.API.{subject}", json.dumps(body).encode(), timeout=timeout)
+    reply = await nc.request(f"$JS.API.{subject}", jsonwire.dumps(body), timeout=timeout)
     answer = json.loads(reply.data)
     error = answer.get("error")
     if error:
@@ -84,7 +85,7 @@ class PinnedPull:
         }
         if self.pin is not None:
             request["id"] = self.pin
-        await self.nc.publish(self._next, json.dumps(request).encode(), reply=self._sub.subject)
+        await self.nc.publish(self._next, jsonwire.dumps(request), reply=self._sub.subject)
         msgs: list[Msg] = []
         deadline = time.monotonic() + wait + 2.0  # the server's 408 normally ends the pull
         while len(msgs) < batch:

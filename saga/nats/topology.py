@@ -38,6 +38,8 @@ class Topology:
     timer_consumer: str = "saga-engine-timers"
     work_stream: str = "SAGA_WORK"
     members_bucket: str = "saga_engines"
+    definitions_bucket: str = "saga_definitions"
+    """The newest version of each saga the engine runs, for ``saga start`` (``saga.nats.served``)."""
 
     def partition_consumer(self, partition: int) -> str:
         return f"{self.engine_consumer}-p{partition}"

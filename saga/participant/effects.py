@@ -54,7 +54,7 @@ class Effects:
             "result": result,
         }
         try:
-            await self._kv.create(key, json.dumps(record).encode())
+            await self._kv.create(key, json.dumps(record, allow_nan=False).encode())
         except KeyWrongLastSequenceError:
             # Another delivery recorded first: its result is the one that counts.
             winner = await self._get(key)

@@ -6,12 +6,12 @@ rest of the SDK deals in typed values only.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from saga import jsonwire
+from saga.jsonwire import NonFiniteNumberError
 from saga.nats.dlq import DeadLetterCode
 from saga.protocol import (
     HEADER_ATTEMPT,
@@ -63,13 +63,17 @@ def idempotency_key(saga_name: str, saga_id: str, step: str, kind: str) -> str:
 
 def parse_payload(data: bytes) -> dict[str, Any]:
     """A JSON object (RFC 8259: UTF-8, finite numbers, at most 1 MiB), or
-    :class:`BadMessage` with code ``malformed``; an empty body counts as ``{}``."""
+    :class:`BadMessage`; an empty body counts as ``{}``."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise BadMessage(DeadLetterCode.MALFORMED, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
     if not data.strip():
         return {}
     try:
-        payload = json.loads(data.decode("utf-8"), parse_constant=_not_json, parse_float=_finite)
+        payload = jsonwire.loads(data.decode("utf-8"))
+    except NonFiniteNumberError as exc:
+        raise BadMessage(
+            DeadLetterCode.NON_FINITE_NUMBER, f"payload is not valid JSON: {exc}"
+        ) from exc
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadMessage(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
@@ -77,17 +81,6 @@ def parse_payload(data: bytes) -> dict[str, Any]:
             DeadLetterCode.MALFORMED, f"payload is a JSON {type(payload).__name__}, not an object"
         )
     return payload
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is too large for a finite number")
-    return value
 
 
 def reply_body(result: object) -> bytes | str:
@@ -99,7 +92,7 @@ def reply_body(result: object) -> bytes | str:
     if not isinstance(result, dict):
         return f"returned {type(result).__name__}, not a dict (a JSON object) or None"
     try:
-        return json.dumps(result, allow_nan=False).encode()
+        return jsonwire.dumps(result)
     except (TypeError, ValueError, RecursionError) as exc:
         return f"returned a dict that is not JSON: {exc}"
 

@@ -48,7 +48,8 @@ class StoredReply:
                 "headers": self.headers,
                 "failed": self.failed,
                 "attempt": self.attempt,
-            }
+            },
+            allow_nan=False,
         ).encode()
 
     @classmethod

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from saga.core.state import InstanceState
 from saga.definition import load_definition, parse_definition
 from saga.definition.model import SagaDefinition
-from saga.engine.intake import saga_id_of
+from saga.definition.saga_id import saga_id_of
 from saga.testing.answers import Behaviour
 from saga.testing.errors import HarnessError
 from saga.testing.memory import MemoryTransport

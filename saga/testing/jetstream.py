@@ -24,6 +24,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
 
+from saga import jsonwire
 from saga.core.state import InstanceState, Status
 from saga.engine import Engine, EngineSettings
 from saga.nats.dlq import HEADER_CODE, HEADER_REASON, HEADER_SUBJECT, DeadLetterCode
@@ -120,7 +121,7 @@ class NatsTransport:
     # -- driving ------------------------------------------------------------------------
 
     async def publish(self, subject: str, payload: Any, headers: dict[str, str]) -> None:
-        await self._js.publish(subject, json.dumps(payload).encode(), headers=headers)
+        await self._js.publish(subject, jsonwire.dumps(payload), headers=headers)
 
     async def run_until_idle(self) -> None:
         deadline = time.monotonic() + self.timeout

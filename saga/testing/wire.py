@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from saga.definition.model import SagaDefinition
-from saga.engine.intake import saga_id_of
+from saga.definition.saga_id import saga_id_of
 from saga.nats.topology import STATUS_PREFIX
 from saga.protocol import (
     HEADER_ATTEMPT,

@@ -104,7 +104,10 @@ async def completes(nc: Client, saga_id: str, timeout: float = 15) -> None:
 BAD = [
     pytest.param(b"{not json", {"Saga-Id": "x"}, "malformed", "not JSON", id="not-json"),
     pytest.param(b"\xff\xfe", {"Saga-Id": "x"}, "malformed", "not JSON", id="not-utf8"),
-    pytest.param(b"NaN", {"Saga-Id": "x"}, "malformed", "not JSON", id="json-constant"),
+    pytest.param(b"NaN", {"Saga-Id": "x"}, "non-finite-number", "NaN", id="json-constant"),
+    pytest.param(
+        b'{"amount": 1e400}', {"Saga-Id": "x"}, "non-finite-number", "1e400", id="too-large"
+    ),
     pytest.param(b"[1, 2]", {"Saga-Id": "x"}, "malformed", "got list", id="payload-a-list"),
     pytest.param(b'"text"', {"Saga-Id": "x"}, "malformed", "got str", id="payload-a-string"),
     pytest.param(b"{}", {}, "no-saga-id", "no Saga-Id", id="no-saga-id"),
@@ -128,6 +131,24 @@ async def test_an_unusable_event_is_dead_lettered_with_its_reason(
     assert letter.headers[HEADER_SUBJECT] == "pay.charged"
     assert letter.data == data  # the original bytes, for an operator to inspect or replay
     await completes(client, "after-bad-input")
+
+
+async def test_a_trigger_with_a_non_finite_number_starts_nothing_and_is_dead_lettered(
+    client: Client, engine: Engine
+) -> None:
+    """``1e400`` is valid JSON grammar but no double: it once became ``Infinity`` in a
+    command (invalid JSON) and ``null`` in the record, and the saga timed out."""
+    js = client.jetstream()
+    data = b'{"id": "inf-1", "total": 1e400}'
+    await js.publish("shop.ordered", data)
+    [letter] = await dead_letters(js, 1)
+    assert letter.headers[HEADER_CODE] == "non-finite-number"
+    assert "1e400" in letter.headers[HEADER_REASON]
+    assert letter.data == data
+    await completes(client, "after-infinity")
+    assert await find_instance(await instance_store(js, Topology()), "inf-1", "shop") is None
+    commands = await read_stream(js, "SAGA_EVENTS", ["stock.reserve", "pay.charge"])
+    assert all(b"Infinity" not in m.data and b"NaN" not in m.data for m in commands)
 
 
 async def test_a_timer_for_an_unknown_saga_is_dead_lettered(client: Client, engine: Engine) -> None:

@@ -509,8 +509,8 @@ async def test_a_failure_answers_only_its_attempt(js: JetStreamContext, running:
         ({}, saga_headers(kind="compensation"), "malformed"),
         ({}, {k: v for k, v in saga_headers().items() if k != "Saga-Step"}, "malformed"),
         (b'{"note": "\xff"}', saga_headers(), "malformed"),
-        (b'{"amount": NaN}', saga_headers(), "malformed"),
-        (b'{"amount": 1e400}', saga_headers(), "malformed"),
+        (b'{"amount": NaN}', saga_headers(), "non-finite-number"),
+        (b'{"amount": 1e400}', saga_headers(), "non-finite-number"),
     ],
     ids=[
         "no-saga-id",
@@ -1043,7 +1043,7 @@ async def test_the_raw_copy_runs_beside_the_sdk_copy_on_one_durable_and_one_ledg
 @pytest.mark.parametrize(
     ("payload", "headers", "code"),
     [
-        (b'{"items": [], "total": NaN}', saga_headers(), "malformed"),
+        (b'{"items": [], "total": NaN}', saga_headers(), "non-finite-number"),
         ({"items": []}, {**saga_headers(), "Saga-Attempt": "x"}, "malformed"),
         ({"items": []}, saga_headers(kind="compensation"), "malformed"),
         ({"items": []}, saga_headers(saga_id="x" * 257), "malformed"),

@@ -1,0 +1,46 @@
+"""The one rule for a saga's id: used by the engine's intake, ``saga start`` and front ends.
+
+A trigger names its id with ``id: {field: <JMESPath>}`` or ``id: {header: <name>}``; every
+other event carries ``Saga-Id``. Before this module the rule was written three times and
+``saga start`` read ``order.id`` as a top-level key, so its instance got a random id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from saga.definition.expressions import evaluator
+from saga.definition.model import SagaDefinition
+from saga.protocol import HEADER_SAGA_ID
+
+
+def as_saga_id(value: Any) -> str | None:
+    """Text or a whole number (not a bool) as an id; None for anything else or empty text."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)
+
+
+def id_from_payload(field: str, payload: Any) -> str | None:
+    """The id the JMESPath ``field`` finds in ``payload`` (``order.id`` is a path)."""
+    return as_saga_id(evaluator(field)(payload))
+
+
+def saga_id_of(
+    definition: SagaDefinition, subject: str, payload: Any, headers: Mapping[str, str]
+) -> str | None:
+    """``Saga-Id`` first (every reply carries it), else the trigger's id header, else ``id.field``."""
+    source = definition.trigger.id
+    value: Any = headers.get(HEADER_SAGA_ID)
+    if not value and subject == definition.trigger.event and source.header is not None:
+        value = headers.get(source.header)
+    if not value and source.field is not None:
+        value = evaluator(source.field)(payload)
+    return as_saga_id(value)
+
+
+def trigger_saga_id(definition: SagaDefinition, payload: Any) -> str | None:
+    """The id a trigger with this payload (and no id header) gets from the definition."""
+    field = definition.trigger.id.field
+    return None if field is None else id_from_payload(field, payload)

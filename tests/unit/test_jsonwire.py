@@ -1,0 +1,102 @@
+"""Nothing the project publishes is invalid JSON (RFC 8259): no NaN, no Infinity."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import pytest
+
+from saga import jsonwire
+from saga.definition import load_definitions
+from saga.engine.effects import encode
+from saga.engine.intake import Intake, Reject
+from saga.jsonwire import NonFiniteNumberError
+from saga.participant import Reject as Declined
+from services.payment import check_amount
+from tests.conftest import DEFINITIONS, ROOT
+
+INTAKE = Intake(load_definitions([DEFINITIONS]))
+NON_FINITE = [b'{"total": 1e400}', b'{"total": -1E+999}', b'{"a": NaN}', b'{"a": [Infinity]}']
+PRINTED_ONLY = {
+    "saga/cli.py": "prints JSON read back from JetStream for a person or a tool",
+    "saga/cli_dlq.py": "prints JSON read back from JetStream",
+    "saga/logs.py": "a log line must never raise",
+    "saga/admin/server.py": "HTTP answers built from stored (already finite) records",
+    "saga/testing/wire.py": "text for a test report",
+    "bench/sagas.py": "prints results",
+    "bench/measure.py": "writes results",
+}
+
+
+@pytest.mark.parametrize("data", NON_FINITE)
+def test_loads_refuses_non_finite_numbers(data: bytes) -> None:
+    with pytest.raises(NonFiniteNumberError):
+        jsonwire.loads(data)
+
+
+def test_loads_keeps_big_integers_and_ordinary_floats() -> None:
+    assert jsonwire.loads(b'{"a": 1e300, "b": 100000000000000000000000}') == {
+        "a": 1e300,
+        "b": 10**23,
+    }
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_publishing_encoder_refuses_non_finite_numbers(value: float) -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        jsonwire.dumps({"amount": value})
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encode({"amount": value})  # the engine's commands and lifecycle events
+
+
+@pytest.mark.parametrize("data", NON_FINITE)
+def test_a_trigger_with_a_non_finite_number_is_dead_lettered(data: bytes) -> None:
+    result = INTAKE.parse("orders.placed", data, {}, "SAGA_EVENTS", 1)
+    assert isinstance(result, Reject)
+    assert result.code.value == "non-finite-number"
+    assert "not valid JSON" in result.reason
+
+
+@pytest.mark.parametrize("amount", [math.inf, -math.inf, math.nan])
+def test_the_payment_service_never_answers_infinity(amount: float) -> None:
+    with pytest.raises(Declined) as declined:
+        check_amount(amount)
+    assert declined.value.reason == "invalid-amount"
+    jsonwire.dumps(declined.value.payload())  # publishable
+
+
+def _json_dumps_without_allow_nan(path: Path) -> list[int]:
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "dumps"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "json"
+            and not any(
+                k.arg == "allow_nan"
+                and isinstance(k.value, ast.Constant)
+                and k.value.value is False
+                for k in node.keywords
+            )
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_that_publishes_encodes_json_that_allows_nan() -> None:
+    files = [
+        p
+        for folder in ("saga", "services", "bench", "docs/examples")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+    ]
+    found = {
+        f"{p.relative_to(ROOT)}:{line}"
+        for p in files
+        if str(p.relative_to(ROOT)) not in PRINTED_ONLY
+        for line in _json_dumps_without_allow_nan(p)
+    }
+    assert not found, "use saga.jsonwire.dumps (or allow_nan=False) for what goes on the wire"
