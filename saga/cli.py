@@ -32,6 +32,7 @@ from saga.definition.model import SagaDefinition
 from saga.errors import DefinitionError, Problem, SagaError
 from saga.logs import configure_logging
 from saga.nats.connection import NatsSettings, connect
+from saga.nats.outage import TRANSIENT, describe
 from saga.nats.topology import Topology
 from saga.store import InstanceStore
 
@@ -507,8 +508,15 @@ async def _start(
         store = store or await instance_store(js, Topology())
         deadline = time.monotonic() + timeout
         last = None
+        pause = 0.2
         while time.monotonic() < deadline:
-            state = await find_instance(store, saga_id, definition.name)
+            try:
+                state = await find_instance(store, saga_id, definition.name)
+            except TRANSIENT as exc:  # a cluster electing a leader: an outage to wait out
+                pause = min(pause * 2, 5.0)
+                click.echo(f"  ... JetStream is not answering ({describe(exc)})", err=True)
+                await asyncio.sleep(pause)
+                continue
             if state is not None and state.status.value != last:
                 last = state.status.value
                 click.echo(f"  ... {last}", err=True)

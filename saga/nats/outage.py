@@ -64,6 +64,7 @@ async def until_available(
 
 
 def describe(exc: BaseException) -> str:
-    """``nats: timeout`` rather than an empty ``str()``."""
-    text = str(exc).strip()
-    return text or type(exc).__name__
+    """What the server said (``JetStream system temporarily unavailable``), else the error's
+    text (``nats: timeout``), else its type."""
+    text = getattr(exc, "description", None) or str(exc).strip()
+    return str(text) or type(exc).__name__
