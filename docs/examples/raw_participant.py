@@ -193,11 +193,12 @@ class Copy:
     async def record(self, key: str, reply: dict[str, Any], revision: int | None) -> dict[str, Any]:
         """Store the reply (create, or update over a failure); if another copy stored one
         first, that one is the answer."""
+        value = json.dumps(reply, allow_nan=False).encode()
         try:
             if revision is None:
-                await self.ledger.create(token(key), json.dumps(reply).encode())
+                await self.ledger.create(token(key), value)
             else:
-                await self.ledger.update(token(key), json.dumps(reply).encode(), last=revision)
+                await self.ledger.update(token(key), value, last=revision)
         except KeyWrongLastSequenceError:
             winner, _ = await self.find(key)
             if winner is None:
@@ -280,7 +281,8 @@ async def bind_consumer(nc: Client, js: JetStreamContext) -> ConsumerConfig:
     # action "create": fails, instead of overwriting, if another copy created it meanwhile
     body = {"stream_name": EVENTS, "config": config.as_dict(), "action": "create"}
     subject = f"$JS.API.CONSUMER.CREATE.{EVENTS}.{DURABLE}"
-    reply = json.loads((await nc.request(subject, json.dumps(body).encode(), 5.0)).data)
+    request = json.dumps(body, allow_nan=False).encode()
+    reply = json.loads((await nc.request(subject, request, 5.0)).data)
     if "error" in reply and reply["error"].get("err_code") != 10148:  # 10148: exists
         raise SystemExit(f"cannot create consumer {DURABLE}: {reply['error']}")
     return await consumer_config(js)

@@ -29,6 +29,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from saga import jsonwire
 from saga.errors import ProvisioningError
 from saga.participant.settings import ParticipantSettings
 
@@ -223,7 +224,7 @@ async def _consumer_request(
     which silently overwrites a durable made by another copy); the error, if any."""
     body = {"stream_name": stream, "config": config.as_dict(), "action": action}
     subject = f"$JS.API.CONSUMER.CREATE.{stream}.{config.durable_name}"
-    reply = await nc.request(subject, json.dumps(body).encode(), timeout=5.0)
+    reply = await nc.request(subject, jsonwire.dumps(body), timeout=5.0)
     answer: dict[str, Any] = json.loads(reply.data)
     error: dict[str, Any] | None = answer.get("error")
     return error
