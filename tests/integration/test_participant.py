@@ -144,7 +144,7 @@ async def on_subject(
 
 
 async def wait_messages(
-    js: JetStreamContext, subject: str, count: int = 1, stream: str = EVENTS
+    js: JetStreamContext, subject: str, count: int = 1, stream: str = EVENTS, timeout: float = 10
 ) -> list[RawStreamMsg]:
     found: list[RawStreamMsg] = []
 
@@ -152,7 +152,7 @@ async def wait_messages(
         found[:] = await on_subject(js, subject, stream)
         return len(found) >= count
 
-    await wait_for(enough, timeout=10, message=f"{count} message(s) on {subject}")
+    await wait_for(enough, timeout=timeout, message=f"{count} message(s) on {subject}")
     return found
 
 
@@ -711,7 +711,8 @@ async def test_a_rolling_deploy_adding_a_handler_loses_nothing_and_a_rollback_na
         assert await filter_of(js, "mail") == ["t.a", "t.b"]
         await command(js, "t.b", {}, saga_headers("b-2"))
         await command(js, "t.a", {}, saga_headers("a-1"))
-        [dead] = await wait_messages(js, "saga.dlq.unknown-event", stream=DLQ)
+        # 20 deliveries 0.25 s apart, each nakked: about 5 s
+        [dead] = await wait_messages(js, "saga.dlq.unknown-event", stream=DLQ, timeout=30)
         await wait_messages(js, "t.a.ok")
     assert dead.headers is not None
     assert dead.headers["Saga-Id"] == "b-2"
