@@ -162,7 +162,7 @@ def _trigger(definition: SagaDefinition) -> _Exchange:
     headers = headers_schema(
         {
             HEADER_SAGA_ID: SAGA_ID,
-            HEADER_MSG_ID: text("Deduplicates a resent trigger, e.g. `orders.placed:<id>`."),
+            HEADER_MSG_ID: text("Deduplicates a resent trigger: `<saga>:<saga id>:trigger`."),
             **({source.header: text("The saga id.")} if source.header else {}),
             **TRACE,
         },

@@ -15,7 +15,7 @@ from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import trigger_saga_id
 from saga.errors import StoreError
 from saga.nats.topology import Topology, instance_key, token
-from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
+from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, trigger_message_id
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore
 from saga.telemetry import Telemetry
 from saga.telemetry.spans import sending
@@ -118,7 +118,7 @@ async def start_saga(
     headers = {
         HEADER_SAGA_ID: saga_id,
         HEADER_SAGA_NAME: definition.name,
-        HEADER_MSG_ID: f"{definition.name}:{saga_id}:trigger",
+        HEADER_MSG_ID: trigger_message_id(definition.name, saga_id),
     }
     if source.header is not None:
         headers[source.header] = saga_id

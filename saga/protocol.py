@@ -20,3 +20,9 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 """A body larger than this (1 MiB) is dead-lettered as ``malformed``."""
 MAX_SAGA_ID_LENGTH = 256
 """Characters of a ``Saga-Id``; a longer one is dead-lettered as ``malformed``."""
+
+
+def trigger_message_id(saga: str, saga_id: str) -> str:
+    """The ``Nats-Msg-Id`` of a trigger: a resent trigger is dropped by the server's duplicate
+    window, whoever sends it (``saga start``, a front end, another language)."""
+    return f"{saga}:{saga_id}:trigger"

@@ -13,16 +13,21 @@ from saga import jsonwire
 from saga.definition.saga_id import id_from_payload
 from saga.nats.connection import connect, settings_from_env
 from saga.participant.runner import NATS_URL_ENV
-from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID
+from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, trigger_message_id
 from saga.telemetry import Telemetry
 from saga.telemetry.spans import sending
 
 
 async def publish_triggers(
-    js: JetStreamContext, subject: str, id_field: str, payloads: Iterable[dict[str, Any]]
+    js: JetStreamContext,
+    saga: str,
+    subject: str,
+    id_field: str,
+    payloads: Iterable[dict[str, Any]],
 ) -> list[str]:
     """Publish each payload with ``Saga-Id`` = its id field (a JMESPath, as in a definition's
-    ``trigger.id.field``); a resend is deduplicated.
+    ``trigger.id.field``) and the ``Nats-Msg-Id`` every trigger carries, so a resend is
+    deduplicated.
 
     Many publishes are kept in flight (``publish_async``), then every ack is awaited.
     """
@@ -33,7 +38,11 @@ async def publish_triggers(
         saga_id = id_from_payload(id_field, payload)
         if saga_id is None:
             raise ValueError(f"trigger has no usable id at {id_field!r}: {payload}")
-        headers = {HEADER_SAGA_ID: saga_id, HEADER_MSG_ID: f"{subject}:{saga_id}"}
+        headers = {
+            HEADER_SAGA_ID: saga_id,
+            HEADER_SAGA_NAME: saga,
+            HEADER_MSG_ID: trigger_message_id(saga, saga_id),
+        }
         with sending(
             telemetry, subject, headers, saga_id=saga_id, message_id=headers[HEADER_MSG_ID]
         ):
@@ -48,6 +57,7 @@ async def publish_triggers(
 def front_end_main(
     name: str,
     description: str | None,
+    saga: str,
     subject: str,
     id_field: str,
     failures: Sequence[str],
@@ -66,7 +76,9 @@ def front_end_main(
         nc = await connect(settings)
         try:
             payloads = (make(fail=args.fail) for _ in range(args.count))
-            print("\n".join(await publish_triggers(nc.jetstream(), subject, id_field, payloads)))
+            print(
+                "\n".join(await publish_triggers(nc.jetstream(), saga, subject, id_field, payloads))
+            )
         finally:
             await nc.drain()
 

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from services._publish import front_end_main, publish_triggers
 
+SAGA = "order-fulfilment"
 SUBJECT = "orders.placed"
 FAILURES = ("inventory", "payment", "shipping")
 
@@ -46,7 +47,7 @@ def new_order(
 
 async def place_orders(js: JetStreamContext, orders: Iterable[dict[str, Any]]) -> list[str]:
     """Publish ``orders.placed`` for each order; returns the saga ids (the order ids)."""
-    return await publish_triggers(js, SUBJECT, "order_id", orders)
+    return await publish_triggers(js, SAGA, SUBJECT, "order_id", orders)
 
 
 async def place_order(js: JetStreamContext, order: dict[str, Any]) -> str:
@@ -54,7 +55,7 @@ async def place_order(js: JetStreamContext, order: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    front_end_main("orders", __doc__, SUBJECT, "order_id", FAILURES, new_order, argv)
+    front_end_main("orders", __doc__, SAGA, SUBJECT, "order_id", FAILURES, new_order, argv)
 
 
 if __name__ == "__main__":

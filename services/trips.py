@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from services._publish import front_end_main, publish_triggers
 
+SAGA = "travel-booking"
 SUBJECT = "travel.requested"
 FAILURES = ("flight", "hotel", "car")
 
@@ -44,11 +45,11 @@ def new_trip(trip_id: str | None = None, fail: str | None = None, **fields: Any)
 
 async def request_trips(js: JetStreamContext, trips: Iterable[dict[str, Any]]) -> list[str]:
     """Publish ``travel.requested`` for each trip; returns the saga ids (the trip ids)."""
-    return await publish_triggers(js, SUBJECT, "trip_id", trips)
+    return await publish_triggers(js, SAGA, SUBJECT, "trip_id", trips)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    front_end_main("trips", __doc__, SUBJECT, "trip_id", FAILURES, new_trip, argv)
+    front_end_main("trips", __doc__, SAGA, SUBJECT, "trip_id", FAILURES, new_trip, argv)
 
 
 if __name__ == "__main__":
