@@ -175,3 +175,14 @@ async def replay_many(
         if code is not None:
             letters = [letter for letter in letters if letter.code == code]
     return [await replay(js, letter, topology) for letter in letters]
+
+
+async def purge_dead_letter(
+    js: JetStreamContext, sequence: int, topology: Topology | None = None
+) -> None:
+    """Delete one dead letter for good (it is not replayed)."""
+    stream = (topology or Topology()).dlq_stream
+    try:
+        await js.delete_msg(stream, sequence)
+    except NotFoundError:
+        raise DeadLetterError(f"no dead letter {sequence} in {stream}") from None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from saga.admin.openapi import OPENAPI
+from saga.console import is_console_path, mount_console
 from saga.engine.operator import ACTIONS, operator_event
 from saga.errors import ConfigError
 from saga.inspect import find_record, list_instances
@@ -73,6 +74,7 @@ class AdminServer:
         app.router.add_get("/sagas", self.sagas)
         app.router.add_get("/sagas/{saga_id}", self.saga)
         app.router.add_post("/sagas/{saga_id}/{action}", self.action)
+        mount_console(app, self.engine, self.settings.token)  # signs in on its own
         return app
 
     async def start(self) -> str:
@@ -83,7 +85,7 @@ class AdminServer:
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self.settings.port
         url = f"http://{self.settings.host}:{self.port}"
-        log.info("admin API on %s", url)
+        log.info("admin API on %s, console on %s/console/", url, url)
         return url
 
     async def stop(self) -> None:
@@ -94,7 +96,7 @@ class AdminServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.settings.token
-        if token and request.path not in OPEN_PATHS:
+        if token and request.path not in OPEN_PATHS and not is_console_path(request.path):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return _error(401, "missing or wrong bearer token")

@@ -1,0 +1,274 @@
+"""The web console in a real headless Chromium (Playwright) against a real engine and server.
+
+Set ``SAGA_SCREENSHOTS=docs/images`` to save the screenshots docs/operations.md shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from saga.admin import AdminServer, AdminSettings
+from saga.core.state import InstanceState
+from saga.definition import parse_definition
+from saga.dlq_admin import list_dead_letters
+from saga.engine import Engine
+from saga.inspect import find_instance, instance_store
+from saga.nats.server import EmbeddedServer
+from saga.nats.topology import Topology
+from tests.integration.test_engine import FAST
+from tests.support import ScriptedParticipant, wait_for
+
+CHROMIUM = os.environ.get("SAGA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "console-t0ken"
+SHOTS = Path(os.environ["SAGA_SCREENSHOTS"]) if os.environ.get("SAGA_SCREENSHOTS") else None
+
+SHOP = """
+name: shop
+description: Reserve stock, charge, ship; undo newest first when a step fails.
+trigger: {event: shop.ordered, id: {field: id}}
+steps:
+  - name: reserve
+    publish: {event: stock.reserve, data: {id: trigger.id}}
+    success: stock.reserved
+    failure: stock.rejected
+    keep: [reservation]
+    timeout: 60s
+    compensate:
+      publish: {event: stock.release, data: {reservation: steps.reserve.reservation}}
+      success: stock.released
+      timeout: 60s
+  - name: charge
+    publish: {event: pay.charge, data: {id: trigger.id, amount: trigger.amount}}
+    success: pay.charged
+    failure: pay.declined
+    timeout: 60s
+    compensate:
+      publish: {event: pay.refund, data: {id: trigger.id}}
+      success: pay.refunded
+      timeout: 60s
+  - name: ship
+    publish: {event: ship.book, data: {id: trigger.id}}
+    success: ship.booked
+    failure: ship.failed
+    timeout: 60s
+"""
+
+
+def _reserve(payload: dict[str, Any], _: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
+    if str(payload["id"]).startswith("late-"):
+        return None  # its reply arrives early, from the dead letters
+    return ("stock.reserved", {"reservation": f"r-{payload['id']}"})
+
+
+def _charge(payload: dict[str, Any], _: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    if "decline" in str(payload["id"]):
+        return ("pay.declined", {"reason": "card declined: limit 1000"})
+    return ("pay.charged", {})
+
+
+def _ship(payload: dict[str, Any], _: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
+    return None if str(payload["id"]).startswith("hold-") else ("ship.booked", {})
+
+
+RULES = {
+    "stock.reserve": _reserve,
+    "stock.release": lambda p, h: ("stock.released", {}),
+    "pay.charge": _charge,
+    "pay.refund": lambda p, h: ("pay.refunded", {}),
+    "ship.book": _ship,
+}
+
+
+@dataclass
+class Console:
+    nc: Client
+    url: str
+    """The admin server's base URL; the console is at ``url + "/console/"``."""
+
+    async def start(self, saga_id: str, **data: Any) -> None:
+        payload = {"id": saga_id, "amount": 5, **data}
+        await self.nc.jetstream().publish("shop.ordered", json.dumps(payload).encode())
+
+    async def wait_status(self, saga_id: str, *statuses: str) -> InstanceState:
+        store = await instance_store(self.nc.jetstream(), Topology())
+        found: list[InstanceState] = []
+
+        async def reached() -> bool:
+            state = await find_instance(store, saga_id, "shop")
+            if state is not None and state.status.value in statuses:
+                found.append(state)
+                return True
+            return False
+
+        await wait_for(reached, timeout=30, message=f"{saga_id} to be {'/'.join(statuses)}")
+        return found[-1]
+
+
+@pytest.fixture
+async def console(nats_server: EmbeddedServer) -> AsyncIterator[Console]:
+    nc = await nats.connect(nats_server.url)
+    engine = Engine(nc, {"shop": parse_definition(SHOP)}, FAST)
+    server = AdminServer(engine, AdminSettings(port=0, token=TOKEN))
+    url = await server.start()
+    await engine.start()
+    participant = await ScriptedParticipant(nc, RULES).start()
+    yield Console(nc, url)
+    await participant.stop()
+    await server.stop()
+    await engine.stop()
+    await nc.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"no Chromium binary at {CHROMIUM} (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def signed_in(browser: Any, console: Console) -> Any:
+    """A page signed in through the login form (which sets the HttpOnly session cookie)."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.errors = errors
+    await page.goto(console.url + "/console/")
+    assert "/console/login" in page.url
+    await page.fill("input[name=token]", TOKEN)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/")
+    cookies = {c["name"]: c for c in await context.cookies()}
+    assert cookies["saga_session"]["httpOnly"]
+    assert TOKEN not in cookies["saga_session"]["value"]
+    return page
+
+
+async def shot(page: Any, name: str) -> None:
+    if SHOTS is not None:
+        await page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
+
+
+async def test_list_search_and_a_compensated_saga(console: Console, browser: Any) -> None:
+    await console.start("order-1", customer="cus-7")
+    await console.start("order-decline-2", customer="cus-42")
+    await console.start("hold-3", customer="cus-9")
+    await console.wait_status("order-1", "completed")
+    await console.wait_status("order-decline-2", "compensated")
+    await console.wait_status("hold-3", "running")
+    page = await signed_in(browser, console)
+
+    rows = page.locator("#results tbody tr")
+    await wait_for(lambda: _count(rows, 3), message="three rows in the list")
+    await shot(page, "list")
+    assert await page.locator("#results .badge.s-compensated").count() == 1
+
+    await page.fill("input[name=q]", "cus-42")  # a business key: a kept trigger field
+    await page.click("form.filters button[type=submit]")
+    await page.wait_for_url("**q=cus-42**")
+    assert await rows.count() == 1
+    await page.click("#results a:has-text('order-decline-2')")
+
+    await page.wait_for_url("**/console/sagas/shop/order-decline-2")
+    await page.wait_for_selector("body[data-diagrams=drawn]")
+    assert await page.locator(".facts .badge.s-compensated").count() == 1
+    assert "card declined: limit 1000" in await page.locator(".facts").inner_text()
+    timeline = await page.locator("table.timeline").inner_text()
+    for event in ("saga.started", "step.failed", "compensation.succeeded", "saga.compensated"):
+        assert event in timeline
+    assert await page.locator("table.timeline .k-compensation").count() >= 3
+    svg = page.locator("pre.mermaid svg")
+    assert await svg.count() == 1
+    assert await svg.locator("g.node.failed").count() == 1  # charge
+    assert await svg.locator("g.node.compensated").count() == 1  # undo reserve
+    assert "reservation" in await page.locator("pre.data").inner_text()
+    await shot(page, "instance")
+
+    await page.goto(console.url + "/console/sagas?q=order-1")  # an exact id opens the instance
+    await page.wait_for_url("**/console/sagas/shop/order-1")
+    assert not page.errors, page.errors
+
+
+async def _count(locator: Any, expected: int) -> bool:
+    return bool(await locator.count() == expected)
+
+
+async def test_abort_a_running_saga_from_its_page(console: Console, browser: Any) -> None:
+    await console.start("hold-9")
+    await console.wait_status("hold-9", "running")
+    page = await signed_in(browser, console)
+    await page.goto(console.url + "/console/sagas/shop/hold-9")
+    await page.click("a.act-abort")
+    await page.wait_for_url("**/console/sagas/shop/hold-9/abort")
+    await shot(page, "abort")
+    await page.fill("input[name=reason]", "customer called to cancel")
+    await page.click("button.act-abort")
+    await page.wait_for_selector(".notice.ok")
+    assert "abort: OperatorAbort applied" in await page.locator(".notice").inner_text()
+    state = await console.wait_status("hold-9", "compensated")
+    assert any(
+        h.event == "operator.abort" and h.detail == "customer called to cancel"
+        for h in state.history
+    )
+    await page.click("a:has-text('Back to the instance')")
+    assert "operator.abort" in await page.locator("table.timeline").inner_text()
+    assert not page.errors, page.errors
+
+
+async def test_replay_a_dead_letter(console: Console, browser: Any) -> None:
+    js = console.nc.jetstream()
+    early = {"Saga-Id": "late-1", "Saga-Name": "shop", "Saga-Step": "reserve", "Saga-Kind": "step"}
+    await js.publish("stock.reserved", b'{"reservation": "r-early"}', headers=early)
+
+    async def lettered() -> bool:
+        return len(await list_dead_letters(js)) == 1
+
+    await wait_for(lettered, message="the early reply to be dead-lettered")
+    await console.start("late-1")
+    await console.wait_status("late-1", "running")
+
+    page = await signed_in(browser, console)
+    await page.click("header nav a:has-text('Dead letters')")
+    await page.select_option("select[name=code]", "unknown-instance")
+    await page.click("form.filters button[type=submit]")
+    await page.click("#results tbody tr a >> nth=0")
+    body = await page.locator("pre.data").inner_text()
+    assert "r-early" in body
+    assert "Saga-Dlq-Reason" in await page.locator("table").inner_text()
+    await shot(page, "dead-letter")
+    await page.click("a.act-replay")
+    await page.click("button.act-replay")
+    await page.wait_for_selector(".notice.ok")
+    assert "replayed onto stock.reserved" in await page.locator(".notice").inner_text()
+    state = await console.wait_status("late-1", "completed")
+    assert state.context["steps"]["reserve"]["reservation"] == "r-early"
+    assert await list_dead_letters(js) == []
+    assert not page.errors, page.errors
