@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client
@@ -272,3 +274,107 @@ async def test_replay_a_dead_letter(console: Console, browser: Any) -> None:
     assert state.context["steps"]["reserve"]["reservation"] == "r-early"
     assert await list_dead_letters(js) == []
     assert not page.errors, page.errors
+
+
+# -- without a browser: plain HTTP, as with JavaScript off -----------------------------------
+
+
+async def fetch(
+    url: str, token: str | None = TOKEN, **kwargs: Any
+) -> tuple[int, str, aiohttp.ClientResponse]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers.update(kwargs.pop("headers", {}))
+    method = "POST" if "data" in kwargs else "GET"
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session,
+        session.request(method, url, headers=headers, allow_redirects=False, **kwargs) as r,
+    ):
+        return r.status, await r.text(), r
+
+
+async def test_pages_read_without_javascript(console: Console) -> None:
+    await console.start("order-decline-5", customer="cus-5")
+    await console.wait_status("order-decline-5", "compensated")
+    base = console.url + "/console"
+    status, text, _ = await fetch(base + "/sagas?state=compensated")
+    assert status == 200
+    assert "order-decline-5" in text
+    assert 'class="badge s-compensated"' in text
+    status, text, _ = await fetch(base + "/sagas/shop/order-decline-5")
+    assert status == 200
+    assert '<pre class="mermaid"' in text  # the diagram's source, readable as is
+    assert "flowchart TD" in text
+    assert "class charge failed" in text
+    assert "compensation.succeeded" in text
+    assert "card declined: limit 1000" in text
+    status, text, _ = await fetch(base + "/definitions")
+    assert (status, "shop" in text) == (200, True)
+    status, text, _ = await fetch(base + "/definitions/shop")
+    assert (status, "asyncapi: 3.0.0" in text) == (200, True)
+    status, text, _ = await fetch(base + "/definitions/shop/1/asyncapi.yaml")
+    assert (status, text.startswith("asyncapi: 3.0.0")) == (200, True)
+    status, text, _ = await fetch(base + "/dlq")
+    assert (status, "No dead letters" in text) == (200, True)
+    status, text, _ = await fetch(base + "/sagas?state=bogus&since=yesterday")
+    assert status == 200
+    assert "state must be one of" in text
+    assert "since: &#x27;yesterday&#x27; is neither a duration" in text
+    status, text, _ = await fetch(base + "/sagas/shop/nobody")
+    assert status == 404
+    status, mermaid, response = await fetch(base + "/static/mermaid.min.js", token=None)
+    assert status == 200
+    assert "javascript" in response.content_type
+    assert len(mermaid) > 1_000_000
+
+
+async def test_saga_ids_and_payloads_are_shown_escaped(console: Console) -> None:
+    hostile = "<script>alert(1)</script>"
+    saga_id = f"x{hostile}"
+    await console.start(saga_id, customer=hostile, note='"><img src=x onerror=alert(2)>')
+    await console.wait_status(saga_id, "completed")
+    base = console.url + "/console"
+    for path in (
+        "/sagas",
+        f"/sagas?q={quote(hostile)}",
+        f"/sagas/shop/{quote(saga_id, safe='')}",
+        f"/sagas/shop/{quote(saga_id, safe='')}/abort",
+    ):
+        status, text, _ = await fetch(base + path)
+        assert status == 200, path
+        assert "<script>alert" not in text, path
+        assert "<img src=x" not in text, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
+
+
+async def test_sign_in_and_csrf(console: Console) -> None:
+    base = console.url + "/console"
+    status, _, response = await fetch(base + "/sagas", token=None)
+    assert (status, response.headers["Location"]) == (303, "/console/login?next=%2Fconsole%2Fsagas")
+    status, _, response = await fetch(base + "/sagas?token=wrong", token=None)
+    assert status == 401
+    status, _, response = await fetch(base + f"/sagas?state=running&token={TOKEN}", token=None)
+    assert (status, response.headers["Location"]) == (303, "/console/sagas?state=running")
+    cookie = response.cookies["saga_session"]
+    assert cookie["httponly"]
+    assert cookie["samesite"] == "Strict"
+    assert TOKEN not in cookie.value
+    assert (await fetch(console.url + "/sagas", token=None))[0] == 401  # the API still needs it
+
+    await console.start("hold-csrf")
+    await console.wait_status("hold-csrf", "running")
+    action = base + "/sagas/shop/hold-csrf/abort"
+    status, text, _ = await fetch(action, data={"reason": "no token", "csrf": "x" * 40})
+    assert (status, "CSRF" in text) == (403, True)
+    csrf = "c" * 43
+    cookies = {"saga_csrf": csrf}
+    status, _, _ = await fetch(
+        action,
+        data={"reason": "from elsewhere", "csrf": csrf},
+        cookies=cookies,
+        headers={"Origin": "https://evil.example"},
+    )
+    assert status == 403
+    status, text, _ = await fetch(
+        action, data={"reason": "from here", "csrf": csrf}, cookies=cookies
+    )
+    assert (status, "OperatorAbort applied" in text) == (200, True)
