@@ -21,6 +21,11 @@ DLQ_PREFIX = "saga.dlq"
 WORK_PREFIX = "saga.work"
 """``saga.work.<partition>.<original subject>``: events routed to the replica owning the
 partition of their instance (partitioned mode only)."""
+INDEX_PREFIX = "saga.index"
+"""``saga.index.<saga>.<status>.<id>``: one entry per instance, in the subject of its status
+(see :mod:`saga.index`)."""
+SEARCH_PREFIX = "saga.search"
+"""``saga.search.<saga>.<attribute>.<value>.<id>``: one entry per declared search attribute."""
 HEADER_ORIGIN = "Saga-Origin"
 """On a routed event: ``<stream>:<sequence>`` of the message it was routed from."""
 
@@ -38,6 +43,7 @@ class Topology:
     timer_consumer: str = "saga-engine-timers"
     work_stream: str = "SAGA_WORK"
     members_bucket: str = "saga_engines"
+    index_stream: str = "SAGA_INDEX"
 
     def partition_consumer(self, partition: int) -> str:
         return f"{self.engine_consumer}-p{partition}"
