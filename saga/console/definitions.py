@@ -41,7 +41,7 @@ async def overview(request: web.Request) -> web.Response:
     store = store_of(request)
     rows = []
     for name in catalog.names():
-        counts = await counts_by_state(store, name)
+        counts = await counts_by_state(store, engine_of(request).js, name)
         versions = ", ".join(f"v{d.version}" for d in catalog if d.name == name)
         rows.append(
             [link(url(f"definitions/{seg(name)}"), name), e(versions), *_count_links(name, counts)]
@@ -85,7 +85,7 @@ async def versions(request: web.Request) -> web.Response:
     found = [d for d in engine_of(request).catalog if d.name == name]
     if not found:
         raise web.HTTPNotFound(text=f"no saga named {name!r} is loaded")
-    counts = await counts_by_state(store_of(request), name)
+    counts = await counts_by_state(store_of(request), engine_of(request).js, name)
     summary = Markup(
         '<p class="counts card">'
         + " ".join(

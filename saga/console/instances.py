@@ -42,7 +42,9 @@ from saga.console.html import (
 from saga.console.queries import ListQuery, Page, list_page, parse_query
 from saga.console.view import coloured_diagram, format_offset, timeline
 from saga.core.state import InstanceState, Status
+from saga.definition.catalog import Catalog
 from saga.engine.operator import ACTIONS, operator_event
+from saga.index import SagaSummary
 from saga.inspect import find_record
 from saga.telemetry import trace_id_of
 
@@ -61,7 +63,7 @@ EXPLAIN = {
 }
 
 
-def instance_url(state: InstanceState) -> str:
+def instance_url(state: InstanceState | SagaSummary) -> str:
     return url(f"sagas/{seg(state.saga_name)}/{seg(state.saga_id)}")
 
 
@@ -78,10 +80,16 @@ def routes(router: web.UrlDispatcher) -> None:
 # -- the list -------------------------------------------------------------------------------
 
 
+def search_attributes(catalog: Catalog) -> list[tuple[str, str]]:
+    """``(saga, attribute)`` of every declared search attribute: what a search looks in."""
+    return sorted({(d.name, a) for d in catalog for a in (d.search or {})})
+
+
 async def sagas(request: web.Request) -> web.Response:
-    names = engine_of(request).catalog.names()
+    catalog = engine_of(request).catalog
+    names = catalog.names()
     query, problems = parse_query(request.query, names, datetime.now(UTC))
-    result = await list_page(store_of(request), query)
+    result = await list_page(store_of(request), query, search_attributes(catalog))
     if result.exact is not None and query.cursor is None:
         raise web.HTTPSeeOther(instance_url(result.exact))  # an id: straight to it
     shown = Markup("".join(notice(p, ok=False) for p in problems)) if problems else None
@@ -97,8 +105,8 @@ def _filters(query: ListQuery, names: list[str]) -> Markup:
         'placeholder="saga id or business key"></label>'
         f'<label>Saga <select name="saga">{options(names, query.saga)}</select></label>'
         f'<label>State <select name="state">{options(STATES, query.state)}</select></label>'
-        f'<label>Since <input name="since" value="{e(f["since"])}" placeholder="1h or 2026-01-31T12:00" size="14"></label>'
-        f'<label>Until <input name="until" value="{e(f["until"])}" placeholder="date/time" size="14"></label>'
+        f'<label>In its state since <input name="since" value="{e(f["since"])}" placeholder="1h or 2026-01-31T12:00" size="14"></label>'
+        f'<label>until <input name="until" value="{e(f["until"])}" placeholder="date/time" size="14"></label>'
         f'<label>Where <input name="where" value="{e(f["where"])}" placeholder="customer=cus-1" size="16"></label>'
         '<button type="submit">Filter</button>'
         f"{link(url('sagas'), 'Clear', 'quiet')}"
@@ -114,12 +122,13 @@ def _results(query: ListQuery, result: Page) -> Markup:
             link(url(f"definitions/{seg(s.saga_name)}"), f"{s.saga_name} v{s.saga_version}"),
             badge(s.status.value),
             when(s.started_at),
-            when(s.finished_at or s.updated_at),
+            when(s.updated_at),
+            e(" ".join(f"{k}={v}" for k, v in sorted(s.search.items()))),
             e(": ".join(filter(None, [s.failure_step, s.failure_reason]))),
         ]
         for s in result.items
     ]
-    headers = ["saga id", "saga", "state", "started", "finished / updated", "failure"]
+    headers = ["saga id", "saga", "state", "started", "in this state since", "search", "failure"]
     shown = (
         table(headers, rows, "list")
         if rows
@@ -330,7 +339,7 @@ async def do_action(request: web.Request) -> web.Response:
     )
 
 
-async def _bulk_targets(request: web.Request, params: dict[str, str]) -> list[InstanceState]:
+async def _bulk_targets(request: web.Request, params: dict[str, str]) -> list[SagaSummary]:
     names = engine_of(request).catalog.names()
     query, problems = parse_query(params, names, datetime.now(UTC))
     if problems or not query.saga or not query.state:

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from saga.core.state import InstanceState, Status
 from saga.definition.duration import parse_duration
+from saga.index import SagaIndex, SagaQuery, SagaSummary
+from saga.index.entry import entry_filter
 from saga.inspect import find_record, list_instances
-from saga.store import InstanceStore
+from saga.store import InstanceStore, KvInstanceStore
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -26,13 +32,13 @@ class ListQuery:
     saga: str | None = None
     state: str | None = None
     since: datetime | None = None
-    """Started at or after (UTC)."""
+    """Entered its state at or after (UTC)."""
     until: datetime | None = None
-    """Started before (UTC)."""
+    """Entered its state at or before (UTC)."""
     where: dict[str, str] = field(default_factory=dict)
     """Search attributes that must equal these values."""
     search: str | None = None
-    """A saga id or business key."""
+    """A saga id, or a business key (the value of a search attribute)."""
     cursor: str | None = None
     """Opaque: where the previous page ended."""
     limit: int = DEFAULT_LIMIT
@@ -131,14 +137,64 @@ def _time(
 
 @dataclass(frozen=True)
 class Page:
-    items: list[InstanceState]
+    items: list[SagaSummary]
+    """Newest first: the latest to enter its state first."""
     next_cursor: str | None
-    exact: InstanceState | None = None
-    """The instance whose id is exactly the search text, if any."""
+    exact: SagaSummary | None = None
+    """The one instance whose id is exactly the search text, if there is one."""
+
+
+def index_of(store: InstanceStore) -> SagaIndex | None:
+    """The store's index (:mod:`saga.index`); ``None`` when listings must read every instance."""
+    return store.index if isinstance(store, KvInstanceStore) else None
+
+
+async def list_page(
+    store: InstanceStore, query: ListQuery, attributes: Sequence[tuple[str, str]] = ()
+) -> Page:
+    """One page of ``query``, through the index when there is one.
+
+    A search is a saga id, or the value of any declared search attribute (``attributes``:
+    ``(saga, attribute)`` pairs): a business key such as a customer id.
+    """
+    index = index_of(store)
+    if index is None:
+        return await _scan_page(store, query)
+    if query.search is None:
+        found = await index.list(
+            SagaQuery(
+                saga=query.saga,
+                state=query.state,
+                since=query.since,
+                until=query.until,
+                where=query.where,
+                limit=query.limit,
+                cursor=query.cursor,
+            )
+        )
+        return Page(found.items, found.cursor)
+    by_id = await index.find(query.search, query.saga)
+    hits = list(by_id)
+    for saga, attribute in attributes:
+        if query.saga in (None, saga):
+            where = {**query.where, attribute: query.search}
+            hits += (await index.list(SagaQuery(saga=saga, where=where, limit=query.limit))).items
+    unique = {(h.saga_name, h.saga_id): h for h in hits if _summary_matches(h, query)}
+    items = sorted(unique.values(), key=lambda h: h.sequence, reverse=True)[: query.limit]
+    return Page(items, None, by_id[0] if len(by_id) == 1 else None)
+
+
+def _summary_matches(item: SagaSummary, query: ListQuery) -> bool:
+    return (
+        (query.state is None or item.status.value == query.state)
+        and (query.since is None or item.updated_at >= query.since)
+        and (query.until is None or item.updated_at <= query.until)
+        and all(item.search.get(k) == v for k, v in query.where.items())
+    )
 
 
 def _position(state: InstanceState) -> tuple[str, str, str]:
-    return (state.started_at.astimezone(UTC).isoformat(), state.saga_name, state.saga_id)
+    return (state.updated_at.astimezone(UTC).isoformat(), state.saga_name, state.saga_id)
 
 
 def encode_cursor(state: InstanceState) -> str:
@@ -154,9 +210,9 @@ def decode_cursor(cursor: str) -> tuple[str, str, str] | None:
 
 
 def _matches(state: InstanceState, query: ListQuery) -> bool:
-    if query.since is not None and state.started_at < query.since:
+    if query.since is not None and state.updated_at < query.since:
         return False
-    if query.until is not None and state.started_at >= query.until:
+    if query.until is not None and state.updated_at > query.until:
         return False
     if query.search is not None and not _mentions(state, query.search):
         return False
@@ -165,30 +221,52 @@ def _matches(state: InstanceState, query: ListQuery) -> bool:
 
 
 def _mentions(state: InstanceState, text: str) -> bool:
-    """The id contains ``text``, or a kept trigger field equals it (a business key)."""
-    if text.lower() in state.saga_id.lower():
+    """The id is ``text``, or a kept trigger field equals it (a business key)."""
+    if text == state.saga_id:
         return True
     trigger = state.context.get("trigger", {})
     return isinstance(trigger, dict) and any(str(v) == text for v in trigger.values())
 
 
-async def list_page(store: InstanceStore, query: ListQuery) -> Page:
-    """Newest first; the cursor is the position (start time, saga, id) of the last one shown."""
+async def _scan_page(store: InstanceStore, query: ListQuery) -> Page:
+    """Without an index: read every instance (``where`` then compares kept trigger fields)."""
     exact = None
     if query.search is not None:
         record = await find_record(store, query.search, query.saga)
-        exact = record.state if record is not None else None
+        exact = SagaSummary.of(record.state, {}) if record is not None else None
     found = await list_instances(store, query.state, query.saga, limit=10**9)
     after = decode_cursor(query.cursor) if query.cursor else None
     matching = [s for s in found if _matches(s, query) and (after is None or _position(s) < after)]
     matching.sort(key=_position, reverse=True)
     items = matching[: query.limit]
     more = len(matching) > query.limit
-    return Page(items, encode_cursor(items[-1]) if more and items else None, exact)
+    return Page(
+        [SagaSummary.of(s, {}) for s in items],
+        encode_cursor(items[-1]) if more and items else None,
+        exact,
+    )
 
 
-async def counts_by_state(store: InstanceStore, saga: str) -> dict[str, int]:
+async def counts_by_state(store: InstanceStore, js: JetStreamContext, saga: str) -> dict[str, int]:
+    """Instances of ``saga`` per state. With the index: the pending count of a throwaway
+    consumer per state (the server counts; an entry just replaced may count for a second)."""
     counts = {s.value: 0 for s in Status}
-    for state in await list_instances(store, name=saga, limit=10**9):
-        counts[state.status.value] += 1
+    index = index_of(store)
+    if index is None:
+        for state in await list_instances(store, name=saga, limit=10**9):
+            counts[state.status.value] += 1
+        return counts
+    for status in Status:
+        config = ConsumerConfig(
+            filter_subject=entry_filter(saga, status),
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            mem_storage=True,
+            num_replicas=1,
+            inactive_threshold=10.0,
+        )
+        info = await js.add_consumer(index.stream, config)
+        counts[status.value] = int(info.num_pending or 0)
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(index.stream, info.name)
     return counts

@@ -47,6 +47,7 @@ SHOP = """
 name: shop
 description: Reserve stock, charge, ship; undo newest first when a step fails.
 trigger: {event: shop.ordered, id: {field: id}}
+search: {customer: trigger.customer}
 steps:
   - name: reserve
     publish: {event: stock.reserve, data: {id: trigger.id}}
@@ -193,7 +194,19 @@ async def test_list_search_and_a_compensated_saga(console: Console, browser: Any
     await shot(page, "list")
     assert await page.locator("#results .badge.s-compensated").count() == 1
 
-    await page.fill("input[name=q]", "cus-42")  # a business key: a kept trigger field
+    await page.goto(console.url + "/console/sagas?limit=2")  # paging with the index's cursor
+    first = await page.locator("#results tbody tr td:first-child").all_inner_texts()
+    await page.click("a:has-text('older')")
+    second = await page.locator("#results tbody tr td:first-child").all_inner_texts()
+    assert (len(first), len(second)) == (2, 1)
+    assert sorted(first + second) == ["hold-3", "order-1", "order-decline-2"]
+    assert await page.locator("a:has-text('older')").count() == 0
+    await page.goto(console.url + "/console/sagas?where=customer%3Dcus-7")
+    assert await rows.count() == 1
+    assert "order-1" in await page.locator("#results").inner_text()
+
+    await page.click("a:has-text('Clear')")
+    await page.fill("input[name=q]", "cus-42")  # a business key: a search attribute's value
     await page.click("form.filters button[type=submit]")
     await page.wait_for_url("**q=cus-42**")
     assert await rows.count() == 1

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from saga.console.html import e, url
-from saga.console.queries import decode_cursor, parse_query, parse_where
+from saga.console.queries import ListQuery, decode_cursor, list_page, parse_query, parse_where
 from saga.console.view import KINDS, coloured_diagram, kind_of, step_classes
 from saga.core.state import CompensationStatus, InstanceState, Status, StepState, StepStatus
 from saga.definition import parse_definition
+from saga.nats.topology import instance_key
+from saga.store import InstanceRecord, MemoryInstanceStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
@@ -117,3 +119,34 @@ def test_the_wheel_ships_the_vendored_files() -> None:
     static = ROOT / "saga/console/static"
     for name in ("mermaid.min.js", "mermaid.LICENSE", "console.js", "console.css"):
         assert (static / name).is_file(), name
+
+
+async def test_without_an_index_the_list_reads_the_store() -> None:
+    store = MemoryInstanceStore()
+    for i, (status, customer) in enumerate(
+        [("completed", "cus-1"), ("parked", "cus-2"), ("parked", "cus-1")]
+    ):
+        state = InstanceState(
+            saga_id=f"o-{i}",
+            saga_name="shop",
+            saga_version=1,
+            status=Status(status),
+            started_at=NOW + timedelta(seconds=i),
+            updated_at=NOW + timedelta(seconds=i),
+            context={"trigger": {"customer": customer}, "steps": {}},
+        )
+        await store.create(instance_key("shop", state.saga_id), InstanceRecord(state=state))
+    first = await list_page(store, ListQuery(limit=2))
+    assert [s.saga_id for s in first.items] == ["o-2", "o-1"]
+    assert first.next_cursor is not None
+    rest = await list_page(store, ListQuery(limit=2, cursor=first.next_cursor))
+    assert ([s.saga_id for s in rest.items], rest.next_cursor) == (["o-0"], None)
+    parked = await list_page(store, ListQuery(state="parked", where={"customer": "cus-1"}))
+    assert [s.saga_id for s in parked.items] == ["o-2"]
+    found = await list_page(store, ListQuery(search="cus-2"))
+    assert ([s.saga_id for s in found.items], found.exact) == (["o-1"], None)
+    exact = await list_page(store, ListQuery(search="o-0"))
+    assert exact.exact is not None
+    assert exact.exact.saga_id == "o-0"
+    since = await list_page(store, ListQuery(since=NOW + timedelta(seconds=1)))
+    assert [s.saga_id for s in since.items] == ["o-2", "o-1"]
