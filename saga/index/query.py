@@ -142,8 +142,10 @@ class SagaIndex:
         first = await self._get({"seq": 1, "next_by_subj": ">"})
         if not first:
             return 0, 0
-        last = await self._get({"last_by_subj": ">"})
-        return first[0].sequence, last[0].sequence if last else first[0].sequence
+        # Not a direct get of last_by_subj ">": once the newest entries' tombstones have
+        # expired it answered nothing, and listings stopped at the first entry.
+        info = await self.nc.jetstream().stream_info(self.stream)
+        return first[0].sequence, max(first[0].sequence, int(info.state.last_seq or 0))
 
     async def _seq_at(self, moment: datetime, low: int, high: int, subjects: str) -> int:
         """The last sequence in ``[low, high]`` whose entry entered its status at or before

@@ -67,6 +67,7 @@ steps:
     compensate:
       publish: {event: pay.refund, data: {id: trigger.id}}
       success: pay.refunded
+      failure: pay.refund-failed
       timeout: 60s
   - name: ship
     publish: {event: ship.book, data: {id: trigger.id}}
@@ -89,14 +90,24 @@ def _charge(payload: dict[str, Any], _: dict[str, str]) -> tuple[str, dict[str, 
 
 
 def _ship(payload: dict[str, Any], _: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
-    return None if str(payload["id"]).startswith("hold-") else ("ship.booked", {})
+    if str(payload["id"]).startswith("hold-"):
+        return None
+    if str(payload["id"]).startswith("stuck-"):
+        return ("ship.failed", {"reason": "no courier"})
+    return ("ship.booked", {})
+
+
+def _refund(payload: dict[str, Any], _: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    if str(payload["id"]).startswith("stuck-"):
+        return ("pay.refund-failed", {"reason": "bank offline"})  # parks the saga
+    return ("pay.refunded", {})
 
 
 RULES = {
     "stock.reserve": _reserve,
     "stock.release": lambda p, h: ("stock.released", {}),
     "pay.charge": _charge,
-    "pay.refund": lambda p, h: ("pay.refunded", {}),
+    "pay.refund": _refund,
     "ship.book": _ship,
 }
 
@@ -157,7 +168,7 @@ async def browser() -> AsyncIterator[Any]:
 
 async def signed_in(browser: Any, console: Console) -> Any:
     """A page signed in through the login form (which sets the HttpOnly session cookie)."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    context = await browser.new_context(viewport={"width": 1280, "height": 640})
     page = await context.new_page()
     page.set_default_timeout(20_000)
     errors: list[str] = []
@@ -229,6 +240,10 @@ async def test_list_search_and_a_compensated_saga(console: Console, browser: Any
 
     await page.goto(console.url + "/console/sagas?q=order-1")  # an exact id opens the instance
     await page.wait_for_url("**/console/sagas/shop/order-1")
+    await page.goto(console.url + "/console/definitions/shop")
+    await page.wait_for_selector("body[data-diagrams=drawn]")
+    assert "asyncapi: 3.0.0" in (await page.locator("details pre").text_content() or "")
+    await shot(page, "definition")
     assert not page.errors, page.errors
 
 
@@ -243,8 +258,8 @@ async def test_abort_a_running_saga_from_its_page(console: Console, browser: Any
     await page.goto(console.url + "/console/sagas/shop/hold-9")
     await page.click("a.act-abort")
     await page.wait_for_url("**/console/sagas/shop/hold-9/abort")
-    await shot(page, "abort")
     await page.fill("input[name=reason]", "customer called to cancel")
+    await shot(page, "abort")
     await page.click("button.act-abort")
     await page.wait_for_selector(".notice.ok")
     assert "abort: OperatorAbort applied" in await page.locator(".notice").inner_text()
@@ -286,6 +301,29 @@ async def test_replay_a_dead_letter(console: Console, browser: Any) -> None:
     state = await console.wait_status("late-1", "completed")
     assert state.context["steps"]["reserve"]["reservation"] == "r-early"
     assert await list_dead_letters(js) == []
+    assert not page.errors, page.errors
+
+
+async def test_retry_every_parked_saga_of_a_saga(console: Console, browser: Any) -> None:
+    for saga_id in ("stuck-1", "stuck-2"):
+        await console.start(saga_id)
+        await console.wait_status(saga_id, "parked")
+    await console.start("order-3")
+    await console.wait_status("order-3", "completed")
+    page = await signed_in(browser, console)
+    await page.select_option("select[name=saga]", "shop")
+    await page.select_option("select[name=state]", "parked")
+    await page.click("form.filters button[type=submit]")
+    await page.click("a:has-text('Retry all parked shop sagas')")
+    assert await page.locator("ul.targets li").all_inner_texts() == ["stuck-2", "stuck-1"]
+    await page.fill("input[name=reason]", "bank back online")
+    await shot(page, "bulk-retry")
+    await page.click("button.act-retry")
+    await page.wait_for_selector(".notice")
+    assert "retry: 2 of 2 applied" in await page.locator(".notice").inner_text()
+    for saga_id in ("stuck-1", "stuck-2"):
+        state = await console.wait_status(saga_id, "parked")  # the bank is still offline
+        assert [h.event for h in state.history].count("operator.retry") == 1
     assert not page.errors, page.errors
 
 
@@ -391,3 +429,41 @@ async def test_sign_in_and_csrf(console: Console) -> None:
         action, data={"reason": "from here", "csrf": csrf}, cookies=cookies
     )
     assert (status, "OperatorAbort applied" in text) == (200, True)
+
+
+async def test_listing_after_the_index_tombstones_expired(console: Console) -> None:
+    """Regression: the index listing stopped at its first entry once the tombstones of the
+    newest status changes had expired (it asked for the stream's last sequence by subject)."""
+    for saga_id in ("stuck-4", "stuck-5"):
+        await console.start(saga_id)
+        await console.wait_status(saga_id, "parked")
+    await console.start("order-6")
+    await console.wait_status("order-6", "completed")
+    js = console.nc.jetstream()
+
+    async def only_live_entries() -> bool:  # tombstones live 1 s
+        return (await js.stream_info(Topology().index_stream)).state.messages == 3
+
+    await wait_for(only_live_entries, timeout=30, message="the tombstones to expire")
+    status, text, _ = await fetch(console.url + "/console/sagas?saga=shop&state=parked")
+    assert status == 200
+    assert ("stuck-4" in text, "stuck-5" in text) == (True, True)
+
+
+async def test_purge_a_dead_letter(console: Console) -> None:
+    js = console.nc.jetstream()
+    await js.publish("stock.reserved", b"not json", headers={"Saga-Id": "x", "Saga-Name": "shop"})
+
+    async def lettered() -> bool:
+        return len(await list_dead_letters(js)) == 1
+
+    await wait_for(lettered, message="a dead letter")
+    (letter,) = await list_dead_letters(js)
+    base = f"{console.url}/console/dlq/{letter.sequence}"
+    status, text, _ = await fetch(base)
+    assert (status, "not json" in text) == (200, True)
+    csrf = "p" * 43
+    status, text, _ = await fetch(base + "/purge", data={"csrf": csrf}, cookies={"saga_csrf": csrf})
+    assert (status, "purged" in text) == (200, True)
+    assert await list_dead_letters(js) == []
+    assert (await fetch(base))[0] == 404
