@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
 from saga.core.state import Status
@@ -138,12 +139,16 @@ class SagaIndex:
         return await direct_get(self.nc, self.stream, request, self.timeout)
 
     async def _bounds(self) -> tuple[int, int]:
-        """First and last sequence of the index stream (0, 0 when empty)."""
-        first = await self._get({"seq": 1, "next_by_subj": ">"})
-        if not first:
+        """First and last sequence of the index stream (0, 0 when empty). From the stream's
+        info: a direct get of the last message on ``>`` finds nothing once that message has
+        expired (nats-server 2.15)."""
+        try:
+            info = await self.nc.jetstream().stream_info(self.stream)
+        except NatsError as exc:
+            raise StoreError(f"no index stream {self.stream}: {exc}") from exc
+        if not info.state.messages:
             return 0, 0
-        last = await self._get({"last_by_subj": ">"})
-        return first[0].sequence, last[0].sequence if last else first[0].sequence
+        return info.state.first_seq, info.state.last_seq
 
     async def _seq_at(self, moment: datetime, low: int, high: int, subjects: str) -> int:
         """The last sequence in ``[low, high]`` whose entry entered its status at or before
