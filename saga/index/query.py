@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from pydantic import ValidationError
 
 from saga.core.state import Status
@@ -138,14 +139,16 @@ class SagaIndex:
         return await direct_get(self.nc, self.stream, request, self.timeout)
 
     async def _bounds(self) -> tuple[int, int]:
-        """First and last sequence of the index stream (0, 0 when empty)."""
-        first = await self._get({"seq": 1, "next_by_subj": ">"})
-        if not first:
+        """First and last sequence of the index stream (0, 0 when empty). From the stream's
+        info: a direct get of the last message on ``>`` finds nothing once that message has
+        expired (nats-server 2.15)."""
+        try:
+            info = await self.nc.jetstream().stream_info(self.stream)
+        except NatsError as exc:
+            raise StoreError(f"no index stream {self.stream}: {exc}") from exc
+        if not info.state.messages:
             return 0, 0
-        # Not a direct get of last_by_subj ">": once the newest entries' tombstones have
-        # expired it answered nothing, and listings stopped at the first entry.
-        info = await self.nc.jetstream().stream_info(self.stream)
-        return first[0].sequence, max(first[0].sequence, int(info.state.last_seq or 0))
+        return info.state.first_seq, info.state.last_seq
 
     async def _seq_at(self, moment: datetime, low: int, high: int, subjects: str) -> int:
         """The last sequence in ``[low, high]`` whose entry entered its status at or before
@@ -164,12 +167,26 @@ class SagaIndex:
                 high = middle - 1
         return low
 
-    async def _window(self, subjects: str, low: int, high: int, cap: int) -> Msgs:
-        """Up to ``cap`` messages on ``subjects`` with sequences in ``[low, high]``."""
-        msgs = await self._get({"seq": low, "next_by_subj": subjects, "batch": cap})
-        return [m for m in msgs if m.sequence <= high]
+    async def _window(
+        self, subjects: str, low: int, high: int, batch: int, cap: int
+    ) -> Msgs | None:
+        """The messages on ``subjects`` with sequences in ``[low, high]``, read ``batch`` at a
+        time; ``None`` when there are more than ``cap``."""
+        found: Msgs = []
+        seq = low
+        while True:
+            got = await self._get({"seq": seq, "next_by_subj": subjects, "batch": batch})
+            inside = [m for m in got if m.sequence <= high]
+            found += inside
+            if len(found) > cap:
+                return None
+            if len(inside) < batch:
+                return found
+            seq = inside[-1].sequence + 1
 
     async def _list_scan(self, query: SagaQuery) -> SagaPage:
+        """Newest first: read windows of sequences backwards from the newest, each sized by
+        the density of matching entries seen so far to hold about what is still wanted."""
         subjects = entry_filter(query.saga, query.state)
         first, last = await self._bounds()
         if last == 0:
@@ -178,24 +195,28 @@ class SagaIndex:
         if query.until is not None:
             high = await self._seq_at(query.until, first - 1, high, f"{INDEX_PREFIX}.>")
         items: Summaries = []
-        span = cap = 4 * query.limit + 16
+        seen_seqs, seen_msgs = 0, 0
+        span = query.limit + 1
         while high >= first and len(items) <= query.limit:
+            wanted = query.limit + 1 - len(items)
             low = max(first, high - span + 1)
-            msgs = await self._window(subjects, low, high, cap)
-            if len(msgs) == cap and msgs[-1].sequence < high and span > 1:
-                span = max(1, span // 4)  # denser than expected: read a narrower window
+            msgs = await self._window(subjects, low, high, wanted + 8, 4 * wanted + 16)
+            if msgs is None:  # much denser than expected: a narrower window
+                span = max(1, span // 4)
                 continue
-            found = [s for s in map(_summary, reversed(msgs)) if s is not None]
-            for item in found:
+            for item in (s for s in map(_summary, reversed(msgs)) if s is not None):
                 if query.since is not None and item.updated_at < query.since:
                     return SagaPage(items[: query.limit], None)
                 if _matches(item, query):
                     items.append(item)
+            seen_seqs += high - low + 1
+            seen_msgs += len(msgs)
             high = low - 1
-            if len(found) < query.limit:
-                span *= 4  # sparse here: look further back at once
-        more = len(items) > query.limit or high >= first
+            wanted = query.limit + 1 - len(items)
+            density = seen_msgs / seen_seqs
+            span = int(1.5 * wanted / density) + 1 if density > 0 else span * 8
         page = items[: query.limit]
+        more = len(items) > query.limit
         return SagaPage(page, str(page[-1].sequence) if more and page else None)
 
     async def _list_where(self, query: SagaQuery) -> SagaPage:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import pytest
 from nats.aio.client import Client
 
+from saga.admin import AdminServer, AdminSettings
 from saga.core.state import InstanceState, Status
 from saga.definition import parse_definition
 from saga.definition.catalog import Catalog
@@ -20,6 +25,7 @@ from saga.nats.direct import direct_get
 from saga.nats.provision import StreamSettings, ensure_index_stream
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
+from tests.integration.test_admin import TOKEN, get
 from tests.integration.test_engine import FAST, HAPPY, fail, ok, run_saga
 from tests.integration.test_engine import SHOP as SHOP_YAML
 from tests.support import wait_for
@@ -70,6 +76,15 @@ async def test_a_status_change_moves_the_entry(nc: Client, index: SagaIndex) -> 
     assert await index.find("o-1", "other") == []
     page = await index.list(SagaQuery(state="running"))
     assert page.items == []
+    page = await index.list(SagaQuery(state="parked", saga="shop"))
+    assert [s.saga_id for s in page.items] == ["o-1"]
+
+    # The tombstone of the running entry, the stream's last message, expires: still listed.
+    async def expired() -> bool:
+        got = await direct_get(nc, "SAGA_INDEX", {"seq": 1, "next_by_subj": "saga.index.>"})
+        return [m.data != b"" for m in got] == [True]
+
+    await wait_for(expired, message="the tombstone to expire")
     page = await index.list(SagaQuery(state="parked", saga="shop"))
     assert [s.saga_id for s in page.items] == ["o-1"]
 
@@ -150,8 +165,53 @@ async def test_the_engine_indexes_each_status_change(
         assert record is not None
         assert record.state.status.value == "parked"
         assert [s.saga_id for s in await list_instances(store, "completed")] == ["o-1"]
+        await _admin_lists_through_the_index(engine)
+        await _cli_lists_through_the_index(nats_server.url)
     finally:
         await engine.stop()
+
+
+async def _admin_lists_through_the_index(engine: Engine) -> None:
+    server = AdminServer(engine, AdminSettings(port=0, token=TOKEN))
+    url = await server.start()
+    try:
+        status, listed = await get(url, "/sagas?where=customer%3Dcus-2")
+        assert (status, [s["saga_id"] for s in listed]) == (200, ["o-2"])
+        assert listed[0]["search"] == {"customer": "cus-2"}
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.get(url + "/sagas?saga=shop&limit=1") as first:
+                assert [s["saga_id"] for s in await first.json()] == ["o-2"]
+                cursor = first.headers["Saga-Next-Cursor"]
+            async with session.get(url + f"/sagas?saga=shop&limit=1&cursor={cursor}") as second:
+                assert [s["saga_id"] for s in await second.json()] == ["o-1"]
+                assert "Saga-Next-Cursor" not in second.headers
+        assert (await get(url, "/sagas?since=yesterday"))[0] == 400
+        assert (await get(url, "/sagas?where=customer"))[0] == 400
+    finally:
+        await server.stop()
+
+
+async def _cli_lists_through_the_index(url: str) -> None:
+    async def saga(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "saga",
+            *args,
+            "--nats",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    page = json.loads(await saga("list", "--where", "customer=cus-1", "--since", "1h", "--json"))
+    assert [s["saga_id"] for s in page["items"]] == ["o-1"]
+    assert "o-2" in await saga("list", "--saga", "shop", "--state", "parked")
+    assert "parked" in await saga("status", "o-2")
 
 
 async def test_reindex_rebuilds_a_deleted_or_stale_index(
