@@ -304,6 +304,28 @@ async def test_replay_a_dead_letter(console: Console, browser: Any) -> None:
     assert not page.errors, page.errors
 
 
+async def test_the_list_refreshes_itself(console: Console, browser: Any) -> None:
+    page = await signed_in(browser, console)
+    assert "No instance matches" in await page.locator("#results").inner_text()
+    await console.start("order-new")
+    await page.wait_for_selector("#results a:has-text('order-new')", timeout=30_000)
+    assert page.url.endswith("/console/")  # the same page, not reloaded by hand
+    assert not page.errors, page.errors
+
+
+async def test_reading_with_javascript_off(console: Console, browser: Any) -> None:
+    await console.start("order-decline-8")
+    await console.wait_status("order-decline-8", "compensated")
+    context = await browser.new_context(java_script_enabled=False)
+    page = await context.new_page()
+    await page.goto(f"{console.url}/console/sagas/shop/order-decline-8?token={TOKEN}")
+    assert page.url.endswith("/console/sagas/shop/order-decline-8")  # the token left the URL
+    assert "flowchart TD" in await page.locator("pre.mermaid").inner_text()
+    assert "saga.compensated" in await page.locator("table.timeline").inner_text()
+    await page.click("header nav a:has-text('Instances')")
+    assert "order-decline-8" in await page.locator("#results").inner_text()
+
+
 async def test_retry_every_parked_saga_of_a_saga(console: Console, browser: Any) -> None:
     for saga_id in ("stuck-1", "stuck-2"):
         await console.start(saga_id)
