@@ -56,7 +56,9 @@ class IndexWriter:
                 headers = {HEADER_TTL: str(write.ttl)} if write.ttl is not None else None
                 sent.append(await self.acks.send(write.subject, write.data, headers))
         except Exception as exc:
-            log.warning("index not updated (%s: %s); `saga reindex` repairs it", type(exc), exc)
+            log.warning(
+                "index not updated (%s: %s); `saga reindex` repairs it", type(exc).__name__, exc
+            )
         results = await asyncio.gather(*sent, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:

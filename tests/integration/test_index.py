@@ -242,3 +242,14 @@ async def test_reindex_rebuilds_a_deleted_or_stale_index(
     await _assert_listed(index)
     assert await index.find("ghost") == []
     assert await index.find("o-2") == [right]
+
+
+async def test_a_failed_index_write_is_logged_not_raised(
+    nc: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given no index stream on the server, when the engine's writer writes an entry
+    await IndexWriter(nc).write(SHOP, None, state(1))
+    # then the transition goes on, and the log says how to repair the index
+    assert "index writes failed" in caplog.text
+    assert "saga reindex" in caplog.text
+    assert not await SagaIndex(nc).available()
