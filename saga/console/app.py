@@ -17,6 +17,7 @@ from typing import Protocol
 from urllib.parse import urlencode
 
 from aiohttp import web
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from saga.console import auth
@@ -25,6 +26,7 @@ from saga.core.events import Event
 from saga.definition.catalog import Catalog
 from saga.engine.operator import ActionResult
 from saga.engine.settings import EngineSettings
+from saga.errors import SagaError
 from saga.store import InstanceStore
 
 log = logging.getLogger("saga.console")
@@ -135,6 +137,15 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400 or exc.content_type == "text/html":
             raise
         response = error_page(request, exc.status, exc.reason, exc.text or exc.reason)
+    except (NatsError, SagaError) as exc:
+        log.warning("console page %s failed: %s: %s", request.path, type(exc).__name__, exc)
+        response = error_page(
+            request,
+            503,
+            "NATS did not answer",
+            f"{type(exc).__name__}: {exc or 'no answer'}. If the engine's NATS user has "
+            "restricted permissions, see 'The web console' in docs/operations.md.",
+        )
     auth.keep_csrf(request, response)
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -29,7 +29,9 @@ def routes(router: web.UrlDispatcher) -> None:
     router.add_get("/definitions/{name}/{version:\\d+}/asyncapi.yaml", asyncapi)
 
 
-def _count_links(name: str, counts: dict[str, int]) -> list[Markup]:
+def _count_links(name: str, counts: dict[str, int] | None) -> list[Markup]:
+    if counts is None:  # NATS refused to count (see the log)
+        return [e("?") for _ in STATES]
     return [
         link(url("sagas", {"saga": name, "state": s}), counts[s], "count") if counts[s] else e(0)
         for s in STATES

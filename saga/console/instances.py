@@ -284,14 +284,16 @@ def _action_of(request: web.Request) -> str:
     return action
 
 
-def _reason_form(request: web.Request, action: str, target: str, hidden: Markup) -> Markup:
+def _reason_form(
+    request: web.Request, action: str, target: str, hidden: Markup, back: str
+) -> Markup:
     return Markup(
         f'<form method="post" action="{e(target)}" class="card confirm">'
         f"{csrf_field(auth.csrf_token(request))}{hidden}"
         "<label>Reason (kept in the log and, for abort, in the saga's history) "
         '<input name="reason" required maxlength="500" size="60"></label>'
         f'<button type="submit" class="act-{e(action)}">Confirm {e(action)}</button> '
-        f"{link(request.headers.get('Referer') or url('sagas'), 'Cancel', 'quiet')}"
+        f"{link(back, 'Cancel', 'quiet')}"
         "</form>"
     )
 
@@ -309,7 +311,7 @@ async def confirm_action(request: web.Request) -> web.Response:
                 f"({e(state.saga_name)}), now {badge(state.status.value)}: "
                 f"{e(EXPLAIN[action])}.</p>"
             ),
-            _reason_form(request, action, request.path, Markup("")),
+            _reason_form(request, action, request.path, Markup(""), instance_url(state)),
         ]
     )
     return html_response(request, page(f"{action.capitalize()} {state.saga_id}?", body, "sagas"))
@@ -370,7 +372,9 @@ async def confirm_bulk(request: web.Request) -> web.Response:
                 f"<p>{e(action.capitalize())} these {len(targets)} {e(saga)} instance(s) "
                 f"that are {badge(state)}: {e(EXPLAIN[action])}.</p><ul class=targets>{listing}</ul>"
             ),
-            _reason_form(request, action, request.path, hidden),
+            _reason_form(
+                request, action, request.path, hidden, url("sagas", {"saga": saga, "state": state})
+            ),
         ]
     )
     return html_response(

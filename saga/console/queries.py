@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -23,6 +25,7 @@ from saga.index.entry import entry_filter
 from saga.inspect import find_record, list_instances
 from saga.store import InstanceStore, KvInstanceStore
 
+log = logging.getLogger("saga.console")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
@@ -247,9 +250,20 @@ async def _scan_page(store: InstanceStore, query: ListQuery) -> Page:
     )
 
 
-async def counts_by_state(store: InstanceStore, js: JetStreamContext, saga: str) -> dict[str, int]:
-    """Instances of ``saga`` per state. With the index: the pending count of a throwaway
-    consumer per state (the server counts; an entry just replaced may count for a second)."""
+async def counts_by_state(
+    store: InstanceStore, js: JetStreamContext, saga: str
+) -> dict[str, int] | None:
+    """Instances of ``saga`` per state; ``None`` when NATS refuses to count. With the index:
+    the pending count of a throwaway consumer per state (the server counts; an entry just
+    replaced may count for a second)."""
+    try:
+        return await _counts(store, js, saga)
+    except NatsError as exc:
+        log.warning("cannot count the instances of %s: %s: %s", saga, type(exc).__name__, exc)
+        return None
+
+
+async def _counts(store: InstanceStore, js: JetStreamContext, saga: str) -> dict[str, int]:
     counts = {s.value: 0 for s in Status}
     index = index_of(store)
     if index is None:
