@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from saga.console.app import ConsoleSettings
 from saga.console.html import e, url
+from saga.console.instances import _summary
 from saga.console.queries import ListQuery, decode_cursor, list_page, parse_query, parse_where
 from saga.console.view import KINDS, coloured_diagram, kind_of, step_classes
 from saga.core.state import CompensationStatus, InstanceState, Status, StepState, StepStatus
@@ -150,3 +152,19 @@ async def test_without_an_index_the_list_reads_the_store() -> None:
     assert exact.exact.saga_id == "o-0"
     since = await list_page(store, ListQuery(since=NOW + timedelta(seconds=1)))
     assert [s.saga_id for s in since.items] == ["o-2", "o-1"]
+
+
+def test_trace_link_follows_the_configured_viewer(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = InstanceState(
+        saga_id="o-1", saga_name="shop", saga_version=1, started_at=NOW, updated_at=NOW
+    )
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    monkeypatch.setenv("SAGA_TRACE_URL", "http://localhost:16686/trace/{trace_id}")
+    template = ConsoleSettings.from_env(None).trace_url
+    shown = _summary(state, trace_id, template)
+    assert f'href="http://localhost:16686/trace/{trace_id}"' in shown
+    assert "16686" not in _summary(state, trace_id, None)  # the id, as text
+    assert trace_id in _summary(state, trace_id, None)
+    for wrong in ("javascript:alert(1)//{trace_id}", "http://localhost:16686/no-placeholder"):
+        monkeypatch.setenv("SAGA_TRACE_URL", wrong)
+        assert ConsoleSettings.from_env(None).trace_url is None
