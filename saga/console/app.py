@@ -195,13 +195,6 @@ async def login(request: web.Request) -> web.Response:
     raise response
 
 
-async def logout(request: web.Request) -> web.Response:
-    await posted(request)
-    response = web.HTTPSeeOther("/console/login")
-    response.del_cookie(auth.SESSION_COOKIE, path=auth.COOKIE_PATH)
-    raise response
-
-
 def console_app(engine: EngineView, settings: ConsoleSettings) -> web.Application:
     from saga.console import dead_letters, definitions, instances
 
@@ -210,7 +203,6 @@ def console_app(engine: EngineView, settings: ConsoleSettings) -> web.Applicatio
     app[SETTINGS] = settings
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
     app.router.add_static("/static/", STATIC)
     instances.routes(app.router)
     dead_letters.routes(app.router)
