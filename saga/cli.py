@@ -648,35 +648,75 @@ _operator_command("resume", "Mark a parked compensation as done by hand and go o
     "status_filter",
     type=click.Choice(["running", "compensating", "completed", "compensated", "parked"]),
 )
-@click.option("--name", help="Only instances of this saga.")
+@click.option("--saga", "--name", "name", help="Only instances of this saga.")
+@click.option("--since", help="Entered their status since: 1h (ago) or an ISO 8601 time.")
+@click.option("--until", help="…and until: 10m (ago) or an ISO 8601 time.")
+@click.option("--where", multiple=True, help="NAME=VALUE of a search attribute (repeatable).")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--cursor", help="Go on after the page that printed it.")
 @click.option("--json", "as_json", is_flag=True)
 @nats_options
 def list_(
-    status_filter: str | None, name: str | None, limit: int, as_json: bool, **kwargs: Any
+    status_filter: str | None,
+    name: str | None,
+    since: str | None,
+    until: str | None,
+    where: tuple[str, ...],
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+    **kwargs: Any,
 ) -> None:
-    """List instances, newest first."""
+    """List instances, newest first (through the index: as fast with a million stored)."""
+    from saga.cli_index import list_command, parse_moment, parse_where
+    from saga.index import SagaQuery
+
     settings = nats_settings(kwargs, "saga-cli")
     assert settings is not None
-    run_async(_list)(settings, status_filter, name, limit, as_json)
+    query = SagaQuery(
+        saga=name,
+        state=status_filter,
+        since=parse_moment(since) if since else None,
+        until=parse_moment(until) if until else None,
+        where=parse_where(where),
+        limit=limit,
+        cursor=cursor,
+    )
+    run_async(list_command)(settings, query, as_json)
 
 
-async def _list(
-    settings: NatsSettings, status_filter: str | None, name: str | None, limit: int, as_json: bool
-) -> None:
-    from saga.inspect import instance_store, list_instances
-    from saga.render import list_text
+@main.command()
+@click.option(
+    "--definitions",
+    envvar="SAGA_DEFINITIONS",
+    default="definitions",
+    show_default=True,
+    type=click.Path(path_type=Path, exists=True),
+    help="Definitions whose search attributes to index [env SAGA_DEFINITIONS].",
+)
+@click.option(
+    "--finished-ttl",
+    envvar="SAGA_FINISHED_TTL",
+    default="7d",
+    show_default=True,
+    help="As the engine's: finished instances' entries expire with them [env SAGA_FINISHED_TTL].",
+)
+@nats_options
+def reindex(definitions: Path, finished_ttl: str, **kwargs: Any) -> None:
+    """Rebuild the index from the instances bucket (after a crash or a lost index stream)."""
+    from saga.cli_index import reindex_command
+    from saga.config import retention_seconds
 
-    nc = await connect(settings)
+    settings = nats_settings(kwargs, "saga-cli")
+    assert settings is not None
     try:
-        store = await instance_store(nc.jetstream(), Topology())
-        states = await list_instances(store, status_filter, name, limit)
-    finally:
-        await nc.close()
-    if as_json:
-        click.echo(json.dumps([json.loads(s.model_dump_json()) for s in states], indent=2))
-    else:
-        click.echo(list_text(states))
+        catalog = load_catalog([definitions])
+        kept = retention_seconds(finished_ttl)
+    except DefinitionError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--finished-ttl") from None
+    run_async(reindex_command)(settings, catalog, kept)
 
 
 @main.command()

@@ -166,6 +166,9 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
             "the engine and services to start",
             processes,
         )
+        console = console_url(work / "engine.log")
+        if console is not None:
+            click.echo(f"  web console     {console}")
         planned, orders, trips = plan(count)
         started = time.monotonic()
         await place_orders(js, orders)
@@ -194,7 +197,7 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
 
         await _wait(all_done, timeout, "the sagas to end", processes)
         click.echo(f" in {time.monotonic() - started:.1f} s\n")
-        status = report(planned, finished, server.url if keep else None)
+        status = report(planned, finished, server.url if keep else None, console)
         if keep:
             click.echo("\nEverything keeps running; press Ctrl-C to stop.")
             await _until_signal()
@@ -208,6 +211,15 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
         click.echo("stopped the engine, the services and nats-server")
 
 
+def console_url(engine_log: Path) -> str | None:
+    """The console's URL, from the line ``saga run`` prints (its admin port is picked at start)."""
+    prefix = "web console on "
+    for line in engine_log.read_text(errors="replace").splitlines():
+        if line.startswith(prefix):
+            return line.removeprefix(prefix).strip()
+    return None
+
+
 async def _until_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -217,7 +229,10 @@ async def _until_signal() -> None:
 
 
 def report(
-    planned: list[Planned], finished: dict[tuple[str, str], InstanceState], url: str | None
+    planned: list[Planned],
+    finished: dict[tuple[str, str], InstanceState],
+    url: str | None,
+    console: str | None = None,
 ) -> int:
     rows, unexpected = [], []
     groups: dict[tuple[str, str, str], list[float]] = {}
@@ -249,6 +264,8 @@ def report(
         click.echo("Look next: `saga demo --keep` leaves everything running so you can run")
         click.echo(f"  saga status {example.saga_id} --nats <url>   # steps, compensation, history")
     else:
+        if console is not None:
+            click.echo(f"Open the web console: {console}")
         click.echo("Look next, in another terminal:")
         click.echo(f"  saga status {example.saga_id} --nats {url}   # steps, compensation, history")
         click.echo(f"  saga list --state compensated --nats {url}")

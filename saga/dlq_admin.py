@@ -291,3 +291,14 @@ async def purge_dead_letters(
             continue  # replayed or purged meanwhile
         deleted.append(sequence)
     return deleted
+
+
+async def purge_dead_letter(
+    js: JetStreamContext, sequence: int, topology: Topology | None = None
+) -> None:
+    """Delete one dead letter for good (it is not replayed)."""
+    stream = (topology or Topology()).dlq_stream
+    try:
+        await js.delete_msg(stream, sequence)
+    except NotFoundError:
+        raise DeadLetterError(f"no dead letter {sequence} in {stream}") from None

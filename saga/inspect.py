@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -14,6 +15,7 @@ from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import trigger_saga_id
 from saga.errors import StoreError
+from saga.index import MAX_LIMIT, SagaIndex, SagaQuery
 from saga.nats.topology import Topology, instance_key, token
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, trigger_message_id
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore
@@ -22,13 +24,23 @@ from saga.telemetry.spans import sending
 
 
 async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstanceStore:
+    """The instances bucket, with the index when the server has it (else finding an
+    instance without its saga's name, and listing, read every instance)."""
     try:
-        return KvInstanceStore(await js.key_value(topology.instances_bucket))
+        store = KvInstanceStore(await js.key_value(topology.instances_bucket))
     except BucketNotFoundError:
         raise StoreError(
             f"no bucket {topology.instances_bucket!r} on this server: has `saga run` been "
             "started against it? (check --nats / SAGA_NATS_URL)"
         ) from None
+    index = SagaIndex(store.nc, topology, timeout=2.0)
+    if await index.available():
+        store.index = SagaIndex(store.nc, topology)
+    return store
+
+
+def _index_of(store: InstanceStore) -> SagaIndex | None:
+    return store.index if isinstance(store, KvInstanceStore) else None
 
 
 async def find_record(
@@ -38,6 +50,13 @@ async def find_record(
     if name is not None:
         stored = await store.load(instance_key(name, saga_id))
         return stored.record if stored else None
+    index = _index_of(store)
+    if index is not None:
+        for found in await index.find(saga_id):
+            stored = await store.load(instance_key(found.saga_name, saga_id))
+            if stored is not None and stored.record.state.saga_id == saga_id:
+                return stored.record
+        return None
     suffix = "." + token(saga_id)
     for key in await store.keys():
         if key.endswith(suffix):
@@ -57,6 +76,11 @@ async def find_instance(
 async def list_instances(
     store: InstanceStore, status: str | None = None, name: str | None = None, limit: int = 100
 ) -> list[InstanceState]:
+    """Newest first; through the index when the store has one (newest: latest to enter its
+    status), else by reading every instance (newest: latest started)."""
+    index = _index_of(store)
+    if index is not None:
+        return await _listed(store, index, SagaQuery(saga=name, state=status), limit)
     found = []
     async for record in store.scan():
         state = record.state
@@ -98,6 +122,25 @@ class Started:
                 "a duplicate); no new saga started"
             )
         return f"{self.saga_id} started"
+
+
+async def _listed(
+    store: InstanceStore, index: SagaIndex, query: SagaQuery, limit: int
+) -> list[InstanceState]:
+    """The states of up to ``limit`` instances ``query`` selects, paging the index."""
+    states: list[InstanceState] = []
+    cursor = None
+    while len(states) < limit:
+        wanted = min(MAX_LIMIT, limit - len(states), 256)
+        page = await index.list(replace(query, limit=wanted, cursor=cursor))
+        loaded = await asyncio.gather(
+            *(store.load(instance_key(s.saga_name, s.saga_id)) for s in page.items)
+        )
+        states += [stored.record.state for stored in loaded if stored is not None]
+        cursor = page.cursor
+        if cursor is None:
+            break
+    return states[:limit]
 
 
 async def start_saga(

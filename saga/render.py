@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from saga.core.state import InstanceState, Status
+from saga.index.entry import SagaSummary
 
 STATUS_COLOURS = {
     Status.RUNNING: "cyan",
@@ -71,7 +73,7 @@ def status_text(state: InstanceState) -> str:
     return "\n".join(out)
 
 
-def list_text(states: list[InstanceState]) -> str:
+def list_text(states: Sequence[InstanceState | SagaSummary]) -> str:
     if not states:
         return "no instances"
     rows = [

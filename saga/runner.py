@@ -124,6 +124,7 @@ async def run_engine(
             url = await admin_server.start()
             if announce:
                 print(f"admin API on {url}", flush=True)
+                print(f"web console on {url}/console/", flush=True)
         if not await start_when_possible(engine, stop):
             return
         if reload and await asyncio.to_thread(definitions_path.is_dir):

@@ -111,6 +111,32 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     {"name": "name", "in": "query", "schema": {"type": "string"}},
+                    {"name": "saga", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "Entered their status at or after (ISO 8601)",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                    {
+                        "name": "where",
+                        "in": "query",
+                        "description": "NAME=VALUE of a search attribute (repeatable)",
+                        "schema": {"type": "array", "items": {"type": "string"}},
+                        "style": "form",
+                        "explode": True,
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "The Saga-Next-Cursor header of the previous page",
+                        "schema": {"type": "string"},
+                    },
                     {
                         "name": "limit",
                         "in": "query",

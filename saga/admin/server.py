@@ -11,14 +11,20 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from saga.admin.openapi import OPENAPI
+from saga.console import is_console_path, mount_console
+from saga.core.state import InstanceState
 from saga.engine.operator import ACTIONS, operator_event
 from saga.errors import ConfigError
+from saga.index import SagaQuery, SagaSummary
 from saga.inspect import find_record, list_instances
+from saga.store import KvInstanceStore
 from saga.telemetry import trace_id_of
 
 if TYPE_CHECKING:
@@ -56,6 +62,51 @@ def _dump(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def _summary(s: InstanceState | SagaSummary) -> Any:
+    body = {
+        "saga_id": s.saga_id,
+        "saga_name": s.saga_name,
+        "saga_version": s.saga_version,
+        "status": s.status.value,
+        "started_at": s.started_at,
+        "updated_at": s.updated_at,
+        "finished_at": s.finished_at,
+    }
+    if isinstance(s, SagaSummary):
+        body["search"] = s.search
+    return _dump(body)
+
+
+def query_from(
+    params: MultiMapping[str], name: str | None, state: str | None, limit: int
+) -> SagaQuery:
+    """The index query of ``GET /sagas``'s parameters; ``ValueError`` for a bad one."""
+    where = {}
+    for pair in params.getall("where", []):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"where={pair!r}: expected NAME=VALUE")
+        where[key] = value
+    query = SagaQuery(
+        saga=name,
+        state=state,
+        since=_moment(params.get("since")),
+        until=_moment(params.get("until")),
+        where=where,
+        limit=limit,
+        cursor=params.get("cursor"),
+    )
+    query.check()
+    return query
+
+
+def _moment(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class AdminServer:
     def __init__(self, engine: Engine, settings: AdminSettings) -> None:
         self.engine = engine
@@ -73,6 +124,7 @@ class AdminServer:
         app.router.add_get("/sagas", self.sagas)
         app.router.add_get("/sagas/{saga_id}", self.saga)
         app.router.add_post("/sagas/{saga_id}/{action}", self.action)
+        mount_console(app, self.engine, self.settings.token)  # signs in on its own
         return app
 
     async def start(self) -> str:
@@ -83,7 +135,7 @@ class AdminServer:
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self.settings.port
         url = f"http://{self.settings.host}:{self.port}"
-        log.info("admin API on %s", url)
+        log.info("admin API on %s, console on %s/console/", url, url)
         return url
 
     async def stop(self) -> None:
@@ -94,7 +146,7 @@ class AdminServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.settings.token
-        if token and request.path not in OPEN_PATHS:
+        if token and request.path not in OPEN_PATHS and not is_console_path(request.path):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return _error(401, "missing or wrong bearer token")
@@ -154,6 +206,9 @@ class AdminServer:
         )
 
     async def sagas(self, request: web.Request) -> web.Response:
+        """Through the index when there is one: ``saga``/``name``, ``state``, ``since``,
+        ``until`` (ISO 8601), ``where=k=v`` (repeatable), ``limit``, ``cursor``; the next
+        page's cursor comes back in the ``Saga-Next-Cursor`` header."""
         state = request.query.get("state")
         if state is not None and state not in STATES:
             return _error(400, f"state must be one of {', '.join(STATES)}")
@@ -163,23 +218,20 @@ class AdminServer:
             return _error(400, "limit must be an integer")
         if not 1 <= limit <= 10_000:
             return _error(400, "limit must be between 1 and 10000")
-        assert self.engine.store is not None
-        found = await list_instances(self.engine.store, state, request.query.get("name"), limit)
-        return web.json_response(
-            [
-                _dump(
-                    {
-                        "saga_id": s.saga_id,
-                        "saga_name": s.saga_name,
-                        "saga_version": s.saga_version,
-                        "status": s.status.value,
-                        "started_at": s.started_at,
-                        "finished_at": s.finished_at,
-                    }
-                )
-                for s in found
-            ]
-        )
+        store = self.engine.store
+        assert store is not None
+        name = request.query.get("saga") or request.query.get("name")
+        index = store.index if isinstance(store, KvInstanceStore) else None
+        if index is None:
+            found: list[Any] = await list_instances(store, state, name, limit)
+            return web.json_response([_summary(s) for s in found])
+        try:
+            query = query_from(request.query, name, state, limit)
+            page = await index.list(query)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        headers = {"Saga-Next-Cursor": page.cursor} if page.cursor else None
+        return web.json_response([_summary(s) for s in page.items], headers=headers)
 
     async def saga(self, request: web.Request) -> web.Response:
         assert self.engine.store is not None

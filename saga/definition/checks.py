@@ -183,6 +183,9 @@ def _references(definition: SagaDefinition) -> Iterator[Finding]:
             yield from _check_refs(
                 definition, comp.publish.data, here, before | {step.name}, step.name
             )
+    every = set(definition.step_names())  # a search attribute is read at any status change
+    for name, expression in (definition.search or {}).items():
+        yield from _check_refs(definition, expression, ("search", name), every, "")
 
 
 def _check_refs(

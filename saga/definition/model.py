@@ -219,6 +219,16 @@ class SagaDefinition(_Model):
     """When a step fails while parallel steps are in flight: ``wait`` for their outcomes
     before compensating (so a step that succeeds is undone too), or ``abandon`` them at
     once (a late success still queues its undo)."""
+    search: (
+        dict[
+            Annotated[str, Field(pattern=FIELD_NAME_PATTERN, max_length=64)],
+            Annotated[str, AfterValidator(_validate_template)],
+        ]
+        | None
+    ) = None
+    """Search attributes: a name and a JMESPath over the context (``trigger.customer_id``),
+    evaluated at each status change and indexed, so ``saga list --where name=value`` finds
+    the instances by a business key."""
 
     def step(self, name: str) -> Step:
         for step in self.steps:

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from saga.core import decide
 from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.events import Event
+from saga.core.state import InstanceState
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
 from saga.engine.cache import InstanceCache
@@ -37,6 +38,8 @@ from saga.engine.ownership import Ownership
 from saga.engine.partitions import partition_of
 from saga.engine.settings import EngineSettings
 from saga.errors import RevisionConflict
+from saga.index import SagaIndex
+from saga.index.writer import IndexWriter
 from saga.inspect import find_record
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
@@ -114,6 +117,7 @@ class Engine:
         self.observer = Observer(self.telemetry)
         self.effects = Effects(self.js, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
+        self.index: IndexWriter | None = None
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -175,10 +179,13 @@ class Engine:
             self.ownership = Ownership(
                 self.nc, self.settings, membership, self._consume, self._forget_partition
             )
+        finished_ttl = self.settings.finished_ttl if provisioned.instances_expire else 0.0
         self.store = KvInstanceStore(
             provisioned.instances,
-            finished_ttl=self.settings.finished_ttl if provisioned.instances_expire else 0.0,
+            finished_ttl=finished_ttl,
+            index=SagaIndex(self.nc, topology) if provisioned.index else None,
         )
+        self.index = IndexWriter(self.nc, finished_ttl) if provisioned.index else None
         self.timers.native = provisioned.native_timers
         for sub in self._subs:  # from a failed earlier attempt
             with contextlib.suppress(Exception):
@@ -387,6 +394,7 @@ class Engine:
                 # Written before a crash or a lost race; its commands may not be out yet.
                 outbox = [command_from_json(c) for c in stored.record.outbox]
                 await self._carry_out(stored.record, received, outbox)
+                await self._index(work.definition, None, stored.record.state, repair=True)
                 return Ack()
             before = stored.record.state if stored else None
             if before is not None and before.saga_version != work.definition.version:
@@ -449,10 +457,23 @@ class Engine:
             self.cache.put(key, Stored(record, revision))
             self.observer.transition(before, decision.state, saga_trace, self.clock())
             await self._carry_out(record, received, decision.commands)
+            await self._index(work.definition, before, decision.state)
             if decision.state.status.terminal:
                 self.cache.drop(key)
             return Ack()
         return Retry("too many revision conflicts")
+
+    async def _index(
+        self,
+        definition: SagaDefinition,
+        before: InstanceState | None,
+        after: InstanceState,
+        repair: bool = False,
+    ) -> None:
+        """Update the index (``repair``: a transition redone after a crash, whose previous
+        status is unknown)."""
+        if self.index is not None:
+            await self.index.write(definition, before, after, repair)
 
     async def _carry_out(
         self, record: InstanceRecord, received: Received, commands: Sequence[Command]

@@ -32,6 +32,8 @@ from saga.errors import ProvisioningError
 from saga.nats.pinned import ensure_pinned_consumer
 from saga.nats.topology import (
     DLQ_PREFIX,
+    INDEX_PREFIX,
+    SEARCH_PREFIX,
     STATUS_PREFIX,
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
@@ -72,6 +74,8 @@ class Provisioned:
     """True when the timers stream accepts message schedules."""
     instances_expire: bool = False
     """True when the instances bucket accepts per-message TTLs (finished instances expire)."""
+    index: bool = False
+    """True when the index stream (list and find by status, time, search attributes) is there."""
     subjects: list[str] = field(default_factory=list)
 
 
@@ -248,6 +252,35 @@ async def provision_engine(
         native_timers=native_timers,
         subjects=subjects,
         instances_expire=expiring,
+        index=await ensure_index_stream(js, topology, settings),
+    )
+
+
+async def ensure_index_stream(
+    js: JetStreamContext, topology: Topology, settings: StreamSettings
+) -> bool:
+    """The index stream (:mod:`saga.index`): one message per subject, direct gets, per-message
+    TTLs. False (with a warning) when it cannot be made: the engine runs without an index and
+    listings read every instance."""
+    try:
+        have = await ensure_stream(
+            js,
+            StreamConfig(
+                name=topology.index_stream,
+                subjects=[f"{INDEX_PREFIX}.>", f"{SEARCH_PREFIX}.>"],
+                retention=RetentionPolicy.LIMITS,
+                max_msgs_per_subject=1,
+                allow_direct=True,
+                allow_msg_ttl=True,
+                num_replicas=settings.replicas,
+                storage=settings.storage,
+            ),
+        )
+    except (ProvisioningError, NatsError) as exc:
+        log.warning("no index stream %s (%s): listings will scan", topology.index_stream, exc)
+        return False
+    return bool(have.allow_msg_ttl) or await allow_msg_ttl(
+        js, have, "finished instances' index entries will be kept for ever"
     )
 
 

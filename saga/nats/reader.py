@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -25,6 +27,8 @@ class StoredMessage:
     subject: str
     data: bytes
     headers: dict[str, str]
+    stored_at: datetime | None = None
+    """When the stream stored it."""
 
 
 async def read_stream(
@@ -35,6 +39,20 @@ async def read_stream(
     fetch_timeout: float = 2.0,
 ) -> list[StoredMessage]:
     """Every message of ``stream`` (on ``subjects`` when given) stored when the call begins."""
+    found: list[StoredMessage] = []
+    async for chunk in iter_stream(js, stream, subjects, batch, fetch_timeout):
+        found += chunk
+    return found
+
+
+async def iter_stream(
+    js: JetStreamContext,
+    stream: str,
+    subjects: list[str] | None = None,
+    batch: int = 500,
+    fetch_timeout: float = 2.0,
+) -> AsyncIterator[list[StoredMessage]]:
+    """:func:`read_stream` a batch at a time, for streams too big to hold at once."""
     wanted = sorted(set(subjects or []))
     config = ConsumerConfig(
         name=f"read-{uuid.uuid4().hex[:12]}",
@@ -49,7 +67,6 @@ async def read_stream(
     info = await js.add_consumer(stream, config)
     name = info.name
     remaining = info.num_pending or 0
-    found: list[StoredMessage] = []
     try:
         sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
         while remaining > 0:
@@ -57,20 +74,19 @@ async def read_stream(
                 msgs = await sub.fetch(min(batch, remaining), timeout=fetch_timeout)
             except (TimeoutError, NatsTimeoutError):
                 break  # purged or expired meanwhile: what is left is all there is
-            for msg in msgs:
-                meta = msg.metadata
-                found.append(
-                    StoredMessage(
-                        stream,
-                        meta.sequence.stream,
-                        msg.subject,
-                        msg.data,
-                        dict(msg.headers or {}),
-                    )
+            yield [
+                StoredMessage(
+                    stream,
+                    m.metadata.sequence.stream,
+                    m.subject,
+                    m.data,
+                    dict(m.headers or {}),
+                    m.metadata.timestamp,
                 )
+                for m in msgs
+            ]
             remaining -= len(msgs)
         await sub.unsubscribe()
     finally:
         with contextlib.suppress(Exception):
             await js.delete_consumer(stream, name)
-    return found

@@ -21,6 +21,11 @@ DLQ_PREFIX = "saga.dlq"
 WORK_PREFIX = "saga.work"
 """``saga.work.<partition>.<original subject>``: events routed to the replica owning the
 partition of their instance (partitioned mode only)."""
+INDEX_PREFIX = "saga.index"
+"""``saga.index.<saga>.<status>.<id>``: one entry per instance, in the subject of its status
+(see :mod:`saga.index`)."""
+SEARCH_PREFIX = "saga.search"
+"""``saga.search.<saga>.<attribute>.<value>.<id>``: one entry per declared search attribute."""
 HEADER_ORIGIN = "Saga-Origin"
 """On a routed event: ``<stream>:<sequence>`` of the message it was routed from."""
 
@@ -40,6 +45,7 @@ class Topology:
     members_bucket: str = "saga_engines"
     definitions_bucket: str = "saga_definitions"
     """The newest version of each saga the engine runs, for ``saga start`` (``saga.nats.served``)."""
+    index_stream: str = "SAGA_INDEX"
 
     def partition_consumer(self, partition: int) -> str:
         return f"{self.engine_consumer}-p{partition}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from nats.js.errors import APIError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
@@ -24,6 +25,9 @@ from nats.js.kv import KeyValue
 from saga.errors import RevisionConflict
 from saga.nats.acks import Acks, acks_for
 from saga.store.base import InstanceRecord, Stored
+
+if TYPE_CHECKING:
+    from saga.index import SagaIndex
 
 HEADER_TTL = "Nats-TTL"
 EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
@@ -39,7 +43,11 @@ class _Stale(Exception):
 
 class KvInstanceStore:
     def __init__(
-        self, kv: KeyValue, timeout: float | None = None, finished_ttl: float = 0.0
+        self,
+        kv: KeyValue,
+        timeout: float | None = None,
+        finished_ttl: float = 0.0,
+        index: SagaIndex | None = None,
     ) -> None:
         """``timeout``: seconds a write waits for its ack (default: the connection's shared
         :class:`Acks`); then ``nats.errors.TimeoutError``, and the write may or may not have
@@ -47,11 +55,16 @@ class KvInstanceStore:
 
         ``finished_ttl``: seconds a completed or compensated instance is kept after its last
         write; the server then removes it (needs ``allow_msg_ttl`` on the bucket's stream).
-        0 keeps it for ever."""
+        0 keeps it for ever.
+
+        ``index``: the instance index, which finds and lists without reading every key
+        (:mod:`saga.inspect` uses it when present)."""
         self.kv = kv
+        self.index = index
         self.finished_ttl = finished_ttl
         self._prefix: str = kv._pre  # "$KV.<bucket>.", as nats-py's own writes use it
         nc = kv._js._nc
+        self.nc = nc
         self._acks = acks_for(nc) if timeout is None else Acks(nc, timeout)
 
     async def load(self, key: str) -> Stored | None:

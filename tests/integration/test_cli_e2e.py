@@ -151,6 +151,7 @@ def test_demo_runs_and_every_saga_ends_as_expected() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "16/16 sagas ended as expected" in result.stdout
     assert "compensated at book_hotel" in result.stdout
+    assert "  web console     http://127.0.0.1:" in result.stdout
 
 
 def test_admin_api_and_operator_commands(running: str, logs: Path) -> None:
@@ -176,6 +177,10 @@ def test_admin_api_and_operator_commands(running: str, logs: Path) -> None:
     assert url.startswith("http://127.0.0.1:")
     with urllib.request.urlopen(url + "/readyz", timeout=5) as response:
         assert json.loads(response.read())["status"] == "ready"
+    console = f"web console on {url}/console/"
+    assert console in logs.read_text().splitlines()
+    with urllib.request.urlopen(url + "/console/sagas?q=cli-3", timeout=5) as response:
+        assert "saga.completed" in response.read().decode()  # the id opens its page
 
 
 def test_run_takes_its_settings_from_a_config_file(

@@ -36,6 +36,8 @@ from saga.nats.membership import Membership
 from saga.nats.provision import StreamSettings, provision_engine, provision_partitions
 from saga.nats.topology import (
     DLQ_PREFIX,
+    INDEX_PREFIX,
+    SEARCH_PREFIX,
     STATUS_PREFIX,
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
@@ -779,7 +781,15 @@ def test_nack_streams_match_engine_provisioning() -> None:
         topology.timers_stream,
         topology.dlq_stream,
         topology.work_stream,
+        topology.index_stream,
     }
+    index = streams[topology.index_stream]
+    assert index["subjects"] == [f"{INDEX_PREFIX}.>", f"{SEARCH_PREFIX}.>"]
+    assert (index["maxMsgsPerSubject"], index["allowDirect"], index["allowMsgTtl"]) == (
+        1,
+        True,
+        True,
+    )
     listened, published = example_subjects()
     events = streams[topology.events_stream]
     wanted = sorted({*listened, *published, f"{STATUS_PREFIX}.>"})

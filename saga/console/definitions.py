@@ -1,0 +1,107 @@
+"""Definition pages: each saga's loaded versions, diagram, AsyncAPI document, counts by state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from saga.asyncapi import asyncapi_document, to_yaml
+from saga.console.app import engine_of, html_response, store_of
+from saga.console.html import (
+    STATES,
+    Markup,
+    badge,
+    e,
+    join,
+    link,
+    page,
+    seg,
+    table,
+    url,
+)
+from saga.console.queries import counts_by_state
+from saga.console.view import coloured_diagram
+from saga.definition.model import SagaDefinition
+
+
+def routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/definitions", overview)
+    router.add_get("/definitions/{name}", versions)
+    router.add_get("/definitions/{name}/{version:\\d+}/asyncapi.yaml", asyncapi)
+
+
+def _count_links(name: str, counts: dict[str, int] | None) -> list[Markup]:
+    if counts is None:  # NATS refused to count (see the log)
+        return [e("?") for _ in STATES]
+    return [
+        link(url("sagas", {"saga": name, "state": s}), counts[s], "count") if counts[s] else e(0)
+        for s in STATES
+    ]
+
+
+async def overview(request: web.Request) -> web.Response:
+    catalog = engine_of(request).catalog
+    store = store_of(request)
+    rows = []
+    for name in catalog.names():
+        counts = await counts_by_state(store, engine_of(request).js, name)
+        versions = ", ".join(f"v{d.version}" for d in catalog if d.name == name)
+        rows.append(
+            [link(url(f"definitions/{seg(name)}"), name), e(versions), *_count_links(name, counts)]
+        )
+    headers = ["saga", "versions", *STATES]
+    body = table(headers, rows, "list")
+    return html_response(request, page("Definitions", body, "definitions"))
+
+
+def _version(definition: SagaDefinition) -> Markup:
+    source = coloured_diagram(definition)
+    yaml_url = url(f"definitions/{seg(definition.name)}/{definition.version}/asyncapi.yaml")
+    steps = table(
+        ["step", "publishes", "success", "failure", "compensation"],
+        [
+            [
+                e(s.name),
+                Markup(
+                    f'<span class="mono">{e(s.publish.event if s.publish else "(observed)")}</span>'
+                ),
+                e(", ".join(s.success)),
+                e(", ".join(s.failure)),
+                e(s.compensate.publish.event if s.compensate else ""),
+            ]
+            for s in definition.steps
+        ],
+    )
+    return Markup(
+        f'<section class="card"><h2>Version {definition.version}</h2>'
+        f"<p>{e(definition.description or '')}</p>"
+        f'<p>Trigger <span class="mono">{e(definition.trigger.event)}</span> · '
+        f"{link(yaml_url, 'AsyncAPI document (YAML)')}</p>"
+        f'<pre class="mermaid">{e(source)}</pre>{steps}'
+        f"<details><summary>AsyncAPI</summary>"
+        f'<pre class="data">{e(to_yaml(asyncapi_document(definition)))}</pre></details></section>'
+    )
+
+
+async def versions(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    found = [d for d in engine_of(request).catalog if d.name == name]
+    if not found:
+        raise web.HTTPNotFound(text=f"no saga named {name!r} is loaded")
+    counts = await counts_by_state(store_of(request), engine_of(request).js, name)
+    summary = Markup(
+        '<p class="counts card">'
+        + " ".join(
+            f"{badge(s)} {c}" for s, c in zip(STATES, _count_links(name, counts), strict=True)
+        )
+        + "</p>"
+    )
+    body = join([summary, *(_version(d) for d in reversed(found))])
+    return html_response(request, page(f"Saga {name}", body, "definitions"))
+
+
+async def asyncapi(request: web.Request) -> web.Response:
+    name, version = request.match_info["name"], int(request.match_info["version"])
+    definition = engine_of(request).catalog.get(name, version)
+    if definition is None:
+        raise web.HTTPNotFound(text=f"no saga {name!r} version {version} is loaded")
+    return web.Response(text=to_yaml(asyncapi_document(definition)), content_type="text/yaml")
