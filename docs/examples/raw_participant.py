@@ -27,7 +27,15 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 STREAM = "SAGA_EVENTS"
 COMMAND = "inventory.reserve"
-COPIED = ("Saga-Id", "Saga-Name", "Saga-Step", "Saga-Kind", "traceparent", "tracestate")
+COPIED = (
+    "Saga-Id",
+    "Saga-Name",
+    "Saga-Step",
+    "Saga-Kind",
+    "Saga-Attempt",
+    "traceparent",
+    "tracestate",
+)
 
 
 def answer(key: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -8,6 +8,9 @@ error becomes ``Decision.error``). The rules it keeps:
   and a late *success* of a step whose outcome was unknown (abandoned, timed out,
   or observed and not yet started) queues its undo next; a reply to a driven step
   that was never commanded is stray;
+- a failure answers only its own attempt (``Saga-Attempt``): one of an older attempt than
+  the one in flight is recorded as stale and changes nothing else, while a success of any
+  attempt wins; a success of an older attempt of a step that then failed is undone;
 - a duplicate, stale or late event changes nothing (``Decision.changed`` is False);
 - completed and compensated instances absorb every event;
 - a compensation that cannot succeed parks the instance for an operator.
@@ -147,7 +150,12 @@ class _Transition:
         """
         s = self.state.steps.get(event.step)
         step = self.definition.step(event.step) if s is not None else None
-        if s is None or step is None or step.compensate is None or not _outcome_unknown(step, s):
+        if (
+            s is None
+            or step is None
+            or step.compensate is None
+            or not _outcome_unknown(step, s, event.attempt)
+        ):
             return None
         self.state.status, self.state.finished_at = Status.COMPENSATING, None
         self.record("saga.reopened", event.step, detail="late success of a step given up on")
@@ -330,13 +338,13 @@ class _Transition:
                 s.early = Outcome(succeeded=True, data=event.data)
                 self.record("step.early-reply", event.step, detail="success")
                 return None
-            if self.failing and _outcome_unknown(step, s):
+            if self.failing and _outcome_unknown(step, s, event.attempt):
                 self.mark_succeeded(step, s, event.data)  # compensated with the others
                 self.record("step.late-success", event.step)
                 self.after_outcome()
                 return None
             return f"step {event.step!r} is {s.status.value}: duplicate or stray reply"
-        if _outcome_unknown(step, s):
+        if _outcome_unknown(step, s, event.attempt):
             self.mark_succeeded(step, s, event.data)
             self.record("step.late-success", event.step)
             if step.compensate is not None:
@@ -356,6 +364,12 @@ class _Transition:
         if s is None:
             return f"unknown step {event.step!r}"
         step = self.step_def(event.step)
+        waiting = s.status is StepStatus.ACTIVE and self.state.status is Status.RUNNING
+        if waiting or s.status in UNKNOWN_OUTCOME:
+            if _older(event.attempt, s.attempt):
+                return self.stale("step.stale-failure", event.step, event.attempt, s.attempt)
+            if event.attempt is not None and event.attempt > s.attempt:
+                return f"failure of attempt {event.attempt} of {event.step!r}, never sent: stray"
         if self.state.status is Status.RUNNING:
             if s.status is StepStatus.ACTIVE:
                 policy = step.retry
@@ -377,6 +391,17 @@ class _Transition:
             self.record("step.late-failure", event.step, detail=event.reason)
             return None
         return f"step {event.step!r} is {s.status.value}: late reply ignored"
+
+    def stale(self, event: str, step: str, attempt: int | None, current: int) -> str | None:
+        """A failure that answers an older attempt than the one in flight: it says nothing
+        about the newer attempt, so it is recorded (once) and changes nothing else."""
+        note = f"failure of attempt {attempt} of {step!r} while attempt {current} runs: stale"
+        if any(
+            h.event == event and h.step == step and h.attempt == attempt for h in self.state.history
+        ):
+            return note
+        self.record(event, step, attempt, f"attempt {current} is in flight")
+        return None
 
     # -- timers ---------------------------------------------------------------
 
@@ -549,6 +574,10 @@ class _Transition:
         s = self.current_compensation(event.step)
         if s is None or s.compensation is not CompensationStatus.ACTIVE:
             return f"no compensation of {event.step!r} in progress: duplicate or stray failure"
+        if _older(event.attempt, s.compensation_attempt):
+            return self.stale(
+                "compensation.stale-failure", event.step, event.attempt, s.compensation_attempt
+            )
         self.record("compensation.failed", event.step, s.compensation_attempt, event.reason)
         comp = self.step_def(event.step).compensate
         policy = comp.retry if comp else None
@@ -618,13 +647,21 @@ _HANDLERS: dict[type, Any] = {
 }
 
 
-def _outcome_unknown(step: Step, s: StepState) -> bool:
+def _outcome_unknown(step: Step, s: StepState, attempt: int | None = None) -> bool:
     """Whether a success reply may be true news: the step was started and given up on, or it
-    is observed and its service may have started it on its own. A driven step still pending
-    was never commanded, so a reply to it is stray."""
+    is observed and its service may have started it on its own, or it failed at a later
+    attempt than the one this success answers (that earlier attempt did take effect). A
+    driven step still pending was never commanded, so a reply to it is stray."""
     if s.status is StepStatus.PENDING:
         return not step.driven
+    if s.status is StepStatus.FAILED and _older(attempt, s.attempt):
+        return True
     return s.status in UNKNOWN_OUTCOME
+
+
+def _older(attempt: int | None, current: int) -> bool:
+    """A reply's attempt is known and older than the current one."""
+    return attempt is not None and attempt < current
 
 
 _OPERATOR_VERBS: dict[type, str] = {

@@ -47,6 +47,8 @@ class SagaTriggered:
 class StepSucceeded:
     step: str
     data: dict[str, Any] = field(default_factory=dict)
+    attempt: int | None = None
+    """The reply's ``Saga-Attempt``; None when the participant did not say."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class StepFailed:
     step: str
     reason: str = "failed"
     data: dict[str, Any] = field(default_factory=dict)
+    attempt: int | None = None
+    """The reply's ``Saga-Attempt``: a failure answers only its own attempt. None when the
+    participant did not say (then it is charged to the current attempt)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class CompensationSucceeded:
 class CompensationFailed:
     step: str
     reason: str = "failed"
+    attempt: int | None = None
+    """The reply's ``Saga-Attempt`` (see :attr:`StepFailed.attempt`)."""
 
 
 @dataclass(frozen=True)
@@ -102,22 +109,28 @@ Event = (
 
 
 def classify(
-    definition: SagaDefinition, subject: str, payload: dict[str, Any], saga_id: str
+    definition: SagaDefinition,
+    subject: str,
+    payload: dict[str, Any],
+    saga_id: str,
+    attempt: int | None = None,
 ) -> Event | None:
-    """Turn a consumed message into a typed event by its subject; ``None`` when it means nothing here."""
+    """Turn a consumed message into a typed event by its subject; ``None`` when it means nothing here.
+
+    ``attempt``: the reply's ``Saga-Attempt`` header, if it had one."""
     if subject == definition.trigger.event:
         return SagaTriggered(saga_id, payload)
     reason = payload.get("reason")
     reason_text = str(reason) if reason is not None else "failed"
     for step in definition.steps:
         if subject in step.success:
-            return StepSucceeded(step.name, payload)
+            return StepSucceeded(step.name, payload, attempt)
         if subject in step.failure:
-            return StepFailed(step.name, reason_text, payload)
+            return StepFailed(step.name, reason_text, payload, attempt)
         comp = step.compensate
         if comp is not None:
             if subject in (comp.success or ()):
                 return CompensationSucceeded(step.name, payload)
             if subject in (comp.failure or ()):
-                return CompensationFailed(step.name, reason_text)
+                return CompensationFailed(step.name, reason_text, attempt)
     return None

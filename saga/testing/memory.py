@@ -170,7 +170,9 @@ class MemoryTransport:
                 message, DeadLetterCode.NO_SAGA_ID, "no Saga-Id header and no id field"
             )
             return
-        event = classify(self.definition, message.subject, message.payload, message.saga_id)
+        event = classify(
+            self.definition, message.subject, message.payload, message.saga_id, message.attempt
+        )
         if event is not None:
             await self._apply(message.saga_id, event, message)
 

@@ -208,6 +208,8 @@ def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[st
         HEADER_KIND: kind,
         HEADER_MSG_ID: f"{name}:{saga_id}:{step}:{kind}:reply:{cause.attempt or 1}",
     }
+    if cause.attempt is not None and (cause.step, cause.kind) == (step, kind):
+        headers[HEADER_ATTEMPT] = str(cause.attempt)  # a reply answers its command's attempt
     headers.update({k: cause.headers[k] for k in TRACE_HEADERS if k in cause.headers})
     return headers
 

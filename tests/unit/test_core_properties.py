@@ -250,6 +250,7 @@ class Sim:
         if isinstance(event, StepSucceeded) and decision.changed:
             self.accepted_ok.add(event.step)
         self.check(before, event, decision)
+        self.check_stale(before, event, decision)
         assert not (stale and decision.changed), f"stale {event} changed the instance"
         self.state, self.last = decision.state, event
         return decision
@@ -289,6 +290,7 @@ class Sim:
                 StepStatus.TIMED_OUT,
                 StepStatus.ABANDONED,
                 StepStatus.PENDING,
+                StepStatus.FAILED,  # at a later attempt than the one this success answers
             )
             assert decision.state.compensation_queue[:1] == [event.step] or (
                 decision.state.status is Status.COMPENSATED
@@ -302,6 +304,24 @@ class Sim:
         self.apply_timers(decision)
         self.check_state(before, decision.state, decision)
         self.check_timers(decision.state)
+
+    def check_stale(self, before: InstanceState | None, event: Event, decision: Decision) -> None:
+        """A failure of an older attempt than the current one changes no status: it says
+        nothing about the newer attempt (at most it is recorded in the history)."""
+        if before is None or decision.state is None:
+            return
+        if isinstance(event, StepFailed) and event.attempt is not None:
+            old, new = before.steps[event.step], decision.state.steps[event.step]
+            if event.attempt < old.attempt:
+                assert new.status is old.status, f"stale {event} changed the step"
+                assert decision.state.status is before.status, f"stale {event} moved the saga"
+                assert decision.commands == []
+        if isinstance(event, CompensationFailed) and event.attempt is not None:
+            old, new = before.steps[event.step], decision.state.steps[event.step]
+            if event.attempt < old.compensation_attempt:
+                assert new.compensation is old.compensation, f"stale {event} changed the undo"
+                assert decision.state.status is before.status, f"stale {event} moved the saga"
+                assert decision.commands == []
 
     def check_commands(self, before: InstanceState | None, decision: Decision) -> None:
         assert decision.state is not None
@@ -479,6 +499,7 @@ class Sim:
             "repeated reply": self.replies_of((StepStatus.SUCCEEDED, StepStatus.FAILED)),
             "any reply": self.any_reply(),
             "operator": st.sampled_from([OperatorAbort("op"), OperatorRetry(), OperatorResume()]),
+            "older attempt": self.older_replies(),
             "repeat": st.none() if self.last is not None else None,
         }
         assert self.state is not None
@@ -486,6 +507,7 @@ class Sim:
             weights = {"answer": 5, "timer": 2, "early or late reply": 2, "any reply": 2}
         else:
             weights = {"answer": 2, "timer": 2, "early or late reply": 4, "operator": 2}
+        weights["older attempt"] = 2
         available = {k: strategy for k, strategy in table.items() if strategy is not None}
         weighted = [k for k in available for _ in range(weights.get(k, 1))]
         return st.sampled_from(weighted).flatmap(available.__getitem__)
@@ -496,15 +518,18 @@ class Sim:
         assert state is not None
         waited: list[Event] = []
         for step in self.definition.steps:
-            if state.steps[step.name].status in IN_FLIGHT:
-                waited += [StepSucceeded(step.name, {"v": 1, "w": "x"})] * 3
-                waited += [StepFailed(step.name, "no")] if step.failure else []
+            s = state.steps[step.name]
+            if s.status in IN_FLIGHT:
+                waited += [StepSucceeded(step.name, {"v": 1, "w": "x"}, s.attempt)] * 2
+                waited += [StepSucceeded(step.name, {"v": 1, "w": "x"})]
+                waited += [StepFailed(step.name, "no", {}, s.attempt)] if step.failure else []
         if state.compensation_queue:
             name = state.compensation_queue[0]
             comp = self.definition.step(name).compensate
             assert comp is not None
+            attempt = state.steps[name].compensation_attempt
             waited += [CompensationSucceeded(name)] if comp.success else []
-            waited += [CompensationFailed(name, "no")] if comp.failure else []
+            waited += [CompensationFailed(name, "no", attempt)] if comp.failure else []
         return st.sampled_from(waited) if waited else None
 
     def replies_of(self, statuses: tuple[StepStatus, ...]) -> st.SearchStrategy[Event] | None:
@@ -521,6 +546,23 @@ class Sim:
         if failing:
             replies |= st.builds(StepFailed, st.sampled_from(failing), st.just("late"))
         return replies
+
+    def older_replies(self) -> st.SearchStrategy[Event] | None:
+        """Replies that answer an attempt older than the current one (a retry overtook
+        them): failures must be ignored, a success still counts."""
+        state = self.state
+        assert state is not None
+        replies: list[Event] = []
+        for step in self.definition.steps:
+            s = state.steps[step.name]
+            for attempt in range(1, s.attempt):
+                replies += [StepFailed(step.name, "stale", {}, attempt)] if step.failure else []
+                replies += [StepSucceeded(step.name, {"v": 2}, attempt)]
+            comp = step.compensate
+            if comp is not None and comp.failure:
+                for attempt in range(1, s.compensation_attempt):
+                    replies += [CompensationFailed(step.name, "stale", attempt)]
+        return st.sampled_from(replies) if replies else None
 
     def any_reply(self) -> st.SearchStrategy[Event]:
         defn = self.definition
