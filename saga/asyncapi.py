@@ -39,7 +39,7 @@ from saga.protocol import (
 )
 
 ASYNCAPI_VERSION = "3.0.0"
-STATUSES = ("completed", "compensated", "parked")
+STATUSES = ("completed", "compensated", "parked", "reopened")
 DEFAULT_SERVER = "localhost:4222"
 
 Action = Literal["send", "receive"]
@@ -309,6 +309,10 @@ def _status(definition: SagaDefinition, status: str) -> _Exchange:
         "completed": "every step succeeded",
         "compensated": "a step failed and every succeeded step was undone",
         "parked": "an undo could not succeed; the instance waits for an operator",
+        "reopened": (
+            "a compensated instance heard that a step it gave up on succeeded after all, "
+            "and undoes it (no second `compensated` follows)"
+        ),
     }[status]
     payload = {
         "type": "object",

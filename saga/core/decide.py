@@ -28,6 +28,7 @@ from saga.core.commands import (
     Finished,
     Parked,
     PublishEvent,
+    Reopened,
     ScheduleTimer,
 )
 from saga.core.events import (
@@ -159,6 +160,7 @@ class _Transition:
             return None
         self.state.status, self.state.finished_at = Status.COMPENSATING, None
         self.record("saga.reopened", event.step, detail="late success of a step given up on")
+        self.commands.append(Reopened(event.step))
         self.mark_succeeded(step, s, event.data)
         self.record("step.late-success", event.step)
         self.state.compensation_queue = []
@@ -231,8 +233,10 @@ class _Transition:
         self.state.finished_at = self.now
         if status is Status.COMPLETED and self.definition.deadline is not None:
             self.cancel(Timer(TimerKind.DEADLINE))
+        again = status is Status.COMPENSATED and self.state.reopened
         self.record(f"saga.{status.value}")
-        self.commands.append(Finished(status.value))
+        if not again:  # announced once per instance: a reopened saga was announced already
+            self.commands.append(Finished(status.value))
 
     # -- forward ------------------------------------------------------------
 

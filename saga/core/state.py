@@ -97,6 +97,11 @@ class InstanceState(BaseModel):
     failure_reason: str | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
 
+    @property
+    def reopened(self) -> bool:
+        """Compensated once, then reopened to undo a late success (announced only once)."""
+        return any(h.event == "saga.reopened" for h in self.history)
+
     def template_context(self) -> dict[str, Any]:
         saga = {"id": self.saga_id, "name": self.saga_name, "version": self.saga_version}
         return {"saga": saga, **self.context}

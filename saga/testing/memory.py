@@ -16,7 +16,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from saga.core import decide
-from saga.core.commands import CancelTimer, Command, Finished, Parked, PublishEvent, ScheduleTimer
+from saga.core.commands import (
+    CancelTimer,
+    Command,
+    Finished,
+    Parked,
+    PublishEvent,
+    Reopened,
+    ScheduleTimer,
+)
 from saga.core.events import Event, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
 from saga.engine.effects import status_event
@@ -212,6 +220,8 @@ class MemoryTransport:
             await self.publish(*status_event(state, command.status, state.failure_reason))
         elif isinstance(command, Parked):
             await self.publish(*status_event(state, "parked", command.reason))
+        elif isinstance(command, Reopened):
+            await self.publish(*status_event(state, "reopened", command.reason))
         else:  # pragma: no cover - a command the core gained after this harness
             raise HarnessError(f"the harness cannot carry out {command!r}")
 

@@ -143,7 +143,10 @@ def test_one_channel_per_subject_including_the_lifecycle_events() -> None:
 
     addresses = {c["address"] for c in document["channels"].values()}
 
-    statuses = {f"saga.status.order-fulfilment.{s}" for s in ("completed", "compensated", "parked")}
+    statuses = {
+        f"saga.status.order-fulfilment.{s}"
+        for s in ("completed", "compensated", "parked", "reopened")
+    }
     assert addresses == {*listened_subjects(definition), *published_subjects(definition), *statuses}
     assert all(name == c["address"] for name, c in document["channels"].items())
     assert document["servers"]["nats"] == {
@@ -176,6 +179,7 @@ def test_the_engine_sends_commands_and_receives_answers_in_flow_order() -> None:
         ("status.completed", "send"),
         ("status.compensated", "send"),
         ("status.parked", "send"),
+        ("status.reopened", "send"),
     ]
     charge = document["operations"]["charge_payment.command"]["description"]
     assert "Step 2 of 3" in charge

@@ -32,6 +32,7 @@ from saga.core import (
     OperatorRetry,
     Parked,
     PublishEvent,
+    Reopened,
     SagaTriggered,
     ScheduleTimer,
     Status,
@@ -389,7 +390,10 @@ class Sim:
         if before is not None and before.status is not Status.RUNNING:
             assert after.status is not Status.RUNNING, "an instance never goes back to running"
         finished = [c.status for c in decision.commands if isinstance(c, Finished)]
-        assert finished == ([after.status.value] if after.status.terminal else [])
+        again = after.status is Status.COMPENSATED and after.reopened  # announced once
+        assert finished == ([after.status.value] if after.status.terminal and not again else [])
+        reopened = [c for c in decision.commands if isinstance(c, Reopened)]
+        assert len(reopened) == (before is not None and before.status is Status.COMPENSATED)
         parked = [c for c in decision.commands if isinstance(c, Parked)]
         newly_parked = before is not None and before.status is not Status.PARKED
         assert len(parked) == (after.status is Status.PARKED and newly_parked)
