@@ -600,6 +600,7 @@ DONE: dict[str, dict[str, Any]] = {
     "charge_payment": {"payment_id": "pay-1", "amount": 99.5},
     "book_flight": {"booking_ref": "FL1"},
     "book_hotel": {"reservation_ref": "HT1"},
+    "rent_car": {"rental_ref": "CAR1"},
 }
 """What earlier steps returned, for the templates of later commands and undos."""
 
@@ -640,6 +641,7 @@ UNDO = [
     (ORDER, "charge_payment", "payment.refunded"),
     (TRAVEL, "book_flight", "travel.flight.cancelled"),
     (TRAVEL, "book_hotel", "travel.hotel.cancelled"),
+    (TRAVEL, "rent_car", "travel.car.returned"),
 ]
 APPS = [inventory.app, payment.app, shipping.app, flight.app, hotel.app, car.app]
 
