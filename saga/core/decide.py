@@ -188,9 +188,12 @@ class _Transition:
         step: str | None = None,
         attempt: int | None = None,
         detail: str | None = None,
+        actor: str | None = None,
     ) -> None:
         self.state.history.append(
-            HistoryEntry(at=self.now, event=event, step=step, attempt=attempt, detail=detail)
+            HistoryEntry(
+                at=self.now, event=event, step=step, attempt=attempt, detail=detail, actor=actor
+            )
         )
 
     def schedule(self, timer: Timer, at: datetime) -> None:
@@ -597,19 +600,19 @@ class _Transition:
         if self.state.status is not Status.RUNNING:
             return f"cannot abort: instance is {self.state.status.value}"
         self.abandon_in_flight()
-        self.record("operator.abort", detail=event.reason)
+        self.record("operator.abort", detail=event.reason, actor=event.actor)
         if self.failing:
             self.begin_compensation(self.state.failure_step, self.state.failure_reason or "")
         else:
             self.begin_compensation(None, event.reason)
         return None
 
-    def operator_retry(self, _: OperatorRetry) -> str | None:
+    def operator_retry(self, event: OperatorRetry) -> str | None:
         if self.state.status is Status.PARKED:
             name = self.state.compensation_queue[0]
             s = self.state.steps[name]
             self.state.status = Status.COMPENSATING
-            self.record("operator.retry", name)
+            self.record("operator.retry", name, detail=event.reason, actor=event.actor)
             self.drive_compensation(name, s, s.compensation_attempt + 1)
             if s.compensation is CompensationStatus.DONE:
                 self.state.compensation_queue.pop(0)
@@ -622,19 +625,19 @@ class _Transition:
                     if not step.driven:
                         return f"cannot retry: step {step.name!r} is observed, the engine does not drive it"
                     self.cancel_step_timers(step.name, s)
-                    self.record("operator.retry", step.name)
+                    self.record("operator.retry", step.name, detail=event.reason, actor=event.actor)
                     self.drive(step, s, s.attempt + 1)
                     return None
         return f"cannot retry: instance is {self.state.status.value} with nothing to re-drive"
 
-    def operator_resume(self, _: OperatorResume) -> str | None:
+    def operator_resume(self, event: OperatorResume) -> str | None:
         if self.state.status is not Status.PARKED:
             return f"cannot resume: instance is {self.state.status.value}, not parked"
         name = self.state.compensation_queue.pop(0)
         s = self.state.steps[name]
         s.compensation, s.compensation_finished_at = CompensationStatus.RESOLVED, self.now
         self.state.status = Status.COMPENSATING
-        self.record("operator.resume", name)
+        self.record("operator.resume", name, detail=event.reason, actor=event.actor)
         self.next_compensation()
         return None
 

@@ -83,16 +83,24 @@ class TimerFired:
 @dataclass(frozen=True)
 class OperatorAbort:
     reason: str = "aborted by operator"
+    actor: str | None = None
+    """Who asked (recorded in the history), as the adapter authenticated them."""
 
 
 @dataclass(frozen=True)
 class OperatorRetry:
     """Re-drive the current step, or the compensation that parked the instance."""
 
+    reason: str | None = None
+    actor: str | None = None
+
 
 @dataclass(frozen=True)
 class OperatorResume:
     """Mark the parked compensation as resolved by hand and go on compensating."""
+
+    reason: str | None = None
+    actor: str | None = None
 
 
 Event = (

@@ -76,6 +76,8 @@ class HistoryEntry(BaseModel):
     step: str | None = None
     attempt: int | None = None
     detail: str | None = None
+    actor: str | None = None
+    """Who caused it, for operator actions (``cli:alice via nats``, ``http``)."""
 
 
 class InstanceState(BaseModel):

@@ -34,3 +34,6 @@ class EngineSettings:
     """Seconds after its last heartbeat that a silent replica counts as gone."""
     pin_timeout: float = 5.0
     """Seconds a partition stays pinned to a replica that stopped pulling (a crash)."""
+    admin_token: str | None = field(default=None, repr=False)
+    """Required (``Authorization: Bearer``) on operator actions over NATS when set: the
+    same token as the admin HTTP API's ``--admin-token``."""
