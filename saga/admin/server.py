@@ -111,6 +111,8 @@ class AdminServer:
         if reasons:
             return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
         body: dict[str, Any] = {"status": "ready", "replica": self.engine.member_id}
+        if self.engine.stranded:  # still served: the versions stay loaded until a restart
+            body["stranded"] = [s.to_json() for s in self.engine.stranded]
         if self.engine.settings.partitions:
             body["partitions"] = {
                 "count": self.engine.settings.partitions,
