@@ -203,6 +203,11 @@ class Engine:
                     self.ownership.keep_balanced(self._stopping), name="saga-members"
                 )
             )
+        if self.timers.native:
+            sweep = self.timers.keep_swept(
+                topology.timer_consumer, self._stopping, self.settings.timer_sweep
+            )
+            self._tasks.append(asyncio.create_task(sweep, name="saga-timer-sweep"))
         self.ready.set()
         log.info(
             "engine consuming %d saga definition(s): %s",
@@ -513,7 +518,7 @@ class Engine:
                 await dead_letter(self.js, msg, verdict.code, verdict.reason, received.subject)
                 return
             await msg.ack()
-            if meta.stream == self.settings.topology.timers_stream:
+            if meta.stream == self.settings.topology.timers_stream and not self.timers.native:
                 with contextlib.suppress(Exception):
                     await self.timers.forget_fired(meta.sequence.stream)
         except Exception:
