@@ -15,3 +15,11 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 
 KIND_STEP = "step"
 KIND_COMPENSATION = "compensation"
+
+STARTED_PREFIX = "saga.started"
+"""``saga.started.<saga>.<step>``: a participant reports that it started a step's command
+(same ``Saga-*`` headers as its reply); the step's run ``timeout`` counts from there."""
+
+
+def started_subject(saga_name: str, step: str) -> str:
+    return f"{STARTED_PREFIX}.{saga_name}.{step}"

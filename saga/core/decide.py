@@ -40,6 +40,7 @@ from saga.core.events import (
     OperatorRetry,
     SagaTriggered,
     StepFailed,
+    StepStarted,
     StepSucceeded,
     Timer,
     TimerFired,
@@ -219,7 +220,10 @@ class _Transition:
         self.commands.append(PublishEvent(spec.event, data, headers, msg_id))
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:
-        if s.status is StepStatus.ACTIVE and self.step_def(name).timeout is not None:
+        step = self.step_def(name)
+        if s.status is StepStatus.ACTIVE and _queued(step, s):
+            self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, name, s.attempt))
+        elif s.status is StepStatus.ACTIVE and step.timeout is not None:
             self.cancel(Timer(TimerKind.STEP_TIMEOUT, name, s.attempt))
         if s.status is StepStatus.RETRY_WAIT:
             self.cancel(Timer(TimerKind.STEP_RETRY, name, s.attempt))
@@ -315,13 +319,36 @@ class _Transition:
     def drive(self, step: Step, s: StepState, attempt: int) -> None:
         s.status = StepStatus.ACTIVE
         s.attempt = attempt
+        s.running_since = None
         self.record("step.started" if attempt == 1 else "step.retried", step.name, attempt)
         if step.publish is not None:
             self.publish(step.publish, step.name, attempt, KIND_STEP)
-        if step.timeout is not None:
+        if _queued(step, s):
+            assert step.queue_timeout is not None
+            timer = Timer(TimerKind.QUEUE_TIMEOUT, step.name, attempt)
+            self.schedule(timer, self.now + step.queue_timeout)
+        elif step.timeout is not None:
             self.schedule(
                 Timer(TimerKind.STEP_TIMEOUT, step.name, attempt), self.now + step.timeout
             )
+
+    def step_started(self, event: StepStarted) -> str | None:
+        """The participant took the command out of its queue: the run ``timeout`` starts."""
+        s = self.state.steps.get(event.step)
+        if s is None:
+            return f"unknown step {event.step!r}"
+        step = self.step_def(event.step)
+        current = event.attempt is None or event.attempt == s.attempt
+        waiting = s.status is StepStatus.ACTIVE and _queued(step, s)
+        if self.state.status is not Status.RUNNING or not waiting or not current:
+            return f"step {event.step!r} is {s.status.value}: start report ignored"
+        self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt))
+        s.running_since = self.now
+        self.record("step.running", step.name, s.attempt)
+        if step.timeout is not None:
+            timer = Timer(TimerKind.STEP_TIMEOUT, step.name, s.attempt)
+            self.schedule(timer, self.now + step.timeout)
+        return None
 
     def wait_to_retry(self, step: str, s: StepState, policy: RetryPolicy, why: str) -> None:
         self.cancel_step_timers(step, s)
@@ -426,7 +453,7 @@ class _Transition:
         s = self.state.steps.get(timer.step or "")
         if s is None or timer.step is None:
             return f"timer for unknown step {timer.step!r}"
-        if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY):
+        if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.QUEUE_TIMEOUT, TimerKind.STEP_RETRY):
             return self.step_timer(timer, timer.step, s)
         return self.compensation_timer(timer, timer.step, s)
 
@@ -434,14 +461,17 @@ class _Transition:
         if self.state.status is not Status.RUNNING or timer.attempt != s.attempt:
             return "stale timer"
         step = self.step_def(name)
-        if timer.kind is TimerKind.STEP_TIMEOUT and s.status is StepStatus.ACTIVE:
+        queued = timer.kind is TimerKind.QUEUE_TIMEOUT
+        timeouts = (TimerKind.STEP_TIMEOUT, TimerKind.QUEUE_TIMEOUT)
+        if timer.kind in timeouts and s.status is StepStatus.ACTIVE and queued == _queued(step, s):
+            why = "not started in time" if queued else "timed out"
             policy = step.retry
             if policy and step.driven and s.attempt < policy.attempts:
-                self.wait_to_retry(name, s, policy, "timed out")
+                self.wait_to_retry(name, s, policy, why)
                 return None
             s.status, s.finished_at = StepStatus.TIMED_OUT, self.now
-            s.reason = f"timed out after {s.attempt} attempt(s)"
-            self.record("step.timed-out", name, s.attempt)
+            s.reason = f"{why} after {s.attempt} attempt(s)"
+            self.record("step.timed-out", name, s.attempt, "in the queue" if queued else None)
             self.fail(name, s.reason)
             return None
         if timer.kind is TimerKind.STEP_RETRY and s.status is StepStatus.RETRY_WAIT:
@@ -643,6 +673,7 @@ class _Transition:
 
 
 _HANDLERS: dict[type, Any] = {
+    StepStarted: _Transition.step_started,
     StepSucceeded: _Transition.step_succeeded,
     StepFailed: _Transition.step_failed,
     TimerFired: _Transition.timer_fired,
@@ -664,6 +695,12 @@ def _outcome_unknown(step: Step, s: StepState, attempt: int | None = None) -> bo
     if s.status is StepStatus.FAILED and _older(attempt, s.attempt):
         return True
     return s.status in UNKNOWN_OUTCOME
+
+
+def _queued(step: Step, s: StepState) -> bool:
+    """A driven step with a ``queue_timeout`` whose current attempt is not reported started:
+    its queue timer runs, not its run timer."""
+    return step.driven and step.queue_timeout is not None and s.running_since is None
 
 
 def _older(attempt: int | None, current: int) -> bool:

@@ -7,10 +7,13 @@ from enum import StrEnum
 from typing import Any
 
 from saga.definition.model import SagaDefinition
+from saga.protocol import STARTED_PREFIX
 
 
 class TimerKind(StrEnum):
     STEP_TIMEOUT = "step-timeout"
+    QUEUE_TIMEOUT = "queue-timeout"
+    """A driven step with ``queue_timeout`` was not reported started in time."""
     STEP_RETRY = "step-retry"
     COMPENSATION_TIMEOUT = "compensation-timeout"
     COMPENSATION_RETRY = "compensation-retry"
@@ -49,6 +52,14 @@ class StepSucceeded:
     data: dict[str, Any] = field(default_factory=dict)
     attempt: int | None = None
     """The reply's ``Saga-Attempt``; None when the participant did not say."""
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    """The participant began the work of a step's command (``saga.started.<saga>.<step>``)."""
+
+    step: str
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class OperatorResume:
 
 Event = (
     SagaTriggered
+    | StepStarted
     | StepSucceeded
     | StepFailed
     | CompensationSucceeded
@@ -128,6 +140,10 @@ def classify(
     ``attempt``: the reply's ``Saga-Attempt`` header, if it had one."""
     if subject == definition.trigger.event:
         return SagaTriggered(saga_id, payload)
+    if subject.startswith(STARTED_PREFIX + "."):
+        step_name = subject.removeprefix(f"{STARTED_PREFIX}.{definition.name}.")
+        started = any(s.name == step_name and s.queue_timeout for s in definition.steps)
+        return StepStarted(step_name, attempt) if started else None
     reason = payload.get("reason")
     reason_text = str(reason) if reason is not None else "failed"
     for step in definition.steps:

@@ -58,6 +58,9 @@ class StepState(BaseModel):
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
     started_at: datetime | None = None
+    running_since: datetime | None = None
+    """When the participant reported it started the current attempt (steps with a
+    ``queue_timeout``); None while the command waits in its queue."""
     finished_at: datetime | None = None
     reason: str | None = None
     early: Outcome | None = None

@@ -37,6 +37,7 @@ from saga.core import (
     ScheduleTimer,
     Status,
     StepFailed,
+    StepStarted,
     StepStatus,
     StepSucceeded,
     Timer,
@@ -120,11 +121,14 @@ def steps(
         step["timeout"] = draw(st.sampled_from(DURATIONS))
     if draw(st.booleans()):  # driven
         step["publish"] = {"event": f"s{i}.do"}
+        if draw(st.integers(0, 3)) == 0:
+            step["queue_timeout"] = draw(st.sampled_from(DURATIONS))
         data = draw(templates(readable))
         if data is not None:
             step["publish"]["data"] = data
         if draw(st.booleans()):
-            step["retry"] = draw(retry_policies(needs_on_failure="timeout" not in step))
+            timed = "timeout" in step or "queue_timeout" in step
+            step["retry"] = draw(retry_policies(needs_on_failure=not timed))
     own = [f"steps.s{i}.{f}" for f in (keep or FIELDS)]
     comp = draw(compensations(i, [*readable, *own], live))
     if comp is not None:
@@ -317,6 +321,9 @@ class Sim:
                 assert new.status is old.status, f"stale {event} changed the step"
                 assert decision.state.status is before.status, f"stale {event} moved the saga"
                 assert decision.commands == []
+        started = isinstance(event, StepStarted) and event.attempt is not None
+        if started and event.attempt < before.steps[event.step].attempt:
+            assert not decision.changed, f"stale {event} changed the instance"
         if isinstance(event, CompensationFailed) and event.attempt is not None:
             old, new = before.steps[event.step], decision.state.steps[event.step]
             if event.attempt < old.compensation_attempt:
@@ -472,7 +479,10 @@ class Sim:
             timers = [Timer(TimerKind.DEADLINE)] if self.definition.deadline else []
             for step in self.definition.steps:
                 s = state.steps[step.name]
-                if s.status is StepStatus.ACTIVE and step.timeout is not None:
+                queued = step.queue_timeout is not None and s.running_since is None
+                if s.status is StepStatus.ACTIVE and step.driven and queued:
+                    timers.append(Timer(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt))
+                elif s.status is StepStatus.ACTIVE and step.timeout is not None:
                     timers.append(Timer(TimerKind.STEP_TIMEOUT, step.name, s.attempt))
                 if s.status is StepStatus.RETRY_WAIT:
                     timers.append(Timer(TimerKind.STEP_RETRY, step.name, s.attempt))
@@ -523,6 +533,8 @@ class Sim:
         waited: list[Event] = []
         for step in self.definition.steps:
             s = state.steps[step.name]
+            if s.status in IN_FLIGHT and step.queue_timeout is not None:
+                waited += [StepStarted(step.name, s.attempt)] * 2
             if s.status in IN_FLIGHT:
                 waited += [StepSucceeded(step.name, {"v": 1, "w": "x"}, s.attempt)] * 2
                 waited += [StepSucceeded(step.name, {"v": 1, "w": "x"})]
@@ -561,6 +573,7 @@ class Sim:
             s = state.steps[step.name]
             for attempt in range(1, s.attempt):
                 replies += [StepFailed(step.name, "stale", {}, attempt)] if step.failure else []
+                replies += [StepStarted(step.name, attempt)] if step.queue_timeout else []
                 replies += [StepSucceeded(step.name, {"v": 2}, attempt)]
             comp = step.compensate
             if comp is not None and comp.failure:
@@ -592,6 +605,7 @@ class Sim:
         for name, s in self.state.steps.items():
             for attempt in range(s.attempt):
                 older += [Timer(TimerKind.STEP_TIMEOUT, name, attempt)]
+                older += [Timer(TimerKind.QUEUE_TIMEOUT, name, attempt)]
                 older += [Timer(TimerKind.STEP_RETRY, name, attempt)]
             for attempt in range(s.compensation_attempt):
                 older += [Timer(TimerKind.COMPENSATION_TIMEOUT, name, attempt)]
