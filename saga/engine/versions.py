@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from saga.core.state import Status
 from saga.definition.model import SagaDefinition
 
 UNFINISHED = frozenset({Status.RUNNING.value, Status.COMPENSATING.value, Status.PARKED.value})
+_UNFINISHED_BYTES = frozenset(s.encode() for s in UNFINISHED)
+_STATUS = re.compile(rb'"status":\s*"([a-z-]+)"')
 SHOWN = 10
 """Instance ids named per version in a message; the count says how many there are."""
 
@@ -117,8 +120,10 @@ async def stored_instances(
 
 
 def _parse(data: bytes) -> Stored | None:
-    """The version facts of a stored record; None for a delete marker or an unreadable one."""
-    if not data:
+    """The version facts of an unfinished record; None for a finished one (most of the bucket,
+    told apart without parsing it), a delete marker or an unreadable one."""
+    status = _STATUS.search(data, 0, 2048)  # the state's own status comes first in a record
+    if not data or (status is not None and status.group(1) not in _UNFINISHED_BYTES):
         return None
     try:
         state = json.loads(data)["state"]

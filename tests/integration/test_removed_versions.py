@@ -101,3 +101,31 @@ def test_only_unfinished_instances_of_versions_not_loaded_count() -> None:
     assert found[0].saga_ids == ("a", "b")
     assert len(found[1].saga_ids) == 10
     assert found[1].describe().endswith(", ...)")
+
+
+def test_finished_records_are_told_apart_without_parsing_and_ids_cannot_fool_it() -> None:
+    from datetime import UTC, datetime
+
+    from saga.core.state import InstanceState, Status
+    from saga.engine.versions import _parse
+    from saga.store import InstanceRecord
+
+    now = datetime.now(UTC)
+
+    def record(saga_id: str, status: Status) -> bytes:
+        state = InstanceState(
+            saga_id=saga_id,
+            saga_name="shop",
+            saga_version=3,
+            status=status,
+            started_at=now,
+            updated_at=now,
+        )
+        return InstanceRecord(state=state).model_dump_json().encode()
+
+    assert _parse(record("a", Status.COMPLETED)) is None
+    assert _parse(record("b", Status.PARKED)) == Stored("shop", 3, "parked", "b")
+    tricky = '","status":"completed'
+    assert _parse(record(tricky, Status.RUNNING)) == Stored("shop", 3, "running", tricky)
+    assert _parse(b"") is None
+    assert _parse(b"not json") is None
