@@ -26,6 +26,7 @@ from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
+from saga.render import status_text
 from tests.support import wait_for
 
 TOKEN = "op-secret-1"
@@ -125,6 +126,7 @@ async def test_with_the_token_the_action_is_applied_and_records_who_and_why(
     [entry] = [h for h in state.history if h.event == "operator.abort"]
     assert entry.actor == "cli:ann via nats"
     assert entry.detail == "customer called"
+    assert "operator.abort  customer called  by cli:ann via nats" in status_text(state)
 
 
 async def test_a_bad_request_gets_a_clear_answer(client: Client, engine: Engine) -> None:
