@@ -132,6 +132,9 @@ class MemoryTransport:
         """The engine sees what it consumes; the scripted participants see everything."""
         if message.subject in self.index.consumed:
             await self._consume(message)
+        report = self.script.started(message)
+        if report is not None:
+            await self.publish(report.subject, report.payload, report.headers)
         outgoing = await self.script.answer(message)
         if outgoing is None:
             return

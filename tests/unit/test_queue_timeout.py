@@ -32,6 +32,7 @@ from saga.definition import SagaDefinition, parse_definition
 from saga.engine.intake import Intake, Work
 from saga.errors import DefinitionError
 from saga.nats.topology import listened_subjects
+from saga.testing import SagaHarness, reply
 
 QUEUED = """
 name: signup
@@ -146,3 +147,20 @@ steps:
 """
     with pytest.raises(DefinitionError, match=r"queue_timeout: an observed step has no command"):
         parse_definition(text)
+
+
+async def test_the_harness_participants_report_starts_as_the_sdk_does() -> None:
+    """A scripted participant starts each command at once and says so; its answer 1 s
+    later is within the run ``timeout`` of 2 s."""
+    h = SagaHarness(SIGNUP)
+    h.on("account.create", reply("account.created").after(1))
+
+    result = await h.run({"id": "u-1"})
+
+    assert result.status == "completed"
+    assert [m.subject for m in result.messages][:3] == [
+        "signup.requested",
+        "account.create",
+        "saga.started.signup.create_account",
+    ]
+    assert result.step("create_account").running_since is not None
