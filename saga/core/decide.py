@@ -11,6 +11,8 @@ error becomes ``Decision.error``). The rules it keeps:
 - a failure answers only its own attempt (``Saga-Attempt``): one of an older attempt than
   the one in flight is recorded as stale and changes nothing else, while a success of any
   attempt wins; a success of an older attempt of a step that then failed is undone;
+- a driven step with ``queue_timeout`` starts its run ``timeout`` only when the participant
+  reports the start (:class:`StepStarted`); until then its queue timer runs;
 - a duplicate, stale or late event changes nothing (``Decision.changed`` is False);
 - completed and compensated instances absorb every event;
 - a compensation that cannot succeed parks the instance for an operator.
