@@ -1,5 +1,5 @@
 """A burst against a busy participant, with and without ``queue_timeout``:
-``python bench/queue.py [--sagas 2000]``.
+``python bench/queue_timeout.py [--sagas 2000]``.
 
 One engine and one SDK participant in this process, on an embedded nats-server. The
 participant works on at most 16 commands at a time, 20 ms each, so a burst of 2,000
