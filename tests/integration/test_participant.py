@@ -262,6 +262,7 @@ async def test_success_reply_carries_the_result_and_the_saga_headers(
         "Saga-Name": "test-saga",
         "Saga-Step": "work",
         "Saga-Kind": "step",
+        "Saga-Attempt": "2",  # the attempt it answers (issue 12, defect 3)
     }
     assert reply.headers["traceparent"] == trace
     assert reply.headers["tracestate"] == "k=v"
@@ -570,6 +571,7 @@ async def test_hotel_books_on_its_own_when_the_flight_is_booked(
         "Saga-Name": "travel-booking",
         "Saga-Step": "book_hotel",
         "Saga-Kind": "step",
+        "Saga-Attempt": "1",  # an observed step runs once
     }
     assert body(booked)["reservation_ref"].startswith("HT")
     [flight_booked] = await on_subject(js, "travel.flight.booked")
