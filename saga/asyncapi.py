@@ -36,10 +36,11 @@ from saga.protocol import (
     HEADER_SAGA_NAME,
     KIND_COMPENSATION,
     KIND_STEP,
+    started_subject,
 )
 
 ASYNCAPI_VERSION = "3.0.0"
-STATUSES = ("completed", "compensated", "parked")
+STATUSES = ("completed", "compensated", "parked", "reopened")
 DEFAULT_SERVER = "localhost:4222"
 
 Action = Literal["send", "receive"]
@@ -215,6 +216,22 @@ def _step(definition: SagaDefinition, step: Step, number: int, total: int) -> li
         if step.driven
         else f" The step is observed: no command is sent; a service publishes this on its own, usually {after}."
     )
+    if step.queue_timeout is not None:
+        found.append(
+            _Exchange(
+                f"{step.name}.started",
+                started_subject(definition.name, step.name),
+                "receive",
+                f"{position}: the participant started the work.",
+                f"{position}: the participant reports, just before it works on the command, "
+                f"that it took it from its queue (empty body). The command may wait "
+                f"{format_duration(step.queue_timeout)} for this (`queue_timeout`); the step's "
+                "`timeout` counts from here.",
+                answer_headers(definition, step.name, KIND_STEP),
+                object_schema({}, "Empty."),
+                (step.name, "step"),
+            )
+        )
     kept = {*(step.keep or ()), *template_reads(definition, ("steps", step.name))}
     success = object_schema(
         {f: {"description": f"Kept as `steps.{step.name}.{f}`."} for f in sorted(kept)},
@@ -309,6 +326,10 @@ def _status(definition: SagaDefinition, status: str) -> _Exchange:
         "completed": "every step succeeded",
         "compensated": "a step failed and every succeeded step was undone",
         "parked": "an undo could not succeed; the instance waits for an operator",
+        "reopened": (
+            "a compensated instance heard that a step it gave up on succeeded after all, "
+            "and undoes it (no second `compensated` follows)"
+        ),
     }[status]
     payload = {
         "type": "object",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import getpass
 import json
 import sys
 import time
@@ -291,7 +292,8 @@ def _use_config_file(ctx: click.Context, _: click.Parameter, value: Path | None)
 @click.option(
     "--admin-token",
     envvar="SAGA_ADMIN_TOKEN",
-    help="Bearer token the admin API requires [env SAGA_ADMIN_TOKEN].",
+    help="Bearer token the admin API and operator actions over NATS require "
+    "[env SAGA_ADMIN_TOKEN].",
 )
 @click.option(
     "--reload/--no-reload",
@@ -371,7 +373,9 @@ def run(
         kept = retention_seconds(finished_ttl)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--finished-ttl") from None
-    engine_settings = EngineSettings(streams=streams, partitions=partitions, finished_ttl=kept)
+    engine_settings = EngineSettings(
+        streams=streams, partitions=partitions, finished_ttl=kept, admin_token=admin_token
+    )
     run_async(run_engine)(
         definitions, settings, data_dir, engine_settings, admin=admin, reload=reload
     )
@@ -605,25 +609,48 @@ def _operator_command(action: str, help_text: str) -> None:
     @main.command(action, help=help_text)
     @click.argument("saga_id")
     @click.option("--name", help="Saga name (needed only when two sagas share the id).")
+    @click.option("--reason", help="Why (recorded in the instance history, with who).")
     @click.option(
-        "--reason", help="Why (recorded in the instance history).", hidden=action != "abort"
+        "--admin-token",
+        envvar="SAGA_ADMIN_TOKEN",
+        help="The engine's admin token, when it has one [env SAGA_ADMIN_TOKEN].",
     )
     @nats_options
-    def command(saga_id: str, name: str | None, reason: str | None, **kwargs: Any) -> None:
+    def command(
+        saga_id: str,
+        name: str | None,
+        reason: str | None,
+        admin_token: str | None,
+        **kwargs: Any,
+    ) -> None:
+        from saga.engine.operator import ActionRequest
+
         settings = nats_settings(kwargs, "saga-cli")
         assert settings is not None
-        run_async(_operator)(settings, action, saga_id, name, reason)
+        fields = {"action": action, "saga_id": saga_id, "name": name, "reason": reason}
+        request = ActionRequest.model_validate({**fields, "actor": _cli_actor()})
+        run_async(_operator)(settings, request, admin_token)
 
 
-async def _operator(
-    settings: NatsSettings, action: str, saga_id: str, name: str | None, reason: str | None
-) -> None:
-    from saga.engine.operator import OPERATOR_SUBJECT, action_request
+def _cli_actor() -> str:
+    """``cli:<login>``: who typed the command, as far as this machine knows."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name (a container without a user entry)
+        return "cli"
 
+
+async def _operator(settings: NatsSettings, request: Any, admin_token: str | None) -> None:
+    from saga.engine.operator import OPERATOR_SUBJECT, auth_headers
+
+    action = request.action
     nc = await connect(settings)
     try:
         reply = await nc.request(
-            OPERATOR_SUBJECT, action_request(action, saga_id, name, reason), timeout=15
+            OPERATOR_SUBJECT,
+            request.model_dump_json().encode(),
+            timeout=15,
+            headers=auth_headers(admin_token),
         )
     except NoRespondersError:
         raise click.ClickException("no engine answered: is `saga run` running?") from None

@@ -26,3 +26,12 @@ def trigger_message_id(saga: str, saga_id: str) -> str:
     """The ``Nats-Msg-Id`` of a trigger: a resent trigger is dropped by the server's duplicate
     window, whoever sends it (``saga start``, a front end, another language)."""
     return f"{saga}:{saga_id}:trigger"
+
+
+STARTED_PREFIX = "saga.started"
+"""``saga.started.<saga>.<step>``: a participant reports that it started a step's command
+(same ``Saga-*`` headers as its reply); the step's run ``timeout`` counts from there."""
+
+
+def started_subject(saga_name: str, step: str) -> str:
+    return f"{STARTED_PREFIX}.{saga_name}.{step}"

@@ -68,6 +68,7 @@ def status_text(state: InstanceState) -> str:
             entry.step or "",
             f"#{entry.attempt}" if entry.attempt else "",
             entry.detail or "",
+            f"by {entry.actor}" if entry.actor else "",
         ]
         out.append(f"  +{when:8.0f} ms  " + "  ".join(p for p in parts if p))
     return "\n".join(out)

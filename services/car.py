@@ -1,4 +1,4 @@
-"""Car: rents a car at the destination (the last travel step: it has no undo).
+"""Car: rents a car at the destination, and returns it when the trip is undone.
 
 Rules (deterministic, from the payload):
 - ``city`` ``Atlantis`` (case-insensitive) has no rental desk: ``no-cars``.
@@ -31,6 +31,18 @@ async def rent(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
     rental = await ctx.once("rent", hire)
     return {"rental_ref": rental["rental_ref"]}
+
+
+@app.compensation("travel.car.return", success="travel.car.returned")
+async def give_back(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+    await simulate(ctx, payload)
+    rental_ref = payload.get("rental_ref")
+
+    async def end_rental() -> dict[str, Any]:
+        return {"rental_ref": rental_ref}
+
+    await ctx.once("return", end_rental)
+    return {"rental_ref": rental_ref, "returned": True}
 
 
 if __name__ == "__main__":

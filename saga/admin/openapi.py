@@ -36,7 +36,8 @@ def _action(verb: str, text: str) -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "name": {"type": "string"},
-                                "reason": {"type": "string"},
+                                "reason": {"type": "string", "maxLength": 1000},
+                                "actor": {"type": "string", "maxLength": 200},
                             },
                         }
                     }

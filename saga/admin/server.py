@@ -6,7 +6,6 @@ With a token set, every route but the probes (``/healthz``, ``/readyz``) needs
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from multidict import MultiMapping
+from pydantic import ValidationError
 
 from saga.admin.openapi import OPENAPI
 from saga.console import is_console_path, mount_console
 from saga.core.state import InstanceState
-from saga.engine.operator import ACTIONS, operator_event
+from saga.engine.operator import ACTIONS, HEADER_AUTHORIZATION, ActionRequest, token_matches
 from saga.errors import ConfigError
 from saga.index import SagaQuery, SagaSummary
 from saga.inspect import find_record, list_instances
@@ -146,10 +146,14 @@ class AdminServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.settings.token
-        if token and request.path not in OPEN_PATHS and not is_console_path(request.path):
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return _error(401, "missing or wrong bearer token")
+        given = request.headers.get(HEADER_AUTHORIZATION)
+        if (
+            token
+            and request.path not in OPEN_PATHS
+            and not is_console_path(request.path)
+            and not token_matches(given, token)
+        ):
+            return _error(401, "missing or wrong bearer token")
         return await handler(request)
 
     async def healthz(self, _: web.Request) -> web.Response:
@@ -164,6 +168,8 @@ class AdminServer:
         if reasons:
             return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
         body: dict[str, Any] = {"status": "ready", "replica": self.engine.member_id}
+        if self.engine.stranded:  # still served: the versions stay loaded until a restart
+            body["stranded"] = [s.to_json() for s in self.engine.stranded]
         if self.engine.settings.partitions:
             body["partitions"] = {
                 "count": self.engine.settings.partitions,
@@ -256,9 +262,11 @@ class AdminServer:
             if not isinstance(body, dict):
                 return _error(400, "body must be a JSON object")
         saga_id = request.match_info["saga_id"]
-        result = await self.engine.act(
-            saga_id, body.get("name"), operator_event(action, body.get("reason"))
-        )
+        try:
+            wanted = ActionRequest.model_validate({**body, "action": action, "saga_id": saga_id})
+        except ValidationError as exc:
+            return _error(400, f"bad request: {exc.errors()[0]['msg']}")
+        result = await self.engine.act(saga_id, wanted.name, wanted.event("http"))
         if not result.ok and result.status is None:
             return _error(404, result.message)
         return web.json_response(_dump(result.__dict__), status=200 if result.ok else 409)

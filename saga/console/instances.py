@@ -43,7 +43,7 @@ from saga.console.queries import ListQuery, Page, list_page, parse_query
 from saga.console.view import coloured_diagram, format_offset, timeline
 from saga.core.state import InstanceState, Status
 from saga.definition.catalog import Catalog
-from saga.engine.operator import ACTIONS, operator_event
+from saga.engine.operator import ACTIONS, ActionRequest
 from saga.index import SagaSummary
 from saga.inspect import find_record
 from saga.telemetry import trace_id_of
@@ -320,7 +320,10 @@ async def confirm_action(request: web.Request) -> web.Response:
 async def _act(
     request: web.Request, name: str, saga_id: str, action: str, reason: str
 ) -> tuple[bool, str]:
-    result = await engine_of(request).act(saga_id, name, operator_event(action, reason or None))
+    ask = ActionRequest(
+        action=action, saga_id=saga_id, name=name, reason=reason or None, actor="console"
+    )
+    result = await engine_of(request).act(saga_id, name, ask.event("console"))
     log.info("console: %s on %s/%s (reason: %s): %s", action, name, saga_id, reason, result.message)
     return result.ok, result.message + (f"; now {result.status}" if result.status else "")
 

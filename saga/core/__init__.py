@@ -3,7 +3,15 @@
 Nothing here does I/O or reads a clock; adapters feed it events and carry out its commands.
 """
 
-from saga.core.commands import CancelTimer, Command, Finished, Parked, PublishEvent, ScheduleTimer
+from saga.core.commands import (
+    CancelTimer,
+    Command,
+    Finished,
+    Parked,
+    PublishEvent,
+    Reopened,
+    ScheduleTimer,
+)
 from saga.core.decide import Decision, decide
 from saga.core.events import (
     CompensationFailed,
@@ -14,6 +22,7 @@ from saga.core.events import (
     OperatorRetry,
     SagaTriggered,
     StepFailed,
+    StepStarted,
     StepSucceeded,
     Timer,
     TimerFired,
@@ -45,10 +54,12 @@ __all__ = [
     "OperatorRetry",
     "Parked",
     "PublishEvent",
+    "Reopened",
     "SagaTriggered",
     "ScheduleTimer",
     "Status",
     "StepFailed",
+    "StepStarted",
     "StepState",
     "StepStatus",
     "StepSucceeded",

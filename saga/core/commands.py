@@ -45,7 +45,21 @@ class Parked:
     reason: str
 
 
-Command = PublishEvent | ScheduleTimer | CancelTimer | Finished | Parked
+@dataclass(frozen=True)
+class Reopened:
+    """A compensated instance heard that ``step`` succeeded after all and undoes it.
+
+    Announced as ``saga.status.<saga>.reopened``; when that undo is done the instance is
+    compensated again without a second ``compensated`` announcement (one per instance)."""
+
+    step: str
+
+    @property
+    def reason(self) -> str:
+        return f"late success of {self.step}: undoing it"
+
+
+Command = PublishEvent | ScheduleTimer | CancelTimer | Finished | Parked | Reopened
 
 
 def command_to_json(command: Command) -> dict[str, Any]:
@@ -68,6 +82,8 @@ def command_to_json(command: Command) -> dict[str, Any]:
         return {"type": "cancel", "timer": command.timer.key}
     if isinstance(command, Finished):
         return {"type": "finished", "status": command.status}
+    if isinstance(command, Reopened):
+        return {"type": "reopened", "step": command.step}
     return {"type": "parked", "step": command.step, "reason": command.reason}
 
 
@@ -84,4 +100,6 @@ def command_from_json(data: dict[str, Any]) -> Command:
         return Finished(data["status"])
     if kind == "parked":
         return Parked(data["step"], data["reason"])
+    if kind == "reopened":
+        return Reopened(data["step"])
     raise ValueError(f"unknown command type {kind!r}")

@@ -8,6 +8,11 @@ error becomes ``Decision.error``). The rules it keeps:
   and a late *success* of a step whose outcome was unknown (abandoned, timed out,
   or observed and not yet started) queues its undo next; a reply to a driven step
   that was never commanded is stray;
+- a failure answers only its own attempt (``Saga-Attempt``): one of an older attempt than
+  the one in flight is recorded as stale and changes nothing else, while a success of any
+  attempt wins; a success of an older attempt of a step that then failed is undone;
+- a driven step with ``queue_timeout`` starts its run ``timeout`` only when the participant
+  reports the start (:class:`StepStarted`); until then its queue timer runs;
 - a duplicate, stale or late event changes nothing (``Decision.changed`` is False);
 - completed and compensated instances absorb every event;
 - a compensation that cannot succeed parks the instance for an operator.
@@ -25,6 +30,7 @@ from saga.core.commands import (
     Finished,
     Parked,
     PublishEvent,
+    Reopened,
     ScheduleTimer,
 )
 from saga.core.events import (
@@ -36,6 +42,7 @@ from saga.core.events import (
     OperatorRetry,
     SagaTriggered,
     StepFailed,
+    StepStarted,
     StepSucceeded,
     Timer,
     TimerFired,
@@ -147,10 +154,16 @@ class _Transition:
         """
         s = self.state.steps.get(event.step)
         step = self.definition.step(event.step) if s is not None else None
-        if s is None or step is None or step.compensate is None or not _outcome_unknown(step, s):
+        if (
+            s is None
+            or step is None
+            or step.compensate is None
+            or not _outcome_unknown(step, s, event.attempt)
+        ):
             return None
         self.state.status, self.state.finished_at = Status.COMPENSATING, None
         self.record("saga.reopened", event.step, detail="late success of a step given up on")
+        self.commands.append(Reopened(event.step))
         self.mark_succeeded(step, s, event.data)
         self.record("step.late-success", event.step)
         self.state.compensation_queue = []
@@ -178,9 +191,12 @@ class _Transition:
         step: str | None = None,
         attempt: int | None = None,
         detail: str | None = None,
+        actor: str | None = None,
     ) -> None:
         self.state.history.append(
-            HistoryEntry(at=self.now, event=event, step=step, attempt=attempt, detail=detail)
+            HistoryEntry(
+                at=self.now, event=event, step=step, attempt=attempt, detail=detail, actor=actor
+            )
         )
 
     def schedule(self, timer: Timer, at: datetime) -> None:
@@ -206,7 +222,10 @@ class _Transition:
         self.commands.append(PublishEvent(spec.event, data, headers, msg_id))
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:
-        if s.status is StepStatus.ACTIVE and self.step_def(name).timeout is not None:
+        step = self.step_def(name)
+        if s.status is StepStatus.ACTIVE and _queued(step, s):
+            self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, name, s.attempt))
+        elif s.status is StepStatus.ACTIVE and step.timeout is not None:
             self.cancel(Timer(TimerKind.STEP_TIMEOUT, name, s.attempt))
         if s.status is StepStatus.RETRY_WAIT:
             self.cancel(Timer(TimerKind.STEP_RETRY, name, s.attempt))
@@ -223,8 +242,10 @@ class _Transition:
         self.state.finished_at = self.now
         if status is Status.COMPLETED and self.definition.deadline is not None:
             self.cancel(Timer(TimerKind.DEADLINE))
+        again = status is Status.COMPENSATED and self.state.reopened
         self.record(f"saga.{status.value}")
-        self.commands.append(Finished(status.value))
+        if not again:  # announced once per instance: a reopened saga was announced already
+            self.commands.append(Finished(status.value))
 
     # -- forward ------------------------------------------------------------
 
@@ -300,13 +321,36 @@ class _Transition:
     def drive(self, step: Step, s: StepState, attempt: int) -> None:
         s.status = StepStatus.ACTIVE
         s.attempt = attempt
+        s.running_since = None
         self.record("step.started" if attempt == 1 else "step.retried", step.name, attempt)
         if step.publish is not None:
             self.publish(step.publish, step.name, attempt, KIND_STEP)
-        if step.timeout is not None:
+        if _queued(step, s):
+            assert step.queue_timeout is not None
+            timer = Timer(TimerKind.QUEUE_TIMEOUT, step.name, attempt)
+            self.schedule(timer, self.now + step.queue_timeout)
+        elif step.timeout is not None:
             self.schedule(
                 Timer(TimerKind.STEP_TIMEOUT, step.name, attempt), self.now + step.timeout
             )
+
+    def step_started(self, event: StepStarted) -> str | None:
+        """The participant took the command out of its queue: the run ``timeout`` starts."""
+        s = self.state.steps.get(event.step)
+        if s is None:
+            return f"unknown step {event.step!r}"
+        step = self.step_def(event.step)
+        current = event.attempt is None or event.attempt == s.attempt
+        waiting = s.status is StepStatus.ACTIVE and _queued(step, s)
+        if self.state.status is not Status.RUNNING or not waiting or not current:
+            return f"step {event.step!r} is {s.status.value}: start report ignored"
+        self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt))
+        s.running_since = self.now
+        self.record("step.running", step.name, s.attempt)
+        if step.timeout is not None:
+            timer = Timer(TimerKind.STEP_TIMEOUT, step.name, s.attempt)
+            self.schedule(timer, self.now + step.timeout)
+        return None
 
     def wait_to_retry(self, step: str, s: StepState, policy: RetryPolicy, why: str) -> None:
         self.cancel_step_timers(step, s)
@@ -330,13 +374,13 @@ class _Transition:
                 s.early = Outcome(succeeded=True, data=event.data)
                 self.record("step.early-reply", event.step, detail="success")
                 return None
-            if self.failing and _outcome_unknown(step, s):
+            if self.failing and _outcome_unknown(step, s, event.attempt):
                 self.mark_succeeded(step, s, event.data)  # compensated with the others
                 self.record("step.late-success", event.step)
                 self.after_outcome()
                 return None
             return f"step {event.step!r} is {s.status.value}: duplicate or stray reply"
-        if _outcome_unknown(step, s):
+        if _outcome_unknown(step, s, event.attempt):
             self.mark_succeeded(step, s, event.data)
             self.record("step.late-success", event.step)
             if step.compensate is not None:
@@ -356,6 +400,12 @@ class _Transition:
         if s is None:
             return f"unknown step {event.step!r}"
         step = self.step_def(event.step)
+        waiting = s.status is StepStatus.ACTIVE and self.state.status is Status.RUNNING
+        if waiting or s.status in UNKNOWN_OUTCOME:
+            if _older(event.attempt, s.attempt):
+                return self.stale("step.stale-failure", event.step, event.attempt, s.attempt)
+            if event.attempt is not None and event.attempt > s.attempt:
+                return f"failure of attempt {event.attempt} of {event.step!r}, never sent: stray"
         if self.state.status is Status.RUNNING:
             if s.status is StepStatus.ACTIVE:
                 policy = step.retry
@@ -378,6 +428,17 @@ class _Transition:
             return None
         return f"step {event.step!r} is {s.status.value}: late reply ignored"
 
+    def stale(self, event: str, step: str, attempt: int | None, current: int) -> str | None:
+        """A failure that answers an older attempt than the one in flight: it says nothing
+        about the newer attempt, so it is recorded (once) and changes nothing else."""
+        note = f"failure of attempt {attempt} of {step!r} while attempt {current} runs: stale"
+        if any(
+            h.event == event and h.step == step and h.attempt == attempt for h in self.state.history
+        ):
+            return note
+        self.record(event, step, attempt, f"attempt {current} is in flight")
+        return None
+
     # -- timers ---------------------------------------------------------------
 
     def timer_fired(self, event: TimerFired) -> str | None:
@@ -394,7 +455,7 @@ class _Transition:
         s = self.state.steps.get(timer.step or "")
         if s is None or timer.step is None:
             return f"timer for unknown step {timer.step!r}"
-        if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY):
+        if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.QUEUE_TIMEOUT, TimerKind.STEP_RETRY):
             return self.step_timer(timer, timer.step, s)
         return self.compensation_timer(timer, timer.step, s)
 
@@ -402,14 +463,17 @@ class _Transition:
         if self.state.status is not Status.RUNNING or timer.attempt != s.attempt:
             return "stale timer"
         step = self.step_def(name)
-        if timer.kind is TimerKind.STEP_TIMEOUT and s.status is StepStatus.ACTIVE:
+        queued = timer.kind is TimerKind.QUEUE_TIMEOUT
+        timeouts = (TimerKind.STEP_TIMEOUT, TimerKind.QUEUE_TIMEOUT)
+        if timer.kind in timeouts and s.status is StepStatus.ACTIVE and queued == _queued(step, s):
+            why = "not started in time" if queued else "timed out"
             policy = step.retry
             if policy and step.driven and s.attempt < policy.attempts:
-                self.wait_to_retry(name, s, policy, "timed out")
+                self.wait_to_retry(name, s, policy, why)
                 return None
             s.status, s.finished_at = StepStatus.TIMED_OUT, self.now
-            s.reason = f"timed out after {s.attempt} attempt(s)"
-            self.record("step.timed-out", name, s.attempt)
+            s.reason = f"{why} after {s.attempt} attempt(s)"
+            self.record("step.timed-out", name, s.attempt, "in the queue" if queued else None)
             self.fail(name, s.reason)
             return None
         if timer.kind is TimerKind.STEP_RETRY and s.status is StepStatus.RETRY_WAIT:
@@ -549,6 +613,10 @@ class _Transition:
         s = self.current_compensation(event.step)
         if s is None or s.compensation is not CompensationStatus.ACTIVE:
             return f"no compensation of {event.step!r} in progress: duplicate or stray failure"
+        if _older(event.attempt, s.compensation_attempt):
+            return self.stale(
+                "compensation.stale-failure", event.step, event.attempt, s.compensation_attempt
+            )
         self.record("compensation.failed", event.step, s.compensation_attempt, event.reason)
         comp = self.step_def(event.step).compensate
         policy = comp.retry if comp else None
@@ -564,19 +632,19 @@ class _Transition:
         if self.state.status is not Status.RUNNING:
             return f"cannot abort: instance is {self.state.status.value}"
         self.abandon_in_flight()
-        self.record("operator.abort", detail=event.reason)
+        self.record("operator.abort", detail=event.reason, actor=event.actor)
         if self.failing:
             self.begin_compensation(self.state.failure_step, self.state.failure_reason or "")
         else:
             self.begin_compensation(None, event.reason)
         return None
 
-    def operator_retry(self, _: OperatorRetry) -> str | None:
+    def operator_retry(self, event: OperatorRetry) -> str | None:
         if self.state.status is Status.PARKED:
             name = self.state.compensation_queue[0]
             s = self.state.steps[name]
             self.state.status = Status.COMPENSATING
-            self.record("operator.retry", name)
+            self.record("operator.retry", name, detail=event.reason, actor=event.actor)
             self.drive_compensation(name, s, s.compensation_attempt + 1)
             if s.compensation is CompensationStatus.DONE:
                 self.state.compensation_queue.pop(0)
@@ -589,24 +657,25 @@ class _Transition:
                     if not step.driven:
                         return f"cannot retry: step {step.name!r} is observed, the engine does not drive it"
                     self.cancel_step_timers(step.name, s)
-                    self.record("operator.retry", step.name)
+                    self.record("operator.retry", step.name, detail=event.reason, actor=event.actor)
                     self.drive(step, s, s.attempt + 1)
                     return None
         return f"cannot retry: instance is {self.state.status.value} with nothing to re-drive"
 
-    def operator_resume(self, _: OperatorResume) -> str | None:
+    def operator_resume(self, event: OperatorResume) -> str | None:
         if self.state.status is not Status.PARKED:
             return f"cannot resume: instance is {self.state.status.value}, not parked"
         name = self.state.compensation_queue.pop(0)
         s = self.state.steps[name]
         s.compensation, s.compensation_finished_at = CompensationStatus.RESOLVED, self.now
         self.state.status = Status.COMPENSATING
-        self.record("operator.resume", name)
+        self.record("operator.resume", name, detail=event.reason, actor=event.actor)
         self.next_compensation()
         return None
 
 
 _HANDLERS: dict[type, Any] = {
+    StepStarted: _Transition.step_started,
     StepSucceeded: _Transition.step_succeeded,
     StepFailed: _Transition.step_failed,
     TimerFired: _Transition.timer_fired,
@@ -618,13 +687,27 @@ _HANDLERS: dict[type, Any] = {
 }
 
 
-def _outcome_unknown(step: Step, s: StepState) -> bool:
+def _outcome_unknown(step: Step, s: StepState, attempt: int | None = None) -> bool:
     """Whether a success reply may be true news: the step was started and given up on, or it
-    is observed and its service may have started it on its own. A driven step still pending
-    was never commanded, so a reply to it is stray."""
+    is observed and its service may have started it on its own, or it failed at a later
+    attempt than the one this success answers (that earlier attempt did take effect). A
+    driven step still pending was never commanded, so a reply to it is stray."""
     if s.status is StepStatus.PENDING:
         return not step.driven
+    if s.status is StepStatus.FAILED and _older(attempt, s.attempt):
+        return True
     return s.status in UNKNOWN_OUTCOME
+
+
+def _queued(step: Step, s: StepState) -> bool:
+    """A driven step with a ``queue_timeout`` whose current attempt is not reported started:
+    its queue timer runs, not its run timer."""
+    return step.driven and step.queue_timeout is not None and s.running_since is None
+
+
+def _older(attempt: int | None, current: int) -> bool:
+    """A reply's attempt is known and older than the current one."""
+    return attempt is not None and attempt < current
 
 
 _OPERATOR_VERBS: dict[type, str] = {

@@ -7,10 +7,13 @@ from enum import StrEnum
 from typing import Any
 
 from saga.definition.model import SagaDefinition
+from saga.protocol import STARTED_PREFIX
 
 
 class TimerKind(StrEnum):
     STEP_TIMEOUT = "step-timeout"
+    QUEUE_TIMEOUT = "queue-timeout"
+    """A driven step with ``queue_timeout`` was not reported started in time."""
     STEP_RETRY = "step-retry"
     COMPENSATION_TIMEOUT = "compensation-timeout"
     COMPENSATION_RETRY = "compensation-retry"
@@ -47,6 +50,16 @@ class SagaTriggered:
 class StepSucceeded:
     step: str
     data: dict[str, Any] = field(default_factory=dict)
+    attempt: int | None = None
+    """The reply's ``Saga-Attempt``; None when the participant did not say."""
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    """The participant began the work of a step's command (``saga.started.<saga>.<step>``)."""
+
+    step: str
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,9 @@ class StepFailed:
     step: str
     reason: str = "failed"
     data: dict[str, Any] = field(default_factory=dict)
+    attempt: int | None = None
+    """The reply's ``Saga-Attempt``: a failure answers only its own attempt. None when the
+    participant did not say (then it is charged to the current attempt)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,8 @@ class CompensationSucceeded:
 class CompensationFailed:
     step: str
     reason: str = "failed"
+    attempt: int | None = None
+    """The reply's ``Saga-Attempt`` (see :attr:`StepFailed.attempt`)."""
 
 
 @dataclass(frozen=True)
@@ -76,20 +94,29 @@ class TimerFired:
 @dataclass(frozen=True)
 class OperatorAbort:
     reason: str = "aborted by operator"
+    actor: str | None = None
+    """Who asked (recorded in the history), as the adapter authenticated them."""
 
 
 @dataclass(frozen=True)
 class OperatorRetry:
     """Re-drive the current step, or the compensation that parked the instance."""
 
+    reason: str | None = None
+    actor: str | None = None
+
 
 @dataclass(frozen=True)
 class OperatorResume:
     """Mark the parked compensation as resolved by hand and go on compensating."""
 
+    reason: str | None = None
+    actor: str | None = None
+
 
 Event = (
     SagaTriggered
+    | StepStarted
     | StepSucceeded
     | StepFailed
     | CompensationSucceeded
@@ -102,22 +129,32 @@ Event = (
 
 
 def classify(
-    definition: SagaDefinition, subject: str, payload: dict[str, Any], saga_id: str
+    definition: SagaDefinition,
+    subject: str,
+    payload: dict[str, Any],
+    saga_id: str,
+    attempt: int | None = None,
 ) -> Event | None:
-    """Turn a consumed message into a typed event by its subject; ``None`` when it means nothing here."""
+    """Turn a consumed message into a typed event by its subject; ``None`` when it means nothing here.
+
+    ``attempt``: the reply's ``Saga-Attempt`` header, if it had one."""
     if subject == definition.trigger.event:
         return SagaTriggered(saga_id, payload)
+    if subject.startswith(STARTED_PREFIX + "."):
+        step_name = subject.removeprefix(f"{STARTED_PREFIX}.{definition.name}.")
+        started = any(s.name == step_name and s.queue_timeout for s in definition.steps)
+        return StepStarted(step_name, attempt) if started else None
     reason = payload.get("reason")
     reason_text = str(reason) if reason is not None else "failed"
     for step in definition.steps:
         if subject in step.success:
-            return StepSucceeded(step.name, payload)
+            return StepSucceeded(step.name, payload, attempt)
         if subject in step.failure:
-            return StepFailed(step.name, reason_text, payload)
+            return StepFailed(step.name, reason_text, payload, attempt)
         comp = step.compensate
         if comp is not None:
             if subject in (comp.success or ()):
                 return CompensationSucceeded(step.name, payload)
             if subject in (comp.failure or ()):
-                return CompensationFailed(step.name, reason_text)
+                return CompensationFailed(step.name, reason_text, attempt)
     return None

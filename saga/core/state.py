@@ -58,6 +58,9 @@ class StepState(BaseModel):
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
     started_at: datetime | None = None
+    running_since: datetime | None = None
+    """When the participant reported it started the current attempt (steps with a
+    ``queue_timeout``); None while the command waits in its queue."""
     finished_at: datetime | None = None
     reason: str | None = None
     early: Outcome | None = None
@@ -76,6 +79,8 @@ class HistoryEntry(BaseModel):
     step: str | None = None
     attempt: int | None = None
     detail: str | None = None
+    actor: str | None = None
+    """Who caused it, for operator actions (``cli:alice via nats``, ``http``)."""
 
 
 class InstanceState(BaseModel):
@@ -96,6 +101,11 @@ class InstanceState(BaseModel):
     failure_step: str | None = None
     failure_reason: str | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
+
+    @property
+    def reopened(self) -> bool:
+        """Compensated once, then reopened to undo a late success (announced only once)."""
+        return any(h.event == "saga.reopened" for h in self.history)
 
     def template_context(self) -> dict[str, Any]:
         saga = {"id": self.saga_id, "name": self.saga_name, "version": self.saga_version}

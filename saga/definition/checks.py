@@ -100,6 +100,14 @@ def _subject_roles(definition: SagaDefinition) -> Iterator[Finding]:
 
 def _step_policies(definition: SagaDefinition) -> Iterator[Finding]:
     for i, step in enumerate(definition.steps):
+        if step.queue_timeout is not None and not step.driven:
+            yield (
+                ("steps", i, "queue_timeout"),
+                (
+                    "an observed step has no command to queue: 'queue_timeout' needs "
+                    "'publish' (use 'timeout')"
+                ),
+            )
         if step.retry is not None:
             if not step.driven:
                 yield (
@@ -109,7 +117,7 @@ def _step_policies(definition: SagaDefinition) -> Iterator[Finding]:
                         "command (add 'publish' to make it driven)"
                     ),
                 )
-            elif step.timeout is None and not step.retry.on_failure:
+            elif step.timeout is None and step.queue_timeout is None and not step.retry.on_failure:
                 yield (
                     ("steps", i, "retry"),
                     (

@@ -181,7 +181,13 @@ class Step(_Model):
     keep: list[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]] | None = None
     """Success payload fields kept as ``steps.<name>.<field>``; all fields when absent."""
     timeout: Duration | None = None
-    """How long to wait for success or failure after the step starts (per attempt)."""
+    """How long to wait for success or failure after the step starts (per attempt). With
+    ``queue_timeout``, counted from when the participant reports it started the work."""
+    queue_timeout: Duration | None = None
+    """Driven steps: how long the command may wait at the participant before the
+    participant reports it started (``saga.started.<saga>.<step>``); then ``timeout``
+    runs. A step not started in time times out (and is retried if its policy says so).
+    Without it, ``timeout`` counts from when the command was sent, queueing included."""
     retry: RetryPolicy | None = None
     """Retry policy of a driven step."""
     compensate: Compensation | None = None

@@ -10,7 +10,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from saga import jsonwire
-from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, ScheduleTimer
+from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, Reopened, ScheduleTimer
 from saga.core.state import InstanceState
 from saga.nats.acks import acks_for
 from saga.nats.timers import BrokerTimers
@@ -103,6 +103,8 @@ class Effects:
         if isinstance(command, Parked):
             log.warning("parked at the compensation of %s: %s", command.step, command.reason)
             return await self._announce(state, "parked", command.reason)
+        if isinstance(command, Reopened):
+            return await self._announce(state, "reopened", command.reason)
         return await self._announce(state, command.status, state.failure_reason)
 
     async def _announce(

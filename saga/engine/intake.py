@@ -17,7 +17,13 @@ from saga.jsonwire import NonFiniteNumberError
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.timers import HEADER_TIMER
 from saga.nats.topology import TIMER_FIRE_PREFIX, listened_subjects
-from saga.protocol import HEADER_SAGA_ID, HEADER_SAGA_NAME, MAX_PAYLOAD_BYTES, MAX_SAGA_ID_LENGTH
+from saga.protocol import (
+    HEADER_ATTEMPT,
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    MAX_PAYLOAD_BYTES,
+    MAX_SAGA_ID_LENGTH,
+)
 
 _ID_NAMESPACE = uuid.UUID("6f1b2d0e-6c8a-4f0e-9b1a-5a6e2c3d4b5f")
 
@@ -31,17 +37,18 @@ class Work:
     event: Event
     subject: str = ""
     payload: dict[str, Any] | None = None
+    attempt: int | None = None
+    """The reply's ``Saga-Attempt``, when it had one."""
 
     def for_version(self, definition: SagaDefinition) -> Work | None:
         """The same message read by another version of the saga; None if it means nothing there."""
         if definition is self.definition or self.payload is None:
-            return Work(definition, self.saga_id, self.event, self.subject, self.payload)
-        event = classify(definition, self.subject, self.payload, self.saga_id)
-        return (
-            None
-            if event is None
-            else Work(definition, self.saga_id, event, self.subject, self.payload)
-        )
+            event: Event | None = self.event
+        else:
+            event = classify(definition, self.subject, self.payload, self.saga_id, self.attempt)
+        if event is None:
+            return None
+        return Work(definition, self.saga_id, event, self.subject, self.payload, self.attempt)
 
 
 @dataclass(frozen=True)
@@ -102,12 +109,15 @@ class Intake:
             saga_id = str(uuid.uuid5(_ID_NAMESPACE, f"{stream}:{sequence}"))
         if len(saga_id) > MAX_SAGA_ID_LENGTH:
             return Reject(DeadLetterCode.MALFORMED, f"saga id longer than {MAX_SAGA_ID_LENGTH}")
-        event = classify(definition, subject, payload, saga_id)
+        attempt = None if trigger else attempt_of(headers)
+        if isinstance(attempt, Reject):
+            return attempt
+        event = classify(definition, subject, payload, saga_id, attempt)
         if event is None:  # pragma: no cover - by_subject only holds classified subjects
             return Reject(
                 DeadLetterCode.UNKNOWN_EVENT, f"{subject!r} means nothing in {definition.name}"
             )
-        return Work(definition, saga_id, event, subject, payload)
+        return Work(definition, saga_id, event, subject, payload, attempt)
 
     def _timer(self, headers: dict[str, str]) -> Work | Reject:
         definition = self.catalog.latest(headers.get(HEADER_SAGA_NAME, ""))
@@ -119,6 +129,18 @@ class Intake:
         except ValueError:
             return Reject(DeadLetterCode.MALFORMED, f"bad {HEADER_TIMER} header")
         return Work(definition, saga_id, TimerFired(timer))
+
+
+def attempt_of(headers: dict[str, str]) -> int | Reject | None:
+    """A reply's ``Saga-Attempt``: a positive whole number, or absent (None)."""
+    text = headers.get(HEADER_ATTEMPT)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        return Reject(
+            DeadLetterCode.MALFORMED, f"{HEADER_ATTEMPT} must be a positive whole number: {text!r}"
+        )
+    return int(text)
 
 
 def _payload(data: bytes) -> dict[str, Any] | Reject:

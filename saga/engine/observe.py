@@ -46,6 +46,8 @@ class Observer:
                 self._compensation(after, step, saga_trace, now)
         if before is not None and before.status == after.status:
             return
+        if after.status is Status.COMPENSATED and after.reopened:
+            return  # counted when it was first compensated
         if self.metrics is None:
             return
         counters = {

@@ -2,19 +2,25 @@
 
 Every engine replica answers ``saga.admin.action`` in one queue group, so the CLI
 reaches whichever replica is up; the action then goes through the same ordered,
-revision-checked path as any event, is recorded in the instance's history and
-traced. The admin HTTP API calls :meth:`Engine.act` directly.
+revision-checked path as any event, is recorded in the instance's history (with who
+asked and why) and traced. The admin HTTP API calls :meth:`Engine.act` directly.
+
+With an admin token configured, a request over NATS must carry it in an
+``Authorization: Bearer <token>`` header, as the HTTP API requires; without one, the
+subject's publish permission is the only guard (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from saga.core.events import Event, OperatorAbort, OperatorResume, OperatorRetry
 
@@ -26,6 +32,32 @@ log = logging.getLogger("saga.engine")
 OPERATOR_SUBJECT = "saga.admin.action"
 QUEUE = "saga-engine"
 ACTIONS = ("abort", "retry", "resume")
+HEADER_AUTHORIZATION = "Authorization"
+
+
+class ActionRequest(BaseModel):
+    """One operator action, as the CLI sends it over NATS and the HTTP API reads it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["abort", "retry", "resume"]
+    saga_id: str = Field(min_length=1, max_length=256)
+    name: str | None = None
+    """The saga's name, needed only when two sagas share the id."""
+    reason: str | None = Field(default=None, max_length=1000)
+    """Why, in the operator's words (recorded in the instance history)."""
+    actor: str | None = Field(default=None, max_length=200)
+    """Who, as the client says (``cli:alice``, ``console:bob``); the engine adds how the
+    request came in (``via nats``, ``via http``) and records both."""
+
+    def event(self, via: str) -> Event:
+        """The core's event; ``via`` is the channel that authenticated the request."""
+        actor = f"{self.actor} via {via}" if self.actor else via
+        if self.action == "abort":
+            return OperatorAbort(self.reason or "aborted by operator", actor)
+        if self.action == "retry":
+            return OperatorRetry(self.reason, actor)
+        return OperatorResume(self.reason, actor)
 
 
 @dataclass(frozen=True)
@@ -39,21 +71,14 @@ class ActionResult:
         return json.dumps(asdict(self), allow_nan=False).encode()
 
 
-def operator_event(action: str, reason: str | None = None) -> Event:
-    """``abort``/``retry``/``resume`` -> the core's event; ``ValueError`` for anything else."""
-    if action == "abort":
-        return OperatorAbort(reason or "aborted by operator")
-    if action == "retry":
-        return OperatorRetry()
-    if action == "resume":
-        return OperatorResume()
-    raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+def token_matches(given: str | None, token: str) -> bool:
+    """``given`` is ``Bearer <token>``; compared in constant time."""
+    return hmac.compare_digest((given or "").encode(), f"Bearer {token}".encode())
 
 
-def action_request(action: str, saga_id: str, name: str | None, reason: str | None) -> bytes:
-    return json.dumps(
-        {"action": action, "saga_id": saga_id, "name": name, "reason": reason}, allow_nan=False
-    ).encode()
+def auth_headers(token: str | None) -> dict[str, str] | None:
+    """What a client puts on its request when it has the admin token."""
+    return {HEADER_AUTHORIZATION: f"Bearer {token}"} if token else None
 
 
 async def serve_operator_requests(engine: Engine) -> Subscription:
@@ -66,16 +91,33 @@ async def serve_operator_requests(engine: Engine) -> Subscription:
 
 
 async def _answer(engine: Engine, msg: Msg) -> ActionResult:
+    headers = dict(msg.headers or {})
+    token = engine.settings.admin_token
+    if token and not token_matches(headers.pop(HEADER_AUTHORIZATION, None), token):
+        log.warning("operator action refused: missing or wrong admin token")
+        return ActionResult(False, "missing or wrong admin token")
+    headers.pop(HEADER_AUTHORIZATION, None)  # never passed on (traces, logs)
     try:
-        request: dict[str, Any] = json.loads(msg.data)
-        event = operator_event(str(request.get("action")), request.get("reason"))
-        saga_id = str(request["saga_id"])
-    except (ValueError, KeyError, TypeError) as exc:
-        return ActionResult(False, f"bad request: {exc}")
+        request = ActionRequest.model_validate_json(msg.data)
+    except ValidationError as exc:
+        return ActionResult(False, f"bad request: {_problems(exc)}")
+    event = request.event("nats")
     try:
-        result = await engine.act(saga_id, request.get("name"), event, dict(msg.headers or {}))
+        result = await engine.act(request.saga_id, request.name, event, headers)
     except Exception as exc:  # an operator gets an answer, never a timeout
-        log.exception("operator action on %s failed", saga_id)
+        log.exception("operator action on %s failed", request.saga_id)
         return ActionResult(False, f"failed: {type(exc).__name__}: {exc}")
-    log.info("operator %s on %s: %s", request.get("action"), saga_id, result.message)
+    log.info(
+        "operator %s on %s by %s: %s",
+        request.action,
+        request.saga_id,
+        getattr(event, "actor", None),
+        result.message,
+    )
     return result
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )

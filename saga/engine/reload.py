@@ -2,8 +2,10 @@
 
 A broken file is refused (every problem logged) and the engine keeps what it had.
 Versions are only ever added: an instance keeps the version it started with, so a
-version whose file disappears stays loaded until the engine restarts, and a
-version whose content changes without a new version number is refused.
+version whose file disappears stays loaded until the engine restarts (and if
+unfinished instances use it, that is logged as an error and shown in ``/readyz``:
+a restart refuses to run without it), and a version whose content changes without
+a new version number is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from saga.definition import Catalog, load_catalog
 from saga.definition.loader import definition_files
+from saga.engine.versions import find_stranded, versions_of
 from saga.errors import DefinitionError, SagaError
 
 if TYPE_CHECKING:
@@ -83,6 +86,7 @@ class DefinitionsWatcher:
             for problem in exc.problems:
                 log.error("definitions not reloaded: %s", problem)
             return False
+        await self.check_removed(loaded)
         merged, refused = merge(self.engine.catalog, loaded)
         for reason in refused:
             log.error("definitions not reloaded: %s", reason)
@@ -95,3 +99,25 @@ class DefinitionsWatcher:
             return False
         log.info("definitions reloaded: %s", ", ".join(f"{d.name} v{d.version}" for d in merged))
         return True
+
+    async def check_removed(self, loaded: Catalog) -> None:
+        """A version whose file is gone stays loaded here; if unfinished instances use it,
+        say so loudly (log and ``/readyz``): the next start would refuse to run without it."""
+        kept = versions_of(loaded)
+        if not versions_of(self.engine.catalog) - kept:
+            self.engine.stranded = []
+            return
+        bucket = self.engine.settings.topology.instances_bucket
+        try:
+            found = await find_stranded(self.engine.js, bucket, kept)
+        except Exception as exc:  # a reload must never stop the engine
+            log.error("could not check the instances of removed versions: %s", exc)
+            return
+        self.engine.stranded = found
+        for stranded in found:
+            log.error(
+                "definitions: %s; its file is gone from %s. The version stays loaded in "
+                "this engine, but a restart refuses to run without it: put the file back",
+                stranded.describe(),
+                self.folder,
+            )

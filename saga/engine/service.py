@@ -37,7 +37,8 @@ from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_
 from saga.engine.ownership import Ownership
 from saga.engine.partitions import partition_of
 from saga.engine.settings import EngineSettings
-from saga.errors import RevisionConflict
+from saga.engine.versions import Stranded, find_stranded, versions_of
+from saga.errors import ConfigError, RevisionConflict
 from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
 from saga.inspect import find_record
@@ -123,6 +124,8 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._operator: Subscription | None = None
+        self.stranded: list[Stranded] = []
+        """Unfinished instances whose version's file is gone (found at start or reload)."""
         self.member_id = new_member_id()
         self.ownership: Ownership | None = None
         if self.settings.partitions and self.settings.pin_timeout <= 2 * self.settings.fetch_wait:
@@ -187,6 +190,7 @@ class Engine:
         )
         self.index = IndexWriter(self.nc, finished_ttl) if provisioned.index else None
         self.timers.native = provisioned.native_timers
+        await self._refuse_stranded()
         for sub in self._subs:  # from a failed earlier attempt
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -210,12 +214,30 @@ class Engine:
                     self.ownership.keep_balanced(self._stopping), name="saga-members"
                 )
             )
+        if self.timers.native:
+            sweep = self.timers.keep_swept(
+                topology.timer_consumer, self._stopping, self.settings.timer_sweep
+            )
+            self._tasks.append(asyncio.create_task(sweep, name="saga-timer-sweep"))
         self.ready.set()
         log.info(
             "engine consuming %d saga definition(s): %s",
             len(self.catalog),
             ", ".join(f"{d.name} v{d.version}" for d in self.catalog),
         )
+
+    async def _refuse_stranded(self) -> None:
+        """Refuse to start without a version that unfinished instances still run on."""
+        bucket = self.settings.topology.instances_bucket
+        self.stranded = await find_stranded(self.js, bucket, versions_of(self.catalog))
+        if self.stranded:
+            raise ConfigError(
+                "refusing to start: unfinished instances run on saga versions that are not "
+                "loaded (was a definition file removed?): "
+                + "; ".join(s.describe() for s in self.stranded)
+                + ". Put those versions' files back: a version is needed until its "
+                "instances finish."
+            )
 
     async def act(
         self, saga_id: str, name: str | None, event: Event, headers: dict[str, str] | None = None
@@ -521,7 +543,7 @@ class Engine:
                 await dead_letter(self.js, msg, verdict.code, verdict.reason, received.subject)
                 return
             await msg.ack()
-            if meta.stream == self.settings.topology.timers_stream:
+            if meta.stream == self.settings.topology.timers_stream and not self.timers.native:
                 with contextlib.suppress(Exception):
                     await self.timers.forget_fired(meta.sequence.stream)
         except Exception:

@@ -34,3 +34,8 @@ class EngineSettings:
     """Seconds after its last heartbeat that a silent replica counts as gone."""
     pin_timeout: float = 5.0
     """Seconds a partition stays pinned to a replica that stopped pulling (a crash)."""
+    timer_sweep: float = 5.0
+    """Seconds between removals of handled fired-timer messages (one purge each)."""
+    admin_token: str | None = field(default=None, repr=False)
+    """Required (``Authorization: Bearer``) on operator actions over NATS when set: the
+    same token as the admin HTTP API's ``--admin-token``."""

@@ -21,6 +21,7 @@ Either way timers survive engine restarts and move between replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from nats.js import JetStreamContext
 
 from saga.core.events import Timer
 from saga.nats.acks import acks_for
-from saga.nats.topology import timer_fire_subject, timer_schedule_subject
+from saga.nats.topology import TIMER_FIRE_PREFIX, timer_fire_subject, timer_schedule_subject
 from saga.protocol import HEADER_SAGA_ID, HEADER_SAGA_NAME
 
 HEADER_TIMER = "Saga-Timer"
@@ -72,6 +73,8 @@ class BrokerTimers:
         by a purge. None: not known yet; the first cancel asks whether the stream allows
         per-message TTLs (provisioning turns them on; a stream it could not update does not)."""
         self._checking = asyncio.Lock()
+        self._swept = 0
+        """The ack floor the last sweep purged up to."""
 
     async def schedule(
         self,
@@ -133,5 +136,32 @@ class BrokerTimers:
             )
 
     async def forget_fired(self, sequence: int) -> None:
-        """Delete a fired timer message once handled, so the timer stream does not grow."""
+        """Delete a fired timer message once handled, so the timer stream does not grow.
+
+        Fallback mode only: there, a message above the ack floor may be a timer not due
+        yet (held back by naks), so fired ones are deleted one by one."""
         await self.js.delete_msg(self.stream, sequence)
+
+    async def sweep(self, consumer: str) -> None:
+        """Native mode: remove the fired timer messages ``consumer`` has acknowledged, with
+        one purge up to its ack floor.
+
+        Deleting each fired message (an API request each, awaited before the fetch batch
+        was done) made timers late under load: the server answers API requests one at a
+        time, so with 2,000 timeouts due at once each delete took ~0.7 s and fired timers
+        were handled over 13 s instead of 2 (``bench/timers.py``)."""
+        info = await self.js.consumer_info(self.stream, consumer)
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        if floor and floor > self._swept:
+            await self.js.purge_stream(self.stream, seq=floor + 1, subject=f"{TIMER_FIRE_PREFIX}.>")
+            self._swept = floor
+
+    async def keep_swept(self, consumer: str, stopping: asyncio.Event, interval: float) -> None:
+        """:meth:`sweep` every ``interval`` seconds until ``stopping`` is set."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
+            try:
+                await self.sweep(consumer)
+            except Exception as exc:  # the next sweep takes what this one left
+                log.warning("could not remove fired timers: %s: %s", type(exc).__name__, exc)

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from saga.definition.model import SagaDefinition
+from saga.protocol import started_subject
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -18,6 +19,7 @@ STATUS_PREFIX = "saga.status"
 TIMER_SCHEDULE_PREFIX = "saga.timer.at"
 TIMER_FIRE_PREFIX = "saga.timer.fire"
 DLQ_PREFIX = "saga.dlq"
+
 WORK_PREFIX = "saga.work"
 """``saga.work.<partition>.<original subject>``: events routed to the replica owning the
 partition of their instance (partitioned mode only)."""
@@ -85,10 +87,13 @@ def dlq_subject(reason_code: str) -> str:
 
 
 def listened_subjects(definition: SagaDefinition) -> list[str]:
-    """Subjects the engine consumes for this saga: trigger, replies and confirmations."""
+    """Subjects the engine consumes for this saga: trigger, replies and confirmations, and
+    the started reports of steps with a ``queue_timeout``."""
     subjects = [definition.trigger.event]
     for step in definition.steps:
         subjects += [*step.success, *step.failure]
+        if step.queue_timeout is not None:
+            subjects.append(started_subject(definition.name, step.name))
         if step.compensate is not None:
             subjects += [*(step.compensate.success or ()), *(step.compensate.failure or ())]
     return subjects

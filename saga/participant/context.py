@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -22,6 +23,8 @@ class Runtime:
     js: JetStreamContext
     effects: Effects
     buckets: Buckets
+    nc: Client | None = None
+    """For fire-and-forget reports (a step's start); None: none are sent."""
 
 
 @dataclass(frozen=True)

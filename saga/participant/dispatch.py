@@ -40,6 +40,7 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
+    started_subject,
 )
 from saga.telemetry import Telemetry
 from saga.telemetry.spans import consuming, mark_error, sending
@@ -178,6 +179,8 @@ class Dispatcher:
     ) -> StoredReply | Verdict:
         ctx = self._context(msg, envelope)
         headers = reply_headers(envelope, msg.headers or {})
+        if route.kind is RouteKind.STEP:
+            await self._report_started(envelope, headers)
         try:
             result = await route.handler(ctx, payload)
         except Reject as rejection:
@@ -200,6 +203,24 @@ class Dispatcher:
             return DeadLetter(DeadLetterCode.HANDLER_BUG, f"handler of {route.subject} {body}")
         assert route.success is not None
         return StoredReply(route.success, body, headers, False, envelope.attempt)
+
+    async def _report_started(self, envelope: Envelope, headers: Mapping[str, str]) -> None:
+        """Tell the engine the work begins (``saga.started.<saga>.<step>``), so a step with a
+        ``queue_timeout`` starts its run timeout now. A plain publish (no ack awaited): the
+        subject is stored only when a definition asks for it, and a lost report only means
+        the queue timeout fires (then the step is retried or compensated)."""
+        nc = self._runtime.nc
+        if nc is None:
+            return
+        subject = started_subject(envelope.saga_name, envelope.step)
+        report = {
+            **headers,
+            HEADER_MSG_ID: f"{envelope.idempotency_key}:started:{envelope.attempt}",
+        }
+        try:
+            await nc.publish(subject, b"", headers=report)
+        except Exception as exc:  # a report is best effort; the reply is what counts
+            log.debug("%s: start not reported: %r", envelope.idempotency_key, exc)
 
     async def _publish(self, reply: StoredReply) -> None:
         headers = dict(reply.headers)

@@ -159,6 +159,7 @@ def reply_headers(envelope: Envelope, command: Mapping[str, str]) -> dict[str, s
         HEADER_SAGA_NAME: envelope.saga_name,
         HEADER_STEP: envelope.step,
         HEADER_KIND: envelope.kind,
+        HEADER_ATTEMPT: str(envelope.attempt),
         HEADER_MSG_ID: f"{envelope.idempotency_key}:reply:{envelope.attempt}",
     }
     headers.update({name: command[name] for name in TRACE_HEADERS if name in command})

@@ -100,9 +100,8 @@ class Worker:
             self._nc, topology.events_stream, self.name, sorted(self._routes), self._settings
         )
         buckets = Buckets(self._js, self._settings.stream)
-        runtime = Runtime(
-            self._js, Effects(await buckets.get(self._settings.effects_bucket), self.name), buckets
-        )
+        effects = Effects(await buckets.get(self._settings.effects_bucket), self.name)
+        runtime = Runtime(self._js, effects, buckets, self._nc)
         ledger = ReplyLedger(await buckets.get(topology.replies_bucket))
         dispatcher = Dispatcher(
             self.name, self._routes, runtime, ledger, bound.settings, self._telemetry

@@ -19,6 +19,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import Meter, MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
+from saga.telemetry.metrics import metric_views
+
 log = logging.getLogger("saga.telemetry")
 INSTRUMENTATION = "saga"
 
@@ -82,7 +84,6 @@ def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry
     tracing = _wanted()
     if not tracing and not prometheus:
         return Telemetry.disabled()
-    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
 
@@ -104,12 +105,19 @@ def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry
         readers.append(PrometheusMetricReader())
     meter = None
     if readers:
-        meter_provider = SdkMeterProvider(resource=resource, metric_readers=readers)
+        meter_provider = new_meter_provider(resource, readers)
         providers.append(meter_provider)
         metrics.set_meter_provider(meter_provider)
         meter = meter_provider.get_meter(INSTRUMENTATION)
     log.info("telemetry: tracing %s, metrics readers %d", "on" if tracing else "off", len(readers))
     return Telemetry(tracer, meter, tracing, providers)
+
+
+def new_meter_provider(resource: Any, readers: list[Any]) -> Any:
+    """An SDK meter provider with the views the saga metrics need (duration buckets)."""
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+
+    return SdkMeterProvider(resource=resource, metric_readers=readers, views=metric_views())
 
 
 def _hashed_once(resource: Any) -> Any:

@@ -181,6 +181,9 @@ class NatsTransport:
                 msg.subject, payload, dict(msg.headers or {}), msg.metadata.timestamp
             )
             self.messages.append(message)
+            report = self.script.started(message)
+            if report is not None:
+                await self._send(report)
             outgoing = await self.script.answer(message)
             if outgoing is not None:
                 if outgoing.delay > 0:

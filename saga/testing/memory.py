@@ -16,7 +16,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from saga.core import decide
-from saga.core.commands import CancelTimer, Command, Finished, Parked, PublishEvent, ScheduleTimer
+from saga.core.commands import (
+    CancelTimer,
+    Command,
+    Finished,
+    Parked,
+    PublishEvent,
+    Reopened,
+    ScheduleTimer,
+)
 from saga.core.events import Event, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
 from saga.engine.effects import status_event
@@ -124,6 +132,9 @@ class MemoryTransport:
         """The engine sees what it consumes; the scripted participants see everything."""
         if message.subject in self.index.consumed:
             await self._consume(message)
+        report = self.script.started(message)
+        if report is not None:
+            await self.publish(report.subject, report.payload, report.headers)
         outgoing = await self.script.answer(message)
         if outgoing is None:
             return
@@ -170,7 +181,9 @@ class MemoryTransport:
                 message, DeadLetterCode.NO_SAGA_ID, "no Saga-Id header and no id field"
             )
             return
-        event = classify(self.definition, message.subject, message.payload, message.saga_id)
+        event = classify(
+            self.definition, message.subject, message.payload, message.saga_id, message.attempt
+        )
         if event is not None:
             await self._apply(message.saga_id, event, message)
 
@@ -210,6 +223,8 @@ class MemoryTransport:
             await self.publish(*status_event(state, command.status, state.failure_reason))
         elif isinstance(command, Parked):
             await self.publish(*status_event(state, "parked", command.reason))
+        elif isinstance(command, Reopened):
+            await self.publish(*status_event(state, "reopened", command.reason))
         else:  # pragma: no cover - a command the core gained after this harness
             raise HarnessError(f"the harness cannot carry out {command!r}")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from saga.protocol import HEADER_MSG_ID, started_subject
 from saga.testing.answers import Behaviour, Reply, resolve
 from saga.testing.errors import HarnessError, UnhandledCommand
-from saga.testing.wire import Message, SubjectIndex, answer_headers
+from saga.testing.wire import Message, Role, SubjectIndex, answer_headers
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,21 @@ class Script:
             f"{meaning.step!r}); register one with harness.on({message.subject!r}, ...), "
             "e.g. reply(...), fail(...) or no_reply()"
         )
+
+    def started(self, message: Message) -> Outgoing | None:
+        """The start report a participant sends before working on a step command, as the
+        SDK does; only for steps with ``queue_timeout`` (the engine ignores the others)."""
+        meaning = self.index.meaning(message.subject, message.headers)
+        if meaning.role is not Role.COMMAND or meaning.step is None:
+            return None
+        if message.subject not in self.handlers:
+            return None
+        if self.index.definition.step(meaning.step).queue_timeout is None:
+            return None
+        subject = started_subject(self.index.definition.name, meaning.step)
+        headers = answer_headers(self.index, subject, message)
+        headers[HEADER_MSG_ID] = headers[HEADER_MSG_ID].replace(":reply:", ":started:")
+        return Outgoing(subject, {}, headers)
 
     async def answer(self, message: Message) -> Outgoing | None:
         """The answer to ``message``, if any.

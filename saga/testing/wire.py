@@ -24,6 +24,7 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
+    started_subject,
 )
 
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -45,6 +46,8 @@ class Role(StrEnum):
     COMPENSATION_FAILED = "compensation-failed"
     STATUS = "status"
     """A lifecycle event on ``saga.status.<saga>.<status>``."""
+    STARTED = "started"
+    """A participant's report that it started a step's command (steps with ``queue_timeout``)."""
     OTHER = "other"
 
 
@@ -106,6 +109,9 @@ class SubjectIndex:
         for step in definition.steps:
             self.consumed.update({s: Meaning(Role.SUCCESS, step.name) for s in step.success})
             self.consumed.update({s: Meaning(Role.FAILURE, step.name) for s in step.failure})
+            if step.queue_timeout is not None:
+                started = started_subject(definition.name, step.name)
+                self.consumed[started] = Meaning(Role.STARTED, step.name)
             if step.publish is not None:
                 self._command(step.publish.event, Meaning(Role.COMMAND, step.name))
             comp = step.compensate
@@ -208,6 +214,8 @@ def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[st
         HEADER_KIND: kind,
         HEADER_MSG_ID: f"{name}:{saga_id}:{step}:{kind}:reply:{cause.attempt or 1}",
     }
+    if cause.attempt is not None and (cause.step, cause.kind) == (step, kind):
+        headers[HEADER_ATTEMPT] = str(cause.attempt)  # a reply answers its command's attempt
     headers.update({k: cause.headers[k] for k in TRACE_HEADERS if k in cause.headers})
     return headers
 

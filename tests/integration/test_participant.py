@@ -287,6 +287,7 @@ async def test_success_reply_carries_the_result_and_the_saga_headers(
         "Saga-Name": "test-saga",
         "Saga-Step": "work",
         "Saga-Kind": "step",
+        "Saga-Attempt": "2",  # the attempt it answers (issue 12, defect 3)
     }
     assert reply.headers["traceparent"] == trace
     assert reply.headers["tracestate"] == "k=v"
@@ -768,6 +769,7 @@ async def test_hotel_books_on_its_own_when_the_flight_is_booked(
         "Saga-Name": "travel-booking",
         "Saga-Step": "book_hotel",
         "Saga-Kind": "step",
+        "Saga-Attempt": "1",  # an observed step runs once
     }
     assert body(booked)["reservation_ref"].startswith("HT")
     [flight_booked] = await on_subject(js, "travel.flight.booked")
@@ -798,6 +800,7 @@ DONE: dict[str, dict[str, Any]] = {
     "charge_payment": {"payment_id": "pay-1", "amount": 99.5},
     "book_flight": {"booking_ref": "FL1"},
     "book_hotel": {"reservation_ref": "HT1"},
+    "rent_car": {"rental_ref": "CAR1"},
 }
 """What earlier steps returned, for the templates of later commands and undos."""
 
@@ -838,6 +841,7 @@ UNDO = [
     (ORDER, "charge_payment", "payment.refunded"),
     (TRAVEL, "book_flight", "travel.flight.cancelled"),
     (TRAVEL, "book_hotel", "travel.hotel.cancelled"),
+    (TRAVEL, "rent_car", "travel.car.returned"),
 ]
 APPS = [inventory.app, payment.app, shipping.app, flight.app, hotel.app, car.app]
 

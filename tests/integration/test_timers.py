@@ -199,3 +199,39 @@ async def test_finished_sagas_leave_no_timer_behind(client: Client, native: bool
     finally:
         await participant.stop()
         await engine.stop()
+
+
+TIMING_OUT = """
+name: late
+trigger: {event: late.ordered, id: {field: id}}
+steps:
+  - {name: wait, publish: {event: late.work}, success: late.done, timeout: 200ms}
+"""
+
+
+async def test_fired_timers_are_swept_from_the_stream_once_handled(client: Client) -> None:
+    """Fired timer messages are removed by a periodic purge up to the consumer's ack floor
+    (one API request), not by one delete per timer, which made timers seconds late under
+    a burst of timeouts (bench/timers.py)."""
+    settings = EngineSettings(
+        streams=StreamSettings(ack_wait_backoff=(1.0, 2.0), max_deliver=3),
+        fetch_wait=0.2,
+        timer_sweep=0.2,
+    )
+    engine = Engine(client, {"late": parse_definition(TIMING_OUT)}, settings)
+    await engine.start()
+    js = client.jetstream()
+    try:
+        assert engine.timers.native
+        status = await client.subscribe("saga.status.late.compensated")
+        for n in range(5):
+            await js.publish("late.ordered", json.dumps({"id": f"l-{n}"}).encode())
+        for _ in range(5):
+            await status.next_msg(timeout=15)
+
+        async def timers_stream_empty() -> bool:
+            return (await js.stream_info(STREAM)).state.messages == 0
+
+        await wait_for(timers_stream_empty, timeout=10, message="the fired timers swept")
+    finally:
+        await engine.stop()

@@ -143,7 +143,10 @@ def test_one_channel_per_subject_including_the_lifecycle_events() -> None:
 
     addresses = {c["address"] for c in document["channels"].values()}
 
-    statuses = {f"saga.status.order-fulfilment.{s}" for s in ("completed", "compensated", "parked")}
+    statuses = {
+        f"saga.status.order-fulfilment.{s}"
+        for s in ("completed", "compensated", "parked", "reopened")
+    }
     assert addresses == {*listened_subjects(definition), *published_subjects(definition), *statuses}
     assert all(name == c["address"] for name, c in document["channels"].items())
     assert document["servers"]["nats"] == {
@@ -176,6 +179,7 @@ def test_the_engine_sends_commands_and_receives_answers_in_flow_order() -> None:
         ("status.completed", "send"),
         ("status.compensated", "send"),
         ("status.parked", "send"),
+        ("status.reopened", "send"),
     ]
     charge = document["operations"]["charge_payment.command"]["description"]
     assert "Step 2 of 3" in charge
@@ -287,3 +291,26 @@ def test_the_command_reports_an_invalid_definition_like_validate(tmp_path: Path)
 
     assert result.exit_code == 1
     assert f"{bad}:6:5: steps[0](s).timout: unknown key" in result.output
+
+
+def test_a_queue_timeout_step_documents_its_start_report() -> None:
+    definition = parse_definition(
+        """
+name: signup
+trigger: {event: signup.requested, id: {field: id}}
+steps:
+  - name: create_account
+    publish: {event: account.create}
+    success: account.created
+    timeout: 2s
+    queue_timeout: 30s
+"""
+    )
+    document = generated(definition)
+
+    assert problems(document) == []
+    addresses = {c["address"] for c in document["channels"].values()}
+    assert addresses >= set(listened_subjects(definition))
+    started = document["operations"]["create_account.started"]
+    assert started["action"] == "receive"
+    assert "`queue_timeout`" in started["description"]

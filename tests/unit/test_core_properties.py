@@ -32,10 +32,12 @@ from saga.core import (
     OperatorRetry,
     Parked,
     PublishEvent,
+    Reopened,
     SagaTriggered,
     ScheduleTimer,
     Status,
     StepFailed,
+    StepStarted,
     StepStatus,
     StepSucceeded,
     Timer,
@@ -119,11 +121,14 @@ def steps(
         step["timeout"] = draw(st.sampled_from(DURATIONS))
     if draw(st.booleans()):  # driven
         step["publish"] = {"event": f"s{i}.do"}
+        if draw(st.integers(0, 3)) == 0:
+            step["queue_timeout"] = draw(st.sampled_from(DURATIONS))
         data = draw(templates(readable))
         if data is not None:
             step["publish"]["data"] = data
         if draw(st.booleans()):
-            step["retry"] = draw(retry_policies(needs_on_failure="timeout" not in step))
+            timed = "timeout" in step or "queue_timeout" in step
+            step["retry"] = draw(retry_policies(needs_on_failure=not timed))
     own = [f"steps.s{i}.{f}" for f in (keep or FIELDS)]
     comp = draw(compensations(i, [*readable, *own], live))
     if comp is not None:
@@ -250,6 +255,7 @@ class Sim:
         if isinstance(event, StepSucceeded) and decision.changed:
             self.accepted_ok.add(event.step)
         self.check(before, event, decision)
+        self.check_stale(before, event, decision)
         assert not (stale and decision.changed), f"stale {event} changed the instance"
         self.state, self.last = decision.state, event
         return decision
@@ -289,6 +295,7 @@ class Sim:
                 StepStatus.TIMED_OUT,
                 StepStatus.ABANDONED,
                 StepStatus.PENDING,
+                StepStatus.FAILED,  # at a later attempt than the one this success answers
             )
             assert decision.state.compensation_queue[:1] == [event.step] or (
                 decision.state.status is Status.COMPENSATED
@@ -302,6 +309,27 @@ class Sim:
         self.apply_timers(decision)
         self.check_state(before, decision.state, decision)
         self.check_timers(decision.state)
+
+    def check_stale(self, before: InstanceState | None, event: Event, decision: Decision) -> None:
+        """A failure of an older attempt than the current one changes no status: it says
+        nothing about the newer attempt (at most it is recorded in the history)."""
+        if before is None or decision.state is None:
+            return
+        if isinstance(event, StepFailed) and event.attempt is not None:
+            old, new = before.steps[event.step], decision.state.steps[event.step]
+            if event.attempt < old.attempt:
+                assert new.status is old.status, f"stale {event} changed the step"
+                assert decision.state.status is before.status, f"stale {event} moved the saga"
+                assert decision.commands == []
+        started = isinstance(event, StepStarted) and event.attempt is not None
+        if started and event.attempt < before.steps[event.step].attempt:
+            assert not decision.changed, f"stale {event} changed the instance"
+        if isinstance(event, CompensationFailed) and event.attempt is not None:
+            old, new = before.steps[event.step], decision.state.steps[event.step]
+            if event.attempt < old.compensation_attempt:
+                assert new.compensation is old.compensation, f"stale {event} changed the undo"
+                assert decision.state.status is before.status, f"stale {event} moved the saga"
+                assert decision.commands == []
 
     def check_commands(self, before: InstanceState | None, decision: Decision) -> None:
         assert decision.state is not None
@@ -369,7 +397,10 @@ class Sim:
         if before is not None and before.status is not Status.RUNNING:
             assert after.status is not Status.RUNNING, "an instance never goes back to running"
         finished = [c.status for c in decision.commands if isinstance(c, Finished)]
-        assert finished == ([after.status.value] if after.status.terminal else [])
+        again = after.status is Status.COMPENSATED and after.reopened  # announced once
+        assert finished == ([after.status.value] if after.status.terminal and not again else [])
+        reopened = [c for c in decision.commands if isinstance(c, Reopened)]
+        assert len(reopened) == (before is not None and before.status is Status.COMPENSATED)
         parked = [c for c in decision.commands if isinstance(c, Parked)]
         newly_parked = before is not None and before.status is not Status.PARKED
         assert len(parked) == (after.status is Status.PARKED and newly_parked)
@@ -448,7 +479,10 @@ class Sim:
             timers = [Timer(TimerKind.DEADLINE)] if self.definition.deadline else []
             for step in self.definition.steps:
                 s = state.steps[step.name]
-                if s.status is StepStatus.ACTIVE and step.timeout is not None:
+                queued = step.queue_timeout is not None and s.running_since is None
+                if s.status is StepStatus.ACTIVE and step.driven and queued:
+                    timers.append(Timer(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt))
+                elif s.status is StepStatus.ACTIVE and step.timeout is not None:
                     timers.append(Timer(TimerKind.STEP_TIMEOUT, step.name, s.attempt))
                 if s.status is StepStatus.RETRY_WAIT:
                     timers.append(Timer(TimerKind.STEP_RETRY, step.name, s.attempt))
@@ -479,6 +513,7 @@ class Sim:
             "repeated reply": self.replies_of((StepStatus.SUCCEEDED, StepStatus.FAILED)),
             "any reply": self.any_reply(),
             "operator": st.sampled_from([OperatorAbort("op"), OperatorRetry(), OperatorResume()]),
+            "older attempt": self.older_replies(),
             "repeat": st.none() if self.last is not None else None,
         }
         assert self.state is not None
@@ -486,6 +521,7 @@ class Sim:
             weights = {"answer": 5, "timer": 2, "early or late reply": 2, "any reply": 2}
         else:
             weights = {"answer": 2, "timer": 2, "early or late reply": 4, "operator": 2}
+        weights["older attempt"] = 2
         available = {k: strategy for k, strategy in table.items() if strategy is not None}
         weighted = [k for k in available for _ in range(weights.get(k, 1))]
         return st.sampled_from(weighted).flatmap(available.__getitem__)
@@ -496,15 +532,20 @@ class Sim:
         assert state is not None
         waited: list[Event] = []
         for step in self.definition.steps:
-            if state.steps[step.name].status in IN_FLIGHT:
-                waited += [StepSucceeded(step.name, {"v": 1, "w": "x"})] * 3
-                waited += [StepFailed(step.name, "no")] if step.failure else []
+            s = state.steps[step.name]
+            if s.status in IN_FLIGHT and step.queue_timeout is not None:
+                waited += [StepStarted(step.name, s.attempt)] * 2
+            if s.status in IN_FLIGHT:
+                waited += [StepSucceeded(step.name, {"v": 1, "w": "x"}, s.attempt)] * 2
+                waited += [StepSucceeded(step.name, {"v": 1, "w": "x"})]
+                waited += [StepFailed(step.name, "no", {}, s.attempt)] if step.failure else []
         if state.compensation_queue:
             name = state.compensation_queue[0]
             comp = self.definition.step(name).compensate
             assert comp is not None
+            attempt = state.steps[name].compensation_attempt
             waited += [CompensationSucceeded(name)] if comp.success else []
-            waited += [CompensationFailed(name, "no")] if comp.failure else []
+            waited += [CompensationFailed(name, "no", attempt)] if comp.failure else []
         return st.sampled_from(waited) if waited else None
 
     def replies_of(self, statuses: tuple[StepStatus, ...]) -> st.SearchStrategy[Event] | None:
@@ -521,6 +562,24 @@ class Sim:
         if failing:
             replies |= st.builds(StepFailed, st.sampled_from(failing), st.just("late"))
         return replies
+
+    def older_replies(self) -> st.SearchStrategy[Event] | None:
+        """Replies that answer an attempt older than the current one (a retry overtook
+        them): failures must be ignored, a success still counts."""
+        state = self.state
+        assert state is not None
+        replies: list[Event] = []
+        for step in self.definition.steps:
+            s = state.steps[step.name]
+            for attempt in range(1, s.attempt):
+                replies += [StepFailed(step.name, "stale", {}, attempt)] if step.failure else []
+                replies += [StepStarted(step.name, attempt)] if step.queue_timeout else []
+                replies += [StepSucceeded(step.name, {"v": 2}, attempt)]
+            comp = step.compensate
+            if comp is not None and comp.failure:
+                for attempt in range(1, s.compensation_attempt):
+                    replies += [CompensationFailed(step.name, "stale", attempt)]
+        return st.sampled_from(replies) if replies else None
 
     def any_reply(self) -> st.SearchStrategy[Event]:
         defn = self.definition
@@ -546,6 +605,7 @@ class Sim:
         for name, s in self.state.steps.items():
             for attempt in range(s.attempt):
                 older += [Timer(TimerKind.STEP_TIMEOUT, name, attempt)]
+                older += [Timer(TimerKind.QUEUE_TIMEOUT, name, attempt)]
                 older += [Timer(TimerKind.STEP_RETRY, name, attempt)]
             for attempt in range(s.compensation_attempt):
                 older += [Timer(TimerKind.COMPENSATION_TIMEOUT, name, attempt)]

@@ -28,6 +28,7 @@ def full_state() -> InstanceState:
         status=StepStatus.ACTIVE,
         attempt=2,
         started_at=T0,
+        running_since=T0,
         finished_at=T0,
         reason="slow",
         early=early,

@@ -197,6 +197,7 @@ def travel() -> SagaHarness:
     h.on("travel.flight.cancel", reply("travel.flight.cancelled"))
     h.on("travel.hotel.cancel", reply("travel.hotel.cancelled"))
     h.on("travel.car.rent", reply("travel.car.rented", rental_ref="C1"))
+    h.on("travel.car.return", reply("travel.car.returned"))
     return h
 
 
@@ -241,20 +242,24 @@ async def test_a_full_hotel_cancels_the_flight() -> None:
     assert result.commands[1].payload == {"trip_id": "t1", "booking_ref": "F1"}
 
 
-async def test_a_full_hotel_waits_for_the_parallel_car_before_cancelling() -> None:
+async def test_a_full_hotel_waits_for_the_parallel_car_then_returns_it() -> None:
+    """Issue 12: ``rent_car`` had no compensation, so a full hotel left a car rented."""
     h = travel().on("travel.flight.booked", fail("travel.hotel.full", "no-rooms"))
     h.on("travel.car.rent", reply("travel.car.rented", rental_ref="C1"))
+    h.on("travel.car.return", reply("travel.car.returned", rental_ref="C1"))
 
     result = await h.run({**TRIP, "nights": 21})
 
     assert result.status == "compensated"
     assert result.failure_step == "book_hotel"
-    assert result.step("rent_car").status.value == "succeeded"  # no undo declared for it
+    assert result.step("rent_car").compensation.value == "done"
     assert trace(result.commands) == [
         ("travel.flight.book", "book_flight", "step", 1),
         ("travel.car.rent", "rent_car", "step", 1),
+        ("travel.car.return", "rent_car", "compensation", 1),
         ("travel.flight.cancel", "book_flight", "compensation", 1),
     ]
+    assert result.commands[2].payload == {"trip_id": "t1", "rental_ref": "C1"}
 
 
 async def test_a_hotel_that_never_answers_times_out_and_the_flight_is_cancelled() -> None:

@@ -14,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 from saga.core import (
     CompensationSucceeded,
     Event,
+    Finished,
     InstanceState,
     PublishEvent,
+    Reopened,
     SagaTriggered,
     StepFailed,
     StepSucceeded,
@@ -25,6 +27,7 @@ from saga.core import (
     decide,
 )
 from saga.definition import parse_definition
+from saga.testing import SagaHarness, reply
 
 TRIP = parse_definition(
     """
@@ -114,3 +117,38 @@ def test_an_observed_step_that_reports_success_while_the_saga_fails_is_undone() 
     assert any(h.event == "step.late-success" and h.step == "watched" for h in state.history)
     assert state.status.value == "compensating"
     assert state.compensation_queue[0] == "watched"
+
+
+async def test_a_reopened_saga_announces_reopened_once_and_compensated_once() -> None:
+    """Issue 12, defect 4: a saga reopened to undo a late success published
+    ``saga.status.trip.compensated`` twice."""
+    h = SagaHarness(TRIP)
+    h.on("flight.book", reply("flight.booked"))
+    h.on("flight.cancel", reply("flight.cancelled"))
+    h.on("hotel.cancel", reply("hotel.cancelled"))
+    compensated = await h.run({"id": "t-1"})
+    assert compensated.status == "compensated"
+
+    await h.emit("hotel.booked", {"ref": "H1"})
+
+    result = await h.settle()
+    assert result.status == "compensated"
+    assert "hotel.cancel" in result.published_subjects
+    announced = [m.subject for m in result.status_events]
+    assert announced == ["saga.status.trip.compensated", "saga.status.trip.reopened"]
+    assert result.status_events[1].payload["reason"] == "late success of hotel: undoing it"
+
+
+def test_the_second_compensation_of_a_reopened_saga_is_not_finished_again() -> None:
+    compensated = run(
+        StepSucceeded("flight"),
+        TimerFired(Timer(TimerKind.STEP_TIMEOUT, "hotel", 1)),
+        CompensationSucceeded("flight"),
+    )
+    reopened = decide(TRIP, compensated, StepSucceeded("hotel"), T0 + timedelta(1))
+    assert reopened.state is not None
+    assert Reopened("hotel") in reopened.commands
+    done = decide(TRIP, reopened.state, CompensationSucceeded("hotel"), T0 + timedelta(2))
+    assert done.state is not None
+    assert done.state.status.value == "compensated"
+    assert not any(isinstance(c, Finished) for c in done.commands)

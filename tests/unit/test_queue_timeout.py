@@ -1,0 +1,166 @@
+"""A step's run timeout can exclude the time its command waits at the participant.
+
+Issue 12, defect 11: 2,000 triggers in 0.4 s left commands queued at the participant
+longer than the step's timeout, so 30 % of the sagas were compensated by timeouts while
+the participant was healthy, only busy. With ``queue_timeout`` the wait in the queue
+has its own bound, and ``timeout`` counts from the participant's start report.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from saga.core import (
+    CancelTimer,
+    Event,
+    InstanceState,
+    SagaTriggered,
+    ScheduleTimer,
+    Status,
+    StepStarted,
+    StepStatus,
+    StepSucceeded,
+    Timer,
+    TimerFired,
+    TimerKind,
+    classify,
+    decide,
+)
+from saga.definition import SagaDefinition, parse_definition
+from saga.engine.intake import Intake, Work
+from saga.errors import DefinitionError
+from saga.nats.topology import listened_subjects
+from saga.testing import SagaHarness, reply
+
+QUEUED = """
+name: signup
+trigger: {event: signup.requested, id: {field: id}}
+steps:
+  - name: create_account
+    publish: {event: account.create}
+    success: account.created
+    timeout: 2s
+    queue_timeout: 30s
+    retry: {attempts: 2, backoff: 1s}
+"""
+SIGNUP = parse_definition(QUEUED)
+PLAIN = parse_definition(QUEUED.replace("    queue_timeout: 30s\n", ""))
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def play(definition: SagaDefinition, *events: tuple[float, Event]) -> InstanceState:
+    state = decide(definition, None, SagaTriggered("u-1", {"id": "u-1"}), T0).state
+    for seconds, event in events:
+        decision = decide(definition, state, event, at(seconds))
+        assert decision.error is None
+        state = decision.state
+    assert state is not None
+    return state
+
+
+def test_a_command_queued_longer_than_the_run_timeout_still_completes() -> None:
+    """Queued 4 s, then 1 s of work: within ``timeout: 2s`` of its start."""
+    state = play(
+        SIGNUP,
+        (4, StepStarted("create_account", 1)),
+        (5, StepSucceeded("create_account", {}, 1)),
+    )
+    assert state.status is Status.COMPLETED
+
+
+def test_without_queue_timeout_the_same_wait_times_the_step_out() -> None:
+    """Today's meaning of ``timeout``: from when the command was sent, queueing included."""
+    sent = decide(PLAIN, None, SagaTriggered("u-1", {"id": "u-1"}), T0)
+    [timer] = [c for c in sent.commands if isinstance(c, ScheduleTimer)]
+    assert timer == ScheduleTimer(Timer(TimerKind.STEP_TIMEOUT, "create_account", 1), at(2))
+
+
+def test_the_queue_timer_runs_until_the_start_report_then_the_run_timer() -> None:
+    sent = decide(SIGNUP, None, SagaTriggered("u-1", {"id": "u-1"}), T0)
+    queue = Timer(TimerKind.QUEUE_TIMEOUT, "create_account", 1)
+    assert [c for c in sent.commands if isinstance(c, ScheduleTimer)] == [
+        ScheduleTimer(queue, at(30))
+    ]
+    assert sent.state is not None
+    started = decide(SIGNUP, sent.state, StepStarted("create_account", 1), at(4))
+    assert started.commands == [
+        CancelTimer(queue),
+        ScheduleTimer(Timer(TimerKind.STEP_TIMEOUT, "create_account", 1), at(6)),
+    ]
+    assert started.state is not None
+    assert started.state.steps["create_account"].running_since == at(4)
+    again = decide(SIGNUP, started.state, StepStarted("create_account", 1), at(5))
+    assert not again.changed, "a second report (a redelivery) changes nothing"
+
+
+def test_a_command_never_started_is_retried_then_times_out_in_the_queue() -> None:
+    state = play(
+        SIGNUP,
+        (30, TimerFired(Timer(TimerKind.QUEUE_TIMEOUT, "create_account", 1))),
+        (31, TimerFired(Timer(TimerKind.STEP_RETRY, "create_account", 1))),
+        (61, TimerFired(Timer(TimerKind.QUEUE_TIMEOUT, "create_account", 2))),
+    )
+    step = state.steps["create_account"]
+    assert step.status is StepStatus.TIMED_OUT
+    assert step.reason == "not started in time after 2 attempt(s)"
+    assert state.history[-1].event == "saga.compensated"
+
+
+def test_a_start_report_of_an_older_attempt_is_ignored() -> None:
+    state = play(
+        SIGNUP,
+        (30, TimerFired(Timer(TimerKind.QUEUE_TIMEOUT, "create_account", 1))),
+        (31, TimerFired(Timer(TimerKind.STEP_RETRY, "create_account", 1))),
+    )
+    stale = decide(SIGNUP, state, StepStarted("create_account", 1), at(32))
+    assert not stale.changed
+
+
+def test_the_engine_listens_for_start_reports_of_queued_steps_only() -> None:
+    assert "saga.started.signup.create_account" in listened_subjects(SIGNUP)
+    assert not any(s.startswith("saga.started.") for s in listened_subjects(PLAIN))
+    event = classify(SIGNUP, "saga.started.signup.create_account", {}, "u-1", 2)
+    assert event == StepStarted("create_account", 2)
+    work = Intake({"signup": SIGNUP}).parse(
+        "saga.started.signup.create_account",
+        b"",
+        {"Saga-Id": "u-1", "Saga-Attempt": "1"},
+        "SAGA_EVENTS",
+        7,
+    )
+    assert isinstance(work, Work)
+    assert work.event == StepStarted("create_account", 1)
+
+
+def test_an_observed_step_cannot_have_a_queue_timeout() -> None:
+    text = """
+name: watch
+trigger: {event: w.start}
+steps:
+  - {name: seen, success: w.seen, queue_timeout: 5s}
+"""
+    with pytest.raises(DefinitionError, match=r"queue_timeout: an observed step has no command"):
+        parse_definition(text)
+
+
+async def test_the_harness_participants_report_starts_as_the_sdk_does() -> None:
+    """A scripted participant starts each command at once and says so; its answer 1 s
+    later is within the run ``timeout`` of 2 s."""
+    h = SagaHarness(SIGNUP)
+    h.on("account.create", reply("account.created").after(1))
+
+    result = await h.run({"id": "u-1"})
+
+    assert result.status == "completed"
+    assert [m.subject for m in result.messages][:3] == [
+        "signup.requested",
+        "account.create",
+        "saga.started.signup.create_account",
+    ]
+    assert result.step("create_account").running_since is not None
