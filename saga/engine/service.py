@@ -55,7 +55,10 @@ from saga.nats.topology import (
 )
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 from saga.telemetry import Telemetry
-from saga.telemetry.spans import consuming, mark_error, parent_for, start_saga
+from saga.telemetry.engine_spans import processing
+from saga.telemetry.recovery import SpanMarks
+from saga.telemetry.saga_spans import new_saga_trace
+from saga.telemetry.spans import consuming, mark_error
 
 log = logging.getLogger("saga.engine")
 
@@ -111,6 +114,7 @@ class Engine:
         self.timers = BrokerTimers(self.js, self.settings.topology.timers_stream)
         self.telemetry = telemetry or Telemetry.disabled()
         self.observer = Observer(self.telemetry)
+        self.marks = SpanMarks(self.telemetry)
         self.effects = Effects(self.js, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
         self.ready = asyncio.Event()
@@ -193,6 +197,8 @@ class Engine:
             asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
             asyncio.create_task(self._consume(self._fetcher(timers)), name="saga-timers"),
         ]
+        if self.telemetry.enabled:
+            self._tasks.append(asyncio.create_task(self._recover_spans(), name="saga-spans"))
         if self.ownership is not None:
             self._tasks.append(
                 asyncio.create_task(
@@ -235,6 +241,17 @@ class Engine:
             return ActionResult(True, f"{type(event).__name__} applied", status)
         reason = verdict.note if isinstance(verdict, Ack) else getattr(verdict, "reason", "")
         return ActionResult(False, reason or "refused", record.state.status.value)
+
+    async def _recover_spans(self) -> None:
+        """Write again the spans a crashed engine may not have exported, then keep marking."""
+        assert self.store is not None
+        try:
+            count = await self.marks.scan(self.store)
+            if count:
+                log.info("re-emitted the saga spans of %d ended instance(s)", count)
+        except Exception:
+            log.warning("could not scan instances for unexported spans", exc_info=True)
+        await self.marks.keep_marking(lambda: self.store, self._stopping)
 
     async def stop(self) -> None:
         """Stop fetching and let in-flight messages finish; the caller drains the connection."""
@@ -382,7 +399,8 @@ class Engine:
             if stored is not None and stored.record.origin == received.origin:
                 # Written before a crash or a lost race; its commands may not be out yet.
                 outbox = [command_from_json(c) for c in stored.record.outbox]
-                await self._carry_out(stored.record, received, outbox)
+                self.marks.recovered(key, stored.record, stored.revision)
+                await self._carry_out(stored.record, received, outbox, work.event)
                 return Ack()
             before = stored.record.state if stored else None
             if before is not None and before.saga_version != work.definition.version:
@@ -415,22 +433,15 @@ class Engine:
                     )
                 log.debug("%s: %s", received.subject, decision.note)
                 return Ack(decision.note)
-            root, saga_trace = None, stored.record.trace if stored is not None else {}
+            saga_trace = stored.record.trace if stored is not None else {}
             if stored is None:
-                root = start_saga(
-                    self.telemetry,
-                    name,
-                    work.definition.version,
-                    work.saga_id,
-                    received.headers,
-                    received.at_ns,
-                )
-                saga_trace = root.context
+                saga_trace = new_saga_trace(self.telemetry, name, received.headers)
             record = InstanceRecord(
                 state=decision.state,
                 origin=received.origin,
                 outbox=[command_to_json(c) for c in decision.commands],
                 trace=saga_trace,
+                traced=stored.record.traced if stored is not None else 0,
             )
             try:
                 if stored is None:
@@ -439,35 +450,37 @@ class Engine:
                     revision = await self.store.update(key, record, stored.revision)
             except RevisionConflict:
                 self.cache.drop(key)
-                continue  # a root span started here is never ended, so never exported
-            if root is not None:
-                root.end()
+                continue
             self.cache.put(key, Stored(record, revision))
-            self.observer.transition(before, decision.state, saga_trace, self.clock())
-            await self._carry_out(record, received, decision.commands)
+            self.observer.transition(before, decision.state, self.clock())
+            self.marks.transition(key, stored.record if stored else None, record, revision)
+            await self._carry_out(record, received, decision.commands, work.event)
             if decision.state.status.terminal:
                 self.cache.drop(key)
             return Ack()
         return Retry("too many revision conflicts")
 
     async def _carry_out(
-        self, record: InstanceRecord, received: Received, commands: Sequence[Command]
+        self,
+        record: InstanceRecord,
+        received: Received,
+        commands: Sequence[Command],
+        event: Event | None = None,
     ) -> None:
         """Publish inside the message's CONSUMER span, so every send joins the saga's trace."""
         if not self.telemetry.enabled:
             await self.effects.run(record.state, commands)
             return
-        parent = parent_for(received.headers, record.trace)
-        with consuming(
+        with processing(
             self.telemetry,
+            record,
+            event,
             received.subject,
             received.headers,
-            saga_id=record.state.saga_id,
-            parent=parent,
             start_ns=received.at_ns,
             message_id=received.origin,
         ):
-            await self.effects.run(record.state, commands)
+            await self.effects.run(record.state, commands, record.trace)
 
     async def _settle(
         self, msg: Msg, verdict: Verdict, received: Received, saga_id: str | None = None

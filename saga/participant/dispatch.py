@@ -16,6 +16,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import trace
 
 from saga.logs import CURRENT_SAGA
 from saga.nats.dlq import DeadLetterCode, dead_letter
@@ -42,6 +43,7 @@ from saga.protocol import (
     KIND_STEP,
 )
 from saga.telemetry import Telemetry
+from saga.telemetry.participant_spans import delivery_attributes, mark_business_failure
 from saga.telemetry.spans import consuming, mark_error, sending
 
 log = logging.getLogger("saga.participant")
@@ -105,8 +107,13 @@ class Dispatcher:
                 headers,
                 saga_id=saga_id,
                 message_id=f"{meta.stream}:{meta.sequence.stream}",
+                attributes=(
+                    delivery_attributes(headers, meta.num_delivered)
+                    if self._telemetry.enabled
+                    else None
+                ),
             ) as span:
-                verdict = await self.verdict(msg)
+                verdict = self._final(msg, await self.verdict(msg))
                 if isinstance(verdict, DeadLetter):
                     mark_error(span, verdict.code.value, verdict.reason)
                 elif isinstance(verdict, Redeliver):
@@ -114,6 +121,15 @@ class Dispatcher:
                 await self.settle(msg, verdict)
         finally:
             CURRENT_SAGA.reset(token)
+
+    def _final(self, msg: Msg, verdict: Verdict) -> Verdict:
+        """A redelivery past the last allowed delivery is a dead letter (and is marked so)."""
+        delivered = msg.metadata.num_delivered
+        max_deliver = self._settings.stream.max_deliver
+        if isinstance(verdict, Redeliver) and 0 < max_deliver <= delivered:
+            reason = f"failed {delivered} deliveries, last: {verdict.reason}"
+            return DeadLetter(DeadLetterCode.HANDLER_FAILED, reason)
+        return verdict
 
     async def verdict(self, msg: Msg) -> Verdict:
         route = self._routes.get(msg.subject)
@@ -152,6 +168,7 @@ class Dispatcher:
             found = await self._ledger.find(key)
             if found is not None and found.reply.answers(envelope.attempt):
                 log.debug("%s: replaying the stored reply %s", key, found.reply.subject)
+                trace.get_current_span().set_attribute("saga.reply.duplicate", True)
                 await self._publish(found.reply)
                 return ACK
             outcome = await self._run(msg, route, envelope, payload)
@@ -168,6 +185,7 @@ class Dispatcher:
         try:
             result = await route.handler(ctx, payload)
         except Reject as rejection:
+            mark_business_failure(trace.get_current_span(), rejection.reason)
             if route.failure is None:
                 return DeadLetter(
                     DeadLetterCode.HANDLER_FAILED,

@@ -19,6 +19,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import Meter, MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
+from saga.telemetry.ids import install
+
 log = logging.getLogger("saga.telemetry")
 INSTRUMENTATION = "saga"
 
@@ -31,6 +33,8 @@ class Telemetry:
     meter: Meter | None = None
     enabled: bool = False
     providers: list[Any] = field(default_factory=list)
+    owned: bool = True
+    """False: the providers belong to the caller (not shut down here)."""
 
     @classmethod
     def disabled(cls) -> Telemetry:
@@ -42,7 +46,9 @@ class Telemetry:
     ) -> Telemetry:
         """Explicit providers (tests use an in-memory exporter this way)."""
         meter = meter_provider.get_meter(INSTRUMENTATION) if meter_provider else None
-        return cls(tracer_provider.get_tracer(INSTRUMENTATION), meter, True)
+        install(tracer_provider)
+        tracer = tracer_provider.get_tracer(INSTRUMENTATION)
+        return cls(tracer, meter, True, [tracer_provider], owned=False)
 
     @classmethod
     def current(cls) -> Telemetry:
@@ -50,11 +56,25 @@ class Telemetry:
         provider = trace.get_tracer_provider()
         if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
             return cls.disabled()
+        install(provider)
         return cls(provider.get_tracer(INSTRUMENTATION), None, True)
+
+    def flush(self) -> bool:
+        """Export what the tracer holds now; False if an exporter did not finish."""
+        done = True
+        for provider in self.providers:
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None and hasattr(provider, "get_tracer"):
+                try:
+                    done = bool(flush()) and done
+                except Exception:
+                    log.warning("telemetry flush failed", exc_info=True)
+                    done = False
+        return done
 
     def shutdown(self) -> None:
         """Flush and stop exporters (on process exit)."""
-        for provider in self.providers:
+        for provider in self.providers if self.owned else ():
             try:
                 provider.shutdown()
             except Exception:  # an exporter's error must never stop the process
@@ -137,6 +157,7 @@ def _tracer_provider(resource: Any) -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     provider = SdkTracerProvider(resource=resource)
+    install(provider)
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
     exporter = ConsoleSpanExporter() if exporter_name == "console" else _otlp_spans()
     provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -1,0 +1,89 @@
+"""The engine's message spans, placed in the saga's tree (see :mod:`saga.telemetry.saga_spans`).
+
+A reply or a timer is processed under the attempt it concerns, anything else (the
+trigger, an operator's request) under the saga's root; the message's creator is a link.
+A command sent for an attempt hangs under that attempt and carries the attempt's
+context, so the participant's ``process`` span is the attempt's child, not the send's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from contextlib import AbstractContextManager
+
+from opentelemetry.trace import Span
+
+from saga.core.events import Event
+from saga.core.state import InstanceState
+from saga.protocol import HEADER_ATTEMPT, HEADER_KIND, HEADER_MSG_ID, HEADER_STEP, KIND_COMPENSATION
+from saga.store.base import InstanceRecord
+from saga.telemetry.saga_spans import (
+    COMPENSATION,
+    STEP,
+    attempt_context,
+    message_role,
+    root_context,
+)
+from saga.telemetry.setup import Telemetry
+from saga.telemetry.spans import consuming, sending
+
+
+def processing(
+    telemetry: Telemetry,
+    record: InstanceRecord,
+    event: Event | None,
+    subject: str,
+    headers: Mapping[str, str],
+    *,
+    start_ns: int,
+    message_id: str,
+) -> AbstractContextManager[Span | None]:
+    """The CONSUMER span of a transition of ``record``'s saga."""
+    if not telemetry.enabled:
+        return consuming(telemetry, subject, headers, saga_id=None)
+    role = message_role(record.trace, record.state, event, subject)
+    return consuming(
+        telemetry,
+        subject,
+        headers,
+        saga_id=record.state.saga_id,
+        parent=role.parent,
+        start_ns=start_ns,
+        message_id=message_id,
+        name=role.name,
+        attributes=role.attributes,
+    )
+
+
+def publishing(
+    telemetry: Telemetry,
+    subject: str,
+    headers: MutableMapping[str, str],
+    state: InstanceState,
+    saga_trace: Mapping[str, str] | None,
+) -> AbstractContextManager[None]:
+    """The PRODUCER span of one engine publish: under its attempt, or under the root."""
+    if not telemetry.enabled or not saga_trace:
+        return sending(
+            telemetry,
+            subject,
+            headers,
+            saga_id=state.saga_id,
+            message_id=headers.get(HEADER_MSG_ID),
+        )
+    step, attempt = headers.get(HEADER_STEP), headers.get(HEADER_ATTEMPT, "")
+    carried = None
+    if step and attempt.isdigit():
+        kind = COMPENSATION if headers.get(HEADER_KIND) == KIND_COMPENSATION else STEP
+        parent = carried = attempt_context(saga_trace, state, kind, step, int(attempt))
+    else:
+        parent = root_context(saga_trace)
+    return sending(
+        telemetry,
+        subject,
+        headers,
+        saga_id=state.saga_id,
+        message_id=headers.get(HEADER_MSG_ID),
+        parent=parent,
+        carried=carried,
+    )
