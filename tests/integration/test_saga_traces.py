@@ -140,7 +140,7 @@ async def test_no_span_is_lost_to_a_kill_right_after_the_terminal_write(
             record = await asyncio.wait_for(terminal_write(), 60)
             first.send_signal(signal.SIGKILL)  # right after the write: no wait for the export
             first.wait()
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
             assert record.state.status.value == "compensated"
             assert not any(
                 s.service == "saga-engine" for s in saga_spans(receiver, saga_id).values()
