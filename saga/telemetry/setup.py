@@ -6,6 +6,9 @@ and ``OTEL_SDK_DISABLED`` is not ``true``. Otherwise nothing is created at all, 
 tracing off costs nothing. The exporters read their own settings
 (``OTEL_EXPORTER_OTLP_PROTOCOL``, headers, timeouts); the resource reads
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``.
+
+Metrics are exported over OTLP only when asked for (``OTEL_METRICS_EXPORTER=otlp`` or
+``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``): an endpoint alone means traces.
 """
 
 from __future__ import annotations
@@ -93,6 +96,16 @@ def _wanted() -> bool:
     return bool(exporter or endpoint)
 
 
+def _metrics_wanted() -> bool:
+    """Only when asked for: a traces-only backend refuses metrics (405), every interval."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    exporter = os.environ.get("OTEL_METRICS_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter == "otlp"
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
 def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry:
     """Configure the SDK from the standard variables; a disabled Telemetry when not asked for.
 
@@ -100,7 +113,7 @@ def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry
     when tracing is off (metrics are then the only thing recorded).
     """
     tracing = _wanted()
-    if not tracing and not prometheus:
+    if not tracing and not prometheus and not _metrics_wanted():
         return Telemetry.disabled()
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -116,7 +129,7 @@ def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry
         tracer = tracer_provider.get_tracer(INSTRUMENTATION)
         trace.set_tracer_provider(tracer_provider)
     readers: list[MetricReader] = []
-    if tracing and os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "otlp":
+    if _metrics_wanted():
         readers.append(PeriodicExportingMetricReader(_otlp_metrics()))
     if prometheus:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
