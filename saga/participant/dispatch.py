@@ -34,6 +34,7 @@ from saga.participant.locks import KeyedLocks
 from saga.participant.outcomes import NoReply, Reject, Retry
 from saga.participant.routes import Route, RouteKind
 from saga.participant.settings import ParticipantSettings
+from saga.participant.stale import StaleUndos
 from saga.protocol import (
     HEADER_MSG_ID,
     HEADER_SAGA_ID,
@@ -90,6 +91,7 @@ class Dispatcher:
         self._settings = settings
         self._locks = KeyedLocks()
         self._telemetry = telemetry or Telemetry.disabled()
+        self._stale = StaleUndos(runtime.js, settings.topology)
 
     @property
     def js(self) -> JetStreamContext:
@@ -170,6 +172,11 @@ class Dispatcher:
                 log.debug("%s: replaying the stored reply %s", key, found.reply.subject)
                 trace.get_current_span().set_attribute("saga.reply.duplicate", True)
                 await self._publish(found.reply)
+                return ACK
+            stale = await self._stale.resolved(envelope, msg.metadata.num_delivered)
+            if stale is not None:
+                log.info("%s: not run again, %s", key, stale)
+                trace.get_current_span().set_attribute("saga.delivery.stale", stale)
                 return ACK
             outcome = await self._run(msg, route, envelope, payload)
             if not isinstance(outcome, StoredReply):
