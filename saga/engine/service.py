@@ -55,7 +55,7 @@ from saga.nats.topology import (
 )
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 from saga.telemetry import Telemetry
-from saga.telemetry.engine_spans import processing
+from saga.telemetry.engine_spans import processing, refused_action
 from saga.telemetry.recovery import SpanMarks
 from saga.telemetry.saga_spans import new_saga_trace
 from saga.telemetry.spans import consuming, mark_error
@@ -240,6 +240,7 @@ class Engine:
             status = state.state.status.value if state else None
             return ActionResult(True, f"{type(event).__name__} applied", status)
         reason = verdict.note if isinstance(verdict, Ack) else getattr(verdict, "reason", "")
+        refused_action(self.telemetry, record, event, reason or "refused")
         return ActionResult(False, reason or "refused", record.state.status.value)
 
     async def _recover_spans(self) -> None:

@@ -87,3 +87,28 @@ def publishing(
         parent=parent,
         carried=carried,
     )
+
+
+def refused_action(telemetry: Telemetry, record: InstanceRecord, event: Event, why: str) -> None:
+    """An operator action the engine refused: on the saga's trace too (an applied one is
+    written from the history, see :mod:`saga.telemetry.saga_spans`)."""
+    if not telemetry.enabled or not record.trace:
+        return
+    action = type(event).__name__.removeprefix("Operator").lower()
+    span = telemetry.tracer.start_span(
+        f"saga.operator {action}", context=root_context(record.trace)
+    )
+    if span.is_recording():
+        attributes = {
+            "saga.id": record.state.saga_id,
+            "saga.name": record.state.saga_name,
+            "saga.operator.action": action,
+            "saga.operator.result": "refused",
+            "saga.operator.refusal": why,
+        }
+        for field in ("actor", "reason"):  # when the request carries them
+            value = getattr(event, field, None)
+            if value:
+                attributes[f"saga.operator.{field}"] = str(value)
+        span.set_attributes(attributes)
+    span.end()
