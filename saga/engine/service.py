@@ -55,7 +55,7 @@ from saga.nats.topology import (
 )
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 from saga.telemetry import Telemetry
-from saga.telemetry.engine_spans import processing, refused_action
+from saga.telemetry.engine_spans import ignored, processing, refused_action
 from saga.telemetry.recovery import SpanMarks
 from saga.telemetry.saga_spans import new_saga_trace
 from saga.telemetry.spans import consuming, mark_error
@@ -433,6 +433,17 @@ class Engine:
                         f"no instance {work.saga_id!r} of saga {name!r}",
                     )
                 log.debug("%s: %s", received.subject, decision.note)
+                if stored is not None and received.subject != OPERATOR_SUBJECT:
+                    ignored(
+                        self.telemetry,
+                        stored.record,
+                        work.event,
+                        received.subject,
+                        received.headers,
+                        start_ns=received.at_ns,
+                        message_id=received.origin,
+                        note=decision.note or "no change",
+                    )
                 return Ack(decision.note)
             saga_trace = stored.record.trace if stored is not None else {}
             if stored is None:

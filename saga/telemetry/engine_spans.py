@@ -112,3 +112,29 @@ def refused_action(telemetry: Telemetry, record: InstanceRecord, event: Event, w
                 attributes[f"saga.operator.{field}"] = str(value)
         span.set_attributes(attributes)
     span.end()
+
+
+def ignored(
+    telemetry: Telemetry,
+    record: InstanceRecord,
+    event: Event | None,
+    subject: str,
+    headers: Mapping[str, str],
+    *,
+    start_ns: int,
+    message_id: str,
+    note: str,
+) -> None:
+    """A message that changed nothing (a duplicate or late reply, a stale timer): its
+    ``process`` span says so, under the attempt it was meant for."""
+    if not telemetry.enabled:
+        return
+    with processing(
+        telemetry, record, event, subject, headers, start_ns=start_ns, message_id=message_id
+    ) as span:
+        if span is not None and span.is_recording():
+            span.set_attribute("saga.message.ignored", note)
+            if "duplicate" in note:
+                span.set_attribute("saga.reply.duplicate", True)
+            elif "late reply" in note or "instance is " in note:
+                span.set_attribute("saga.reply.late", True)  # the saga is past it

@@ -21,6 +21,7 @@ from saga.inspect import find_instance, instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from saga.participant import App, Context, Reject
+from saga.protocol import HEADER_KIND, HEADER_SAGA_ID, HEADER_SAGA_NAME, HEADER_STEP, KIND_STEP
 from saga.telemetry import Telemetry
 from tests.support import wait_for
 
@@ -293,3 +294,37 @@ async def test_a_repeated_trigger_adds_no_trace(
         if s.name == "saga trip" and s.attributes and s.attributes.get("saga.id") == "t-twice"
     ]
     assert len(roots) == 1
+
+
+async def test_a_reply_that_changes_nothing_is_labelled_under_its_attempt(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    spans = await run(nc, exporter, "t-late", nights=3)
+    step = by_name(spans, "saga.step flight")[0]
+    headers = {
+        HEADER_SAGA_ID: "t-late",
+        HEADER_SAGA_NAME: "trip",
+        HEADER_STEP: "flight",
+        HEADER_KIND: KIND_STEP,
+    }
+    await nc.jetstream().publish("flight.booked", b'{"ref": "F1"}', headers=headers)
+
+    def ignored() -> list[ReadableSpan]:
+        return [
+            s
+            for s in exporter.get_finished_spans()
+            if s.name == "process flight.booked"
+            and s.attributes
+            and "saga.message.ignored" in s.attributes
+            and s.attributes.get("saga.id") == "t-late"
+        ]
+
+    await wait_for(lambda: bool(ignored()), message="the ignored reply's span")
+    span = ignored()[0]
+    assert span.attributes is not None
+    assert span.attributes["saga.message.ignored"] == "instance is completed"
+    assert span.attributes["saga.reply.late"] is True
+    assert span.attributes["saga.step"] == "flight"
+    assert span.parent is not None
+    assert span.parent.span_id == step.context.span_id
