@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -33,12 +34,15 @@ async def read_stream(
     subjects: list[str] | None = None,
     batch: int = 500,
     fetch_timeout: float = 2.0,
+    since: datetime | None = None,
 ) -> list[StoredMessage]:
-    """Every message of ``stream`` (on ``subjects`` when given) stored when the call begins."""
+    """Every message of ``stream`` (on ``subjects`` when given) stored when the call begins
+    (and, with ``since``, not before that moment)."""
     wanted = sorted(set(subjects or []))
     config = ConsumerConfig(
         name=f"read-{uuid.uuid4().hex[:12]}",
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
+        opt_start_time=since,
         ack_policy=AckPolicy.NONE,
         filter_subject=wanted[0] if len(wanted) == 1 else None,
         filter_subjects=wanted if len(wanted) > 1 else None,

@@ -9,7 +9,8 @@ so what a killed engine had not exported yet can be written again from the recor
   mark is written (one revision-checked write, skipped if the saga moved on);
 - an engine that touches an instance for the first time (after a restart, a handover, a
   redelivery of a message whose transition was stored) writes again every span past the
-  mark; one that starts scans the stored instances for ended ones past their mark.
+  mark; one that starts reads the instances written in the last hour (``SCAN_WINDOW``)
+  for ended ones past their mark.
 
 Copies carry the same span ids; a viewer keeps one.
 """
@@ -21,14 +22,21 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from nats.js import JetStreamContext
 
 from saga.core.state import Status
 from saga.errors import RevisionConflict
+from saga.nats.reader import StoredMessage, read_stream
 from saga.store.base import InstanceRecord, InstanceStore
 from saga.telemetry.saga_spans import emit_closed
 from saga.telemetry.setup import Telemetry
 
 log = logging.getLogger("saga.telemetry")
+SCAN_WINDOW = 3600.0
+"""Seconds back an engine that starts looks for ended sagas whose spans may be lost."""
+ENDED_STATUSES = (b'"status":"completed"', b'"status":"compensated"', b'"status":"parked"')
 SEEN_MAX = 65_536
 """Instances this engine remembers having written spans for (older ones are re-emitted
 from their mark if they come back: harmless copies)."""
@@ -63,7 +71,7 @@ class SpanMarks:
 
     def recovered(self, key: str, record: InstanceRecord, revision: int) -> None:
         """A stored transition met again (its message redelivered): write what may be lost."""
-        if not self.telemetry.enabled or key in self._seen:
+        if not self.telemetry.enabled or key in self._seen or not record.trace:
             return
         self._remember(key)
         state = record.state
@@ -77,20 +85,29 @@ class SpanMarks:
         if len(self._seen) > SEEN_MAX:
             self._seen.popitem(last=False)
 
-    async def scan(self, store: InstanceStore) -> int:
-        """Re-emit the spans of ended instances past their mark; returns how many instances."""
-        count = 0
-        for key in await store.keys():
-            if key in self._seen:
+    async def scan(self, js: JetStreamContext, bucket: str, window: float = SCAN_WINDOW) -> int:
+        """Re-emit the spans of instances that ended or parked in the last ``window``
+        seconds and are past their mark; returns how many instances.
+
+        Reads the bucket's stream from that moment on (one consumer, in batches), not
+        every key: a record of a saga that was not traced, or has not ended, is skipped
+        before it is parsed."""
+        since = datetime.now(UTC) - timedelta(seconds=window)
+        latest: dict[str, StoredMessage] = {}
+        for message in await read_stream(js, f"KV_{bucket}", since=since):
+            latest[message.subject] = message  # in stream order: the last one wins
+        prefix, count = f"$KV.{bucket}.", 0
+        for subject, message in latest.items():
+            key = subject.removeprefix(prefix)
+            data = message.data
+            if key in self._seen or not data or b'"trace":{}' in data:
                 continue
-            stored = await store.load(key)
-            if stored is None or not ended(stored.record):
+            if not any(status in data for status in ENDED_STATUSES):
                 continue
-            record = stored.record
-            if record.traced >= len(record.state.history):
-                continue
-            self.recovered(key, record, stored.revision)
-            count += 1
+            record = InstanceRecord.model_validate_json(data)
+            if ended(record) and record.traced < len(record.state.history):
+                self.recovered(key, record, message.sequence)
+                count += 1
         return count
 
     async def keep_marking(

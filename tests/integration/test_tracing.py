@@ -19,10 +19,11 @@ from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.inspect import find_instance, instance_store
 from saga.nats.server import EmbeddedServer
-from saga.nats.topology import Topology
+from saga.nats.topology import Topology, instance_key
 from saga.participant import App, Context, Reject
 from saga.protocol import HEADER_KIND, HEADER_SAGA_ID, HEADER_SAGA_NAME, HEADER_STEP, KIND_STEP
 from saga.telemetry import Telemetry
+from saga.telemetry.recovery import SpanMarks
 from tests.support import wait_for
 
 TRIP = """
@@ -328,3 +329,35 @@ async def test_a_reply_that_changes_nothing_is_labelled_under_its_attempt(
     assert span.attributes["saga.step"] == "flight"
     assert span.parent is not None
     assert span.parent.span_id == step.context.span_id
+
+
+async def test_an_ended_saga_is_marked_exported_and_a_starting_engine_rewrites_unmarked_ones(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    spans = await run(nc, exporter, "t-marked", nights=21)
+    engine_spans = {(s.name, s.context.span_id) for s in spans if s.name.startswith("saga")}
+    js = nc.jetstream()
+    store = await instance_store(js, Topology())
+    key = instance_key("trip", "t-marked")
+
+    async def marked() -> bool:
+        stored = await store.load(key)
+        assert stored is not None
+        return stored.record.traced == len(stored.record.state.history)
+
+    await wait_for(marked, message="the exported-up-to mark")
+    provider = TracerProvider()
+    again = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(again))
+    starting = SpanMarks(Telemetry.for_providers(provider))
+    assert await starting.scan(js, Topology().instances_bucket) == 0  # marked: nothing to do
+
+    stored = await store.load(key)
+    assert stored is not None
+    unmarked = stored.record.model_copy(update={"traced": 0})  # as if killed before export
+    await store.update(key, unmarked, stored.revision)
+    starting = SpanMarks(Telemetry.for_providers(provider))
+    assert await starting.scan(js, Topology().instances_bucket) == 1
+    rewritten = {(s.name, s.context.span_id) for s in again.get_finished_spans()}
+    assert rewritten == engine_spans
