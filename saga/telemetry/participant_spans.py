@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-from saga.protocol import HEADER_ATTEMPT, HEADER_KIND, HEADER_STEP
+from saga.protocol import HEADER_ATTEMPT, HEADER_KIND, HEADER_SAGA_ID, HEADER_STEP
 from saga.telemetry.spans import mark_error
 
 REJECTED = "saga.rejected"
@@ -15,8 +15,11 @@ REJECTED = "saga.rejected"
 
 
 def delivery_attributes(headers: Mapping[str, str], delivered: int) -> dict[str, Any]:
-    """The command's step, kind and attempt, and how many times it has been delivered."""
+    """The saga, the command's step, kind and attempt, and how many times it has been
+    delivered."""
     found: dict[str, Any] = {"saga.delivery": delivered}
+    if headers.get(HEADER_SAGA_ID):
+        found["saga.id"] = headers[HEADER_SAGA_ID]
     if headers.get(HEADER_STEP):
         found["saga.step"] = headers[HEADER_STEP]
     if headers.get(HEADER_KIND):

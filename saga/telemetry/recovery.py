@@ -47,7 +47,7 @@ def ended(record: InstanceRecord) -> bool:
 
 
 class SpanMarks:
-    def __init__(self, telemetry: Telemetry, interval: float = 1.0) -> None:
+    def __init__(self, telemetry: Telemetry, interval: float = 5.0) -> None:
         self.telemetry = telemetry
         self.interval = interval
         self._seen: OrderedDict[str, None] = OrderedDict()

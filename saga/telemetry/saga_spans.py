@@ -165,8 +165,10 @@ class MessageRole:
 def message_role(
     saga_trace: Mapping[str, str], state: InstanceState, event: Event | None, subject: str
 ) -> MessageRole:
-    """A reply or timer sits under the attempt it concerns; anything else under the root."""
-    attributes: dict[str, Any] = {"saga.id": state.saga_id}
+    """A reply or timer sits under the attempt it concerns; anything else under the root.
+
+    Only a timer's span names its step and attempt: a reply's parent, the attempt, does."""
+    attributes: dict[str, Any] = {}
     name = f"process {subject}"
     kind, step, attempt = None, None, 0
     if isinstance(event, StepSucceeded | StepFailed) and event.step in state.steps:
@@ -187,10 +189,10 @@ def message_role(
                 if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY)
                 else COMPENSATION
             )
+            attributes["saga.step"] = step
+            attributes["saga.attempt"] = attempt
     if kind is None or step is None:
         return MessageRole(name, root_context(saga_trace), attributes)
-    attributes["saga.step"] = step
-    attributes["saga.attempt"] = attempt
     return MessageRole(name, attempt_context(saga_trace, state, kind, step, attempt), attributes)
 
 
@@ -209,31 +211,39 @@ class DerivedSpan:
 def closed_spans(state: InstanceState, trace_id: int, lo: int, hi: int) -> list[DerivedSpan]:
     """The spans whose closing history entry has an index in ``[lo, hi)``."""
     history = state.history
-    opened: dict[tuple[str, str], int] = {}
     found: list[DerivedSpan] = []
     base = {"saga.id": state.saga_id, "saga.name": state.saga_name}
-    for index, entry in enumerate(history[:hi]):
-        kind = OPENERS.get(entry.event)
-        if kind is not None and entry.step is not None:
-            opened[(kind, entry.step)] = index
-            continue
+    for index in range(lo, min(hi, len(history))):
+        entry = history[index]
+        event = entry.event
         if entry.step is not None:
             for kind, outcomes in ((STEP, STEP_CLOSERS), (COMPENSATION, COMPENSATION_CLOSERS)):
-                outcome = outcomes.get(entry.event)
-                start = opened.get((kind, entry.step)) if outcome else None
-                if outcome is None or start is None:
+                outcome = outcomes.get(event)
+                if outcome is None:
                     continue
-                del opened[(kind, entry.step)]
-                if index >= lo:
+                start = _open_attempt(history, index, kind, entry.step)
+                if start is not None:
                     found.append(_attempt_span(state, trace_id, base, kind, start, index, outcome))
-        if index < lo:
-            continue
-        if entry.event in OPERATOR_ACTIONS:
+        if event in OPERATOR_ACTIONS:
             found.append(_operator_span(state, trace_id, base, index, entry))
-        outcome = SAGA_CLOSERS.get(entry.event)
+        outcome = SAGA_CLOSERS.get(event)
         if outcome is not None:
             found.append(_saga_span(state, entry, outcome))
     return found
+
+
+def _open_attempt(history: list[HistoryEntry], index: int, kind: str, step: str) -> int | None:
+    """The opener of ``step``'s attempt that entry ``index`` closes (None: none is open)."""
+    closers = STEP_CLOSERS if kind == STEP else COMPENSATION_CLOSERS
+    for back in range(index - 1, -1, -1):
+        entry = history[back]
+        if entry.step != step:
+            continue
+        if OPENERS.get(entry.event) == kind:
+            return back
+        if entry.event in closers:
+            return None  # closed already
+    return None
 
 
 def _attempt_span(
@@ -360,7 +370,7 @@ def _write(
             trigger = saga_trace.get(TRIGGER_KEY)
             if trigger:
                 caller = trace.get_current_span(extract({"traceparent": trigger}))
-                links.append(Link(caller.get_span_context(), {"saga.link": "trigger"}))
+                links.append(Link(caller.get_span_context()))
         else:
             context, span_id = parent, derived.span_id
         with forced_ids(root.trace_id, span_id, root.trace_flags.sampled):

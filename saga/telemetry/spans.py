@@ -144,7 +144,6 @@ def _messaging(
     }
     if saga_id:
         attributes["messaging.message.conversation_id"] = saga_id
-        attributes["saga.id"] = saga_id
     if message_id:
         attributes["messaging.message.id"] = message_id
     return attributes

@@ -34,20 +34,26 @@ DEMO_SAGAS = 12
 """Enough for every planned outcome: both sagas complete and fail at each of their steps."""
 
 
+def tagged_spans(receiver: OtlpReceiver, saga_id: str) -> list[ReceivedSpan]:
+    """Spans naming the saga (``saga.id``, or ``messaging.message.conversation_id`` on
+    message spans)."""
+    return receiver.of_saga(saga_id)
+
+
 def saga_spans(receiver: OtlpReceiver, saga_id: str) -> dict[str, ReceivedSpan]:
     """The saga's spans by span id, without the caller's trace.
 
     The caller (here the demo's front end) and whatever consumes the trigger directly
     (the hotel service listens to ``travel.requested``) stay in the caller's trace, which
     the saga's root links to."""
-    tagged = [s for s in list(receiver.spans) if s.attributes.get("saga.id") == saga_id]
+    tagged = tagged_spans(receiver, saga_id)
     callers = {s.trace_id for s in tagged if s.service == "saga-demo"}
     return {s.span_id: s for s in tagged if s.trace_id not in callers}
 
 
 def caller_spans(receiver: OtlpReceiver, saga_id: str) -> set[str]:
     """Names of the saga-tagged spans in the caller's trace."""
-    tagged = [s for s in list(receiver.spans) if s.attributes.get("saga.id") == saga_id]
+    tagged = tagged_spans(receiver, saga_id)
     callers = {s.trace_id for s in tagged if s.service == "saga-demo"}
     return {s.name for s in tagged if s.trace_id in callers}
 
