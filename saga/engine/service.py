@@ -47,6 +47,7 @@ from saga.nats.provision import Provisioned, provision_engine, provision_partiti
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import (
     HEADER_ORIGIN,
+    TIMER_FIRE_PREFIX,
     instance_key,
     listened_subjects,
     published_subjects,
@@ -539,5 +540,6 @@ class Engine:
             saga_id=saga_id,
             start_ns=received.at_ns,
             message_id=received.origin,
+            name="process saga.timer" if received.subject.startswith(TIMER_FIRE_PREFIX) else None,
         ) as span:
             mark_error(span, verdict.code.value, verdict.reason)

@@ -362,3 +362,21 @@ async def test_an_ended_saga_is_marked_exported_and_a_starting_engine_rewrites_u
     assert await starting.scan(js, Topology().instances_bucket) == 1
     rewritten = {(s.name, s.context.span_id) for s in again.get_finished_spans()}
     assert rewritten == engine_spans
+
+
+async def test_a_dead_lettered_timer_has_a_bounded_span_name(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    headers = {"Saga-Name": "nope", "Saga-Id": "x", "Saga-Timer": "deadline._.1"}
+    await nc.jetstream().publish("saga.timer.fire.nope.x.deadline._.1", b"", headers=headers)
+
+    def rejected() -> list[ReadableSpan]:
+        return [
+            s
+            for s in exporter.get_finished_spans()
+            if s.attributes and s.attributes.get("error.type") == "unknown-event"
+        ]
+
+    await wait_for(lambda: bool(rejected()), message="the dead-lettered timer's span")
+    assert [s.name for s in rejected()] == ["process saga.timer"]
