@@ -104,8 +104,24 @@ def _bar(start: datetime | None, end: datetime | None, origin: datetime, span: f
     return " " * left + "█" * width + " " * (BAR_WIDTH - left - width)
 
 
+STEP_ENDS = ("step.abandoned", "step.timed-out", "step.failed", "step.succeeded")
+UNDO_ENDS = ("compensation.failed", "saga.parked", "compensation.succeeded", "compensation.sent")
+
+
+def _ended_at(state: InstanceState, step: str, events: tuple[str, ...]) -> datetime | None:
+    """When the history says ``step``'s last try ended (the state keeps no end for an
+    abandoned step or an undo that failed and parked the saga)."""
+    for entry in reversed(state.history):
+        if entry.step == step and entry.event in events:
+            return entry.at
+    return None
+
+
 def waterfall_text(state: InstanceState, trace_id: str | None) -> str:
-    """Steps and compensations on one time axis, from the instance's own record."""
+    """Steps and compensations on one time axis, from the instance's own record.
+
+    A step or undo still in progress is drawn up to the last update; an undo queued
+    behind one that parked the saga is listed, with an empty bar."""
     end = state.finished_at or state.updated_at
     span = max((end - state.started_at).total_seconds(), 0.001)
     rows: list[list[str]] = []
@@ -113,28 +129,40 @@ def waterfall_text(state: InstanceState, trace_id: str | None) -> str:
         if s.started_at is None:
             continue
         detail = s.reason or ""
+        finished = s.finished_at or _ended_at(state, name, STEP_ENDS)
+        if finished is None and s.status.value in ("active", "retry-wait"):
+            finished, detail = end, detail or "in progress"
         rows.append(
             [
                 name,
                 s.status.value,
                 str(s.attempt),
-                _bar(s.started_at, s.finished_at, state.started_at, span),
-                duration_text(s.started_at, s.finished_at),
+                _bar(s.started_at, finished, state.started_at, span),
+                duration_text(s.started_at, finished),
                 detail,
             ]
         )
     compensated = [(n, s) for n, s in state.steps.items() if s.compensation_started_at]
     for name, s in sorted(compensated, key=lambda item: item[1].compensation_started_at or end):
+        finished = s.compensation_finished_at or _ended_at(state, name, UNDO_ENDS)
+        if s.compensation.value in ("active", "retry-wait"):
+            finished = end
         rows.append(
             [
                 f"undo {name}",
                 s.compensation.value,
                 str(s.compensation_attempt),
-                _bar(s.compensation_started_at, s.compensation_finished_at, state.started_at, span),
-                duration_text(s.compensation_started_at, s.compensation_finished_at),
+                _bar(s.compensation_started_at, finished, state.started_at, span),
+                duration_text(s.compensation_started_at, finished),
                 s.compensation_reason or "",
             ]
         )
+    queue = state.compensation_queue
+    for name in queue:
+        s = state.steps[name]
+        if s.compensation_started_at is None:
+            waiting = f"waiting for undo {queue[0]}" if queue[0] != name else "waiting"
+            rows.append([f"undo {name}", "queued", "0", " " * BAR_WIDTH, "-", waiting])
     header = [
         f"saga {state.saga_name} v{state.saga_version}  id {state.saga_id}  {state.status.value}"
         f"  {duration_text(state.started_at, end)}",

@@ -24,6 +24,10 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     attributes: dict[str, Any]
+    status_code: int = 0
+    """0 unset, 1 ok, 2 error (OTLP's ``Status.code``)."""
+    links: tuple[str, ...] = ()
+    """The trace ids of the span's links."""
 
 
 def _value(any_value: Any) -> Any:
@@ -52,6 +56,8 @@ class OtlpReceiver:
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
                             attributes={a.key: _value(a.value) for a in span.attributes},
+                            status_code=span.status.code,
+                            links=tuple(link.trace_id.hex() for link in span.links),
                         )
                     )
         with self._lock:

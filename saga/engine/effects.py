@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -17,7 +17,7 @@ from saga.nats.timers import BrokerTimers
 from saga.nats.topology import STATUS_PREFIX
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
 from saga.telemetry import Telemetry, inject
-from saga.telemetry.spans import sending
+from saga.telemetry.engine_spans import publishing
 
 log = logging.getLogger("saga.engine")
 
@@ -71,7 +71,12 @@ class Effects:
         self.telemetry = telemetry or Telemetry.disabled()
         self.acks = acks_for(js._nc)
 
-    async def run(self, state: InstanceState, commands: Sequence[Command]) -> None:
+    async def run(
+        self,
+        state: InstanceState,
+        commands: Sequence[Command],
+        saga_trace: Mapping[str, str] | None = None,
+    ) -> None:
         """Send in the decided order, pipelined; then wait for every ack.
 
         Publishes go out one after the other on the connection (so the stream keeps
@@ -81,18 +86,22 @@ class Effects:
         """
         pending: list[Awaitable[Any]] = []
         for command in net_commands(commands):
-            pending.append(await self._send(state, command))
+            pending.append(await self._send(state, command, saga_trace))
         if pending:
             results = await asyncio.gather(*pending, return_exceptions=True)
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
                 raise failed
 
-    async def _send(self, state: InstanceState, command: Command) -> Awaitable[Any]:
+    async def _send(
+        self, state: InstanceState, command: Command, saga_trace: Mapping[str, str] | None
+    ) -> Awaitable[Any]:
         name, sid = state.saga_name, state.saga_id
         if isinstance(command, PublishEvent):
             headers = {**command.headers, HEADER_MSG_ID: command.msg_id}
-            return await self._publish(command.subject, encode(command.data), headers, sid)
+            return await self._publish(
+                command.subject, encode(command.data), headers, state, saga_trace
+            )
         if isinstance(command, ScheduleTimer):
             context: dict[str, str] = {}
             if self.telemetry.enabled:
@@ -102,24 +111,31 @@ class Effects:
             return await self.timers.cancel(name, sid, command.timer)
         if isinstance(command, Parked):
             log.warning("parked at the compensation of %s: %s", command.step, command.reason)
-            return await self._announce(state, "parked", command.reason)
+            return await self._announce(state, "parked", command.reason, saga_trace)
         if isinstance(command, Reopened):
-            return await self._announce(state, "reopened", command.reason)
-        return await self._announce(state, command.status, state.failure_reason)
+            return await self._announce(state, "reopened", command.reason, saga_trace)
+        return await self._announce(state, command.status, state.failure_reason, saga_trace)
 
     async def _announce(
-        self, state: InstanceState, status: str, reason: str | None
+        self,
+        state: InstanceState,
+        status: str,
+        reason: str | None,
+        saga_trace: Mapping[str, str] | None,
     ) -> Awaitable[Any]:
         subject, payload, headers = status_event(state, status, reason)
-        return await self._publish(subject, encode(payload), headers, state.saga_id)
+        return await self._publish(subject, encode(payload), headers, state, saga_trace)
 
     async def _publish(
-        self, subject: str, data: bytes, headers: dict[str, str], saga_id: str
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str],
+        state: InstanceState,
+        saga_trace: Mapping[str, str] | None,
     ) -> Awaitable[Any]:
         """Send now; returns the ack to wait for."""
         if not self.telemetry.enabled:
             return await self.acks.send(subject, data, headers)
-        with sending(
-            self.telemetry, subject, headers, saga_id=saga_id, message_id=headers.get(HEADER_MSG_ID)
-        ):
+        with publishing(self.telemetry, subject, headers, state, saga_trace):
             return await self.acks.send(subject, data, headers)

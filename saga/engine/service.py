@@ -52,6 +52,7 @@ from saga.nats.served import serve_definitions
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import (
     HEADER_ORIGIN,
+    TIMER_FIRE_PREFIX,
     instance_key,
     listened_subjects,
     published_subjects,
@@ -60,7 +61,10 @@ from saga.nats.topology import (
 )
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 from saga.telemetry import Telemetry
-from saga.telemetry.spans import consuming, mark_error, parent_for, start_saga
+from saga.telemetry.engine_spans import ignored, processing, refused_action
+from saga.telemetry.recovery import SpanMarks
+from saga.telemetry.saga_spans import new_saga_trace
+from saga.telemetry.spans import consuming, mark_error
 
 log = logging.getLogger("saga.engine")
 
@@ -116,6 +120,7 @@ class Engine:
         self.timers = BrokerTimers(self.js, self.settings.topology.timers_stream)
         self.telemetry = telemetry or Telemetry.disabled()
         self.observer = Observer(self.telemetry)
+        self.marks = SpanMarks(self.telemetry)
         self.effects = Effects(self.js, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
         self.index: IndexWriter | None = None
@@ -208,6 +213,8 @@ class Engine:
             asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
             asyncio.create_task(self._consume(self._fetcher(timers)), name="saga-timers"),
         ]
+        if self.telemetry.enabled:
+            self._tasks.append(asyncio.create_task(self._recover_spans(), name="saga-spans"))
         if self.ownership is not None:
             self._tasks.append(
                 asyncio.create_task(
@@ -267,7 +274,19 @@ class Engine:
             status = state.state.status.value if state else None
             return ActionResult(True, f"{type(event).__name__} applied", status)
         reason = verdict.note if isinstance(verdict, Ack) else getattr(verdict, "reason", "")
+        refused_action(self.telemetry, record, event, reason or "refused")
         return ActionResult(False, reason or "refused", record.state.status.value)
+
+    async def _recover_spans(self) -> None:
+        """Write again the spans a crashed engine may not have exported, then keep marking."""
+        assert self.store is not None
+        try:
+            count = await self.marks.scan(self.js, self.settings.topology.instances_bucket)
+            if count:
+                log.info("re-emitted the saga spans of %d ended instance(s)", count)
+        except Exception:
+            log.warning("could not scan instances for unexported spans", exc_info=True)
+        await self.marks.keep_marking(lambda: self.store, self._stopping)
 
     async def stop(self) -> None:
         """Stop fetching and let in-flight messages finish; the caller drains the connection."""
@@ -415,7 +434,8 @@ class Engine:
             if stored is not None and stored.record.origin == received.origin:
                 # Written before a crash or a lost race; its commands may not be out yet.
                 outbox = [command_from_json(c) for c in stored.record.outbox]
-                await self._carry_out(stored.record, received, outbox)
+                self.marks.recovered(key, stored.record, stored.revision)
+                await self._carry_out(stored.record, received, outbox, work.event)
                 await self._index(work.definition, None, stored.record.state, repair=True)
                 return Ack()
             before = stored.record.state if stored else None
@@ -448,23 +468,27 @@ class Engine:
                         f"no instance {work.saga_id!r} of saga {name!r}",
                     )
                 log.debug("%s: %s", received.subject, decision.note)
+                if stored is not None and received.subject != OPERATOR_SUBJECT:
+                    ignored(
+                        self.telemetry,
+                        stored.record,
+                        work.event,
+                        received.subject,
+                        received.headers,
+                        start_ns=received.at_ns,
+                        message_id=received.origin,
+                        note=decision.note or "no change",
+                    )
                 return Ack(decision.note)
-            root, saga_trace = None, stored.record.trace if stored is not None else {}
+            saga_trace = stored.record.trace if stored is not None else {}
             if stored is None:
-                root = start_saga(
-                    self.telemetry,
-                    name,
-                    work.definition.version,
-                    work.saga_id,
-                    received.headers,
-                    received.at_ns,
-                )
-                saga_trace = root.context
+                saga_trace = new_saga_trace(self.telemetry, name, received.headers)
             record = InstanceRecord(
                 state=decision.state,
                 origin=received.origin,
                 outbox=[command_to_json(c) for c in decision.commands],
                 trace=saga_trace,
+                traced=stored.record.traced if stored is not None else 0,
             )
             try:
                 if stored is None:
@@ -473,12 +497,11 @@ class Engine:
                     revision = await self.store.update(key, record, stored.revision)
             except RevisionConflict:
                 self.cache.drop(key)
-                continue  # a root span started here is never ended, so never exported
-            if root is not None:
-                root.end()
+                continue
             self.cache.put(key, Stored(record, revision))
-            self.observer.transition(before, decision.state, saga_trace, self.clock())
-            await self._carry_out(record, received, decision.commands)
+            self.observer.transition(before, decision.state, self.clock())
+            self.marks.transition(key, stored.record if stored else None, record, revision)
+            await self._carry_out(record, received, decision.commands, work.event)
             await self._index(work.definition, before, decision.state)
             if decision.state.status.terminal:
                 self.cache.drop(key)
@@ -498,23 +521,26 @@ class Engine:
             await self.index.write(definition, before, after, repair)
 
     async def _carry_out(
-        self, record: InstanceRecord, received: Received, commands: Sequence[Command]
+        self,
+        record: InstanceRecord,
+        received: Received,
+        commands: Sequence[Command],
+        event: Event | None = None,
     ) -> None:
         """Publish inside the message's CONSUMER span, so every send joins the saga's trace."""
         if not self.telemetry.enabled:
             await self.effects.run(record.state, commands)
             return
-        parent = parent_for(received.headers, record.trace)
-        with consuming(
+        with processing(
             self.telemetry,
+            record,
+            event,
             received.subject,
             received.headers,
-            saga_id=record.state.saga_id,
-            parent=parent,
             start_ns=received.at_ns,
             message_id=received.origin,
         ):
-            await self.effects.run(record.state, commands)
+            await self.effects.run(record.state, commands, record.trace)
 
     async def _settle(
         self, msg: Msg, verdict: Verdict, received: Received, saga_id: str | None = None
@@ -561,5 +587,6 @@ class Engine:
             saga_id=saga_id,
             start_ns=received.at_ns,
             message_id=received.origin,
+            name="process saga.timer" if received.subject.startswith(TIMER_FIRE_PREFIX) else None,
         ) as span:
             mark_error(span, verdict.code.value, verdict.reason)

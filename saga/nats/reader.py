@@ -37,10 +37,12 @@ async def read_stream(
     subjects: list[str] | None = None,
     batch: int = 500,
     fetch_timeout: float = 2.0,
+    since: datetime | None = None,
 ) -> list[StoredMessage]:
-    """Every message of ``stream`` (on ``subjects`` when given) stored when the call begins."""
+    """Every message of ``stream`` (on ``subjects`` when given) stored when the call begins
+    (and, with ``since``, not before that moment)."""
     found: list[StoredMessage] = []
-    async for chunk in iter_stream(js, stream, subjects, batch, fetch_timeout):
+    async for chunk in iter_stream(js, stream, subjects, batch, fetch_timeout, since):
         found += chunk
     return found
 
@@ -51,12 +53,14 @@ async def iter_stream(
     subjects: list[str] | None = None,
     batch: int = 500,
     fetch_timeout: float = 2.0,
+    since: datetime | None = None,
 ) -> AsyncIterator[list[StoredMessage]]:
     """:func:`read_stream` a batch at a time, for streams too big to hold at once."""
     wanted = sorted(set(subjects or []))
     config = ConsumerConfig(
         name=f"read-{uuid.uuid4().hex[:12]}",
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.ALL if since is None else DeliverPolicy.BY_START_TIME,
+        opt_start_time=since,
         ack_policy=AckPolicy.NONE,
         filter_subject=wanted[0] if len(wanted) == 1 else None,
         filter_subjects=wanted if len(wanted) > 1 else None,

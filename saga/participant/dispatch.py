@@ -15,6 +15,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import trace
 
 from saga.logs import CURRENT_SAGA
 from saga.nats.dlq import DeadLetterCode, dead_letter
@@ -33,6 +34,7 @@ from saga.participant.locks import KeyedLocks
 from saga.participant.outcomes import NoReply, Reject, Retry
 from saga.participant.routes import Route, RouteKind
 from saga.participant.settings import ParticipantSettings
+from saga.participant.stale import StaleUndos
 from saga.protocol import (
     HEADER_MSG_ID,
     HEADER_SAGA_ID,
@@ -43,6 +45,7 @@ from saga.protocol import (
     started_subject,
 )
 from saga.telemetry import Telemetry
+from saga.telemetry.participant_spans import delivery_attributes, mark_business_failure
 from saga.telemetry.spans import consuming, mark_error, sending
 
 log = logging.getLogger("saga.participant")
@@ -89,6 +92,7 @@ class Dispatcher:
         self._settings = settings
         self._locks = KeyedLocks()
         self._telemetry = telemetry or Telemetry.disabled()
+        self._stale = StaleUndos(runtime.js, settings.topology)
 
     @property
     def js(self) -> JetStreamContext:
@@ -106,8 +110,13 @@ class Dispatcher:
                 headers,
                 saga_id=saga_id,
                 message_id=f"{meta.stream}:{meta.sequence.stream}",
+                attributes=(
+                    delivery_attributes(headers, meta.num_delivered)
+                    if self._telemetry.enabled
+                    else None
+                ),
             ) as span:
-                verdict = await self.verdict(msg)
+                verdict = self._final(msg, await self.verdict(msg))
                 if isinstance(verdict, DeadLetter):
                     mark_error(span, verdict.code.value, verdict.reason)
                 elif isinstance(verdict, Redeliver):
@@ -115,6 +124,15 @@ class Dispatcher:
                 await self.settle(msg, verdict)
         finally:
             CURRENT_SAGA.reset(token)
+
+    def _final(self, msg: Msg, verdict: Verdict) -> Verdict:
+        """A redelivery past the last allowed delivery is a dead letter (and is marked so)."""
+        delivered = msg.metadata.num_delivered
+        max_deliver = self._settings.stream.max_deliver
+        if isinstance(verdict, Redeliver) and 0 < max_deliver <= delivered:
+            reason = f"failed {delivered} deliveries, last: {verdict.reason}"
+            return DeadLetter(DeadLetterCode.HANDLER_FAILED, reason)
+        return verdict
 
     async def verdict(self, msg: Msg) -> Verdict:
         route = self._routes.get(msg.subject)
@@ -166,7 +184,13 @@ class Dispatcher:
             found = await self._ledger.find(key)
             if found is not None and found.reply.answers(envelope.attempt):
                 log.debug("%s: replaying the stored reply %s", key, found.reply.subject)
+                trace.get_current_span().set_attribute("saga.reply.duplicate", True)
                 await self._publish(found.reply)
+                return ACK
+            stale = await self._stale.resolved(envelope, msg.metadata.num_delivered)
+            if stale is not None:
+                log.info("%s: not run again, %s", key, stale)
+                trace.get_current_span().set_attribute("saga.delivery.stale", stale)
                 return ACK
             outcome = await self._run(msg, route, envelope, payload)
             if not isinstance(outcome, StoredReply):
@@ -184,6 +208,7 @@ class Dispatcher:
         try:
             result = await route.handler(ctx, payload)
         except Reject as rejection:
+            mark_business_failure(trace.get_current_span(), rejection.reason)
             if route.failure is None:
                 return DeadLetter(
                     DeadLetterCode.HANDLER_FAILED,

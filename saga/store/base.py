@@ -26,6 +26,9 @@ class InstanceRecord(BaseModel):
     trace: dict[str, str] = Field(default_factory=dict)
     """The saga's root trace context (``traceparent``…): later steps, timers and
     compensations join the same trace, even after an engine restart."""
+    traced: int = 0
+    """History entries below this index have their saga spans known exported
+    (:mod:`saga.telemetry.recovery`); the rest are written again after a crash."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ and ``OTEL_SDK_DISABLED`` is not ``true``. Otherwise nothing is created at all, 
 tracing off costs nothing. The exporters read their own settings
 (``OTEL_EXPORTER_OTLP_PROTOCOL``, headers, timeouts); the resource reads
 ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``.
+
+Metrics are exported over OTLP only when asked for (``OTEL_METRICS_EXPORTER=otlp`` or
+``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``): an endpoint alone means traces.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import Meter, MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
+from saga.telemetry.ids import install
 from saga.telemetry.metrics import metric_views
 
 log = logging.getLogger("saga.telemetry")
@@ -33,6 +37,8 @@ class Telemetry:
     meter: Meter | None = None
     enabled: bool = False
     providers: list[Any] = field(default_factory=list)
+    owned: bool = True
+    """False: the providers belong to the caller (not shut down here)."""
 
     @classmethod
     def disabled(cls) -> Telemetry:
@@ -44,7 +50,9 @@ class Telemetry:
     ) -> Telemetry:
         """Explicit providers (tests use an in-memory exporter this way)."""
         meter = meter_provider.get_meter(INSTRUMENTATION) if meter_provider else None
-        return cls(tracer_provider.get_tracer(INSTRUMENTATION), meter, True)
+        install(tracer_provider)
+        tracer = tracer_provider.get_tracer(INSTRUMENTATION)
+        return cls(tracer, meter, True, [tracer_provider], owned=False)
 
     @classmethod
     def current(cls) -> Telemetry:
@@ -52,11 +60,25 @@ class Telemetry:
         provider = trace.get_tracer_provider()
         if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
             return cls.disabled()
+        install(provider)
         return cls(provider.get_tracer(INSTRUMENTATION), None, True)
+
+    def flush(self) -> bool:
+        """Export what the tracer holds now; False if an exporter did not finish."""
+        done = True
+        for provider in self.providers:
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None and hasattr(provider, "get_tracer"):
+                try:
+                    done = bool(flush()) and done
+                except Exception:
+                    log.warning("telemetry flush failed", exc_info=True)
+                    done = False
+        return done
 
     def shutdown(self) -> None:
         """Flush and stop exporters (on process exit)."""
-        for provider in self.providers:
+        for provider in self.providers if self.owned else ():
             try:
                 provider.shutdown()
             except Exception:  # an exporter's error must never stop the process
@@ -75,6 +97,16 @@ def _wanted() -> bool:
     return bool(exporter or endpoint)
 
 
+def _metrics_wanted() -> bool:
+    """Only when asked for: a traces-only backend refuses metrics (405), every interval."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    exporter = os.environ.get("OTEL_METRICS_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter == "otlp"
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
 def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry:
     """Configure the SDK from the standard variables; a disabled Telemetry when not asked for.
 
@@ -82,7 +114,7 @@ def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry
     when tracing is off (metrics are then the only thing recorded).
     """
     tracing = _wanted()
-    if not tracing and not prometheus:
+    if not tracing and not prometheus and not _metrics_wanted():
         return Telemetry.disabled()
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
@@ -97,7 +129,7 @@ def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry
         tracer = tracer_provider.get_tracer(INSTRUMENTATION)
         trace.set_tracer_provider(tracer_provider)
     readers: list[MetricReader] = []
-    if tracing and os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "otlp":
+    if _metrics_wanted():
         readers.append(PeriodicExportingMetricReader(_otlp_metrics()))
     if prometheus:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -145,6 +177,7 @@ def _tracer_provider(resource: Any) -> Any:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     provider = SdkTracerProvider(resource=resource)
+    install(provider)
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
     exporter = ConsoleSpanExporter() if exporter_name == "console" else _otlp_spans()
     provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -19,9 +19,11 @@ from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.inspect import find_instance, instance_store
 from saga.nats.server import EmbeddedServer
-from saga.nats.topology import Topology
+from saga.nats.topology import Topology, instance_key
 from saga.participant import App, Context, Reject
+from saga.protocol import HEADER_KIND, HEADER_SAGA_ID, HEADER_SAGA_NAME, HEADER_STEP, KIND_STEP
 from saga.telemetry import Telemetry
+from saga.telemetry.recovery import SpanMarks
 from tests.support import wait_for
 
 TRIP = """
@@ -95,22 +97,25 @@ async def run(
         return state is not None and state.status.terminal
 
     await wait_for(ended, message=f"saga {saga_id} to end")
-    # The last span (processing of the final reply) ends right after the state is written.
+    last = "process flight.cancelled" if nights > 14 else "process hotel.booked"
+
+    def of_saga() -> list[ReadableSpan]:
+        return [s for s in exporter.get_finished_spans() if saga_of(s) == saga_id]
+
+    # The root is written with the terminal state; the last reply's processing ends after it.
     await wait_for(
-        lambda: any(
-            s.name.startswith("saga.step hotel")
-            for s in exporter.get_finished_spans()
-            if s.attributes and s.attributes.get("saga.id") == saga_id
-        ),
-        message="the hotel step span",
+        lambda: {"saga trip", last} <= {s.name for s in of_saga()},
+        message=f"the root and {last!r}",
     )
-    root = next(
-        s
-        for s in exporter.get_finished_spans()
-        if s.name == "saga trip" and s.attributes and s.attributes["saga.id"] == saga_id
-    )
+    root = next(s for s in of_saga() if s.name == "saga trip")
     trace_id = root.context.trace_id
     return [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
+
+
+def saga_of(span: ReadableSpan) -> object:
+    """The saga a span names: ``saga.id``, or the conversation id of a message span."""
+    attributes = span.attributes or {}
+    return attributes.get("saga.id", attributes.get("messaging.message.conversation_id"))
 
 
 def by_name(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
@@ -123,6 +128,15 @@ def parent_name(spans: list[ReadableSpan], span: ReadableSpan) -> str | None:
     return next(s.name for s in spans if s.context.span_id == span.parent.span_id)
 
 
+def depth(spans: list[ReadableSpan], span: ReadableSpan) -> int:
+    by_id = {s.context.span_id: s for s in spans}
+    level = 1
+    while span.parent is not None:
+        span = by_id[span.parent.span_id]  # a KeyError is an orphan
+        level += 1
+    return level
+
+
 async def test_completed_saga_is_one_trace_with_the_expected_tree(
     traced: tuple[Client, InMemorySpanExporter],
 ) -> None:
@@ -133,37 +147,63 @@ async def test_completed_saga_is_one_trace_with_the_expected_tree(
     root = by_name(spans, "saga trip")[0]
     assert root.parent is None
     assert root.attributes is not None
-    assert dict(root.attributes) == {"saga.id": "t-1", "saga.name": "trip", "saga.version": 1}
+    assert dict(root.attributes) == {
+        "saga.id": "t-1",
+        "saga.name": "trip",
+        "saga.version": 1,
+        "saga.outcome": "completed",
+        "saga.steps.total": 2,
+        "saga.steps.failed": 0,
+        "saga.steps.compensated": 0,
+    }
+    assert root.status.status_code is StatusCode.UNSET
+    assert root.end_time is not None
+    # the root covers the whole saga: it ends after every step
+    assert all(root.end_time >= (s.end_time or 0) for s in by_name(spans, "saga.step hotel"))
 
-    # engine: consumes the trigger under the root, sends the first command
+    # engine: consumes the trigger under the root
     trigger = by_name(spans, "process trip.requested")[0]
     assert trigger.kind is SpanKind.CONSUMER
     assert parent_name(spans, trigger) == "saga trip"
+
+    # the step attempt is the parent of the command's send and of the participant's work
+    step = by_name(spans, "saga.step flight")[0]
+    assert parent_name(spans, step) == "saga trip"
+    assert step.attributes is not None
+    assert step.attributes["saga.attempt"] == 1
     send = by_name(spans, "send flight.book")[0]
     assert send.kind is SpanKind.PRODUCER
-    assert parent_name(spans, send) == "process trip.requested"
+    assert parent_name(spans, send) == "saga.step flight"
     assert send.attributes is not None
     assert send.attributes["messaging.system"] == "nats"
     assert send.attributes["messaging.message.conversation_id"] == "t-1"
-
-    # participant: processes the command as a child of its send span, with a link to it
     processes = by_name(spans, "process flight.book")
     assert len(processes) == 1
-    assert parent_name(spans, processes[0]) == "send flight.book"
-    assert [link.context.span_id for link in processes[0].links] == [send.context.span_id]
-    assert parent_name(spans, by_name(spans, "send flight.booked")[0]) == "process flight.book"
-    # engine again: the reply's processing follows the participant's send
-    assert parent_name(spans, by_name(spans, "process flight.booked")[0]) == "send flight.booked"
+    assert parent_name(spans, processes[0]) == "saga.step flight"
+    assert processes[0].attributes is not None
+    assert processes[0].attributes["saga.id"] == "t-1"
+    assert processes[0].attributes["saga.step"] == "flight"
+    assert processes[0].attributes["saga.attempt"] == 1
+    assert processes[0].attributes["saga.delivery"] == 1
+    # the message ids of a send and of its processing match
+    assert (
+        processes[0].attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
+    )
+    reply = by_name(spans, "send flight.booked")[0]
+    assert parent_name(spans, reply) == "process flight.book"
+    # engine again: the reply is processed under the attempt, linked to the participant's send
+    handled = by_name(spans, "process flight.booked")[0]
+    assert parent_name(spans, handled) == "saga.step flight"
+    assert [link.context.span_id for link in handled.links] == [reply.context.span_id]
 
-    # step spans hang under the root, with the outcome
-    for step in ("flight", "hotel"):
-        span = by_name(spans, f"saga.step {step}")[0]
-        assert parent_name(spans, span) == "saga trip"
+    for name in ("flight", "hotel"):
+        span = by_name(spans, f"saga.step {name}")[0]
         assert span.attributes is not None
         assert span.attributes["saga.step.outcome"] == "succeeded"
         assert span.status.status_code is StatusCode.UNSET
-    assert by_name(spans, "send saga.status.trip.completed")
+    assert parent_name(spans, by_name(spans, "send saga.status.trip.completed")[0]) == "saga trip"
     assert not by_name(spans, "saga.compensate flight")
+    assert max(depth(spans, s) for s in spans) <= 4
 
 
 async def test_compensated_saga_keeps_compensations_in_the_same_trace(
@@ -171,24 +211,35 @@ async def test_compensated_saga_keeps_compensations_in_the_same_trace(
 ) -> None:
     nc, exporter = traced
     spans = await run(nc, exporter, "t-2", nights=21)
+    root = by_name(spans, "saga trip")[0]
+    assert root.status.status_code is StatusCode.ERROR
+    assert root.attributes is not None
+    assert root.attributes["saga.outcome"] == "compensated"
+    assert root.attributes["saga.failure.step"] == "hotel"
+    assert root.attributes["saga.failure.reason"] == "hotel-full"
+    assert root.attributes["saga.steps.failed"] == 1
+    assert root.attributes["saga.steps.compensated"] == 1
     hotel = by_name(spans, "saga.step hotel")[0]
     assert hotel.status.status_code is StatusCode.ERROR
     assert hotel.attributes is not None
     assert hotel.attributes["error.type"] == "hotel-full"
     assert hotel.attributes["saga.step.outcome"] == "failed"
+    # the participant marks the business failure on its own span, with the reason
+    refused = by_name(spans, "process hotel.book")[0]
+    assert refused.status.status_code is StatusCode.ERROR
+    assert refused.attributes is not None
+    assert refused.attributes["saga.failure.reason"] == "hotel-full"
 
-    await wait_for(
-        lambda: any(s.name == "saga.compensate flight" for s in exporter.get_finished_spans()),
-        message="the compensation span",
-    )
-    trace_id = hotel.context.trace_id
-    spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
     undo = by_name(spans, "saga.compensate flight")[0]
     assert parent_name(spans, undo) == "saga trip"
     assert undo.attributes is not None
     assert undo.attributes["saga.compensation.outcome"] == "done"
-    assert parent_name(spans, by_name(spans, "process flight.cancel")[0]) == "send flight.cancel"
+    assert parent_name(spans, by_name(spans, "process flight.cancel")[0]) == (
+        "saga.compensate flight"
+    )
+    assert parent_name(spans, by_name(spans, "send flight.cancel")[0]) == "saga.compensate flight"
     assert by_name(spans, "send saga.status.trip.compensated")
+    assert max(depth(spans, s) for s in spans) <= 4
 
 
 def counts() -> dict[str, float]:
@@ -229,7 +280,7 @@ async def test_a_repeated_trigger_adds_no_trace(
     traced: tuple[Client, InMemorySpanExporter],
 ) -> None:
     """The engine creates a new instance without reading first; the second trigger of an
-    existing one loses that create, and the root span it had started is never written."""
+    existing one loses that create, and writes no second root."""
     nc, exporter = traced
     await run(nc, exporter, "t-twice", nights=3)
     js = nc.jetstream()
@@ -246,3 +297,86 @@ async def test_a_repeated_trigger_adds_no_trace(
         if s.name == "saga trip" and s.attributes and s.attributes.get("saga.id") == "t-twice"
     ]
     assert len(roots) == 1
+
+
+async def test_a_reply_that_changes_nothing_is_labelled_under_its_attempt(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    spans = await run(nc, exporter, "t-late", nights=3)
+    step = by_name(spans, "saga.step flight")[0]
+    headers = {
+        HEADER_SAGA_ID: "t-late",
+        HEADER_SAGA_NAME: "trip",
+        HEADER_STEP: "flight",
+        HEADER_KIND: KIND_STEP,
+    }
+    await nc.jetstream().publish("flight.booked", b'{"ref": "F1"}', headers=headers)
+
+    def ignored() -> list[ReadableSpan]:
+        return [
+            s
+            for s in exporter.get_finished_spans()
+            if s.name == "process flight.booked"
+            and s.attributes
+            and "saga.message.ignored" in s.attributes
+            and saga_of(s) == "t-late"
+        ]
+
+    await wait_for(lambda: bool(ignored()), message="the ignored reply's span")
+    span = ignored()[0]
+    assert span.attributes is not None
+    assert span.attributes["saga.message.ignored"] == "instance is completed"
+    assert span.attributes["saga.reply.late"] is True
+    assert span.parent is not None
+    assert span.parent.span_id == step.context.span_id
+
+
+async def test_an_ended_saga_is_marked_exported_and_a_starting_engine_rewrites_unmarked_ones(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    spans = await run(nc, exporter, "t-marked", nights=21)
+    engine_spans = {(s.name, s.context.span_id) for s in spans if s.name.startswith("saga")}
+    js = nc.jetstream()
+    store = await instance_store(js, Topology())
+    key = instance_key("trip", "t-marked")
+
+    async def marked() -> bool:
+        stored = await store.load(key)
+        assert stored is not None
+        return stored.record.traced == len(stored.record.state.history)
+
+    await wait_for(marked, message="the exported-up-to mark")
+    provider = TracerProvider()
+    again = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(again))
+    starting = SpanMarks(Telemetry.for_providers(provider))
+    assert await starting.scan(js, Topology().instances_bucket) == 0  # marked: nothing to do
+
+    stored = await store.load(key)
+    assert stored is not None
+    unmarked = stored.record.model_copy(update={"traced": 0})  # as if killed before export
+    await store.update(key, unmarked, stored.revision)
+    starting = SpanMarks(Telemetry.for_providers(provider))
+    assert await starting.scan(js, Topology().instances_bucket) == 1
+    rewritten = {(s.name, s.context.span_id) for s in again.get_finished_spans()}
+    assert rewritten == engine_spans
+
+
+async def test_a_dead_lettered_timer_has_a_bounded_span_name(
+    traced: tuple[Client, InMemorySpanExporter],
+) -> None:
+    nc, exporter = traced
+    headers = {"Saga-Name": "nope", "Saga-Id": "x", "Saga-Timer": "deadline._.1"}
+    await nc.jetstream().publish("saga.timer.fire.nope.x.deadline._.1", b"", headers=headers)
+
+    def rejected() -> list[ReadableSpan]:
+        return [
+            s
+            for s in exporter.get_finished_spans()
+            if s.attributes and s.attributes.get("error.type") == "unknown-event"
+        ]
+
+    await wait_for(lambda: bool(rejected()), message="the dead-lettered timer's span")
+    assert [s.name for s in rejected()] == ["process saga.timer"]

@@ -83,12 +83,8 @@ async def test_one_trace_across_processes_and_an_engine_restart(
             return state is not None and state.steps["charge_payment"].status.value == "active"
 
         await wait_for(charging, message="the payment step to start")
-        # A SIGKILL loses what the exporter has not sent yet; the root span must be out
-        # first (the payment takes 1.5 s, so this is still mid-saga).
-        await wait_for(
-            lambda: any(s.name == "saga order-fulfilment" for s in spans.of_saga("traced-1")),
-            message="the root span to be exported",
-        )
+        # No wait for the export: the spans the killed engine held are written again by the
+        # next one, from the record (the payment takes 1.5 s, so this is still mid-saga).
         eng.send_signal(signal.SIGKILL)  # mid-saga: the payment service is still working
         eng.wait()
         eng = engine(nats_server.url, env, log)
@@ -115,6 +111,7 @@ async def test_one_trace_across_processes_and_an_engine_restart(
         assert {
             "saga order-fulfilment",
             "process payment.charged",
+            "saga.step reserve_inventory",
             "saga.step charge_payment",
             "send shipping.schedule",
             "process shipping.schedule",

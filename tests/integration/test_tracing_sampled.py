@@ -135,7 +135,10 @@ async def test_a_sampled_saga_is_traced_whole(
     }
     await wait_for(lambda: wanted <= names(), message="every span of the sampled saga")
     spans = exporter.get_finished_spans()
-    assert {s.context.trace_id for s in spans} == {int(SAMPLED_PARENT.split("-")[1], 16)}
+    # the saga is a trace of its own (the caller's sampling decision), linked to the caller
+    root = next(s for s in spans if s.name == "saga trip")
+    assert {s.context.trace_id for s in spans} == {root.context.trace_id}
+    assert [link.context.trace_id for link in root.links] == [int(SAMPLED_PARENT.split("-")[1], 16)]
     step = next(s for s in spans if s.name == "saga.step flight")
     assert step.attributes is not None
     assert step.attributes["saga.step.outcome"] == "succeeded"

@@ -1,0 +1,386 @@
+"""The business view of a saga, derived from its instance record.
+
+The tree a viewer shows (at most 4 levels for any saga)::
+
+    saga <name>                         root of the saga's trace; outcome, failure, counts
+    ├─ saga.step <step>                 one span per attempt, opened by step.started/retried
+    │  ├─ send <command>       (engine) PRODUCER, the command sent for this attempt
+    │  ├─ process <command>    (participant) CONSUMER, its parent named by the command
+    │  │  └─ send <reply>      (participant)
+    │  └─ process <reply>      (engine) CONSUMER, link to the participant's send
+    ├─ saga.compensate <step>           one span per undo attempt, same shape
+    ├─ saga.operator <action>           an operator's retry, resume or abort
+    ├─ process <trigger>       (engine) link to the caller's span
+    └─ send saga.status.<name>.<status>
+
+Every span here is written from the record alone, when its closing history entry is
+stored: start and end come from the history, the ids from :mod:`saga.telemetry.ids`
+(the root's from the ``traceparent`` kept with the instance). So an engine that died
+before its exporter flushed can write them again after a restart, and a viewer keeps
+one copy of each id. The root is written when the saga ends or parks (again with the
+same id if a parked saga later ends). The caller that triggered the saga (a front end)
+is *linked* from the root, not its parent: the saga is a trace of its own, so a
+viewer's trace list shows ``saga <name>`` for it, and the caller's trace links to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode
+
+from saga.core.events import (
+    CompensationFailed,
+    CompensationSucceeded,
+    Event,
+    StepFailed,
+    StepSucceeded,
+    TimerFired,
+    TimerKind,
+)
+from saga.core.state import CompensationStatus, HistoryEntry, InstanceState, StepStatus
+from saga.telemetry.ids import derived_span_id, forced_ids
+from saga.telemetry.propagation import extract, inject
+from saga.telemetry.setup import Telemetry
+
+TRIGGER_KEY = "saga-trigger"
+"""Key, in the record's trace context, of the caller's ``traceparent`` (linked from the root)."""
+
+STEP, COMPENSATION = "step", "compensation"
+OPENERS = {
+    "step.started": STEP,
+    "step.retried": STEP,
+    "compensation.started": COMPENSATION,
+    "compensation.retried": COMPENSATION,
+}
+STEP_CLOSERS = {
+    "step.succeeded": "succeeded",
+    "step.failed": "failed",
+    "step.timed-out": "timed-out",
+    "step.abandoned": "abandoned",
+    "step.retry-scheduled": "failed",
+    "operator.retry": "abandoned",
+}
+COMPENSATION_CLOSERS = {
+    "compensation.succeeded": "done",
+    "compensation.sent": "sent",
+    "compensation.failed": "failed",
+    "compensation.retry-scheduled": "failed",
+    "saga.parked": "timed-out",
+}
+SAGA_CLOSERS = {
+    "saga.completed": "completed",
+    "saga.compensated": "compensated",
+    "saga.parked": "parked",
+}
+OPERATOR_ACTIONS = {"operator.abort", "operator.retry", "operator.resume"}
+FAILED_STEPS = {StepStatus.FAILED, StepStatus.TIMED_OUT}
+UNDONE = {CompensationStatus.DONE, CompensationStatus.RESOLVED}
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000_000)
+
+
+def saga_span_context(saga_trace: Mapping[str, str]) -> SpanContext | None:
+    """The root's span context kept with the instance (None without tracing)."""
+    span = trace.get_current_span(extract(saga_trace)).get_span_context()
+    return span if span.is_valid else None
+
+
+def new_saga_trace(
+    telemetry: Telemetry, name: str, trigger_headers: Mapping[str, str] | None
+) -> dict[str, str]:
+    """Ids for a new saga's trace, to keep with the instance; nothing is written yet.
+
+    The sampling decision is the caller's when the trigger carries one (a sampled front
+    end gets its sagas traced), else the sampler's, taken once here for the whole saga:
+    :func:`emit_closed` writes the root with these ids and this decision when it ends.
+    """
+    if not telemetry.enabled:
+        return {}
+    caller = trace.get_current_span(extract(trigger_headers)).get_span_context()
+    span = telemetry.tracer.start_span(f"saga {name}", context=Context())  # never ended
+    ids = span.get_span_context()
+    flags = caller.trace_flags if caller.is_valid else ids.trace_flags
+    root = SpanContext(ids.trace_id, ids.span_id, False, flags)
+    carrier: dict[str, str] = {}
+    inject(carrier, trace.set_span_in_context(NonRecordingSpan(root)))
+    if caller.is_valid and trigger_headers:
+        carrier[TRIGGER_KEY] = next(
+            v for k, v in trigger_headers.items() if k.lower() == "traceparent"
+        )
+    return carrier
+
+
+def _context(root: SpanContext, span_id: int) -> Context:
+    span = NonRecordingSpan(
+        SpanContext(root.trace_id, span_id, True, root.trace_flags, root.trace_state)
+    )
+    return trace.set_span_in_context(span)
+
+
+def opener_index(state: InstanceState, kind: str, step: str, attempt: int) -> int | None:
+    """History index of the entry that opened ``step``'s ``attempt`` (latest first)."""
+    history = state.history
+    for index in range(len(history) - 1, -1, -1):
+        entry = history[index]
+        if entry.step == step and entry.attempt == attempt and OPENERS.get(entry.event) == kind:
+            return index
+    return None
+
+
+def attempt_context(
+    saga_trace: Mapping[str, str], state: InstanceState, kind: str, step: str, attempt: int
+) -> Context:
+    """The context of an attempt's span (the saga's root when the attempt is unknown)."""
+    root = saga_span_context(saga_trace)
+    if root is None:
+        return Context()
+    index = opener_index(state, kind, step, attempt)
+    if index is None:
+        return trace.set_span_in_context(NonRecordingSpan(root))
+    return _context(root, derived_span_id(root.trace_id, state.saga_id, index))
+
+
+def root_context(saga_trace: Mapping[str, str]) -> Context:
+    root = saga_span_context(saga_trace)
+    return trace.set_span_in_context(NonRecordingSpan(root)) if root else Context()
+
+
+@dataclass(frozen=True)
+class MessageRole:
+    """Where an engine ``process`` span belongs, and what to call it."""
+
+    name: str
+    parent: Context
+    attributes: dict[str, Any]
+
+
+def message_role(
+    saga_trace: Mapping[str, str], state: InstanceState, event: Event | None, subject: str
+) -> MessageRole:
+    """A reply or timer sits under the attempt it concerns; anything else under the root.
+
+    Only a timer's span names its step and attempt: a reply's parent, the attempt, does."""
+    attributes: dict[str, Any] = {}
+    name = f"process {subject}"
+    kind, step, attempt = None, None, 0
+    if isinstance(event, StepSucceeded | StepFailed) and event.step in state.steps:
+        kind, step, attempt = STEP, event.step, state.steps[event.step].attempt
+    elif (
+        isinstance(event, CompensationSucceeded | CompensationFailed) and event.step in state.steps
+    ):
+        kind, step = COMPENSATION, event.step
+        attempt = state.steps[event.step].compensation_attempt
+    elif isinstance(event, TimerFired):
+        timer = event.timer
+        name = "process saga.timer"
+        attributes["saga.timer.kind"] = timer.kind.value
+        if timer.step is not None:
+            step, attempt = timer.step, timer.attempt
+            kind = (
+                STEP
+                if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY)
+                else COMPENSATION
+            )
+            attributes["saga.step"] = step
+            attributes["saga.attempt"] = attempt
+    if kind is None or step is None:
+        return MessageRole(name, root_context(saga_trace), attributes)
+    return MessageRole(name, attempt_context(saga_trace, state, kind, step, attempt), attributes)
+
+
+@dataclass(frozen=True)
+class DerivedSpan:
+    name: str
+    span_id: int | None
+    """None: the saga's root (its id is the one kept with the instance)."""
+    start: datetime
+    end: datetime
+    attributes: Callable[[], dict[str, Any]]
+    error: tuple[str, str] | None = None
+    """``error.type`` and the status description, for an ERROR span."""
+
+
+def closed_spans(state: InstanceState, trace_id: int, lo: int, hi: int) -> list[DerivedSpan]:
+    """The spans whose closing history entry has an index in ``[lo, hi)``."""
+    history = state.history
+    found: list[DerivedSpan] = []
+    base = {"saga.id": state.saga_id, "saga.name": state.saga_name}
+    for index in range(lo, min(hi, len(history))):
+        entry = history[index]
+        event = entry.event
+        if entry.step is not None:
+            for kind, outcomes in ((STEP, STEP_CLOSERS), (COMPENSATION, COMPENSATION_CLOSERS)):
+                outcome = outcomes.get(event)
+                if outcome is None:
+                    continue
+                start = _open_attempt(history, index, kind, entry.step)
+                if start is not None:
+                    found.append(_attempt_span(state, trace_id, base, kind, start, index, outcome))
+        if event in OPERATOR_ACTIONS:
+            found.append(_operator_span(state, trace_id, base, index, entry))
+        outcome = SAGA_CLOSERS.get(event)
+        if outcome is not None:
+            found.append(_saga_span(state, entry, outcome))
+    return found
+
+
+def _open_attempt(history: list[HistoryEntry], index: int, kind: str, step: str) -> int | None:
+    """The opener of ``step``'s attempt that entry ``index`` closes (None: none is open)."""
+    closers = STEP_CLOSERS if kind == STEP else COMPENSATION_CLOSERS
+    for back in range(index - 1, -1, -1):
+        entry = history[back]
+        if entry.step != step:
+            continue
+        if OPENERS.get(entry.event) == kind:
+            return back
+        if entry.event in closers:
+            return None  # closed already
+    return None
+
+
+def _attempt_span(
+    state: InstanceState,
+    trace_id: int,
+    base: dict[str, Any],
+    kind: str,
+    start: int,
+    end: int,
+    outcome: str,
+) -> DerivedSpan:
+    opener, closer = state.history[start], state.history[end]
+    step = opener.step or ""
+    attributes = {**base, "saga.step": step, "saga.attempt": opener.attempt or 1}
+    reason = closer.detail
+    if kind == STEP:
+        name = f"saga.step {step}"
+        attributes["saga.step.outcome"] = outcome
+        if outcome == "failed" and reason and reason.startswith("failed: "):
+            reason = reason.removeprefix("failed: ")
+        elif closer.event == "step.retry-scheduled":
+            outcome = attributes["saga.step.outcome"] = "timed-out"
+        if closer.event == "step.retry-scheduled":
+            attributes["saga.step.retried"] = True
+        failed = outcome != "succeeded"
+    else:
+        name = f"saga.compensate {step}"
+        if closer.event == "compensation.retry-scheduled":
+            if reason and reason.startswith("failed: "):
+                reason = reason.removeprefix("failed: ")
+            else:
+                outcome = "timed-out"
+            attributes["saga.compensation.retried"] = True
+        attributes["saga.compensation.outcome"] = outcome
+        failed = outcome not in ("done", "sent")
+    error = None
+    if failed:
+        reason = reason or outcome
+        attributes["saga.failure.reason"] = reason
+        error = (reason, reason)
+    return DerivedSpan(
+        name,
+        derived_span_id(trace_id, state.saga_id, start),
+        opener.at,
+        closer.at,
+        lambda: attributes,
+        error,
+    )
+
+
+def _operator_span(
+    state: InstanceState, trace_id: int, base: dict[str, Any], index: int, entry: HistoryEntry
+) -> DerivedSpan:
+    action = entry.event.removeprefix("operator.")
+    attributes: dict[str, Any] = {**base, "saga.operator.action": action}
+    attributes["saga.operator.result"] = "applied"
+    if entry.step:
+        attributes["saga.step"] = entry.step
+    for field in ("actor", "reason"):  # added to history entries by the operator API
+        value = getattr(entry, field, None) or (entry.detail if field == "reason" else None)
+        if value:
+            attributes[f"saga.operator.{field}"] = value
+    return DerivedSpan(
+        f"saga.operator {action}",
+        derived_span_id(trace_id, state.saga_id, index),
+        entry.at,
+        entry.at,
+        lambda: attributes,
+    )
+
+
+def _saga_span(state: InstanceState, entry: HistoryEntry, outcome: str) -> DerivedSpan:
+    def attributes() -> dict[str, Any]:
+        steps = state.steps.values()
+        found: dict[str, Any] = {
+            "saga.id": state.saga_id,
+            "saga.name": state.saga_name,
+            "saga.version": state.saga_version,
+            "saga.outcome": outcome,
+            "saga.steps.total": len(state.steps),
+            "saga.steps.failed": sum(s.status in FAILED_STEPS for s in steps),
+            "saga.steps.compensated": sum(s.compensation in UNDONE for s in steps),
+        }
+        if state.failure_step:
+            found["saga.failure.step"] = state.failure_step
+        if state.failure_reason:
+            found["saga.failure.reason"] = state.failure_reason
+        return found
+
+    error = None
+    if outcome != "completed":
+        error = (f"saga.{outcome}", state.failure_reason or entry.detail or outcome)
+    return DerivedSpan(
+        f"saga {state.saga_name}", None, state.started_at, entry.at, attributes, error
+    )
+
+
+def emit_closed(
+    telemetry: Telemetry, state: InstanceState, saga_trace: Mapping[str, str], lo: int, hi: int
+) -> int:
+    """Write the spans closed by history entries ``[lo, hi)``; returns how many."""
+    if not telemetry.enabled:
+        return 0
+    root = saga_span_context(saga_trace)
+    if root is None:
+        return 0
+    spans = closed_spans(state, root.trace_id, lo, hi)
+    if spans:
+        _write(telemetry, spans, root, saga_trace)
+    return len(spans)
+
+
+def _write(
+    telemetry: Telemetry,
+    spans: Iterable[DerivedSpan],
+    root: SpanContext,
+    saga_trace: Mapping[str, str],
+) -> None:
+    parent = trace.set_span_in_context(NonRecordingSpan(root))
+    for derived in spans:
+        links: list[Link] = []
+        if derived.span_id is None:
+            context, span_id = Context(), root.span_id
+            trigger = saga_trace.get(TRIGGER_KEY)
+            if trigger:
+                caller = trace.get_current_span(extract({"traceparent": trigger}))
+                links.append(Link(caller.get_span_context()))
+        else:
+            context, span_id = parent, derived.span_id
+        with forced_ids(root.trace_id, span_id, root.trace_flags.sampled):
+            span = telemetry.tracer.start_span(
+                derived.name, context=context, links=links, start_time=_ns(derived.start)
+            )
+        if not span.is_recording():
+            continue
+        span.set_attributes(derived.attributes())
+        if derived.error is not None:
+            span.set_attribute("error.type", derived.error[0])
+            span.set_status(Status(StatusCode.ERROR, derived.error[1]))
+        span.end(end_time=max(_ns(derived.end), _ns(derived.start)))

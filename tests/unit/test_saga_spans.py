@@ -1,0 +1,234 @@
+"""Saga spans derived from the instance record: tree, outcome, ids that survive a re-emission."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import StatusCode
+
+from saga.core import (
+    CompensationSucceeded,
+    InstanceState,
+    OperatorResume,
+    StepFailed,
+    Timer,
+    TimerFired,
+    TimerKind,
+)
+from saga.core.events import Event
+from saga.definition import load_definitions
+from saga.telemetry import Telemetry
+from saga.telemetry.saga_spans import (
+    STEP,
+    TRIGGER_KEY,
+    attempt_context,
+    emit_closed,
+    message_role,
+    new_saga_trace,
+)
+from tests.unit.test_decide import (
+    DEFINITIONS,
+    Run,
+    compensated,
+    completed,
+    order_in_flight,
+    order_parked,
+)
+
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def order() -> Run:
+    return Run(load_definitions([DEFINITIONS])["order-fulfilment"])
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[Telemetry, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield Telemetry.for_providers(provider), exporter
+    provider.shutdown()
+
+
+class Traced:
+    """A run whose every transition writes the spans it closes, as the engine does."""
+
+    def __init__(self, run: Run, telemetry: Telemetry) -> None:
+        self.run = run
+        self.telemetry = telemetry
+        self.trace = new_saga_trace(telemetry, run.definition.name, {"traceparent": CALLER})
+        self.done = 0
+
+    def flush(self) -> None:
+        state = self.state
+        emit_closed(self.telemetry, state, self.trace, self.done, len(state.history))
+        self.done = len(state.history)
+
+    @property
+    def state(self) -> InstanceState:
+        assert self.run.state is not None
+        return self.run.state
+
+    def send(self, event: Event) -> None:
+        self.run.send(event)
+        self.flush()
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+def span_of(context: object) -> trace.SpanContext:
+    return trace.get_current_span(context).get_span_context()  # type: ignore[arg-type]
+
+
+def identities(spans: tuple[ReadableSpan, ...]) -> set[tuple[str, int, int]]:
+    return {(s.name, s.context.span_id, s.parent.span_id if s.parent else 0) for s in spans}
+
+
+def test_a_compensated_saga_has_a_root_with_the_outcome_and_attempts_as_children(
+    order: Run, traced: tuple[Telemetry, InMemorySpanExporter]
+) -> None:
+    telemetry, exporter = traced
+    t = Traced(order, telemetry)
+    compensated(order)
+    t.flush()
+    spans = exporter.get_finished_spans()
+    root = by_name(spans, "saga order-fulfilment")[0]
+    assert root.parent is None
+    assert root.status.status_code is StatusCode.ERROR
+    assert root.attributes is not None
+    assert root.attributes["saga.outcome"] == "compensated"
+    assert root.attributes["saga.failure.step"] == "charge_payment"
+    assert root.attributes["saga.failure.reason"] == "declined"
+    assert root.attributes["saga.steps.failed"] == 1
+    assert root.attributes["saga.steps.compensated"] == 1
+    assert [link.context.trace_id for link in root.links] == [int(CALLER.split("-")[1], 16)]
+    assert root.start_time == int(t.state.started_at.timestamp() * 1e9)
+    names = sorted(s.name for s in spans if s is not root)
+    assert names == [
+        "saga.compensate reserve_inventory",
+        "saga.step charge_payment",
+        "saga.step reserve_inventory",
+    ]
+    for span in spans:
+        if span is not root:
+            assert span.parent is not None
+            assert span.parent.span_id == root.context.span_id
+            assert span.context.trace_id == root.context.trace_id
+    failed = by_name(spans, "saga.step charge_payment")[0]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes is not None
+    assert failed.attributes["error.type"] == "declined"
+
+
+def test_the_command_names_the_span_its_attempt_is_later_written_with(
+    order: Run, traced: tuple[Telemetry, InMemorySpanExporter]
+) -> None:
+    telemetry, exporter = traced
+    t = Traced(order, telemetry)
+    order_in_flight(order, "charge_payment")
+    t.flush()
+    named = attempt_context(t.trace, t.state, STEP, "charge_payment", 1)
+    promised = trace.get_current_span(named).get_span_context().span_id
+    order.ok("charge_payment")
+    t.flush()
+    written = by_name(exporter.get_finished_spans(), "saga.step charge_payment")[0]
+    assert written.context.span_id == promised
+
+
+def test_spans_written_again_from_the_record_have_the_same_ids(
+    order: Run, traced: tuple[Telemetry, InMemorySpanExporter]
+) -> None:
+    telemetry, exporter = traced
+    t = Traced(order, telemetry)
+    completed(order)
+    t.flush()
+    first = identities(exporter.get_finished_spans())
+    exporter.clear()
+    emit_closed(telemetry, t.state, t.trace, 0, len(t.state.history))  # after a crash
+    again = identities(exporter.get_finished_spans())
+    assert again == first
+    assert len(first) == 4  # the root and three steps
+
+
+def test_a_parked_saga_ends_its_root_as_parked_and_again_when_resumed(
+    order: Run, traced: tuple[Telemetry, InMemorySpanExporter]
+) -> None:
+    telemetry, exporter = traced
+    t = Traced(order, telemetry)
+    order_parked(order)
+    t.flush()
+    roots = by_name(exporter.get_finished_spans(), "saga order-fulfilment")
+    assert len(roots) == 1
+    assert roots[0].attributes is not None
+    assert roots[0].attributes["saga.outcome"] == "parked"
+    assert roots[0].status.status_code is StatusCode.ERROR
+    undos = by_name(exporter.get_finished_spans(), "saga.compensate charge_payment")
+    assert [s.attributes["saga.attempt"] for s in undos if s.attributes] == [1, 2, 3, 4, 5]
+    assert all(
+        s.attributes and s.attributes["saga.compensation.outcome"] == "timed-out" for s in undos
+    )
+
+    t.send(OperatorResume())
+    t.send(CompensationSucceeded("reserve_inventory"))
+    roots = by_name(exporter.get_finished_spans(), "saga order-fulfilment")
+    assert len(roots) == 2
+    assert roots[0].context.span_id == roots[1].context.span_id  # one span in a viewer
+    assert roots[1].attributes is not None
+    assert roots[1].attributes["saga.outcome"] == "compensated"
+    resumed = by_name(exporter.get_finished_spans(), "saga.operator resume")[0]
+    assert resumed.attributes is not None
+    assert resumed.attributes["saga.operator.action"] == "resume"
+    assert resumed.attributes["saga.step"] == "charge_payment"
+    assert resumed.parent is not None
+    assert resumed.parent.span_id == roots[0].context.span_id
+
+
+def test_a_timer_is_processed_under_its_attempt_with_a_bounded_name(
+    order: Run, traced: tuple[Telemetry, InMemorySpanExporter]
+) -> None:
+    telemetry, _ = traced
+    t = Traced(order, telemetry)
+    order_in_flight(order, "charge_payment")
+    event = TimerFired(Timer(TimerKind.STEP_TIMEOUT, "charge_payment", 1))
+    role = message_role(t.trace, t.state, event, "saga.timer.fire.order-fulfilment.o-1.x")
+    assert role.name == "process saga.timer"
+    assert role.attributes == {
+        "saga.timer.kind": "step-timeout",
+        "saga.step": "charge_payment",
+        "saga.attempt": 1,
+    }
+    expected = attempt_context(t.trace, t.state, STEP, "charge_payment", 1)
+    assert span_of(role.parent) == span_of(expected)
+    reply = message_role(t.trace, t.state, StepFailed("charge_payment", "x"), "payment.declined")
+    assert reply.name == "process payment.declined"
+    assert span_of(reply.parent) == span_of(expected)
+
+
+def test_the_callers_sampling_decision_is_the_sagas(
+    order: Run, traced: tuple[Telemetry, InMemorySpanExporter]
+) -> None:
+    telemetry, exporter = traced
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    dropping = Telemetry.for_providers(provider)
+    unsampled = CALLER[:-2] + "00"
+
+    def sampled(carrier: dict[str, str]) -> bool:
+        return bool(int(carrier["traceparent"].rsplit("-", 1)[1], 16) & 1)
+
+    assert sampled(new_saga_trace(dropping, "x", {"traceparent": CALLER}))
+    assert not sampled(new_saga_trace(dropping, "x", {"traceparent": unsampled}))
+    assert not sampled(new_saga_trace(dropping, "x", None))
+    assert sampled(new_saga_trace(telemetry, "x", None))
+    assert TRIGGER_KEY not in new_saga_trace(telemetry, "x", None)
+    assert new_saga_trace(Telemetry.disabled(), "x", {"traceparent": CALLER}) == {}
