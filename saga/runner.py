@@ -83,7 +83,7 @@ async def drain_or_close(nc: Client) -> None:
             reason = str(exc) or type(exc).__name__
     else:
         reason = "the NATS server is unreachable"
-    with contextlib.suppress(NatsError, TimeoutError):
+    with contextlib.suppress(NatsError, TimeoutError, OSError):  # a reset socket, too
         await nc.close()
     log.warning(
         "stopped without draining (%s): unacknowledged messages will be redelivered", reason
