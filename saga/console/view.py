@@ -26,6 +26,7 @@ KINDS: dict[str, str] = {
     "saga.deadline-exceeded": "timer",
     "step.started": "attempt",
     "step.retried": "attempt",
+    "step.running": "attempt",
     "step.retry-scheduled": "timer",
     "step.timed-out": "timer",
     "step.succeeded": "reply",
