@@ -68,7 +68,9 @@ async def burst(sagas: int, queue_timeout: str | None) -> Counter[str]:
             js = nc.jetstream()
             began = time.monotonic()
             acks = [
-                await js.publish_async("signup.requested", json.dumps({"id": f"u-{i}"}).encode())
+                await js.publish_async(
+                    "signup.requested", json.dumps({"id": f"u-{i}"}, allow_nan=False).encode()
+                )
                 for i in range(sagas)
             ]
             await asyncio.gather(*acks)

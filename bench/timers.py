@@ -59,7 +59,9 @@ async def measure(sagas: int, settings: EngineSettings) -> list[float]:
         await nc.subscribe("saga.status.burst.>", cb=on_status)
         began = time.monotonic()
         acks = [
-            await js.publish_async("burst.started", json.dumps({"id": f"b-{i}"}).encode())
+            await js.publish_async(
+                "burst.started", json.dumps({"id": f"b-{i}"}, allow_nan=False).encode()
+            )
             for i in range(sagas)
         ]
         await asyncio.gather(*acks)

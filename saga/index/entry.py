@@ -105,7 +105,7 @@ def search_text(value: Any) -> str | None:
     scalars as JSON (``12.5``, ``true``); nothing for null, objects and lists."""
     if value is None or isinstance(value, dict | list):
         return None
-    return value if isinstance(value, str) else json.dumps(value)
+    return value if isinstance(value, str) else json.dumps(value, allow_nan=False)
 
 
 def search_values(definition: SagaDefinition, state: InstanceState) -> dict[str, str]:
@@ -161,7 +161,7 @@ def index_writes(
     else:
         gone = [before.status] if before is not None and moved else []
     writes += [IndexWrite(entry_subject(name, s, saga_id), b"", TOMBSTONE_TTL) for s in gone]
-    marker = json.dumps({"saga_id": saga_id}).encode()
+    marker = json.dumps({"saga_id": saga_id}, allow_nan=False).encode()
     for attribute, value in search_after.items():
         if repair or terminal or search_before.get(attribute) != value:
             writes.append(IndexWrite(search_subject(name, attribute, value, saga_id), marker, ttl))

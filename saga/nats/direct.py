@@ -67,7 +67,9 @@ async def direct_get(
     sub = await nc.subscribe(inbox)
     found: list[DirectMsg] = []
     try:
-        await nc.publish(DIRECT_GET + stream, json.dumps(request).encode(), reply=inbox)
+        await nc.publish(
+            DIRECT_GET + stream, json.dumps(request, allow_nan=False).encode(), reply=inbox
+        )
         while True:
             try:
                 msg = await sub.next_msg(timeout)

@@ -66,6 +66,14 @@ async def engine(client: Client) -> AsyncIterator[Engine]:
 async def running(client: Client, saga_id: str) -> None:
     await client.jetstream().publish("slow.ordered", json.dumps({"id": saga_id}).encode())
     await state_of(client, saga_id, "running")
+    # Actions name no saga, so the engine finds the instance through the index, which is
+    # written just after the instance: wait for that too.
+    store = await instance_store(client.jetstream(), Topology())
+
+    async def indexed() -> bool:
+        return await find_instance(store, saga_id) is not None
+
+    await wait_for(indexed, message=f"{saga_id} in the index")
 
 
 async def state_of(client: Client, saga_id: str, status: str) -> InstanceState:

@@ -27,6 +27,11 @@ PRINTED_ONLY = {
     "saga/testing/wire.py": "text for a test report",
     "bench/sagas.py": "prints results",
     "bench/measure.py": "writes results",
+    "bench/console_scale.py": "prints results",
+    "bench/index_scale.py": "prints results",
+    "saga/cli_index.py": "prints index summaries read back from JetStream",
+    "saga/console/dead_letters.py": "shows a stored body on a page",
+    "saga/console/instances.py": "shows stored kept data on a page",
 }
 
 
