@@ -20,12 +20,12 @@ import click
 import nats
 from nats.js import JetStreamContext
 
+from saga.cli.render import table
+from saga.client import instance_store, list_instances
 from saga.core.state import InstanceState
-from saga.inspect import instance_store, list_instances
 from saga.nats.outage import TRANSIENT, describe
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
-from saga.render import table
 from saga.telemetry import telemetry_from_env
 
 SERVICES = ("inventory", "payment", "shipping", "flight", "hotel", "car")

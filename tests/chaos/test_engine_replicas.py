@@ -10,9 +10,9 @@ from pathlib import Path
 
 import nats
 
+from saga.client import find_instance, instance_store
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_instance, instance_store
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer

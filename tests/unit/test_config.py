@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from saga.cli import main
-from saga.config import MASK, masked, read_config, resolved
+from saga.cli.config import MASK, masked, read_config, resolved
 from saga.errors import ConfigError
 
 

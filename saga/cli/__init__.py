@@ -18,8 +18,8 @@ from nats.errors import NoRespondersError, NoServersError
 from nats.js import JetStreamContext
 
 from saga import jsonwire
-from saga.cli_asyncapi import asyncapi_command
-from saga.cli_dlq import dlq_group
+from saga.cli.asyncapi import asyncapi_command
+from saga.cli.dlq import dlq_group
 from saga.definition import (
     definition_files,
     json_schema,
@@ -245,7 +245,7 @@ def _use_config_file(ctx: click.Context, _: click.Parameter, value: Path | None)
     """Eager: the file's settings become the defaults of the other options."""
     if value is None:
         return
-    from saga.config import read_config
+    from saga.cli.config import read_config
 
     try:
         settings = read_config(value)
@@ -355,7 +355,7 @@ def run(
     from nats.js.api import StorageType
 
     from saga.admin import parse_address
-    from saga.config import retention_seconds
+    from saga.cli.config import retention_seconds
     from saga.engine import EngineSettings
     from saga.nats.provision import StreamSettings
     from saga.runner import run_engine
@@ -482,8 +482,8 @@ async def _start(
     wait: bool,
     timeout: float,
 ) -> str | None:
-    from saga.inspect import find_instance, instance_store, start_saga
-    from saga.render import status_text
+    from saga.cli.render import status_text
+    from saga.client import find_instance, instance_store, start_saga
     from saga.telemetry import telemetry_from_env
 
     telemetry = telemetry_from_env("saga-cli")
@@ -549,8 +549,8 @@ def status(saga_id: str, name: str | None, as_json: bool, **kwargs: Any) -> None
 
 
 async def _status(settings: NatsSettings, saga_id: str, name: str | None, as_json: bool) -> None:
-    from saga.inspect import find_instance, instance_store
-    from saga.render import status_text
+    from saga.cli.render import status_text
+    from saga.client import find_instance, instance_store
 
     nc = await connect(settings)
     try:
@@ -575,8 +575,8 @@ def trace(saga_id: str, name: str | None, as_json: bool, **kwargs: Any) -> None:
 
 
 async def _trace(settings: NatsSettings, saga_id: str, name: str | None, as_json: bool) -> None:
-    from saga.inspect import find_record, instance_store
-    from saga.render import waterfall_text
+    from saga.cli.render import waterfall_text
+    from saga.client import find_record, instance_store
     from saga.telemetry import trace_id_of
 
     nc = await connect(settings)
@@ -695,7 +695,7 @@ def list_(
     **kwargs: Any,
 ) -> None:
     """List instances, newest first (through the index: as fast with a million stored)."""
-    from saga.cli_index import list_command, parse_moment, parse_where
+    from saga.cli.index import list_command, parse_moment, parse_where
     from saga.index import SagaQuery
 
     settings = nats_settings(kwargs, "saga-cli")
@@ -731,8 +731,8 @@ def list_(
 @nats_options
 def reindex(definitions: Path, finished_ttl: str, **kwargs: Any) -> None:
     """Rebuild the index from the instances bucket (after a crash or a lost index stream)."""
-    from saga.cli_index import reindex_command
-    from saga.config import retention_seconds
+    from saga.cli.config import retention_seconds
+    from saga.cli.index import reindex_command
 
     settings = nats_settings(kwargs, "saga-cli")
     assert settings is not None
@@ -808,7 +808,7 @@ def config_check(config_file: Path | None) -> None:
     """Print the settings `saga run` would use (file + environment), secrets masked."""
     import yaml
 
-    from saga.config import masked, resolved
+    from saga.cli.config import masked, resolved
 
     try:
         settings, origin = resolved(config_file)

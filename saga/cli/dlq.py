@@ -1,6 +1,6 @@
 """``saga dlq list|show|replay|purge``: look at dead letters, re-drive or delete them.
 
-The work is done by :mod:`saga.dlq_admin` (which the web console calls too); this module
+The work is done by :mod:`saga.nats.dlq` (which the web console calls too); this module
 only parses options and prints.
 
 Register with one line in ``saga/cli.py``: ``main.add_command(dlq_group)``. The commands
@@ -16,7 +16,9 @@ from typing import Any
 
 import click
 
-from saga.dlq_admin import (
+from saga.cli.render import table
+from saga.nats.connection import NatsSettings, connect
+from saga.nats.dlq import (
     DeadLetter,
     LetterFilter,
     Replayed,
@@ -26,8 +28,6 @@ from saga.dlq_admin import (
     purge_dead_letters,
     replay_many,
 )
-from saga.nats.connection import NatsSettings, connect
-from saga.render import table
 
 REASON_WIDTH = 60
 COLUMN_WIDTH = 40

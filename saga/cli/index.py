@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import click
 
+from saga.cli.render import list_text
 from saga.definition import Catalog
 from saga.definition.duration import parse_duration
 from saga.errors import DefinitionError
@@ -19,7 +20,6 @@ from saga.index import SagaIndex, SagaPage, SagaQuery
 from saga.index.rebuild import reindex
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.topology import Topology
-from saga.render import list_text
 
 
 def parse_moment(text: str, now: datetime | None = None) -> datetime:
@@ -60,7 +60,7 @@ def page_json(page: SagaPage) -> str:
 
 
 async def list_command(settings: NatsSettings, query: SagaQuery, as_json: bool) -> None:
-    from saga.inspect import instance_store, list_instances
+    from saga.client import instance_store, list_instances
 
     try:
         query.check()
