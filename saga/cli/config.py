@@ -1,5 +1,9 @@
 """``saga run`` settings from one YAML file, below the environment and the command line.
 
+Each setting is declared once, as a field of :class:`RunConfig` with an :class:`Option`:
+the ``saga run`` options, their ``SAGA_*`` variables (:data:`ENV`) and the file's keys
+(the field names) are all made from it.
+
 Precedence: command-line option > ``SAGA_*`` environment variable > config file >
 default. The file is validated at start-up against :class:`RunConfig` and every
 problem is reported at once, with its line. ``saga config check`` prints the result
@@ -9,9 +13,11 @@ with secrets masked.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import click
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
 from saga.definition.duration import parse_duration
@@ -20,6 +26,7 @@ from saga.definition.yaml_source import YamlProblem, load_yaml
 from saga.errors import ConfigError
 
 MASK = "********"
+DEFINITIONS_HELP = "Folder (or file) of saga definitions."
 
 
 def _off(value: Any) -> Any:
@@ -39,65 +46,198 @@ def _retention(value: Any) -> str:
     return "never" if value in (0, "0", False) else str(value)
 
 
+@dataclass(frozen=True)
+class Option:
+    """How a setting of :class:`RunConfig` is given on the command line and in the
+    environment: the one declaration the ``saga run`` options, :data:`ENV` and the config
+    file keys are made from."""
+
+    flag: str
+    """``--admin``, or ``--reload/--no-reload`` for a switch."""
+    help: str | None = None
+    env: str | None = None
+    """The ``SAGA_*`` variable that sets it."""
+    type: Any = None
+    """The click type when not a plain string (a path, a range, a choice)."""
+    nats: str | None = None
+    """The :class:`~saga.nats.connection.NatsSettings` field it feeds: the connection
+    options every command that talks to NATS takes."""
+
+
+_FILE = click.Path(path_type=Path)
+
+
 class RunConfig(BaseModel):
     """Every setting of ``saga run``; the key is the option's name with ``_`` for ``-``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    definitions: Path = Path("definitions")
-    """Folder (or file) of saga definitions [SAGA_DEFINITIONS]."""
-    data_dir: Path = Path(".saga-data")
-    """Store of the embedded nats-server, used when no NATS URL is given."""
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    """[SAGA_LOG_LEVEL]"""
-    admin: Annotated[str, BeforeValidator(_off)] = "127.0.0.1:7480"
-    """Admin API address HOST:PORT, or off [SAGA_ADMIN_ADDR]."""
-    admin_token: SecretStr | None = None
-    """Bearer token of the admin API [SAGA_ADMIN_TOKEN]."""
-    reload: bool = True
-    """Pick up changed definitions without a restart [SAGA_RELOAD]."""
-    stream_replicas: int = Field(1, ge=1, le=5)
-    """Replicas of the engine's streams and bucket [SAGA_STREAM_REPLICAS]."""
-    storage: Literal["file", "memory"] = "file"
-    """[SAGA_STREAM_STORAGE]"""
-    finished_ttl: Annotated[str, BeforeValidator(_retention)] = "7d"
-    """How long a completed or compensated instance is kept, or never (keep for ever)
-    [SAGA_FINISHED_TTL]."""
-    partitions: int = Field(0, ge=0, le=1024)
-    """Partitions dealt among engine replicas; 0 turns partitioning off [SAGA_PARTITIONS]."""
-    nats: str | None = None
-    """NATS URL(s), comma separated; the embedded server when absent [SAGA_NATS_URL]."""
-    user: str | None = None
-    password: SecretStr | None = None
-    token: SecretStr | None = None
-    nkey: Path | None = None
-    creds: Path | None = None
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    definitions: Annotated[
+        Path,
+        Option(
+            "--definitions",
+            DEFINITIONS_HELP + " [env SAGA_DEFINITIONS]",
+            "SAGA_DEFINITIONS",
+            click.Path(path_type=Path, exists=True),
+        ),
+    ] = Path("definitions")
+    data_dir: Annotated[
+        Path,
+        Option(
+            "--data-dir",
+            "Store of the embedded nats-server (used when no --nats is given).",
+            type=_FILE,
+        ),
+    ] = Path(".saga-data")
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"], Option("--log-level", env="SAGA_LOG_LEVEL")
+    ] = "INFO"
+    admin: Annotated[
+        str,
+        BeforeValidator(_off),
+        Option(
+            "--admin",
+            "Admin HTTP API address HOST:PORT, or 'off' [env SAGA_ADMIN_ADDR].",
+            "SAGA_ADMIN_ADDR",
+        ),
+    ] = "127.0.0.1:7480"
+    admin_token: Annotated[
+        SecretStr | None,
+        Option(
+            "--admin-token",
+            "Bearer token the admin API and operator actions over NATS require "
+            "[env SAGA_ADMIN_TOKEN].",
+            "SAGA_ADMIN_TOKEN",
+        ),
+    ] = None
+    reload: Annotated[
+        bool,
+        Option(
+            "--reload/--no-reload",
+            "Pick up changed definitions without a restart (validated first) [env SAGA_RELOAD].",
+            "SAGA_RELOAD",
+        ),
+    ] = True
+    stream_replicas: Annotated[
+        int,
+        Field(ge=1, le=5),
+        Option(
+            "--stream-replicas",
+            "Replicas of the engine's streams and bucket (3 on a 3-node cluster) "
+            "[env SAGA_STREAM_REPLICAS].",
+            "SAGA_STREAM_REPLICAS",
+            click.IntRange(1, 5),
+        ),
+    ] = 1
+    storage: Annotated[
+        Literal["file", "memory"],
+        Option(
+            "--storage",
+            "Storage of the engine's streams and bucket [env SAGA_STREAM_STORAGE].",
+            "SAGA_STREAM_STORAGE",
+            click.Choice(["file", "memory"]),
+        ),
+    ] = "file"
+    finished_ttl: Annotated[
+        str,
+        BeforeValidator(_retention),
+        Option(
+            "--finished-ttl",
+            "How long a completed or compensated instance is kept after it ended (7d, 12h…), "
+            "or 'never' to keep it for ever [env SAGA_FINISHED_TTL].",
+            "SAGA_FINISHED_TTL",
+        ),
+    ] = "7d"
+    partitions: Annotated[
+        int,
+        Field(ge=0, le=1024),
+        Option(
+            "--partitions",
+            "Deal instances into this many partitions, each owned by one engine replica at a "
+            "time; use the same number on every replica, e.g. 12 for up to 12 replicas. "
+            "0: no partitioning [env SAGA_PARTITIONS].",
+            "SAGA_PARTITIONS",
+            click.IntRange(0, 1024),
+        ),
+    ] = 0
+    nats: Annotated[
+        str | None,
+        Option(
+            "--nats",
+            "NATS URL(s), comma separated [env SAGA_NATS_URL].",
+            "SAGA_NATS_URL",
+            nats="url",
+        ),
+    ] = None
+    user: Annotated[
+        str | None,
+        Option("--user", "User name [env SAGA_NATS_USER].", "SAGA_NATS_USER", nats="user"),
+    ] = None
+    password: Annotated[
+        SecretStr | None,
+        Option(
+            "--password",
+            "Password [env SAGA_NATS_PASSWORD].",
+            "SAGA_NATS_PASSWORD",
+            nats="password",
+        ),
+    ] = None
+    token: Annotated[
+        SecretStr | None,
+        Option("--token", "Auth token [env SAGA_NATS_TOKEN].", "SAGA_NATS_TOKEN", nats="token"),
+    ] = None
+    nkey: Annotated[
+        Path | None,
+        Option(
+            "--nkey",
+            "NKey seed file [env SAGA_NATS_NKEY].",
+            "SAGA_NATS_NKEY",
+            _FILE,
+            "nkey_seed_file",
+        ),
+    ] = None
+    creds: Annotated[
+        Path | None,
+        Option(
+            "--creds",
+            "Credentials file [env SAGA_NATS_CREDS].",
+            "SAGA_NATS_CREDS",
+            _FILE,
+            "creds_file",
+        ),
+    ] = None
+    tls_ca: Annotated[
+        Path | None,
+        Option("--tls-ca", "CA bundle for TLS.", "SAGA_NATS_TLS_CA", _FILE, "tls_ca_file"),
+    ] = None
+    tls_cert: Annotated[
+        Path | None,
+        Option(
+            "--tls-cert",
+            "Client certificate for mutual TLS.",
+            "SAGA_NATS_TLS_CERT",
+            _FILE,
+            "tls_cert_file",
+        ),
+    ] = None
+    tls_key: Annotated[
+        Path | None,
+        Option(
+            "--tls-key", "Client key for mutual TLS.", "SAGA_NATS_TLS_KEY", _FILE, "tls_key_file"
+        ),
+    ] = None
 
 
-ENV = {
-    "definitions": "SAGA_DEFINITIONS",
-    "log_level": "SAGA_LOG_LEVEL",
-    "admin": "SAGA_ADMIN_ADDR",
-    "admin_token": "SAGA_ADMIN_TOKEN",
-    "reload": "SAGA_RELOAD",
-    "stream_replicas": "SAGA_STREAM_REPLICAS",
-    "storage": "SAGA_STREAM_STORAGE",
-    "finished_ttl": "SAGA_FINISHED_TTL",
-    "partitions": "SAGA_PARTITIONS",
-    "nats": "SAGA_NATS_URL",
-    "user": "SAGA_NATS_USER",
-    "password": "SAGA_NATS_PASSWORD",
-    "token": "SAGA_NATS_TOKEN",
-    "nkey": "SAGA_NATS_NKEY",
-    "creds": "SAGA_NATS_CREDS",
-    "tls_ca": "SAGA_NATS_TLS_CA",
-    "tls_cert": "SAGA_NATS_TLS_CERT",
-    "tls_key": "SAGA_NATS_TLS_KEY",
-}
+def option_of(name: str) -> Option:
+    """The command-line declaration of setting ``name``."""
+    return next(m for m in RunConfig.model_fields[name].metadata if isinstance(m, Option))
+
+
+ENV = {name: env for name in RunConfig.model_fields if (env := option_of(name).env)}
 """The environment variable of each setting (the same names the options read)."""
+
+NATS_SETTINGS = tuple(name for name in RunConfig.model_fields if option_of(name).nats)
+"""The settings of the NATS connection, which every command talking to NATS takes."""
 
 SECRETS = ("admin_token", "password", "token")
 

@@ -1,57 +1,34 @@
 """``saga dlq list|show|replay|purge``: look at dead letters, re-drive or delete them.
 
-The work is done by :mod:`saga.nats.dlq` (which the web console calls too); this module
-only parses options and prints.
-
-Register with one line in ``saga/cli.py``: ``main.add_command(dlq_group)``. The commands
-take the same connection options as every other command; they are built on first use,
-so this module can be imported before or after ``saga.cli``.
+The work is done by :class:`saga.client.SagaClient` (over :mod:`saga.nats.dlq`, which the
+web console calls too); this module only parses options and prints.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
 
+from saga.cli.options import cli_settings, connected, nats_options, run_async
 from saga.cli.render import table
-from saga.nats.connection import NatsSettings, connect
-from saga.nats.dlq import (
-    DeadLetter,
-    LetterFilter,
-    Replayed,
-    ReplayFailed,
-    get_dead_letter,
-    list_dead_letters,
-    purge_dead_letters,
-    replay_many,
-)
+from saga.client import SagaClient
+from saga.nats.connection import NatsSettings
+from saga.nats.dlq import DeadLetter, LetterFilter, Replayed, ReplayFailed
 
 REASON_WIDTH = 60
 COLUMN_WIDTH = 40
 """Widest subject or saga column in ``dlq list``."""
 
-
-class _DlqGroup(click.Group):
-    """A group whose commands are made when first asked for (they need ``saga.cli``)."""
-
-    def _load(self) -> None:
-        if not self.commands:
-            for command in _commands():
-                self.add_command(command)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        self._load()
-        return super().list_commands(ctx)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        self._load()
-        return super().get_command(ctx, cmd_name)
+T = TypeVar("T")
 
 
-dlq_group = _DlqGroup("dlq", help="Dead letters: list, show, replay and purge them.")
+@click.group("dlq")
+def dlq_group() -> None:
+    """Dead letters: list, show, replay and purge them."""
 
 
 def _filter_options(func: Any) -> Any:
@@ -61,125 +38,96 @@ def _filter_options(func: Any) -> Any:
     return click.option("--code", help="Only dead letters with this code, e.g. malformed.")(func)
 
 
-def _commands() -> list[click.Command]:
-    from saga.cli import nats_options, nats_settings, run_async
+def _with_client(settings: NatsSettings, work: Callable[[SagaClient], Awaitable[T]]) -> T:
+    """Run ``work`` with a client on a connection of its own."""
 
-    def settings_of(kwargs: dict[str, Any]) -> NatsSettings:
-        settings = nats_settings(kwargs, "saga-cli")
-        assert settings is not None
-        return settings
+    async def run() -> T:
+        async with connected(settings) as client:
+            return await work(client)
 
-    @click.command("list")
-    @_filter_options
-    @click.option("--limit", type=int, default=None, help="At most this many (oldest first).")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")
-    @nats_options
-    def list_command(
-        code: str | None, subject: str | None, limit: int | None, as_json: bool, **kwargs: Any
-    ) -> None:
-        """List dead letters, oldest first: sequence, code, subject, when, saga, reason."""
-        where = LetterFilter(code=code, subject=subject)
-        letters = run_async(_list)(settings_of(kwargs), where, limit)
-        if as_json:
-            click.echo(json.dumps([letter.to_json() for letter in letters], indent=2))
-        else:
-            click.echo(list_text(letters))
-
-    @click.command("show")
-    @click.argument("sequence", type=int)
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")
-    @nats_options
-    def show_command(sequence: int, as_json: bool, **kwargs: Any) -> None:
-        """Show dead letter SEQUENCE: why, where from, every header and the body."""
-        letter = run_async(_show)(settings_of(kwargs), sequence)
-        click.echo(json.dumps(letter.to_json(), indent=2) if as_json else show_text(letter))
-
-    @click.command("replay")
-    @click.argument("sequences", nargs=-1, type=int)
-    @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
-    @_filter_options
-    @nats_options
-    def replay_command(
-        sequences: tuple[int, ...],
-        replay_all: bool,
-        code: str | None,
-        subject: str | None,
-        **kwargs: Any,
-    ) -> None:
-        """Publish dead letters again on their original subject, then delete them.
-
-        Takes sequence numbers, --all, or the letters matching --code/--subject. The payload
-        and headers are the original ones, without Saga-Dlq-* and Nats-*. One that fails is
-        reported and the others go on; the exit status is then 1."""
-        filtered = code is not None or subject is not None
-        if sequences and replay_all:
-            raise click.UsageError("give dead-letter sequence numbers or --all, not both")
-        if not (sequences or replay_all or filtered):
-            raise click.UsageError("give dead-letter sequence numbers, --all, or --code/--subject")
-        where = LetterFilter(code=code, subject=subject)
-        chosen = list(sequences) if sequences else None
-        done = run_async(_replay)(settings_of(kwargs), chosen, where)
-        failed = [item for item in done if isinstance(item, ReplayFailed)]
-        for item in done:
-            click.echo(replayed_text(item), err=isinstance(item, ReplayFailed))
-        click.echo(f"{len(done) - len(failed)} dead letter(s) replayed, {len(failed)} failed")
-        if failed:
-            sys.exit(1)
-
-    @click.command("purge")
-    @_filter_options
-    @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-    @nats_options
-    def purge_command(code: str | None, subject: str | None, yes: bool, **kwargs: Any) -> None:
-        """Delete dead letters for good: all of them, or those matching --code/--subject.
-        Lists what it will delete and asks first (--yes to skip)."""
-        settings = settings_of(kwargs)
-        where = LetterFilter(code=code, subject=subject)
-        letters = run_async(_list)(settings, where, None)
-        if not letters:
-            click.echo(f"no dead letters match ({where})")
-            return
-        if not yes:
-            click.echo(list_text(letters))
-            click.confirm(f"Delete these {len(letters)} dead letter(s) ({where})?", abort=True)
-        deleted = run_async(_purge)(settings, [letter.sequence for letter in letters])
-        click.echo(f"{len(deleted)} dead letter(s) deleted")
-
-    return [list_command, show_command, replay_command, purge_command]
+    result: T = run_async(run)()
+    return result
 
 
-async def _list(settings: NatsSettings, where: LetterFilter, limit: int | None) -> list[DeadLetter]:
-    nc = await connect(settings)
-    try:
-        return await list_dead_letters(nc.jetstream(), limit=limit, where=where)
-    finally:
-        await nc.close()
+@dlq_group.command("list")
+@_filter_options
+@click.option("--limit", type=int, default=None, help="At most this many (oldest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")
+@nats_options
+def list_command(
+    code: str | None, subject: str | None, limit: int | None, as_json: bool, **kwargs: Any
+) -> None:
+    """List dead letters, oldest first: sequence, code, subject, when, saga, reason."""
+    where = LetterFilter(code=code, subject=subject)
+    letters = _with_client(cli_settings(kwargs), lambda c: c.dead_letters(where, limit))
+    if as_json:
+        click.echo(json.dumps([letter.to_json() for letter in letters], indent=2))
+    else:
+        click.echo(list_text(letters))
 
 
-async def _show(settings: NatsSettings, sequence: int) -> DeadLetter:
-    nc = await connect(settings)
-    try:
-        return await get_dead_letter(nc.jetstream(), sequence)
-    finally:
-        await nc.close()
+@dlq_group.command("show")
+@click.argument("sequence", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for tools.")
+@nats_options
+def show_command(sequence: int, as_json: bool, **kwargs: Any) -> None:
+    """Show dead letter SEQUENCE: why, where from, every header and the body."""
+    letter = _with_client(cli_settings(kwargs), lambda c: c.dead_letter(sequence))
+    click.echo(json.dumps(letter.to_json(), indent=2) if as_json else show_text(letter))
 
 
-async def _replay(
-    settings: NatsSettings, sequences: list[int] | None, where: LetterFilter
-) -> list[Replayed | ReplayFailed]:
-    nc = await connect(settings)
-    try:
-        return await replay_many(nc.jetstream(), sequences, where=where)
-    finally:
-        await nc.close()
+@dlq_group.command("replay")
+@click.argument("sequences", nargs=-1, type=int)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+@_filter_options
+@nats_options
+def replay_command(
+    sequences: tuple[int, ...],
+    replay_all: bool,
+    code: str | None,
+    subject: str | None,
+    **kwargs: Any,
+) -> None:
+    """Publish dead letters again on their original subject, then delete them.
+
+    Takes sequence numbers, --all, or the letters matching --code/--subject. The payload
+    and headers are the original ones, without Saga-Dlq-* and Nats-*. One that fails is
+    reported and the others go on; the exit status is then 1."""
+    filtered = code is not None or subject is not None
+    if sequences and replay_all:
+        raise click.UsageError("give dead-letter sequence numbers or --all, not both")
+    if not (sequences or replay_all or filtered):
+        raise click.UsageError("give dead-letter sequence numbers, --all, or --code/--subject")
+    where = LetterFilter(code=code, subject=subject)
+    chosen = list(sequences) if sequences else None
+    done = _with_client(cli_settings(kwargs), lambda c: c.replay(chosen, where))
+    failed = [item for item in done if isinstance(item, ReplayFailed)]
+    for item in done:
+        click.echo(replayed_text(item), err=isinstance(item, ReplayFailed))
+    click.echo(f"{len(done) - len(failed)} dead letter(s) replayed, {len(failed)} failed")
+    if failed:
+        sys.exit(1)
 
 
-async def _purge(settings: NatsSettings, sequences: list[int]) -> list[int]:
-    nc = await connect(settings)
-    try:
-        return await purge_dead_letters(nc.jetstream(), sequences)
-    finally:
-        await nc.close()
+@dlq_group.command("purge")
+@_filter_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@nats_options
+def purge_command(code: str | None, subject: str | None, yes: bool, **kwargs: Any) -> None:
+    """Delete dead letters for good: all of them, or those matching --code/--subject.
+    Lists what it will delete and asks first (--yes to skip)."""
+    settings = cli_settings(kwargs)
+    where = LetterFilter(code=code, subject=subject)
+    letters = _with_client(settings, lambda c: c.dead_letters(where))
+    if not letters:
+        click.echo(f"no dead letters match ({where})")
+        return
+    if not yes:
+        click.echo(list_text(letters))
+        click.confirm(f"Delete these {len(letters)} dead letter(s) ({where})?", abort=True)
+    chosen = [letter.sequence for letter in letters]
+    deleted = _with_client(settings, lambda c: c.purge(chosen))
+    click.echo(f"{len(deleted)} dead letter(s) deleted")
 
 
 def _cut(text: str, width: int) -> str:

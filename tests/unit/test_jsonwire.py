@@ -20,7 +20,8 @@ from tests.conftest import DEFINITIONS, ROOT
 INTAKE = Intake(load_definitions([DEFINITIONS]))
 NON_FINITE = [b'{"total": 1e400}', b'{"total": -1E+999}', b'{"a": NaN}', b'{"a": [Infinity]}']
 PRINTED_ONLY = {
-    "saga/cli/__init__.py": "prints JSON read back from JetStream for a person or a tool",
+    "saga/cli/definitions.py": "prints reports and the JSON Schema for a person or a tool",
+    "saga/cli/instances.py": "prints JSON read back from JetStream for a person or a tool",
     "saga/cli/dlq.py": "prints JSON read back from JetStream",
     "saga/logs.py": "a log line must never raise",
     "saga/admin/server.py": "HTTP answers built from stored (already finite) records",
