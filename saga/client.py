@@ -210,16 +210,20 @@ class ActionReply:
 class SagaClient:
     """Sagas over one NATS connection: start, get, list, act on them, read dead letters.
 
-    The connection stays the caller's (``SagaClient`` never closes it)."""
+    The connection stays the caller's (``SagaClient`` never closes it). ``store``: an
+    instance store already open (the engine's, for its admin API); else the instances
+    bucket is opened on first use."""
 
-    def __init__(self, nc: Client, topology: Topology | None = None) -> None:
+    def __init__(
+        self, nc: Client, topology: Topology | None = None, store: InstanceStore | None = None
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.topology = topology or Topology()
-        self._store: KvInstanceStore | None = None
+        self._store = store
 
-    async def store(self) -> KvInstanceStore:
-        """The instances bucket (with the index when the server has it), opened once;
+    async def store(self) -> InstanceStore:
+        """The instance store (with the index when the server has it), opened once;
         :class:`StoreError` when no engine ever ran against this server."""
         if self._store is None:
             self._store = await instance_store(self.js, self.topology)
@@ -245,7 +249,10 @@ class SagaClient:
         return await find_instance(await self.store(), saga_id, name)
 
     async def index(self) -> SagaIndex | None:
-        """The index, or ``None`` when the server has no index stream."""
+        """The index, or ``None`` when the server has no index stream (the store's own,
+        when one is open: what it reads through)."""
+        if self._store is not None:
+            return _index_of(self._store)
         index = SagaIndex(self.nc, self.topology)
         return index if await index.available() else None
 

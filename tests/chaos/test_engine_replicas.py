@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nats
 
-from saga.client import find_instance, instance_store
+from saga.client import SagaClient
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.nats.connection import NatsSettings, connect
@@ -122,10 +122,10 @@ async def test_a_replica_that_missed_a_transition_does_not_drop_the_next_event(
     js = nc.jetstream()
 
     async def status_is(wanted: str, step: str | None = None) -> None:
-        store = await instance_store(js, Topology())
+        client = SagaClient(nc)
 
         async def reached() -> bool:
-            state = await find_instance(store, "s-1", "shop")
+            state = await client.get("s-1", "shop")
             if state is None:
                 return False
             if step is not None:
