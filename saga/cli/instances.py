@@ -15,7 +15,8 @@ import click
 from nats.errors import NoRespondersError
 
 from saga import jsonwire
-from saga.cli.options import DEFINITIONS_HELP, cli_settings, connected, nats_options, run_async
+from saga.cli.config import DEFINITIONS_HELP
+from saga.cli.options import cli_settings, connected, nats_options, run_async
 from saga.cli.render import status_text, waterfall_text
 from saga.client import SagaClient
 from saga.definition import load_definitions

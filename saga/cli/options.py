@@ -11,12 +11,10 @@ from typing import Any, TypeVar
 import click
 from nats.errors import NoServersError
 
-from saga.cli.config import DEFINITIONS_HELP, NATS_SETTINGS, RunConfig, option_of
+from saga.cli.config import NATS_SETTINGS, RunConfig, option_of
 from saga.client import SagaClient
 from saga.errors import DefinitionError, SagaError
 from saga.nats.connection import NatsSettings, connect
-
-__all__ = ["DEFINITIONS_HELP", "cli_settings", "connected", "nats_options", "run_async"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
