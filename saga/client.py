@@ -1,8 +1,9 @@
 """Start, read, list and act on sagas from code: :class:`SagaClient` over one NATS connection.
 
-The CLI, the demo and the chaos harness use it; the functions under it work on any
-:class:`~saga.store.InstanceStore` (the engine and the console pass their own). Listing goes
-through the index (:mod:`saga.index`) when the server has it.
+The CLI, the admin API (over the engine's own store), the demo and the tests use it; the
+functions under it work on any :class:`~saga.store.InstanceStore` (the engine and the
+console pass their own). Listing goes through the index (:mod:`saga.index`) when the server
+has it.
 """
 
 from __future__ import annotations
