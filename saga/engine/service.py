@@ -22,6 +22,7 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from saga.client import find_record
 from saga.core import decide
 from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.events import Event
@@ -41,7 +42,6 @@ from saga.engine.versions import Stranded, find_stranded, versions_of
 from saga.errors import ConfigError, RevisionConflict
 from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
-from saga.inspect import find_record
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
 from saga.nats.dlq import DeadLetterCode, dead_letter

@@ -15,9 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from saga.client import find_instance, instance_store
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_instance, instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology, instance_key
 from saga.participant import App, Context, Reject

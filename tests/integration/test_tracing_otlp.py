@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from saga.inspect import find_instance, instance_store
+from saga.client import find_instance, instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from services.orders import new_order

@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
+from saga.client import find_record, instance_store
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_record, instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from saga.participant import App, Context
