@@ -61,7 +61,7 @@ from saga.nats.topology import (
 )
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 from saga.telemetry import Telemetry
-from saga.telemetry.engine_spans import ignored, processing, refused_action
+from saga.telemetry.engine_spans import ignored, in_saga, refused_action
 from saga.telemetry.recovery import SpanMarks
 from saga.telemetry.saga_spans import new_saga_trace
 from saga.telemetry.spans import consuming, mark_error
@@ -527,19 +527,11 @@ class Engine:
         commands: Sequence[Command],
         event: Event | None = None,
     ) -> None:
-        """Publish inside the message's CONSUMER span, so every send joins the saga's trace."""
+        """Publish in the saga's trace context (no span: the record's are the saga's spans)."""
         if not self.telemetry.enabled:
             await self.effects.run(record.state, commands)
             return
-        with processing(
-            self.telemetry,
-            record,
-            event,
-            received.subject,
-            received.headers,
-            start_ns=received.at_ns,
-            message_id=received.origin,
-        ):
+        with in_saga(record.trace):
             await self.effects.run(record.state, commands, record.trace)
 
     async def _settle(

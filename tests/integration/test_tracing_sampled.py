@@ -120,18 +120,12 @@ async def test_a_sampled_saga_is_traced_whole(
 
     wanted = {
         "saga trip",
-        "process trip.requested",
-        "send flight.book",
+        "saga.step flight",
         "process flight.book",
         "send flight.booked",
-        "process flight.booked",
-        "send hotel.book",
+        "saga.step hotel",
         "process hotel.book",
         "send hotel.booked",
-        "process hotel.booked",
-        "send saga.status.trip.completed",
-        "saga.step flight",
-        "saga.step hotel",
     }
     await wait_for(lambda: wanted <= names(), message="every span of the sampled saga")
     spans = exporter.get_finished_spans()
