@@ -29,13 +29,13 @@ from saga.asyncapi_schemas import (
 )
 from saga.definition.duration import format_duration
 from saga.definition.model import RetryPolicy, SagaDefinition, Step
-from saga.nats.topology import STATUS_PREFIX
 from saga.protocol import (
     HEADER_MSG_ID,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     KIND_COMPENSATION,
     KIND_STEP,
+    STATUS_PREFIX,
     started_subject,
 )
 

@@ -641,7 +641,8 @@ def _cli_actor() -> str:
 
 
 async def _operator(settings: NatsSettings, request: Any, admin_token: str | None) -> None:
-    from saga.engine.operator import OPERATOR_SUBJECT, auth_headers
+    from saga.engine.operator import auth_headers
+    from saga.protocol import OPERATOR_SUBJECT
 
     action = request.action
     nc = await connect(settings)

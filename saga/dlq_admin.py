@@ -28,19 +28,22 @@ from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from saga import jsonwire
 from saga.errors import SagaError
-from saga.nats.dlq import (
-    HEADER_CODE,
-    HEADER_CONSUMER,
-    HEADER_REASON,
-    HEADER_SEQUENCE,
-    HEADER_STREAM,
-    HEADER_SUBJECT,
+from saga.nats.topology import Topology
+from saga.protocol import (
+    DLQ_HEADER_PREFIX,
+    DLQ_PREFIX,
+    HEADER_DLQ_CODE,
+    HEADER_DLQ_CONSUMER,
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_SEQUENCE,
+    HEADER_DLQ_STREAM,
+    HEADER_DLQ_SUBJECT,
+    HEADER_MSG_ID,
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    SERVER_HEADER_PREFIX,
 )
-from saga.nats.topology import DLQ_PREFIX, Topology
-from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
 
-DLQ_HEADER_PREFIX = "Saga-Dlq-"
-SERVER_HEADER_PREFIX = "Nats-"
 """Headers the server acts on (``Nats-Expected-*``, ``Nats-Rollup``, ``Nats-TTL``, ...): a
 replay is a new publish of the original content, so none of them is carried over."""
 
@@ -73,11 +76,11 @@ class DeadLetter:
         headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
         return cls(
             sequence=int(msg.seq or 0),
-            code=headers.get(HEADER_CODE, ""),
-            reason=headers.get(HEADER_REASON, ""),
-            subject=headers.get(HEADER_SUBJECT, ""),
-            origin=f"{headers.get(HEADER_STREAM, '?')}:{headers.get(HEADER_SEQUENCE, '?')}",
-            consumer=headers.get(HEADER_CONSUMER, ""),
+            code=headers.get(HEADER_DLQ_CODE, ""),
+            reason=headers.get(HEADER_DLQ_REASON, ""),
+            subject=headers.get(HEADER_DLQ_SUBJECT, ""),
+            origin=f"{headers.get(HEADER_DLQ_STREAM, '?')}:{headers.get(HEADER_DLQ_SEQUENCE, '?')}",
+            consumer=headers.get(HEADER_DLQ_CONSUMER, ""),
             saga_name=headers.get(HEADER_SAGA_NAME),
             saga_id=headers.get(HEADER_SAGA_ID),
             time=msg.time,
@@ -221,7 +224,7 @@ async def get_dead_letter(
         raise DeadLetterError(f"no dead letter {sequence} in {stream}") from None
     letter = DeadLetter.from_stored(msg)
     if not letter.subject:
-        raise DeadLetterError(f"message {sequence} of {stream} has no {HEADER_SUBJECT} header")
+        raise DeadLetterError(f"message {sequence} of {stream} has no {HEADER_DLQ_SUBJECT} header")
     return letter
 
 

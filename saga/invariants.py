@@ -39,10 +39,9 @@ from saga.core.state import InstanceState, Status, StepStatus
 from saga.definition.model import SagaDefinition
 from saga.nats.reader import read_stream
 from saga.nats.topology import Topology, published_subjects
-from saga.protocol import HEADER_MSG_ID, KIND_COMPENSATION, KIND_STEP
+from saga.protocol import EFFECTS_BUCKET, HEADER_MSG_ID, KIND_COMPENSATION, KIND_STEP
 from saga.store import InstanceRecord
 
-EFFECTS_BUCKET = "saga_effects"
 FORWARD_EVENTS = ("step.started", "step.retried")
 
 SagaKey = tuple[str, str]

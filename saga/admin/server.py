@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from saga.admin.openapi import OPENAPI
 from saga.console import is_console_path, mount_console
 from saga.core.state import InstanceState
-from saga.engine.operator import ACTIONS, HEADER_AUTHORIZATION, ActionRequest, token_matches
+from saga.engine.operator import ACTIONS, ActionRequest, token_matches
 from saga.errors import ConfigError
 from saga.index import SagaQuery, SagaSummary
 from saga.inspect import find_record, list_instances
+from saga.protocol import HEADER_AUTHORIZATION
 from saga.store import KvInstanceStore
 from saga.telemetry import trace_id_of
 

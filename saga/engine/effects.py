@@ -14,8 +14,7 @@ from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, Reope
 from saga.core.state import InstanceState
 from saga.nats.acks import acks_for
 from saga.nats.timers import BrokerTimers
-from saga.nats.topology import STATUS_PREFIX
-from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
+from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, STATUS_PREFIX
 from saga.telemetry import Telemetry, inject
 from saga.telemetry.engine_spans import publishing
 

@@ -33,7 +33,7 @@ from saga.engine.effects import Effects
 from saga.engine.intake import Intake, Reject, Work, is_trigger
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
-from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_requests
+from saga.engine.operator import ActionResult, serve_operator_requests
 from saga.engine.ownership import Ownership
 from saga.engine.partitions import partition_of
 from saga.engine.settings import EngineSettings
@@ -46,18 +46,22 @@ from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
-from saga.nats.pinned import HEADER_PIN
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
 from saga.nats.served import serve_definitions
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import (
-    HEADER_ORIGIN,
-    TIMER_FIRE_PREFIX,
     instance_key,
     listened_subjects,
     published_subjects,
     unwrap_work_subject,
     work_subject,
+)
+from saga.protocol import (
+    HEADER_MSG_ID,
+    HEADER_ORIGIN,
+    HEADER_PIN_ID,
+    OPERATOR_SUBJECT,
+    TIMER_FIRE_PREFIX,
 )
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 from saga.telemetry import Telemetry
@@ -377,7 +381,7 @@ class Engine:
         subject = work_subject(partition, received.subject)
         headers = {k: v for k, v in received.headers.items() if not k.startswith("Nats-")}
         headers[HEADER_ORIGIN] = received.origin
-        headers["Nats-Msg-Id"] = f"route:{received.origin}"  # a re-route after a crash is dropped
+        headers[HEADER_MSG_ID] = f"route:{received.origin}"  # a re-route after a crash is dropped
         try:
             await (await acks_for(self.nc).send(subject, msg.data, headers))
         except Exception as exc:
@@ -389,7 +393,7 @@ class Engine:
         headers = {
             k: v
             for k, v in (msg.headers or {}).items()
-            if k not in (HEADER_ORIGIN, HEADER_PIN, "Nats-Msg-Id")
+            if k not in (HEADER_ORIGIN, HEADER_PIN_ID, HEADER_MSG_ID)
         }
         origin = (msg.headers or {}).get(HEADER_ORIGIN, "")
         stream, _, sequence = origin.rpartition(":")

@@ -26,9 +26,15 @@ from saga.index.entry import TOMBSTONE_TTL, IndexWrite, index_writes, search_val
 from saga.nats.acks import Ack, acks_for
 from saga.nats.provision import StreamSettings, ensure_index_stream
 from saga.nats.reader import iter_stream
-from saga.nats.topology import INDEX_PREFIX, SEARCH_PREFIX, Topology
+from saga.nats.topology import Topology
+from saga.protocol import (
+    HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    HEADER_TTL,
+    INDEX_PREFIX,
+    SEARCH_PREFIX,
+)
 from saga.store.base import InstanceRecord
-from saga.store.kv import EXPECTED_LAST, HEADER_TTL, WRONG_LAST_SEQUENCE
+from saga.store.kv import WRONG_LAST_SEQUENCE
 
 log = logging.getLogger("saga.index")
 WINDOW = 2000
@@ -126,7 +132,9 @@ async def _publish(
         return lost
 
     for write in writes:
-        headers = {EXPECTED_LAST: str(existing.get(write.subject, (0, b""))[0])}
+        headers = {
+            HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE: str(existing.get(write.subject, (0, b""))[0])
+        }
         if write.ttl is not None:
             headers[HEADER_TTL] = str(write.ttl)
         pending.append(await acks.send(write.subject, write.data, headers))

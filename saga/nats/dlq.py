@@ -13,15 +13,19 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from saga.nats.topology import dlq_subject
+from saga.protocol import (
+    HEADER_DLQ_CODE,
+    HEADER_DLQ_CONSUMER,
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_SEQUENCE,
+    HEADER_DLQ_STREAM,
+    HEADER_DLQ_SUBJECT,
+    HEADER_MSG_ID,
+    SERVER_HEADER_PREFIX,
+)
 
 log = logging.getLogger("saga.dlq")
 
-HEADER_REASON = "Saga-Dlq-Reason"
-HEADER_CODE = "Saga-Dlq-Code"
-HEADER_SUBJECT = "Saga-Dlq-Subject"
-HEADER_STREAM = "Saga-Dlq-Stream"
-HEADER_SEQUENCE = "Saga-Dlq-Sequence"
-HEADER_CONSUMER = "Saga-Dlq-Consumer"
 MAX_REASON = 512
 
 
@@ -49,17 +53,19 @@ async def dead_letter(
 
     ``subject``: the subject to record (and replay to) when it is not the message's own, as
     for an event routed to a partition."""
-    headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+    headers = {
+        k: v for k, v in (msg.headers or {}).items() if not k.startswith(SERVER_HEADER_PREFIX)
+    }
     meta = msg.metadata
     headers.update(
         {
-            HEADER_CODE: code.value,
-            HEADER_REASON: reason[:MAX_REASON],
-            HEADER_SUBJECT: subject or msg.subject,
-            HEADER_STREAM: meta.stream,
-            HEADER_SEQUENCE: str(meta.sequence.stream),
-            HEADER_CONSUMER: meta.consumer,
-            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}",
+            HEADER_DLQ_CODE: code.value,
+            HEADER_DLQ_REASON: reason[:MAX_REASON],
+            HEADER_DLQ_SUBJECT: subject or msg.subject,
+            HEADER_DLQ_STREAM: meta.stream,
+            HEADER_DLQ_SEQUENCE: str(meta.sequence.stream),
+            HEADER_DLQ_CONSUMER: meta.consumer,
+            HEADER_MSG_ID: f"dlq:{meta.stream}:{meta.sequence.stream}",
         }
     )
     await js.publish(dlq_subject(code.value), msg.data, headers=headers)

@@ -21,15 +21,15 @@ from nats.js.api import ConsumerConfig
 
 from saga import jsonwire
 from saga.errors import ProvisioningError
+from saga.protocol import HEADER_PIN_ID, JS_API_PREFIX
 
 GROUP = "owner"
-HEADER_PIN = "Nats-Pin-Id"
 _END_OF_PULL = {"404", "408", "409", "423"}
 """No messages, request expired, request conflict, pin id mismatch: the pull is over."""
 
 
 async def _api(nc: Client, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Any:
-    reply = await nc.request(f"$JS.API.{subject}", jsonwire.dumps(body), timeout=timeout)
+    reply = await nc.request(JS_API_PREFIX + subject, jsonwire.dumps(body), timeout=timeout)
     answer = json.loads(reply.data)
     error = answer.get("error")
     if error:
@@ -68,7 +68,7 @@ class PinnedPull:
         self.stream = stream
         self.consumer = consumer
         self.pin: str | None = None
-        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._next = f"{JS_API_PREFIX}CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._sub: Subscription | None = None
 
     async def fetch(self, batch: int, wait: float) -> list[Msg]:
@@ -104,7 +104,7 @@ class PinnedPull:
                 if status in _END_OF_PULL:
                     break
                 continue  # heartbeats and other control messages
-            pin = headers.get(HEADER_PIN)
+            pin = headers.get(HEADER_PIN_ID)
             if pin is not None:
                 self.pin = pin
             msgs.append(msg)

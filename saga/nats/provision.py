@@ -30,7 +30,8 @@ from nats.js.kv import KeyValue
 
 from saga.errors import ProvisioningError
 from saga.nats.pinned import ensure_pinned_consumer
-from saga.nats.topology import (
+from saga.nats.topology import Topology
+from saga.protocol import (
     DLQ_PREFIX,
     INDEX_PREFIX,
     SEARCH_PREFIX,
@@ -38,7 +39,6 @@ from saga.nats.topology import (
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
     WORK_PREFIX,
-    Topology,
 )
 
 log = logging.getLogger("saga.provision")

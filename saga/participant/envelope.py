@@ -24,12 +24,11 @@ from saga.protocol import (
     KIND_STEP,
     MAX_PAYLOAD_BYTES,
     MAX_SAGA_ID_LENGTH,
+    TRACE_HEADERS,
 )
 
 KIND_EVENT = "event"
 """The kind of a message seen by a listener (``@app.on`` without ``success``)."""
-TRACE_HEADERS = ("traceparent", "tracestate")
-"""W3C trace context, copied from a command onto its reply so the trace continues."""
 
 
 class BadMessage(Exception):

@@ -24,13 +24,12 @@ from nats.js.kv import KeyValue
 
 from saga.errors import RevisionConflict
 from saga.nats.acks import Acks, acks_for
+from saga.protocol import HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, HEADER_TTL
 from saga.store.base import InstanceRecord, Stored
 
 if TYPE_CHECKING:
     from saga.index import SagaIndex
 
-HEADER_TTL = "Nats-TTL"
-EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 """Server error codes of a failed ``Nats-Expected-Last-Subject-Sequence`` check."""
 _VALID_KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
@@ -110,7 +109,7 @@ class KvInstanceStore:
         """Store ``data`` as the key's next revision if its last one is ``last``."""
         if not _VALID_KEY.match(key):
             raise ValueError(f"invalid key {key!r}")
-        headers = {EXPECTED_LAST: str(last)}
+        headers = {HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)}
         if ttl is not None:
             headers[HEADER_TTL] = str(ttl)
         ack = await self._acks.send(self._prefix + key, data, headers)

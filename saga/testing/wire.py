@@ -14,7 +14,6 @@ from typing import Any
 
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import saga_id_of
-from saga.nats.topology import STATUS_PREFIX
 from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_KIND,
@@ -24,11 +23,10 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
+    STATUS_PREFIX,
+    TRACE_HEADERS,
     started_subject,
 )
-
-TRACE_HEADERS = ("traceparent", "tracestate")
-"""Copied from a command onto its reply, as docs/protocol.md asks of participants."""
 
 
 class Role(StrEnum):

@@ -16,7 +16,7 @@ from saga.nats.outage import TRANSIENT
 from saga.nats.provision import StreamSettings, provision_engine
 from saga.nats.topology import Topology, listened_subjects, published_subjects
 from saga.participant.buckets import Buckets
-from saga.participant.settings import EFFECTS_BUCKET
+from saga.protocol import EFFECTS_BUCKET
 from services.hotel import TRIPS_BUCKET
 from tests.chaos.conftest import Scale
 from tests.chaos.harness import (

@@ -13,8 +13,8 @@ from nats.aio.msg import Msg
 
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.server import EmbeddedServer
-from saga.nats.topology import TIMER_FIRE_PREFIX, listened_subjects, published_subjects
-from saga.protocol import HEADER_MSG_ID
+from saga.nats.topology import listened_subjects, published_subjects
+from saga.protocol import HEADER_MSG_ID, TIMER_FIRE_PREFIX
 from tests.chaos.conftest import Scale
 from tests.chaos.harness import (
     Figures,

@@ -276,7 +276,8 @@ async def test_repeated_step_reply_during_compensation_is_not_a_confirmation(
 
 
 async def operator(client: Client, action: str, saga_id: str) -> dict[str, Any]:
-    from saga.engine.operator import OPERATOR_SUBJECT, ActionRequest
+    from saga.engine.operator import ActionRequest
+    from saga.protocol import OPERATOR_SUBJECT
 
     request = ActionRequest.model_validate({"action": action, "saga_id": saga_id, "reason": "test"})
     reply = await client.request(OPERATOR_SUBJECT, request.model_dump_json().encode(), timeout=10)

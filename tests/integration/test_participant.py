@@ -31,7 +31,7 @@ from saga.errors import ConfigError, ProvisioningError
 from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings, ensure_stream
 from saga.nats.server import EmbeddedServer
-from saga.nats.topology import STATUS_PREFIX, listened_subjects, published_subjects, token
+from saga.nats.topology import listened_subjects, published_subjects, token
 from saga.participant import (
     EFFECTS_BUCKET,
     App,
@@ -43,6 +43,7 @@ from saga.participant import (
     effect_key,
     load_app,
 )
+from saga.protocol import STATUS_PREFIX
 from services import car, flight, hotel, inventory, orders, payment, shipping, trips
 from tests.conftest import DEFINITIONS, ROOT
 from tests.support import wait_for

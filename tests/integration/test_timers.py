@@ -20,13 +20,14 @@ from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.nats.provision import StreamSettings, provision_engine
 from saga.nats.server import EmbeddedServer
-from saga.nats.timers import HEADER_SCHEDULE, HEADER_TIMER, HEADER_TTL, BrokerTimers
-from saga.nats.topology import (
+from saga.nats.timers import BrokerTimers
+from saga.nats.topology import Topology, timer_fire_subject, timer_schedule_subject
+from saga.protocol import (
+    HEADER_SCHEDULE,
+    HEADER_TIMER,
+    HEADER_TTL,
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
-    Topology,
-    timer_fire_subject,
-    timer_schedule_subject,
 )
 from tests.support import ScriptedParticipant, wait_for
 

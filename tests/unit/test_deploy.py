@@ -34,20 +34,18 @@ from saga.engine.settings import EngineSettings
 from saga.nats.connection import AUTH_ENV, settings_from_env
 from saga.nats.membership import Membership
 from saga.nats.provision import StreamSettings, provision_engine, provision_partitions
-from saga.nats.topology import (
+from saga.nats.topology import Topology, listened_subjects, published_subjects
+from saga.participant import App
+from saga.protocol import (
     DLQ_PREFIX,
+    EFFECTS_BUCKET,
     INDEX_PREFIX,
     SEARCH_PREFIX,
     STATUS_PREFIX,
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
     WORK_PREFIX,
-    Topology,
-    listened_subjects,
-    published_subjects,
 )
-from saga.participant import App
-from saga.participant.settings import EFFECTS_BUCKET
 from tests.conftest import DEFINITIONS, ROOT
 
 DEPLOY = ROOT / "deploy"
