@@ -38,7 +38,7 @@ from nats.js import JetStreamContext
 from saga.core.state import InstanceState, Status, StepStatus
 from saga.definition.model import SagaDefinition
 from saga.nats.reader import read_stream
-from saga.nats.topology import Topology, published_subjects
+from saga.nats.topology import Topology
 from saga.protocol import EFFECTS_BUCKET, HEADER_MSG_ID, KIND_COMPENSATION, KIND_STEP
 from saga.store import InstanceRecord
 
@@ -278,7 +278,7 @@ async def observe(
         for e in [EffectRecord.from_record(m.sequence, m.data)]
         if e is not None
     ]
-    subjects = sorted({s for d in definitions.values() for s in published_subjects(d)})
+    subjects = sorted({s for d in definitions.values() for s in d.subjects.published})
     commands = [
         CommandRecord(m.sequence, m.subject, m.headers.get(HEADER_MSG_ID, ""))
         for m in await read_stream(js, topology.events_stream, subjects)

@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from saga.definition.yaml_source import Path
 from saga.protocol import KIND_COMPENSATION, KIND_STEP, STATUS_PREFIX, started_subject
 
 if TYPE_CHECKING:
     from saga.definition.model import SagaDefinition
-
-Path = tuple[str | int, ...]
-"""Where in the definition file the subject is named (``("steps", 0, "success", 1)``)."""
 
 
 class Role(StrEnum):
@@ -59,6 +57,7 @@ class Use:
     step: str | None = None
     """``None`` for the trigger (and status or unknown subjects)."""
     path: Path = ()
+    """Where the file names it, e.g. ``("steps", 0, "success", 1)``."""
 
     @property
     def compensating(self) -> bool:
@@ -115,6 +114,12 @@ class SubjectIndex:
         """Subjects the engine consumes for this saga: trigger, answers, confirmations and
         started reports, in file order."""
         return [u.subject for u in self.uses if u.role not in SENT]
+
+    @property
+    def declared(self) -> list[Use]:
+        """The subjects the file says the engine consumes (trigger, answers, confirmations),
+        in file order; the started reports, named after the saga, are left out."""
+        return [u for u in self.uses if u.role not in (*SENT, Role.STARTED)]
 
     @property
     def published(self) -> list[str]:

@@ -15,7 +15,6 @@ from saga.definition.saga_id import saga_id_of
 from saga.errors import ConfigError
 from saga.jsonwire import NonFiniteNumberError
 from saga.nats.dlq import DeadLetterCode
-from saga.nats.topology import listened_subjects
 from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_SAGA_ID,
@@ -68,7 +67,7 @@ class Intake:
         for (
             definition
         ) in self.catalog:  # oldest first: the newest version that knows a subject wins
-            for subject in listened_subjects(definition):
+            for subject in definition.subjects.listened:
                 other = self.by_subject.setdefault(subject, definition)
                 if other.name != definition.name:
                     clashes.append(

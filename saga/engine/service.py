@@ -49,13 +49,7 @@ from saga.nats.membership import Membership, new_member_id
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
 from saga.nats.served import serve_definitions
 from saga.nats.timers import BrokerTimers, due_at
-from saga.nats.topology import (
-    instance_key,
-    listened_subjects,
-    published_subjects,
-    unwrap_work_subject,
-    work_subject,
-)
+from saga.nats.topology import instance_key, unwrap_work_subject, work_subject
 from saga.protocol import (
     HEADER_MSG_ID,
     HEADER_ORIGIN,
@@ -147,8 +141,8 @@ class Engine:
             self.js,
             self.settings.topology,
             self.settings.streams,
-            listened=[s for d in defs for s in listened_subjects(d)],
-            published=[s for d in defs for s in published_subjects(d)],
+            listened=[s for d in defs for s in d.subjects.listened],
+            published=[s for d in defs for s in d.subjects.published],
         )
         topology, streams = self.settings.topology, self.settings.streams
         await serve_definitions(self.js, topology.definitions_bucket, self.catalog, streams)

@@ -11,7 +11,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from saga.definition.model import SagaDefinition
 from saga.protocol import (
     DEFINITIONS_BUCKET,
     DLQ_PREFIX,
@@ -28,7 +27,6 @@ from saga.protocol import (
     TIMERS_STREAM,
     WORK_PREFIX,
     WORK_STREAM,
-    started_subject,
 )
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -86,27 +84,3 @@ def unwrap_work_subject(subject: str) -> str:
 
 def dlq_subject(reason_code: str) -> str:
     return f"{DLQ_PREFIX}.{reason_code}"
-
-
-def listened_subjects(definition: SagaDefinition) -> list[str]:
-    """Subjects the engine consumes for this saga: trigger, replies and confirmations, and
-    the started reports of steps with a ``queue_timeout``."""
-    subjects = [definition.trigger.event]
-    for step in definition.steps:
-        subjects += [*step.success, *step.failure]
-        if step.queue_timeout is not None:
-            subjects.append(started_subject(definition.name, step.name))
-        if step.compensate is not None:
-            subjects += [*(step.compensate.success or ()), *(step.compensate.failure or ())]
-    return subjects
-
-
-def published_subjects(definition: SagaDefinition) -> list[str]:
-    """Commands the engine publishes for this saga (steps and compensations)."""
-    subjects = []
-    for step in definition.steps:
-        if step.publish is not None:
-            subjects.append(step.publish.event)
-        if step.compensate is not None:
-            subjects.append(step.compensate.publish.event)
-    return subjects

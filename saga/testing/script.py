@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from saga.definition.subjects import Role
 from saga.protocol import HEADER_MSG_ID, started_subject
 from saga.testing.answers import Behaviour, Reply, resolve
 from saga.testing.errors import HarnessError, UnhandledCommand
-from saga.testing.wire import Message, Role, SubjectIndex, answer_headers
+from saga.testing.wire import Message, SubjectIndex, answer_headers
 
 
 @dataclass(frozen=True)

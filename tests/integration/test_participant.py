@@ -31,7 +31,7 @@ from saga.errors import ConfigError, ProvisioningError
 from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings, ensure_stream
 from saga.nats.server import EmbeddedServer
-from saga.nats.topology import listened_subjects, published_subjects, token
+from saga.nats.topology import token
 from saga.participant import (
     EFFECTS_BUCKET,
     App,
@@ -67,7 +67,7 @@ async def provision(js: JetStreamContext) -> None:
     """The streams the engine would create: every subject of the definitions, plus ``t.>``."""
     subjects = {f"{STATUS_PREFIX}.>", "t.>"}
     for definition in (ORDER, TRAVEL):
-        subjects |= {*listened_subjects(definition), *published_subjects(definition)}
+        subjects |= {*definition.subjects.listened, *definition.subjects.published}
     common: dict[str, Any] = {"storage": StorageType.MEMORY, "duplicate_window": 120.0}
     await ensure_stream(js, StreamConfig(name=EVENTS, subjects=sorted(subjects), **common))
     await ensure_stream(js, StreamConfig(name=DLQ, subjects=["saga.dlq.>"], **common))

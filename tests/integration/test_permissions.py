@@ -29,7 +29,7 @@ from saga.engine.partitions import partition_of
 from saga.inspect import instance_store, list_instances
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.server import EmbeddedServer, find_server_binary
-from saga.nats.topology import Topology, instance_key, listened_subjects, published_subjects
+from saga.nats.topology import Topology, instance_key
 from saga.participant import load_app
 from saga.participant.routes import RouteKind
 from services.orders import new_order, place_orders
@@ -86,10 +86,10 @@ def test_no_role_gets_a_wildcard_grant(role: str) -> None:
 
 def test_the_engine_publishes_every_command_and_consumes_nothing_else() -> None:
     definitions = load_definitions([DEFINITIONS]).values()
-    commands = {s for d in definitions for s in published_subjects(d)}
+    commands = {s for d in definitions for s in d.subjects.published}
     granted = set(allowed("SAGA_ENGINE_PERMISSIONS", "publish"))
     assert commands <= granted
-    replies = {s for d in definitions for s in listened_subjects(d)}
+    replies = {s for d in definitions for s in d.subjects.listened}
     assert not replies & granted, "the engine must not be able to forge replies or triggers"
 
 

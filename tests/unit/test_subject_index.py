@@ -10,6 +10,7 @@ included.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import given, settings
@@ -23,11 +24,21 @@ from saga.core.events import (
     StepFailed,
     StepStarted,
     StepSucceeded,
+    classify,
 )
 from saga.definition import SagaDefinition
 from saga.definition.checks import check_definition
 from saga.definition.subjects import Role
-from saga.protocol import KIND_COMPENSATION, KIND_STEP, STARTED_PREFIX, started_subject
+from saga.engine.intake import Intake
+from saga.protocol import (
+    HEADER_KIND,
+    HEADER_STEP,
+    KIND_COMPENSATION,
+    KIND_STEP,
+    STARTED_PREFIX,
+    started_subject,
+)
+from saga.testing.wire import SubjectIndex as HarnessIndex
 
 POOL = ("a.one", "a.two", "b.one", "b.two", "c.one")
 NAME = "pool"
@@ -124,19 +135,34 @@ def _was_published(definition: SagaDefinition) -> list[str]:
     return subjects
 
 
-def _was_consumed(definition: SagaDefinition) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
-    """checks.consumed_subjects, its role as the checks printed it."""
-    yield ("trigger", "event"), definition.trigger.event, "the trigger"
+@dataclass(frozen=True)
+class _Role:
+    """checks._Role."""
+
+    step: str | None
+    key: str = ""
+    compensation: bool = False
+
+    def __str__(self) -> str:
+        if self.step is None:
+            return "the trigger"
+        undo = "compensation " if self.compensation else ""
+        return f"{undo}{self.key} of step {self.step!r}"
+
+
+def _was_consumed(definition: SagaDefinition) -> Iterator[tuple[tuple[str | int, ...], str, _Role]]:
+    """checks.consumed_subjects."""
+    yield ("trigger", "event"), definition.trigger.event, _Role(None)
     for i, step in enumerate(definition.steps):
         for key in ("success", "failure"):
             for j, subject in enumerate(getattr(step, key)):
-                yield ("steps", i, key, j), subject, f"{key} of step {step.name!r}"
+                yield ("steps", i, key, j), subject, _Role(step.name, key)
         comp = step.compensate
         if comp is not None:
             for key in ("success", "failure"):
                 for j, subject in enumerate(getattr(comp, key) or ()):
                     path = ("steps", i, "compensate", key, j)
-                    yield path, subject, f"compensation {key} of step {step.name!r}"
+                    yield path, subject, _Role(step.name, key, compensation=True)
 
 
 def _was_harness_meaning(
@@ -187,12 +213,8 @@ def test_listened_and_published_as_topology_had_them(definition: SagaDefinition)
 @settings(max_examples=300, deadline=None)
 @given(definitions())
 def test_consumed_subjects_as_the_checks_had_them(definition: SagaDefinition) -> None:
-    uses = [
-        u
-        for u in definition.subjects.uses
-        if u.role not in (Role.COMMAND, Role.COMPENSATION, Role.STARTED)
-    ]
-    assert [(u.path, u.subject, str(u)) for u in uses] == list(_was_consumed(definition))
+    was = [(path, subject, str(role)) for path, subject, role in _was_consumed(definition)]
+    assert [(u.path, u.subject, str(u)) for u in definition.subjects.declared] == was
 
 
 @settings(max_examples=300, deadline=None)
@@ -244,25 +266,109 @@ def test_the_index_is_built_once_per_definition() -> None:
     assert definition.subjects is definition.subjects
 
 
+def _was_subject_role_findings(definition: SagaDefinition) -> list[tuple[Any, str]]:
+    """checks._subject_roles."""
+    meaning: dict[str, _Role] = {}
+    found: list[tuple[Any, str]] = []
+    for path, subject, role in _was_consumed(definition):
+        first = meaning.setdefault(subject, role)
+        if first is role:
+            continue
+        if (first.step, first.compensation) == (role.step, role.compensation):
+            why = "a subject cannot mean both success and failure"
+        else:
+            why = "the engine tells events apart by subject, so each may have one meaning"
+        found.append((path, f"subject {subject!r} already means {first}: {why}"))
+    for i, step in enumerate(definition.steps):
+        commands: list[tuple[Any, str]] = []
+        if step.publish is not None:
+            commands.append((("steps", i, "publish", "event"), step.publish.event))
+        if step.compensate is not None:
+            path = ("steps", i, "compensate", "publish", "event")
+            commands.append((path, step.compensate.publish.event))
+        for path, subject in commands:
+            if subject in meaning:
+                found.append(
+                    (
+                        path,
+                        f"the engine publishes {subject!r} but also listens to it as "
+                        f"{meaning[subject]}: a command must differ from the events that answer it",
+                    )
+                )
+    return found
+
+
+# -- the readers, now reading the index, against what they did ---------------------------------
+
+
 @settings(max_examples=300, deadline=None)
 @given(definitions())
-def test_the_copies_are_faithful(definition: SagaDefinition) -> None:  # removed once switched
-    from saga.core.events import classify
-    from saga.definition.checks import consumed_subjects
-    from saga.nats.topology import listened_subjects, published_subjects
-    from saga.testing.wire import SubjectIndex
-
-    assert listened_subjects(definition) == _was_listened(definition)
-    assert published_subjects(definition) == _was_published(definition)
-    assert [(p, s, str(r)) for p, s, r in consumed_subjects(definition)] == list(
-        _was_consumed(definition)
-    )
-    harness = SubjectIndex(definition)
+def test_classify_makes_the_same_events(definition: SagaDefinition) -> None:
     for subject in candidates(definition):
-        for headers in ({}, {"Saga-Step": "s1"}, {"Saga-Kind": "compensation"}):
-            m = harness.meaning(subject, headers)
-            assert (m.role.value, m.step) == _was_harness_meaning(definition, subject, headers)
-        payload = {"reason": "no"}
-        assert classify(definition, subject, payload, "id", 2) == _was_classify(
-            definition, subject, payload
-        )
+        for payload in ({"reason": "no"}, {}):
+            assert classify(definition, subject, payload, "id", 2) == _was_classify(
+                definition, subject, payload
+            ), subject
+
+
+@settings(max_examples=300, deadline=None)
+@given(definitions())
+def test_the_checks_find_the_same_clashes(definition: SagaDefinition) -> None:
+    mine = [
+        (path, message)
+        for path, message in check_definition(definition)
+        if "already means" in message or message.startswith("the engine publishes")
+    ]
+    assert mine == _was_subject_role_findings(definition)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    definitions(distinct=True),
+    st.sampled_from([None, "s0", "s1", "s2"]),
+    st.sampled_from([None, KIND_STEP, KIND_COMPENSATION]),
+)
+def test_the_harness_means_the_same(
+    definition: SagaDefinition, step: str | None, kind: str | None
+) -> None:
+    if check_definition(definition):
+        return
+    headers = {k: v for k, v in ((HEADER_STEP, step), (HEADER_KIND, kind)) if v is not None}
+    harness = HarnessIndex(definition)
+    for subject in candidates(definition):
+        meaning = harness.meaning(subject, headers)
+        assert (meaning.role.value, meaning.step) == _was_harness_meaning(
+            definition, subject, headers
+        ), subject
+
+
+def test_intake_routes_every_listened_subject_to_its_saga() -> None:
+    one = SagaDefinition.model_validate(
+        {
+            "name": "one",
+            "trigger": {"event": "a.one"},
+            "steps": [
+                {
+                    "name": "s0",
+                    "success": "b.one",
+                    "queue_timeout": "1s",
+                    "publish": {"event": "c.one"},
+                }
+            ],
+        }
+    )
+    two = SagaDefinition.model_validate(
+        {
+            "name": "two",
+            "trigger": {"event": "a.two"},
+            "steps": [{"name": "s0", "success": "b.two"}],
+        }
+    )
+    intake = Intake({"one": one, "two": two})
+    assert intake.by_subject == {
+        "a.one": one,
+        "b.one": one,
+        "saga.started.one.s0": one,
+        "a.two": two,
+        "b.two": two,
+    }
