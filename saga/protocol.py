@@ -90,6 +90,10 @@ JS_API_PREFIX = "$JS.API."
 """JetStream's API subjects, for the requests nats-py has no call for."""
 
 
+def status_subject(saga_name: str, status: str) -> str:
+    return f"{STATUS_PREFIX}.{saga_name}.{status}"
+
+
 def started_subject(saga_name: str, step: str) -> str:
     return f"{STARTED_PREFIX}.{saga_name}.{step}"
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from saga.definition.yaml_source import Path
-from saga.protocol import KIND_COMPENSATION, KIND_STEP, STATUS_PREFIX, started_subject
+from saga.protocol import KIND_COMPENSATION, KIND_STEP, started_subject, status_subject
 
 if TYPE_CHECKING:
     from saga.definition.model import SagaDefinition
@@ -128,7 +128,7 @@ class SubjectIndex:
 
     @property
     def status_prefix(self) -> str:
-        return f"{STATUS_PREFIX}.{self.saga}."
+        return status_subject(self.saga, "")
 
     def of_step(self, step: str, *roles: Role) -> list[Use]:
         """The subjects of one step with these roles (all when none is given), in file order."""

@@ -14,7 +14,7 @@ from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, Reope
 from saga.core.state import InstanceState
 from saga.nats.acks import acks_for
 from saga.nats.timers import BrokerTimers
-from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, STATUS_PREFIX
+from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, status_subject
 from saga.telemetry import Telemetry, inject
 from saga.telemetry.engine_spans import publishing
 
@@ -58,7 +58,7 @@ def status_event(
         HEADER_SAGA_NAME: state.saga_name,
         HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
     }
-    return f"{STATUS_PREFIX}.{state.saga_name}.{status}", payload, headers
+    return status_subject(state.saga_name, status), payload, headers
 
 
 class Effects:
