@@ -133,8 +133,8 @@ async def timed(operation: Callable[[], Awaitable[Any]], runs: int) -> tuple[flo
 
 async def measure_index(nc: Client, n: int, now: datetime, runs: int) -> dict[str, Any]:
     index = SagaIndex(nc)
-    kv = await nc.jetstream().key_value(Topology().instances_bucket)
-    store = KvInstanceStore(kv, index=index)
+    bucket = Topology().instances_bucket
+    store = KvInstanceStore(nc, bucket, await nc.jetstream().key_value(bucket), index=index)
     probe = n // 2 + 1  # an instance in the middle of the stream
     saga_id, key = f"ord-{probe:07d}", customer(probe)
     figures: dict[str, Any] = {}
@@ -164,8 +164,8 @@ async def measure_index(nc: Client, n: int, now: datetime, runs: int) -> dict[st
 
 async def measure_scan(nc: Client, n: int) -> dict[str, Any]:
     """The old way: the store without its index reads every instance (one run each)."""
-    kv = await nc.jetstream().key_value(Topology().instances_bucket)
-    store = KvInstanceStore(kv)
+    bucket = Topology().instances_bucket
+    store = KvInstanceStore(nc, bucket, await nc.jetstream().key_value(bucket))
     saga_id = f"ord-{n // 2 + 1:07d}"
     figures: dict[str, Any] = {}
     figures["scan_list_parked_50_ms"], _ = await timed(

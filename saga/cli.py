@@ -492,7 +492,7 @@ async def _start(
         js = nc.jetstream()
         definition = await _start_definition(js, name, local)
         try:
-            store: InstanceStore | None = await instance_store(js, Topology())
+            store: InstanceStore | None = await instance_store(nc, Topology())
         except SagaError:
             store = None  # no engine ever ran here: publishing will say so
         try:
@@ -509,7 +509,7 @@ async def _start(
         click.echo(saga_id)
         if not wait:
             return None
-        store = store or await instance_store(js, Topology())
+        store = store or await instance_store(nc, Topology())
         deadline = time.monotonic() + timeout
         last = None
         pause = 0.2
@@ -554,7 +554,7 @@ async def _status(settings: NatsSettings, saga_id: str, name: str | None, as_jso
 
     nc = await connect(settings)
     try:
-        state = await find_instance(await instance_store(nc.jetstream(), Topology()), saga_id, name)
+        state = await find_instance(await instance_store(nc, Topology()), saga_id, name)
     finally:
         await nc.close()
     if state is None:
@@ -581,7 +581,7 @@ async def _trace(settings: NatsSettings, saga_id: str, name: str | None, as_json
 
     nc = await connect(settings)
     try:
-        record = await find_record(await instance_store(nc.jetstream(), Topology()), saga_id, name)
+        record = await find_record(await instance_store(nc, Topology()), saga_id, name)
     finally:
         await nc.close()
     if record is None:

@@ -78,7 +78,7 @@ async def list_command(settings: NatsSettings, query: SagaQuery, as_json: bool) 
                 "this server has no index stream (SAGA_INDEX): --since, --until, --where and "
                 "--cursor need it; run `saga reindex`"
             )
-        store = await instance_store(nc.jetstream(), Topology())
+        store = await instance_store(nc, Topology())
         state = str(query.state) if query.state else None
         states = await list_instances(store, state, query.saga, query.limit)
     finally:

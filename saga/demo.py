@@ -173,7 +173,7 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
         started = time.monotonic()
         await place_orders(js, orders)
         await request_trips(js, trips)
-        store = await instance_store(js, topology)
+        store = await instance_store(nc, topology)
         wanted = {(p.saga, p.saga_id) for p in planned}
         finished: dict[tuple[str, str], InstanceState] = {}
         shown = [-1]

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 
@@ -23,19 +24,20 @@ from saga.telemetry import Telemetry
 from saga.telemetry.spans import sending
 
 
-async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstanceStore:
+async def instance_store(nc: Client, topology: Topology) -> KvInstanceStore:
     """The instances bucket, with the index when the server has it (else finding an
     instance without its saga's name, and listing, read every instance)."""
     try:
-        store = KvInstanceStore(await js.key_value(topology.instances_bucket))
+        kv = await nc.jetstream().key_value(topology.instances_bucket)
+        store = KvInstanceStore(nc, topology.instances_bucket, kv)
     except BucketNotFoundError:
         raise StoreError(
             f"no bucket {topology.instances_bucket!r} on this server: has `saga run` been "
             "started against it? (check --nats / SAGA_NATS_URL)"
         ) from None
-    index = SagaIndex(store.nc, topology, timeout=2.0)
+    index = SagaIndex(nc, topology, timeout=2.0)
     if await index.available():
-        store.index = SagaIndex(store.nc, topology)
+        store.index = SagaIndex(nc, topology)
     return store
 
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 
 from saga import jsonwire
 from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, Reopened, ScheduleTimer
@@ -63,12 +63,11 @@ def status_event(
 
 class Effects:
     def __init__(
-        self, js: JetStreamContext, timers: BrokerTimers, telemetry: Telemetry | None = None
+        self, nc: Client, timers: BrokerTimers, telemetry: Telemetry | None = None
     ) -> None:
-        self.js = js
         self.timers = timers
         self.telemetry = telemetry or Telemetry.disabled()
-        self.acks = acks_for(js._nc)
+        self.acks = acks_for(nc)
 
     async def run(
         self,

@@ -115,11 +115,11 @@ class Engine:
         self.intake = Intake(definitions)
         self.keyed = KeyedSerializer()
         self.cache = InstanceCache(self.settings.cache_size)
-        self.timers = BrokerTimers(self.js, self.settings.topology.timers_stream)
+        self.timers = BrokerTimers(self.nc, self.settings.topology.timers_stream)
         self.telemetry = telemetry or Telemetry.disabled()
         self.observer = Observer(self.telemetry)
         self.marks = SpanMarks(self.telemetry)
-        self.effects = Effects(self.js, self.timers, self.telemetry)
+        self.effects = Effects(self.nc, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
         self.index: IndexWriter | None = None
         self.ready = asyncio.Event()
@@ -187,6 +187,8 @@ class Engine:
             )
         finished_ttl = self.settings.finished_ttl if provisioned.instances_expire else 0.0
         self.store = KvInstanceStore(
+            self.nc,
+            topology.instances_bucket,
             provisioned.instances,
             finished_ttl=finished_ttl,
             index=SagaIndex(self.nc, topology) if provisioned.index else None,

@@ -27,7 +27,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 
 from saga.core.events import Timer
 from saga.nats.acks import acks_for
@@ -67,11 +67,11 @@ def due_at(headers: dict[str, str] | None) -> datetime | None:
 
 
 class BrokerTimers:
-    def __init__(self, js: JetStreamContext, stream: str, native: bool = True) -> None:
-        self.js = js
+    def __init__(self, nc: Client, stream: str, native: bool = True) -> None:
+        self.js = nc.jetstream()
         self.stream = stream
         self.native = native
-        self.acks = acks_for(js._nc)
+        self.acks = acks_for(nc)
         self.replace_to_cancel: bool | None = None
         """Cancel a native timer by replacing its schedule (see the module docstring), else
         by a purge. None: not known yet; the first cancel asks whether the stream allows

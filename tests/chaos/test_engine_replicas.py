@@ -122,7 +122,7 @@ async def test_a_replica_that_missed_a_transition_does_not_drop_the_next_event(
     js = nc.jetstream()
 
     async def status_is(wanted: str, step: str | None = None) -> None:
-        store = await instance_store(js, Topology())
+        store = await instance_store(nc, Topology())
 
         async def reached() -> bool:
             state = await find_instance(store, "s-1", "shop")

@@ -90,7 +90,7 @@ async def run(
     await nc.jetstream().publish(
         "trip.requested", f'{{"id": "{saga_id}", "nights": {nights}}}'.encode()
     )
-    store = await instance_store(nc.jetstream(), Topology())
+    store = await instance_store(nc, Topology())
 
     async def ended() -> bool:
         state = await find_instance(store, saga_id, "trip")
