@@ -44,6 +44,7 @@ from saga.nats.acks import Ack, acks_for
 from saga.nats.provision import StreamSettings, ensure_bucket, ensure_index_stream
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology, instance_key
+from saga.protocol import kv_prefix, kv_stream
 from saga.store import InstanceRecord, KvInstanceStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +104,7 @@ def customer(i: int) -> str:
 async def fill(nc: Client, start: int, stop: int, n: int, now: datetime) -> float:
     """Write instances ``[start, stop)``: record, index entry, search marker; returns seconds."""
     acks = acks_for(nc)
-    bucket = f"$KV.{Topology().instances_bucket}."
+    bucket = kv_prefix(Topology().instances_bucket)
     pending: list[asyncio.Future[Ack]] = []
     began = time.monotonic()
     for i in range(start, stop):
@@ -218,7 +219,7 @@ async def run(n: int, baseline_at: int, runs: int) -> dict[str, Any]:
         }
         info = await js.stream_info(Topology().index_stream)
         result["index_stream_mib"] = round(info.state.bytes / 2**20, 1)
-        bucket = await js.stream_info(f"KV_{Topology().instances_bucket}")
+        bucket = await js.stream_info(kv_stream(Topology().instances_bucket))
         result["instances_bucket_mib"] = round(bucket.state.bytes / 2**20, 1)
         result["server_rss_mib"] = _rss_mib(server)
         await nc.close()

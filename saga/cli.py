@@ -576,6 +576,7 @@ def trace(saga_id: str, name: str | None, as_json: bool, **kwargs: Any) -> None:
 
 async def _trace(settings: NatsSettings, saga_id: str, name: str | None, as_json: bool) -> None:
     from saga.inspect import find_record, instance_store
+    from saga.protocol import HEADER_TRACEPARENT
     from saga.render import waterfall_text
     from saga.telemetry import trace_id_of
 
@@ -593,7 +594,7 @@ async def _trace(settings: NatsSettings, saga_id: str, name: str | None, as_json
             json.dumps(
                 {
                     "trace_id": trace_id,
-                    "traceparent": record.trace.get("traceparent"),
+                    HEADER_TRACEPARENT: record.trace.get(HEADER_TRACEPARENT),
                     "status": state["status"],
                     "steps": state["steps"],
                     "history": state["history"],

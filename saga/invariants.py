@@ -39,7 +39,7 @@ from saga.core.state import InstanceState, Status, StepStatus
 from saga.definition.model import SagaDefinition
 from saga.nats.reader import read_stream
 from saga.nats.topology import Topology
-from saga.protocol import EFFECTS_BUCKET, HEADER_MSG_ID, KIND_COMPENSATION, KIND_STEP
+from saga.protocol import EFFECTS_BUCKET, HEADER_MSG_ID, KIND_COMPENSATION, KIND_STEP, kv_stream
 from saga.store import InstanceRecord
 
 FORWARD_EVENTS = ("step.started", "step.retried")
@@ -268,12 +268,12 @@ async def observe(
     topology = topology or Topology()
     states = [
         _state(m.data)
-        for m in await read_stream(js, f"KV_{topology.instances_bucket}")
+        for m in await read_stream(js, kv_stream(topology.instances_bucket))
         if m.data and not _deleted(m.headers)
     ]
     effects = [
         e
-        for m in await read_stream(js, f"KV_{effects_bucket}")
+        for m in await read_stream(js, kv_stream(effects_bucket))
         if m.data and not _deleted(m.headers)
         for e in [EffectRecord.from_record(m.sequence, m.data)]
         if e is not None

@@ -31,7 +31,10 @@ HEADER_TIMER_DUE = "Saga-Timer-Due"
 HEADER_ORIGIN = "Saga-Origin"
 """On a routed event: ``<stream>:<sequence>`` of the message it was routed from."""
 HEADER_AUTHORIZATION = "Authorization"
-"""On an operator request: ``Bearer <admin token>`` when the engine requires one."""
+"""On an operator request (and the admin HTTP API): ``Bearer <admin token>`` when the
+engine requires one."""
+HEADER_NEXT_CURSOR = "Saga-Next-Cursor"
+"""On an admin HTTP API page of instances: the cursor of the next page."""
 
 DLQ_HEADER_PREFIX = "Saga-Dlq-"
 """Headers a dead letter carries beside the original ones: why, and where it came from."""

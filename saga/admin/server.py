@@ -24,7 +24,7 @@ from saga.engine.operator import ACTIONS, ActionRequest, token_matches
 from saga.errors import ConfigError
 from saga.index import SagaQuery, SagaSummary
 from saga.inspect import find_record, list_instances
-from saga.protocol import HEADER_AUTHORIZATION
+from saga.protocol import HEADER_AUTHORIZATION, HEADER_NEXT_CURSOR
 from saga.store import KvInstanceStore
 from saga.telemetry import trace_id_of
 
@@ -237,7 +237,7 @@ class AdminServer:
             page = await index.list(query)
         except ValueError as exc:
             return _error(400, str(exc))
-        headers = {"Saga-Next-Cursor": page.cursor} if page.cursor else None
+        headers = {HEADER_NEXT_CURSOR: page.cursor} if page.cursor else None
         return web.json_response([_summary(s) for s in page.items], headers=headers)
 
     async def saga(self, request: web.Request) -> web.Response:

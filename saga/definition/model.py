@@ -23,12 +23,13 @@ from pydantic import (
 from saga.definition.duration import Duration
 from saga.definition.expressions import TemplateError, template_problems
 from saga.definition.subjects import SubjectIndex
+from saga.protocol import HEADER_SAGA_ID
 
 SUBJECT_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 STEP_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 SAGA_NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
 FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-DEFAULT_ID_HEADER = "Saga-Id"
+DEFAULT_ID_HEADER = HEADER_SAGA_ID
 
 Subject = Annotated[
     str,

@@ -55,6 +55,7 @@ from saga.protocol import (
     HEADER_ORIGIN,
     HEADER_PIN_ID,
     OPERATOR_SUBJECT,
+    SERVER_HEADER_PREFIX,
     TIMER_FIRE_PREFIX,
 )
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
@@ -375,7 +376,9 @@ class Engine:
         Events of partitions this replica owns skip the hop (see :meth:`_handle`): they go
         through the same per-instance serializer as the routed ones it receives."""
         subject = work_subject(partition, received.subject)
-        headers = {k: v for k, v in received.headers.items() if not k.startswith("Nats-")}
+        headers = {
+            k: v for k, v in received.headers.items() if not k.startswith(SERVER_HEADER_PREFIX)
+        }
         headers[HEADER_ORIGIN] = received.origin
         headers[HEADER_MSG_ID] = f"route:{received.origin}"  # a re-route after a crash is dropped
         try:

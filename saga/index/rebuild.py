@@ -32,6 +32,7 @@ from saga.protocol import (
     HEADER_TTL,
     INDEX_PREFIX,
     SEARCH_PREFIX,
+    kv_stream,
 )
 from saga.store.base import InstanceRecord
 from saga.store.kv import WRONG_LAST_SEQUENCE
@@ -79,7 +80,7 @@ async def reindex(
     wanted: list[tuple[datetime, IndexWrite]] = []
     done = Rebuilt()
     now = datetime.now(UTC)
-    async for chunk in iter_stream(js, f"KV_{topology.instances_bucket}", batch=2000):
+    async for chunk in iter_stream(js, kv_stream(topology.instances_bucket), batch=2000):
         for msg in chunk:
             if not msg.data or msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
                 continue

@@ -32,6 +32,7 @@ from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import instance_key
 from saga.protocol import (
+    DLQ_PREFIX,
     HEADER_DLQ_CODE,
     HEADER_DLQ_REASON,
     HEADER_DLQ_SUBJECT,
@@ -93,7 +94,7 @@ class NatsTransport:
         )
         self._loop = asyncio.create_task(self._participate(sub), name="saga-harness")
         self._dlq = await self._js.subscribe(
-            "saga.dlq.>",
+            f"{DLQ_PREFIX}.>",
             stream=topology.dlq_stream,
             ordered_consumer=True,
             cb=self._on_dead_letter,

@@ -92,7 +92,7 @@ async def completes(nc: Client, saga_id: str, timeout: float = 15) -> None:
     """Start a saga and wait for it to complete: proof that the engine still works."""
     js = nc.jetstream()
     await js.publish("shop.ordered", json.dumps({"id": saga_id}).encode())
-    store = await instance_store(js, Topology())
+    store = await instance_store(nc, Topology())
 
     async def done() -> bool:
         state = await find_instance(store, saga_id, "shop")
@@ -146,7 +146,7 @@ async def test_a_trigger_with_a_non_finite_number_starts_nothing_and_is_dead_let
     assert "1e400" in letter.headers[HEADER_DLQ_REASON]
     assert letter.data == data
     await completes(client, "after-infinity")
-    assert await find_instance(await instance_store(js, Topology()), "inf-1", "shop") is None
+    assert await find_instance(await instance_store(client, Topology()), "inf-1", "shop") is None
     commands = await read_stream(js, "SAGA_EVENTS", ["stock.reserve", "pay.charge"])
     assert all(b"Infinity" not in m.data and b"NaN" not in m.data for m in commands)
 
@@ -244,7 +244,7 @@ async def test_a_participant_poison_command_is_dead_lettered_and_others_go_on(
             assert letter.headers[HEADER_DLQ_CODE] == "handler-failed"
             assert "SimulatedCrash" in letter.headers[HEADER_DLQ_REASON]
             assert letter.headers[HEADER_DLQ_SUBJECT] == "payment.charge"
-            store = await instance_store(js, Topology())
+            store = await instance_store(client, Topology())
 
             async def healthy_completed() -> bool:
                 state = await find_instance(store, "healthy-1")

@@ -1091,7 +1091,7 @@ async def test_the_services_drive_both_sagas_through_the_engine(nc: Client) -> N
         await trips.request_trips(
             js, [trips.new_trip(f"t-{f or 'ok'}", fail=f) for f in trip_fails]
         )
-        store = await instance_store(js, engine.settings.topology)
+        store = await instance_store(nc, engine.settings.topology)
         expected = {
             ("order-fulfilment", "o-ok"): ("completed", None),
             ("order-fulfilment", "o-inventory"): ("compensated", "unknown-sku"),

@@ -194,7 +194,7 @@ async def test_every_role_does_its_work_with_no_violation(
 
         async def engine_up() -> bool:
             try:
-                await instance_store(js, Topology())
+                await instance_store(operator_nc, Topology())
             except Exception:
                 return False
             return True
@@ -204,7 +204,7 @@ async def test_every_role_does_its_work_with_no_violation(
         trips = [new_trip(f"perm-t{i}", fail="car" if i else None) for i in range(2)]
         await asyncio.wait_for(place_orders(orders_nc.jetstream(), orders), 30)
         await asyncio.wait_for(request_trips(trips_nc.jetstream(), trips), 30)
-        store = await instance_store(js, Topology())
+        store = await instance_store(operator_nc, Topology())
 
         async def all_ended() -> bool:
             states = await list_instances(store, limit=100)
