@@ -195,14 +195,16 @@ async def test_replay_all_strips_publish_expectations_and_goes_on_past_a_bad_let
     assert "Traceback" not in out
     assert [d.sequence for d in await list_dead_letters(js)] == [bad]
     for saga_id in ("x-1", "x-2"):
-        await wait_for(lambda s=saga_id: _is(js, s, "completed"), message=f"{saga_id} to complete")
+        await wait_for(
+            lambda s=saga_id: _is(client, s, "completed"), message=f"{saga_id} to complete"
+        )
     copies = await read_stream(js, "SAGA_EVENTS", ["stock.reserved"])
     assert copies
     assert all(not k.startswith("Nats-Expected") for m in copies for k in m.headers)
 
 
-async def _is(js: JetStreamContext, saga_id: str, status: str) -> bool:
-    return await instance_status(client, saga_id) == status
+async def _is(nc: Client, saga_id: str, status: str) -> bool:
+    return await instance_status(nc, saga_id) == status
 
 
 async def test_replay_by_code_needs_no_all(nats_server: EmbeddedServer, client: Client) -> None:

@@ -69,7 +69,7 @@ async def running(client: Client, saga_id: str) -> None:
     await state_of(client, saga_id, "running")
     # Actions name no saga, so the engine finds the instance through the index, which is
     # written just after the instance: wait for that too.
-    store = await instance_store(client.jetstream(), Topology())
+    store = await instance_store(client, Topology())
 
     async def indexed() -> bool:
         return await find_instance(store, saga_id) is not None
@@ -78,7 +78,7 @@ async def running(client: Client, saga_id: str) -> None:
 
 
 async def state_of(client: Client, saga_id: str, status: str) -> InstanceState:
-    store = await instance_store(client.jetstream(), Topology())
+    store = await instance_store(client, Topology())
     found: list[InstanceState] = []
 
     async def reached() -> bool:
@@ -165,7 +165,7 @@ async def test_saga_retry_with_reason_and_token_from_the_command_line(
     )
 
     assert done.returncode == 0, done.stderr
-    store = await instance_store(client.jetstream(), Topology())
+    store = await instance_store(client, Topology())
 
     async def retried() -> bool:
         state = await find_instance(store, "a-4", "slow")

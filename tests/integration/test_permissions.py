@@ -276,7 +276,7 @@ async def test_partitioned_engine_replicas_work_with_no_violation(
         orders_nc = await connect(as_user(secured, "orders"))
         trips_nc = await connect(as_user(secured, "trips"))
         operator_nc = await connect(as_user(secured, "saga-operator"))
-        store = await instance_store(operator_nc.jetstream(), Topology())
+        store = await instance_store(operator_nc, Topology())
 
         async def ended(count: int) -> bool:
             states = await list_instances(store, limit=100)
