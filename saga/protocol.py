@@ -101,6 +101,29 @@ def started_subject(saga_name: str, step: str) -> str:
     return f"{STARTED_PREFIX}.{saga_name}.{step}"
 
 
+# -- message ids (``Nats-Msg-Id``): deterministic, so the server drops a resend ----------------
+
+
+def idempotency_key(saga: str, saga_id: str, step: str, kind: str) -> str:
+    """One step (or one undo) of one instance: the same for every attempt and delivery."""
+    return f"{saga}:{saga_id}:{step}:{kind}"
+
+
+def command_message_id(saga: str, saga_id: str, step: str, kind: str, attempt: int) -> str:
+    """The engine's command (or undo command) for one attempt."""
+    return f"{idempotency_key(saga, saga_id, step, kind)}:{attempt}"
+
+
+def reply_message_id(key: str, attempt: int) -> str:
+    """A participant's answer to the command of ``attempt`` (``key``: :func:`idempotency_key`)."""
+    return f"{key}:reply:{attempt}"
+
+
+def started_message_id(key: str, attempt: int) -> str:
+    """A participant's started report for the command of ``attempt``."""
+    return f"{key}:started:{attempt}"
+
+
 def trigger_message_id(saga: str, saga_id: str) -> str:
     """The ``Nats-Msg-Id`` of a trigger: a resent trigger is dropped by the server's duplicate
     window, whoever sends it (``saga start``, a front end, another language)."""

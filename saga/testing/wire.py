@@ -24,6 +24,8 @@ from saga.protocol import (
     KIND_COMPENSATION,
     KIND_STEP,
     TRACE_HEADERS,
+    idempotency_key,
+    reply_message_id,
     trigger_message_id,
 )
 
@@ -147,7 +149,9 @@ def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[st
         HEADER_SAGA_NAME: name,
         HEADER_STEP: step,
         HEADER_KIND: kind,
-        HEADER_MSG_ID: f"{name}:{saga_id}:{step}:{kind}:reply:{cause.attempt or 1}",
+        HEADER_MSG_ID: reply_message_id(
+            idempotency_key(name, saga_id, step, kind), cause.attempt or 1
+        ),
     }
     if cause.attempt is not None and (cause.step, cause.kind) == (step, kind):
         headers[HEADER_ATTEMPT] = str(cause.attempt)  # a reply answers its command's attempt
@@ -166,7 +170,9 @@ def emitted_headers(
         compensating = meaning.role in (Role.COMPENSATED, Role.COMPENSATION_FAILED)
         kind = KIND_COMPENSATION if compensating else KIND_STEP
         headers |= {HEADER_STEP: meaning.step, HEADER_KIND: kind}
-        headers[HEADER_MSG_ID] = f"{name}:{saga_id}:{meaning.step}:{kind}:emit:{serial}"
+        headers[HEADER_MSG_ID] = (
+            f"{idempotency_key(name, saga_id, meaning.step, kind)}:emit:{serial}"
+        )
     else:
         headers[HEADER_MSG_ID] = f"{name}:{saga_id}:emit:{serial}"
     return headers | extra
