@@ -8,9 +8,10 @@ Built once per definition (:attr:`saga.definition.model.SagaDefinition.subjects`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from saga.definition.yaml_source import Path
@@ -81,20 +82,14 @@ class Use:
         return f"{undo}{what} of step {self.step!r}"
 
 
-@dataclass(frozen=True)
 class SubjectIndex:
-    """Every subject of one definition and what it means."""
+    """Every subject of one definition and what it means, worked out when built."""
 
-    saga: str
-    uses: tuple[Use, ...]
-    """Every subject the definition names (and the started reports of steps with a
-    ``queue_timeout``), in file order; a subject named twice appears twice."""
-    consumed: Mapping[str, Use] = field(init=False)
-    """What the engine makes of a subject it consumes (the first meaning, see ``_FIRST``)."""
-    commands: Mapping[str, tuple[Use, ...]] = field(init=False)
-    """The steps and undos whose command is published on a subject."""
-
-    def __post_init__(self) -> None:
+    def __init__(self, saga: str, uses: Iterable[Use]) -> None:
+        self.saga = saga
+        self.uses = tuple(uses)
+        """Every subject the definition names (and the started reports of steps with a
+        ``queue_timeout``), in file order; a subject named twice appears twice."""
         consumed: dict[str, Use] = {}
         commands: dict[str, tuple[Use, ...]] = {}
         for use in sorted(self.uses, key=lambda u: _FIRST.get(u.role, 2)):
@@ -102,29 +97,22 @@ class SubjectIndex:
                 commands[use.subject] = (*commands.get(use.subject, ()), use)
             else:
                 consumed.setdefault(use.subject, use)
-        object.__setattr__(self, "consumed", consumed)
-        object.__setattr__(self, "commands", commands)
+        self.consumed: Mapping[str, Use] = MappingProxyType(consumed)
+        """What the engine makes of a subject it consumes (the first meaning, see ``_FIRST``)."""
+        self.commands: Mapping[str, tuple[Use, ...]] = MappingProxyType(commands)
+        """The steps and undos whose command is published on a subject."""
+        self.listened = tuple(u.subject for u in self.uses if u.role not in SENT)
+        """Subjects the engine consumes for this saga: trigger, answers, confirmations and
+        started reports, in file order."""
+        self.published = tuple(u.subject for u in self.uses if u.role in SENT)
+        """Commands the engine publishes for this saga (steps and undos), in file order."""
+        self.declared = tuple(u for u in self.uses if u.role not in (*SENT, Role.STARTED))
+        """The subjects the file says the engine consumes (trigger, answers, confirmations),
+        in file order; the started reports, named after the saga, are left out."""
 
     @classmethod
     def of(cls, definition: SagaDefinition) -> SubjectIndex:
-        return cls(definition.name, tuple(_uses(definition)))
-
-    @property
-    def listened(self) -> list[str]:
-        """Subjects the engine consumes for this saga: trigger, answers, confirmations and
-        started reports, in file order."""
-        return [u.subject for u in self.uses if u.role not in SENT]
-
-    @property
-    def declared(self) -> list[Use]:
-        """The subjects the file says the engine consumes (trigger, answers, confirmations),
-        in file order; the started reports, named after the saga, are left out."""
-        return [u for u in self.uses if u.role not in (*SENT, Role.STARTED)]
-
-    @property
-    def published(self) -> list[str]:
-        """Commands the engine publishes for this saga (steps and undos), in file order."""
-        return [u.subject for u in self.uses if u.role in SENT]
+        return cls(definition.name, _uses(definition))
 
     @property
     def status_prefix(self) -> str:

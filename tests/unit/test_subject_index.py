@@ -206,8 +206,8 @@ def _was_harness_meaning(
 @settings(max_examples=300, deadline=None)
 @given(definitions())
 def test_listened_and_published_as_topology_had_them(definition: SagaDefinition) -> None:
-    assert definition.subjects.listened == _was_listened(definition)
-    assert definition.subjects.published == _was_published(definition)
+    assert list(definition.subjects.listened) == _was_listened(definition)
+    assert list(definition.subjects.published) == _was_published(definition)
 
 
 @settings(max_examples=300, deadline=None)
