@@ -44,9 +44,6 @@ from saga.protocol import (
     SERVER_HEADER_PREFIX,
 )
 
-"""Headers the server acts on (``Nats-Expected-*``, ``Nats-Rollup``, ``Nats-TTL``, ...): a
-replay is a new publish of the original content, so none of them is carried over."""
-
 
 class DeadLetterError(SagaError):
     """A dead letter cannot be found or replayed."""

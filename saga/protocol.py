@@ -48,7 +48,9 @@ HEADER_DLQ_CONSUMER = DLQ_HEADER_PREFIX + "Consumer"
 # -- headers the NATS server reads or sets -----------------------------------------------------
 
 SERVER_HEADER_PREFIX = "Nats-"
-"""The server's own headers: dropped from a copy (a dead letter, a replay) of a message."""
+"""Headers the server acts on (``Nats-Expected-*``, ``Nats-Rollup``, ``Nats-TTL``, ...): a
+copy of a message (a dead letter, a replay, a routed event) is a new publish of the
+original content, so none of them is carried over."""
 HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_TTL = "Nats-TTL"
 HEADER_EXPECTED_STREAM = "Nats-Expected-Stream"
