@@ -21,9 +21,8 @@ from nats.js.api import ConsumerConfig
 
 from saga import jsonwire
 from saga.errors import ProvisioningError
-from saga.protocol import HEADER_PIN_ID, JS_API_PREFIX
+from saga.protocol import HEADER_PIN_ID, JS_API_PREFIX, PIN_GROUP
 
-GROUP = "owner"
 _END_OF_PULL = {"404", "408", "409", "423"}
 """No messages, request expired, request conflict, pin id mismatch: the pull is over."""
 
@@ -44,7 +43,7 @@ async def ensure_pinned_consumer(
     assert config.durable_name is not None
     body = config.as_dict()
     body.update(
-        priority_groups=[GROUP],
+        priority_groups=[PIN_GROUP],
         priority_policy="pinned_client",
         priority_timeout=int(priority_timeout * 1e9),
     )
@@ -57,7 +56,7 @@ async def ensure_pinned_consumer(
 
 async def unpin(nc: Client, stream: str, consumer: str) -> None:
     """Release the pin now, so the next puller takes over without waiting for the timeout."""
-    await _api(nc, f"CONSUMER.UNPIN.{stream}.{consumer}", {"group": GROUP})
+    await _api(nc, f"CONSUMER.UNPIN.{stream}.{consumer}", {"group": PIN_GROUP})
 
 
 class PinnedPull:
@@ -81,7 +80,7 @@ class PinnedPull:
             "batch": batch,
             "expires": int(wait * 1e9),
             "no_wait": True,
-            "group": GROUP,
+            "group": PIN_GROUP,
         }
         if self.pin is not None:
             request["id"] = self.pin
