@@ -44,6 +44,7 @@ from saga.nats.acks import Ack, acks_for
 from saga.nats.provision import StreamSettings, ensure_bucket, ensure_index_stream
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology, instance_key
+from saga.protocol import kv_prefix, kv_stream
 from saga.store import InstanceRecord, KvInstanceStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +104,7 @@ def customer(i: int) -> str:
 async def fill(nc: Client, start: int, stop: int, n: int, now: datetime) -> float:
     """Write instances ``[start, stop)``: record, index entry, search marker; returns seconds."""
     acks = acks_for(nc)
-    bucket = f"$KV.{Topology().instances_bucket}."
+    bucket = kv_prefix(Topology().instances_bucket)
     pending: list[asyncio.Future[Ack]] = []
     began = time.monotonic()
     for i in range(start, stop):
@@ -133,8 +134,8 @@ async def timed(operation: Callable[[], Awaitable[Any]], runs: int) -> tuple[flo
 
 async def measure_index(nc: Client, n: int, now: datetime, runs: int) -> dict[str, Any]:
     index = SagaIndex(nc)
-    kv = await nc.jetstream().key_value(Topology().instances_bucket)
-    store = KvInstanceStore(kv, index=index)
+    bucket = Topology().instances_bucket
+    store = KvInstanceStore(nc, bucket, await nc.jetstream().key_value(bucket), index=index)
     probe = n // 2 + 1  # an instance in the middle of the stream
     saga_id, key = f"ord-{probe:07d}", customer(probe)
     figures: dict[str, Any] = {}
@@ -164,8 +165,8 @@ async def measure_index(nc: Client, n: int, now: datetime, runs: int) -> dict[st
 
 async def measure_scan(nc: Client, n: int) -> dict[str, Any]:
     """The old way: the store without its index reads every instance (one run each)."""
-    kv = await nc.jetstream().key_value(Topology().instances_bucket)
-    store = KvInstanceStore(kv)
+    bucket = Topology().instances_bucket
+    store = KvInstanceStore(nc, bucket, await nc.jetstream().key_value(bucket))
     saga_id = f"ord-{n // 2 + 1:07d}"
     figures: dict[str, Any] = {}
     figures["scan_list_parked_50_ms"], _ = await timed(
@@ -218,7 +219,7 @@ async def run(n: int, baseline_at: int, runs: int) -> dict[str, Any]:
         }
         info = await js.stream_info(Topology().index_stream)
         result["index_stream_mib"] = round(info.state.bytes / 2**20, 1)
-        bucket = await js.stream_info(f"KV_{Topology().instances_bucket}")
+        bucket = await js.stream_info(kv_stream(Topology().instances_bucket))
         result["instances_bucket_mib"] = round(bucket.state.bytes / 2**20, 1)
         result["server_rss_mib"] = _rss_mib(server)
         await nc.close()

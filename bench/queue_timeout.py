@@ -25,6 +25,7 @@ from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.nats.server import EmbeddedServer
 from saga.participant import App, Context, ParticipantSettings
+from saga.protocol import status_subject
 
 DEFINITION = """
 name: signup
@@ -63,7 +64,7 @@ async def burst(sagas: int, queue_timeout: str | None) -> Counter[str]:
             if outcomes["completed"] + outcomes["compensated"] == sagas:
                 ended.set()
 
-        await nc.subscribe("saga.status.signup.>", cb=on_status)
+        await nc.subscribe(status_subject("signup", ">"), cb=on_status)
         async with app.running(nc, BUSY):
             js = nc.jetstream()
             began = time.monotonic()

@@ -25,6 +25,7 @@ from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
+from saga.protocol import status_subject
 
 TIMEOUT = 3.0
 SAGA = parse_definition(
@@ -56,7 +57,7 @@ async def measure(sagas: int, settings: EngineSettings) -> list[float]:
             if count == sagas:
                 ended.set()
 
-        await nc.subscribe("saga.status.burst.>", cb=on_status)
+        await nc.subscribe(status_subject("burst", ">"), cb=on_status)
         began = time.monotonic()
         acks = [
             await js.publish_async(
@@ -69,7 +70,7 @@ async def measure(sagas: int, settings: EngineSettings) -> list[float]:
         await asyncio.wait_for(ended.wait(), 180)
         lateness: list[float] = []
         started, timed_out = [], []
-        async for record in (await instance_store(js, Topology())).scan():
+        async for record in (await instance_store(nc, Topology())).scan():
             history = {h.event: h.at.timestamp() for h in record.state.history}
             started.append(history["step.started"])
             timed_out.append(history["step.timed-out"])

@@ -38,9 +38,9 @@ from saga.definition import load_definitions
 from saga.engine.settings import EngineSettings
 from saga.nats.connection import NatsSettings, connect, settings_from_env
 from saga.nats.provision import StreamSettings, provision_engine, provision_partitions
-from saga.nats.topology import Topology, listened_subjects, published_subjects
+from saga.nats.topology import Topology
 from saga.participant.buckets import Buckets
-from saga.participant.settings import EFFECTS_BUCKET
+from saga.protocol import EFFECTS_BUCKET
 
 log = logging.getLogger("saga.deploy.provision")
 
@@ -64,8 +64,8 @@ async def provision(
             js,
             topology,
             settings,
-            listened=[s for d in sagas.values() for s in listened_subjects(d)],
-            published=[s for d in sagas.values() for s in published_subjects(d)],
+            listened=[s for d in sagas.values() for s in d.subjects.listened],
+            published=[s for d in sagas.values() for s in d.subjects.published],
         )
         if partitions:
             pin_timeout = EngineSettings().pin_timeout  # what `saga run` uses

@@ -45,19 +45,20 @@ if TYPE_CHECKING:
     from saga.engine.operator import ActionRequest
 
 
-async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstanceStore:
+async def instance_store(nc: Client, topology: Topology) -> KvInstanceStore:
     """The instances bucket, with the index when the server has it (else finding an
     instance without its saga's name, and listing, read every instance)."""
     try:
-        store = KvInstanceStore(await js.key_value(topology.instances_bucket))
+        kv = await nc.jetstream().key_value(topology.instances_bucket)
+        store = KvInstanceStore(nc, topology.instances_bucket, kv)
     except BucketNotFoundError:
         raise StoreError(
             f"no bucket {topology.instances_bucket!r} on this server: has `saga run` been "
             "started against it? (check --nats / SAGA_NATS_URL)"
         ) from None
-    index = SagaIndex(store.nc, topology, timeout=2.0)
+    index = SagaIndex(nc, topology, timeout=2.0)
     if await index.available():
-        store.index = SagaIndex(store.nc, topology)
+        store.index = SagaIndex(nc, topology)
     return store
 
 
@@ -227,7 +228,7 @@ class SagaClient:
         """The instance store (with the index when the server has it), opened once;
         :class:`StoreError` when no engine ever ran against this server."""
         if self._store is None:
-            self._store = await instance_store(self.js, self.topology)
+            self._store = await instance_store(self.nc, self.topology)
         return self._store
 
     async def start(
@@ -275,7 +276,8 @@ class SagaClient:
     ) -> ActionReply:
         """Send an operator action (abort, retry, resume) to the engine and wait for its
         answer; ``token``: the engine's admin token, when it has one."""
-        from saga.engine.operator import OPERATOR_SUBJECT, auth_headers
+        from saga.engine.operator import auth_headers
+        from saga.protocol import OPERATOR_SUBJECT
 
         try:
             reply = await self.nc.request(

@@ -1,9 +1,14 @@
-"""Names on the wire shared by the engine, the participant SDK and other-language services.
+"""Every name on the wire, in one place: headers, subjects, streams and buckets.
 
-Documented in ``docs/protocol.md``; change nothing here without changing that page.
+Shared by the engine, the participant SDK, the CLI and the harness, and read by
+other-language services through ``docs/protocol.md``; change nothing here without changing
+that page. Pure names and the functions that compose them: no I/O, no imports from the
+rest of ``saga``.
 """
 
 from __future__ import annotations
+
+# -- headers on saga messages ------------------------------------------------------------------
 
 HEADER_SAGA_ID = "Saga-Id"
 HEADER_SAGA_NAME = "Saga-Name"
@@ -11,15 +16,116 @@ HEADER_STEP = "Saga-Step"
 HEADER_ATTEMPT = "Saga-Attempt"
 HEADER_KIND = "Saga-Kind"
 """``step`` for a step command, ``compensation`` for an undo command."""
-HEADER_MSG_ID = "Nats-Msg-Id"
 
 KIND_STEP = "step"
 KIND_COMPENSATION = "compensation"
+
+HEADER_TRACEPARENT = "traceparent"
+TRACE_HEADERS = (HEADER_TRACEPARENT, "tracestate")
+"""W3C trace context; a participant copies them from a command onto its reply."""
+
+HEADER_TIMER = "Saga-Timer"
+"""On a timer message: the timer's key (``saga.core.events.Timer.key``)."""
+HEADER_TIMER_DUE = "Saga-Timer-Due"
+"""On a fallback-mode timer message: when it is due (ISO 8601)."""
+HEADER_ORIGIN = "Saga-Origin"
+"""On a routed event: ``<stream>:<sequence>`` of the message it was routed from."""
+HEADER_AUTHORIZATION = "Authorization"
+"""On an operator request (and the admin HTTP API): ``Bearer <admin token>`` when the
+engine requires one."""
+HEADER_NEXT_CURSOR = "Saga-Next-Cursor"
+"""On an admin HTTP API page of instances: the cursor of the next page."""
+
+DLQ_HEADER_PREFIX = "Saga-Dlq-"
+"""Headers a dead letter carries beside the original ones: why, and where it came from."""
+HEADER_DLQ_CODE = DLQ_HEADER_PREFIX + "Code"
+HEADER_DLQ_REASON = DLQ_HEADER_PREFIX + "Reason"
+HEADER_DLQ_SUBJECT = DLQ_HEADER_PREFIX + "Subject"
+HEADER_DLQ_STREAM = DLQ_HEADER_PREFIX + "Stream"
+HEADER_DLQ_SEQUENCE = DLQ_HEADER_PREFIX + "Sequence"
+HEADER_DLQ_CONSUMER = DLQ_HEADER_PREFIX + "Consumer"
+
+# -- headers the NATS server reads or sets -----------------------------------------------------
+
+SERVER_HEADER_PREFIX = "Nats-"
+"""Headers the server acts on (``Nats-Expected-*``, ``Nats-Rollup``, ``Nats-TTL``, ...): a
+copy of a message (a dead letter, a replay, a routed event) is a new publish of the
+original content, so none of them is carried over."""
+HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_TTL = "Nats-TTL"
+HEADER_EXPECTED_STREAM = "Nats-Expected-Stream"
+HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+HEADER_SCHEDULE = "Nats-Schedule"
+HEADER_SCHEDULE_TARGET = "Nats-Schedule-Target"
+HEADER_PIN_ID = "Nats-Pin-Id"
+PIN_GROUP = "owner"
+"""The priority group of a partition's pinned consumer (one replica pulls at a time)."""
+HEADER_STORED_SUBJECT = "Nats-Subject"
+"""On a direct-get answer: the stored message's subject (so its sequence and time)."""
+HEADER_STORED_SEQUENCE = "Nats-Sequence"
+HEADER_STORED_TIME = "Nats-Time-Stamp"
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 """A body larger than this (1 MiB) is dead-lettered as ``malformed``."""
 MAX_SAGA_ID_LENGTH = 256
 """Characters of a ``Saga-Id``; a longer one is dead-lettered as ``malformed``."""
+
+# -- subjects ------------------------------------------------------------------------------------
+
+STATUS_PREFIX = "saga.status"
+"""``saga.status.<saga>.<status>``: lifecycle events the engine publishes."""
+STARTED_PREFIX = "saga.started"
+"""``saga.started.<saga>.<step>``: a participant reports that it started a step's command
+(same ``Saga-*`` headers as its reply); the step's run ``timeout`` counts from there."""
+TIMER_SCHEDULE_PREFIX = "saga.timer.at"
+TIMER_FIRE_PREFIX = "saga.timer.fire"
+DLQ_PREFIX = "saga.dlq"
+"""``saga.dlq.<code>``: dead letters."""
+WORK_PREFIX = "saga.work"
+"""``saga.work.<partition>.<original subject>``: events routed to the replica owning the
+partition of their instance (partitioned mode only)."""
+INDEX_PREFIX = "saga.index"
+"""``saga.index.<saga>.<status>.<id>``: one entry per instance, in the subject of its status
+(see :mod:`saga.index`)."""
+SEARCH_PREFIX = "saga.search"
+"""``saga.search.<saga>.<attribute>.<value>.<id>``: one entry per declared search attribute."""
+OPERATOR_SUBJECT = "saga.admin.action"
+"""Operator requests (abort, retry, resume), answered by the engine (request-reply)."""
+OPERATOR_QUEUE = "saga-engine"
+"""The queue group the engines answer operator requests in: one of them answers each."""
+JS_API_PREFIX = "$JS.API."
+"""JetStream's API subjects, for the requests nats-py has no call for."""
+
+
+def status_subject(saga_name: str, status: str) -> str:
+    return f"{STATUS_PREFIX}.{saga_name}.{status}"
+
+
+def started_subject(saga_name: str, step: str) -> str:
+    return f"{STARTED_PREFIX}.{saga_name}.{step}"
+
+
+# -- message ids (``Nats-Msg-Id``): deterministic, so the server drops a resend ----------------
+
+
+def idempotency_key(saga: str, saga_id: str, step: str, kind: str) -> str:
+    """One step (or one undo) of one instance: the same for every attempt and delivery."""
+    return f"{saga}:{saga_id}:{step}:{kind}"
+
+
+def command_message_id(saga: str, saga_id: str, step: str, kind: str, attempt: int) -> str:
+    """The engine's command (or undo command) for one attempt."""
+    return f"{idempotency_key(saga, saga_id, step, kind)}:{attempt}"
+
+
+def reply_message_id(key: str, attempt: int) -> str:
+    """A participant's answer to the command of ``attempt`` (``key``: :func:`idempotency_key`)."""
+    return f"{key}:reply:{attempt}"
+
+
+def started_message_id(key: str, attempt: int) -> str:
+    """A participant's started report for the command of ``attempt``."""
+    return f"{key}:started:{attempt}"
 
 
 def trigger_message_id(saga: str, saga_id: str) -> str:
@@ -28,10 +134,30 @@ def trigger_message_id(saga: str, saga_id: str) -> str:
     return f"{saga}:{saga_id}:trigger"
 
 
-STARTED_PREFIX = "saga.started"
-"""``saga.started.<saga>.<step>``: a participant reports that it started a step's command
-(same ``Saga-*`` headers as its reply); the step's run ``timeout`` counts from there."""
+# -- streams, consumers and buckets (defaults of ``saga.nats.topology.Topology``) ---------------
+
+EVENTS_STREAM = "SAGA_EVENTS"
+TIMERS_STREAM = "SAGA_TIMERS"
+DLQ_STREAM = "SAGA_DLQ"
+WORK_STREAM = "SAGA_WORK"
+INDEX_STREAM = "SAGA_INDEX"
+ENGINE_CONSUMER = "saga-engine"
+TIMER_CONSUMER = "saga-engine-timers"
+INSTANCES_BUCKET = "saga_instances"
+REPLIES_BUCKET = "saga_replies"
+MEMBERS_BUCKET = "saga_engines"
+DEFINITIONS_BUCKET = "saga_definitions"
+DEFINITIONS_KEY = "newest"
+"""The key of ``saga_definitions``: ``{name: definition}`` of the newest version of each saga."""
+EFFECTS_BUCKET = "saga_effects"
+"""The participant SDK's record of side effects (``ctx.once``)."""
 
 
-def started_subject(saga_name: str, step: str) -> str:
-    return f"{STARTED_PREFIX}.{saga_name}.{step}"
+def kv_stream(bucket: str) -> str:
+    """The stream behind a Key-Value bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_prefix(bucket: str) -> str:
+    """The subject prefix of a bucket's keys: ``$KV.<bucket>.<key>``."""
+    return f"$KV.{bucket}."

@@ -21,9 +21,10 @@ from saga.admin.openapi import OPENAPI
 from saga.client import SagaClient
 from saga.console import is_console_path, mount_console
 from saga.core.state import InstanceState
-from saga.engine.operator import ACTIONS, HEADER_AUTHORIZATION, ActionRequest, token_matches
+from saga.engine.operator import ACTIONS, ActionRequest, token_matches
 from saga.errors import ConfigError
 from saga.index import SagaQuery, SagaSummary
+from saga.protocol import HEADER_AUTHORIZATION, HEADER_NEXT_CURSOR
 from saga.telemetry import trace_id_of
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ class AdminServer:
             page = await index.list(query)
         except ValueError as exc:
             return _error(400, str(exc))
-        headers = {"Saga-Next-Cursor": page.cursor} if page.cursor else None
+        headers = {HEADER_NEXT_CURSOR: page.cursor} if page.cursor else None
         return web.json_response([_summary(s) for s in page.items], headers=headers)
 
     def _client(self) -> SagaClient:

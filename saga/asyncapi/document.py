@@ -29,14 +29,14 @@ from saga.asyncapi.schemas import (
 )
 from saga.definition.duration import format_duration
 from saga.definition.model import RetryPolicy, SagaDefinition, Step
-from saga.nats.topology import STATUS_PREFIX
+from saga.definition.subjects import Role
 from saga.protocol import (
     HEADER_MSG_ID,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     KIND_COMPENSATION,
     KIND_STEP,
-    started_subject,
+    status_subject,
 )
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -216,11 +216,12 @@ def _step(definition: SagaDefinition, step: Step, number: int, total: int) -> li
         if step.driven
         else f" The step is observed: no command is sent; a service publishes this on its own, usually {after}."
     )
-    if step.queue_timeout is not None:
+    for started in definition.subjects.of_step(step.name, Role.STARTED):
+        assert step.queue_timeout is not None  # a step has a started report for its queue_timeout
         found.append(
             _Exchange(
                 f"{step.name}.started",
-                started_subject(definition.name, step.name),
+                started.subject,
                 "receive",
                 f"{position}: the participant started the work.",
                 f"{position}: the participant reports, just before it works on the command, "
@@ -238,11 +239,11 @@ def _step(definition: SagaDefinition, step: Step, number: int, total: int) -> li
         "The step's results. "
         + ("Only the listed fields are kept." if step.keep is not None else "All fields are kept."),
     )
-    for i, subject in enumerate(step.success):
+    for i, use in enumerate(definition.subjects.of_step(step.name, Role.SUCCESS)):
         found.append(
             _Exchange(
                 _numbered(f"{step.name}.success", i),
-                subject,
+                use.subject,
                 "receive",
                 f"{position} succeeded.",
                 f"{position} succeeded; the steps after it start (when none is left, the saga "
@@ -252,11 +253,11 @@ def _step(definition: SagaDefinition, step: Step, number: int, total: int) -> li
                 (step.name, "step"),
             )
         )
-    for i, subject in enumerate(step.failure):
+    for i, use in enumerate(definition.subjects.of_step(step.name, Role.FAILURE)):
         found.append(
             _Exchange(
                 _numbered(f"{step.name}.failure", i),
-                subject,
+                use.subject,
                 "receive",
                 f"{position} failed.",
                 f"{position} failed: {_on_failure(step.retry)}{observed}",
@@ -292,11 +293,11 @@ def _compensation(definition: SagaDefinition, step: Step) -> list[_Exchange]:
             (step.name, "compensation"),
         )
     ]
-    for i, subject in enumerate(comp.success or ()):
+    for i, use in enumerate(definition.subjects.of_step(step.name, Role.COMPENSATED)):
         found.append(
             _Exchange(
                 _numbered(f"{step.name}.compensated", i),
-                subject,
+                use.subject,
                 "receive",
                 f"{undo} done.",
                 f"{undo} done; compensation goes on with the next older step, then the saga is compensated.",
@@ -305,11 +306,11 @@ def _compensation(definition: SagaDefinition, step: Step) -> list[_Exchange]:
                 (step.name, "compensation"),
             )
         )
-    for i, subject in enumerate(comp.failure or ()):
+    for i, use in enumerate(definition.subjects.of_step(step.name, Role.COMPENSATION_FAILED)):
         found.append(
             _Exchange(
                 _numbered(f"{step.name}.compensation_failed", i),
-                subject,
+                use.subject,
                 "receive",
                 f"{undo} failed.",
                 f"{undo} failed: {_on_failure(comp.retry, parks=True)}",
@@ -351,7 +352,7 @@ def _status(definition: SagaDefinition, status: str) -> _Exchange:
     )
     return _Exchange(
         f"status.{status}",
-        f"{STATUS_PREFIX}.{definition.name}.{status}",
+        status_subject(definition.name, status),
         "send",
         f"The saga is {status}.",
         f"Announced when an instance is {status}: {meaning}.",
@@ -394,7 +395,7 @@ def _flow(definition: SagaDefinition) -> str:
     lines.append("")
     lines.append(
         "The outcome is announced on "
-        + ", ".join(f"`{STATUS_PREFIX}.{definition.name}.{s}`" for s in STATUSES)
+        + ", ".join(f"`{status_subject(definition.name, s)}`" for s in STATUSES)
         + ". Every message is a JSON object; the saga headers are described in docs/protocol.md."
     )
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from saga.protocol import (
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     HEADER_STEP,
+    TRACE_HEADERS,
 )
 
 
@@ -24,8 +25,8 @@ def text(description: str) -> dict[str, Any]:
 
 SAGA_ID = {"type": "string", "maxLength": 256, "description": "The instance id."}
 TRACE = {
-    "traceparent": text("W3C trace context; participants copy it onto their answer."),
-    "tracestate": text("W3C trace context; participants copy it onto their answer."),
+    header: text("W3C trace context; participants copy it onto their answer.")
+    for header in TRACE_HEADERS
 }
 FAILURE = {
     "type": "object",

@@ -25,6 +25,7 @@ from saga.engine.operator import ActionRequest
 from saga.errors import DefinitionError
 from saga.nats.connection import NatsSettings
 from saga.nats.outage import TRANSIENT, describe
+from saga.protocol import HEADER_TRACEPARENT
 
 NAME_HELP = "Saga name (needed only when two sagas share the id)."
 
@@ -226,7 +227,7 @@ async def _trace(settings: NatsSettings, saga_id: str, name: str | None, as_json
             json.dumps(
                 {
                     "trace_id": trace_id,
-                    "traceparent": record.trace.get("traceparent"),
+                    HEADER_TRACEPARENT: record.trace.get(HEADER_TRACEPARENT),
                     "status": state["status"],
                     "steps": state["steps"],
                     "history": state["history"],

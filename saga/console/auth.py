@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from saga.protocol import HEADER_AUTHORIZATION
+
 SESSION_COOKIE = "saga_session"
 CSRF_COOKIE = "saga_csrf"
 COOKIE_PATH = "/console"
@@ -35,7 +37,7 @@ def session_value(token: str) -> str:
 def signed_in(request: web.Request, token: str | None) -> bool:
     if not token:
         return True
-    given = request.headers.get("Authorization", "")
+    given = request.headers.get(HEADER_AUTHORIZATION, "")
     if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return True
     cookie = request.cookies.get(SESSION_COOKIE, "")

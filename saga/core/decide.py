@@ -67,6 +67,7 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
+    command_message_id,
 )
 
 UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT)
@@ -218,7 +219,7 @@ class _Transition:
             HEADER_ATTEMPT: str(attempt),
             HEADER_KIND: kind,
         }
-        msg_id = f"{self.definition.name}:{sid}:{step}:{kind}:{attempt}"
+        msg_id = command_message_id(self.definition.name, sid, step, kind, attempt)
         self.commands.append(PublishEvent(spec.event, data, headers, msg_id))
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from saga.definition.model import SagaDefinition
-from saga.protocol import STARTED_PREFIX
+from saga.definition.subjects import Role
 
 
 class TimerKind(StrEnum):
@@ -137,24 +137,25 @@ def classify(
 ) -> Event | None:
     """Turn a consumed message into a typed event by its subject; ``None`` when it means nothing here.
 
-    ``attempt``: the reply's ``Saga-Attempt`` header, if it had one."""
-    if subject == definition.trigger.event:
+    ``attempt``: the reply's ``Saga-Attempt`` header, if it had one. What the subject means
+    comes from the definition's subject index (:mod:`saga.definition.subjects`)."""
+    use = definition.subjects.consumed.get(subject)
+    if use is None:
+        return None
+    step = use.step
+    if step is None:  # the trigger: the one subject the engine consumes that names no step
         return SagaTriggered(saga_id, payload)
-    if subject.startswith(STARTED_PREFIX + "."):
-        step_name = subject.removeprefix(f"{STARTED_PREFIX}.{definition.name}.")
-        started = any(s.name == step_name and s.queue_timeout for s in definition.steps)
-        return StepStarted(step_name, attempt) if started else None
     reason = payload.get("reason")
     reason_text = str(reason) if reason is not None else "failed"
-    for step in definition.steps:
-        if subject in step.success:
-            return StepSucceeded(step.name, payload, attempt)
-        if subject in step.failure:
-            return StepFailed(step.name, reason_text, payload, attempt)
-        comp = step.compensate
-        if comp is not None:
-            if subject in (comp.success or ()):
-                return CompensationSucceeded(step.name, payload)
-            if subject in (comp.failure or ()):
-                return CompensationFailed(step.name, reason_text, attempt)
+    match use.role:
+        case Role.STARTED:
+            return StepStarted(step, attempt)
+        case Role.SUCCESS:
+            return StepSucceeded(step, payload, attempt)
+        case Role.FAILURE:
+            return StepFailed(step, reason_text, payload, attempt)
+        case Role.COMPENSATED:
+            return CompensationSucceeded(step, payload)
+        case Role.COMPENSATION_FAILED:
+            return CompensationFailed(step, reason_text, attempt)
     return None

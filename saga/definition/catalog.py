@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from saga.definition.checks import consumed_subjects
 from saga.definition.model import SagaDefinition
 
 
@@ -50,11 +49,11 @@ def version_warnings(catalog: Catalog) -> list[str]:
     for name in catalog.names():
         newest = catalog.latest(name)
         assert newest is not None
-        current = {subject for _, subject, _ in consumed_subjects(newest)}
+        current = {use.subject for use in newest.subjects.declared}
         for older in catalog:
             if older.name != name or older.version == newest.version:
                 continue
-            dropped = sorted({s for _, s, _ in consumed_subjects(older)} - current)
+            dropped = sorted({use.subject for use in older.subjects.declared} - current)
             if dropped:
                 warnings.append(
                     f"saga {name!r}: version {newest.version} no longer consumes "

@@ -6,10 +6,10 @@ Each check returns ``(path, message)`` pairs so the loader can place them in the
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 from saga.definition.expressions import CONTEXT_ROOTS, template_leaves, template_references
 from saga.definition.model import SagaDefinition, Step
+from saga.definition.subjects import SENT, Use
 from saga.definition.yaml_source import Path
 
 Finding = tuple[Path, str]
@@ -37,65 +37,26 @@ def _unique_step_names(definition: SagaDefinition) -> Iterator[Finding]:
             seen[step.name] = i
 
 
-@dataclass(frozen=True)
-class _Role:
-    """What a consumed subject means to the engine."""
-
-    step: str | None
-    """``None`` for the trigger."""
-    key: str = ""
-    """``success`` or ``failure``."""
-    compensation: bool = False
-
-    def __str__(self) -> str:
-        if self.step is None:
-            return "the trigger"
-        undo = "compensation " if self.compensation else ""
-        return f"{undo}{self.key} of step {self.step!r}"
-
-
-def consumed_subjects(definition: SagaDefinition) -> Iterator[tuple[Path, str, _Role]]:
-    """(path, subject, role) for every subject the engine consumes for this saga."""
-    yield ("trigger", "event"), definition.trigger.event, _Role(None)
-    for i, step in enumerate(definition.steps):
-        for key in ("success", "failure"):
-            for j, subject in enumerate(getattr(step, key)):
-                yield ("steps", i, key, j), subject, _Role(step.name, key)
-        comp = step.compensate
-        if comp is not None:
-            for key in ("success", "failure"):
-                for j, subject in enumerate(getattr(comp, key) or ()):
-                    path = ("steps", i, "compensate", key, j)
-                    yield path, subject, _Role(step.name, key, compensation=True)
-
-
 def _subject_roles(definition: SagaDefinition) -> Iterator[Finding]:
-    meaning: dict[str, _Role] = {}
-    for path, subject, role in consumed_subjects(definition):
-        first = meaning.setdefault(subject, role)
-        if first is role:
+    meaning: dict[str, Use] = {}
+    for use in definition.subjects.declared:
+        first = meaning.setdefault(use.subject, use)
+        if first is use:
             continue
-        if (first.step, first.compensation) == (role.step, role.compensation):
+        if (first.step, first.compensating) == (use.step, use.compensating):
             why = "a subject cannot mean both success and failure"
         else:
             why = "the engine tells events apart by subject, so each may have one meaning"
-        yield path, f"subject {subject!r} already means {first}: {why}"
-    for i, step in enumerate(definition.steps):
-        commands: list[tuple[Path, str]] = []
-        if step.publish is not None:
-            commands.append((("steps", i, "publish", "event"), step.publish.event))
-        if step.compensate is not None:
-            path = ("steps", i, "compensate", "publish", "event")
-            commands.append((path, step.compensate.publish.event))
-        for path, subject in commands:
-            if subject in meaning:
-                yield (
-                    path,
-                    (
-                        f"the engine publishes {subject!r} but also listens to it as "
-                        f"{meaning[subject]}: a command must differ from the events that answer it"
-                    ),
-                )
+        yield use.path, f"subject {use.subject!r} already means {first}: {why}"
+    for use in definition.subjects.uses:
+        if use.role in SENT and use.subject in meaning:
+            yield (
+                use.path,
+                (
+                    f"the engine publishes {use.subject!r} but also listens to it as "
+                    f"{meaning[use.subject]}: a command must differ from the events that answer it"
+                ),
+            )
 
 
 def _step_policies(definition: SagaDefinition) -> Iterator[Finding]:

@@ -18,7 +18,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ValidationError
 
 from saga.definition.catalog import Catalog
-from saga.definition.checks import check_definition, consumed_subjects
+from saga.definition.checks import check_definition
 from saga.definition.expressions import TemplateError
 from saga.definition.model import (
     FIELD_NAME_PATTERN,
@@ -94,15 +94,13 @@ def load_catalog(paths: Iterable[str | FsPath]) -> Catalog:
 
 
 def _shared_subjects(found: _Loaded, others: Iterable[_Loaded]) -> Iterator[Problem]:
-    owners = {
-        subject: other for other in others for _, subject, _ in consumed_subjects(other.definition)
-    }
-    for path, subject, role in consumed_subjects(found.definition):
-        other = owners.get(subject)
+    owners = {use.subject: other for other in others for use in other.definition.subjects.declared}
+    for use in found.definition.subjects.declared:
+        other = owners.get(use.subject)
         if other is not None:
             yield found.problem(
-                path,
-                f"subject {subject!r} ({role}) is also consumed by saga "
+                use.path,
+                f"subject {use.subject!r} ({use}) is also consumed by saga "
                 f"{other.definition.name!r} in {other.file}: a subject the engine consumes "
                 "must belong to one saga",
             )

@@ -7,6 +7,7 @@ Cross-field rules (names, subjects, references) live in :mod:`saga.definition.ch
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,12 +22,14 @@ from pydantic import (
 
 from saga.definition.duration import Duration
 from saga.definition.expressions import TemplateError, template_problems
+from saga.definition.subjects import SubjectIndex
+from saga.protocol import HEADER_SAGA_ID
 
 SUBJECT_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 STEP_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 SAGA_NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
 FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-DEFAULT_ID_HEADER = "Saga-Id"
+DEFAULT_ID_HEADER = HEADER_SAGA_ID
 
 Subject = Annotated[
     str,
@@ -235,6 +238,11 @@ class SagaDefinition(_Model):
     """Search attributes: a name and a JMESPath over the context (``trigger.customer_id``),
     evaluated at each status change and indexed, so ``saga list --where name=value`` finds
     the instances by a business key."""
+
+    @cached_property
+    def subjects(self) -> SubjectIndex:
+        """What each subject means to this saga, worked out once (a definition is frozen)."""
+        return SubjectIndex.of(self)
 
     def step(self, name: str) -> Step:
         for step in self.steps:

@@ -7,15 +7,14 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 
 from saga import jsonwire
 from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, Reopened, ScheduleTimer
 from saga.core.state import InstanceState
 from saga.nats.acks import acks_for
 from saga.nats.timers import BrokerTimers
-from saga.nats.topology import STATUS_PREFIX
-from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
+from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, status_subject
 from saga.telemetry import Telemetry, inject
 from saga.telemetry.engine_spans import carry
 
@@ -59,17 +58,16 @@ def status_event(
         HEADER_SAGA_NAME: state.saga_name,
         HEADER_MSG_ID: f"{state.saga_name}:{state.saga_id}:status:{status}:{len(state.history)}",
     }
-    return f"{STATUS_PREFIX}.{state.saga_name}.{status}", payload, headers
+    return status_subject(state.saga_name, status), payload, headers
 
 
 class Effects:
     def __init__(
-        self, js: JetStreamContext, timers: BrokerTimers, telemetry: Telemetry | None = None
+        self, nc: Client, timers: BrokerTimers, telemetry: Telemetry | None = None
     ) -> None:
-        self.js = js
         self.timers = timers
         self.telemetry = telemetry or Telemetry.disabled()
-        self.acks = acks_for(js._nc)
+        self.acks = acks_for(nc)
 
     async def run(
         self,

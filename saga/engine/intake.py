@@ -15,14 +15,14 @@ from saga.definition.saga_id import saga_id_of
 from saga.errors import ConfigError
 from saga.jsonwire import NonFiniteNumberError
 from saga.nats.dlq import DeadLetterCode
-from saga.nats.timers import HEADER_TIMER
-from saga.nats.topology import TIMER_FIRE_PREFIX, listened_subjects
 from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
+    HEADER_TIMER,
     MAX_PAYLOAD_BYTES,
     MAX_SAGA_ID_LENGTH,
+    TIMER_FIRE_PREFIX,
 )
 
 _ID_NAMESPACE = uuid.UUID("6f1b2d0e-6c8a-4f0e-9b1a-5a6e2c3d4b5f")
@@ -67,7 +67,7 @@ class Intake:
         for (
             definition
         ) in self.catalog:  # oldest first: the newest version that knows a subject wins
-            for subject in listened_subjects(definition):
+            for subject in definition.subjects.listened:
                 other = self.by_subject.setdefault(subject, definition)
                 if other.name != definition.name:
                     clashes.append(

@@ -23,16 +23,14 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from saga.core.events import Event, OperatorAbort, OperatorResume, OperatorRetry
+from saga.protocol import HEADER_AUTHORIZATION, OPERATOR_QUEUE, OPERATOR_SUBJECT
 
 if TYPE_CHECKING:
     from saga.engine.service import Engine
 
 log = logging.getLogger("saga.engine")
 
-OPERATOR_SUBJECT = "saga.admin.action"
-QUEUE = "saga-engine"
 ACTIONS = ("abort", "retry", "resume")
-HEADER_AUTHORIZATION = "Authorization"
 
 
 class ActionRequest(BaseModel):
@@ -87,7 +85,7 @@ async def serve_operator_requests(engine: Engine) -> Subscription:
         if msg.reply:
             await msg.respond(result.to_json())
 
-    return await engine.nc.subscribe(OPERATOR_SUBJECT, queue=QUEUE, cb=handle)
+    return await engine.nc.subscribe(OPERATOR_SUBJECT, queue=OPERATOR_QUEUE, cb=handle)
 
 
 async def _answer(engine: Engine, msg: Msg) -> ActionResult:

@@ -34,7 +34,7 @@ from saga.engine.effects import Effects
 from saga.engine.intake import Intake, Reject, Work, is_trigger
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
-from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_requests
+from saga.engine.operator import ActionResult, serve_operator_requests
 from saga.engine.ownership import Ownership
 from saga.engine.partitions import partition_of
 from saga.engine.settings import EngineSettings
@@ -46,18 +46,17 @@ from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
-from saga.nats.pinned import HEADER_PIN
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
 from saga.nats.served import serve_definitions
 from saga.nats.timers import BrokerTimers, due_at
-from saga.nats.topology import (
+from saga.nats.topology import instance_key, unwrap_work_subject, work_subject
+from saga.protocol import (
+    HEADER_MSG_ID,
     HEADER_ORIGIN,
+    HEADER_PIN_ID,
+    OPERATOR_SUBJECT,
+    SERVER_HEADER_PREFIX,
     TIMER_FIRE_PREFIX,
-    instance_key,
-    listened_subjects,
-    published_subjects,
-    unwrap_work_subject,
-    work_subject,
 )
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
 from saga.telemetry import Telemetry
@@ -117,11 +116,11 @@ class Engine:
         self.intake = Intake(definitions)
         self.keyed = KeyedSerializer()
         self.cache = InstanceCache(self.settings.cache_size)
-        self.timers = BrokerTimers(self.js, self.settings.topology.timers_stream)
+        self.timers = BrokerTimers(self.nc, self.settings.topology.timers_stream)
         self.telemetry = telemetry or Telemetry.disabled()
         self.observer = Observer(self.telemetry)
         self.marks = SpanMarks(self.telemetry)
-        self.effects = Effects(self.js, self.timers, self.telemetry)
+        self.effects = Effects(self.nc, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
         self.index: IndexWriter | None = None
         self.ready = asyncio.Event()
@@ -143,8 +142,8 @@ class Engine:
             self.js,
             self.settings.topology,
             self.settings.streams,
-            listened=[s for d in defs for s in listened_subjects(d)],
-            published=[s for d in defs for s in published_subjects(d)],
+            listened=[s for d in defs for s in d.subjects.listened],
+            published=[s for d in defs for s in d.subjects.published],
         )
         topology, streams = self.settings.topology, self.settings.streams
         await serve_definitions(self.js, topology.definitions_bucket, self.catalog, streams)
@@ -189,6 +188,8 @@ class Engine:
             )
         finished_ttl = self.settings.finished_ttl if provisioned.instances_expire else 0.0
         self.store = KvInstanceStore(
+            self.nc,
+            topology.instances_bucket,
             provisioned.instances,
             finished_ttl=finished_ttl,
             index=SagaIndex(self.nc, topology) if provisioned.index else None,
@@ -375,9 +376,11 @@ class Engine:
         Events of partitions this replica owns skip the hop (see :meth:`_handle`): they go
         through the same per-instance serializer as the routed ones it receives."""
         subject = work_subject(partition, received.subject)
-        headers = {k: v for k, v in received.headers.items() if not k.startswith("Nats-")}
+        headers = {
+            k: v for k, v in received.headers.items() if not k.startswith(SERVER_HEADER_PREFIX)
+        }
         headers[HEADER_ORIGIN] = received.origin
-        headers["Nats-Msg-Id"] = f"route:{received.origin}"  # a re-route after a crash is dropped
+        headers[HEADER_MSG_ID] = f"route:{received.origin}"  # a re-route after a crash is dropped
         try:
             await (await acks_for(self.nc).send(subject, msg.data, headers))
         except Exception as exc:
@@ -389,7 +392,7 @@ class Engine:
         headers = {
             k: v
             for k, v in (msg.headers or {}).items()
-            if k not in (HEADER_ORIGIN, HEADER_PIN, "Nats-Msg-Id")
+            if k not in (HEADER_ORIGIN, HEADER_PIN_ID, HEADER_MSG_ID)
         }
         origin = (msg.headers or {}).get(HEADER_ORIGIN, "")
         stream, _, sequence = origin.rpartition(":")

@@ -25,6 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from saga.core.state import Status
 from saga.definition.model import SagaDefinition
+from saga.protocol import kv_prefix, kv_stream
 
 UNFINISHED = frozenset({Status.RUNNING.value, Status.COMPENSATING.value, Status.PARKED.value})
 _UNFINISHED_BYTES = frozenset(s.encode() for s in UNFINISHED)
@@ -89,12 +90,12 @@ async def stored_instances(
     js: JetStreamContext, bucket: str, batch: int = 1000, fetch_timeout: float = 2.0
 ) -> AsyncIterator[Stored]:
     """The last value of every key of the KV ``bucket``, read once, as :class:`Stored`."""
-    stream = f"KV_{bucket}"
+    stream = kv_stream(bucket)
     config = ConsumerConfig(
         name=f"versions-{uuid.uuid4().hex[:12]}",
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
         ack_policy=AckPolicy.NONE,
-        filter_subject=f"$KV.{bucket}.>",
+        filter_subject=kv_prefix(bucket) + ">",
         inactive_threshold=30.0,
         mem_storage=True,
         num_replicas=1,

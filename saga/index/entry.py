@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from saga.core.state import InstanceState, Status
 from saga.definition.expressions import evaluator
 from saga.definition.model import SagaDefinition
-from saga.nats.topology import INDEX_PREFIX, SEARCH_PREFIX, token
+from saga.nats.topology import token
+from saga.protocol import INDEX_PREFIX, SEARCH_PREFIX
 
 TOMBSTONE_TTL = 1
 """Seconds a tombstone (an emptied entry) lives; the server's minimum per-message TTL."""

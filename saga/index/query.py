@@ -34,7 +34,8 @@ from saga.core.state import Status
 from saga.errors import StoreError
 from saga.index.entry import SagaSummary, entry_filter, id_filter, search_filter
 from saga.nats.direct import DirectMsg, direct_get
-from saga.nats.topology import INDEX_PREFIX, Topology
+from saga.nats.topology import Topology
+from saga.protocol import INDEX_PREFIX
 
 MAX_LIMIT = 10_000
 IDS_PER_REQUEST = 100

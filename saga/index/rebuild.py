@@ -26,9 +26,16 @@ from saga.index.entry import TOMBSTONE_TTL, IndexWrite, index_writes, search_val
 from saga.nats.acks import Ack, acks_for
 from saga.nats.provision import StreamSettings, ensure_index_stream
 from saga.nats.reader import iter_stream
-from saga.nats.topology import INDEX_PREFIX, SEARCH_PREFIX, Topology
+from saga.nats.topology import Topology
+from saga.protocol import (
+    HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE,
+    HEADER_TTL,
+    INDEX_PREFIX,
+    SEARCH_PREFIX,
+    kv_stream,
+)
 from saga.store.base import InstanceRecord
-from saga.store.kv import EXPECTED_LAST, HEADER_TTL, WRONG_LAST_SEQUENCE
+from saga.store.kv import WRONG_LAST_SEQUENCE
 
 log = logging.getLogger("saga.index")
 WINDOW = 2000
@@ -73,7 +80,7 @@ async def reindex(
     wanted: list[tuple[datetime, IndexWrite]] = []
     done = Rebuilt()
     now = datetime.now(UTC)
-    async for chunk in iter_stream(js, f"KV_{topology.instances_bucket}", batch=2000):
+    async for chunk in iter_stream(js, kv_stream(topology.instances_bucket), batch=2000):
         for msg in chunk:
             if not msg.data or msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
                 continue
@@ -126,7 +133,9 @@ async def _publish(
         return lost
 
     for write in writes:
-        headers = {EXPECTED_LAST: str(existing.get(write.subject, (0, b""))[0])}
+        headers = {
+            HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE: str(existing.get(write.subject, (0, b""))[0])
+        }
         if write.ttl is not None:
             headers[HEADER_TTL] = str(write.ttl)
         pending.append(await acks.send(write.subject, write.data, headers))

@@ -17,7 +17,7 @@ from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
 from saga.index.entry import IndexWrite, index_writes, search_values
 from saga.nats.acks import Ack, Acks, acks_for
-from saga.store.kv import HEADER_TTL
+from saga.protocol import HEADER_TTL
 
 log = logging.getLogger("saga.index")
 

@@ -18,8 +18,14 @@ from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from saga.errors import StoreError
+from saga.protocol import (
+    HEADER_STORED_SEQUENCE,
+    HEADER_STORED_SUBJECT,
+    HEADER_STORED_TIME,
+    JS_API_PREFIX,
+)
 
-DIRECT_GET = "$JS.API.DIRECT.GET."
+DIRECT_GET = JS_API_PREFIX + "DIRECT.GET."
 _END = {"204", "404"}
 """Statuses that end an answer: end of batch, nothing found."""
 
@@ -37,10 +43,10 @@ class DirectMsg:
 
 
 def _parse(msg_headers: dict[str, str], data: bytes) -> DirectMsg:
-    stamp = msg_headers.get("Nats-Time-Stamp", "")
+    stamp = msg_headers.get(HEADER_STORED_TIME, "")
     return DirectMsg(
-        msg_headers.get("Nats-Subject", ""),
-        int(msg_headers.get("Nats-Sequence", "0")),
+        msg_headers.get(HEADER_STORED_SUBJECT, ""),
+        int(msg_headers.get(HEADER_STORED_SEQUENCE, "0")),
         _rfc3339(stamp),
         data,
         msg_headers,

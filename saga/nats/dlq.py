@@ -32,17 +32,24 @@ from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from saga import jsonwire
 from saga.errors import SagaError
-from saga.nats.topology import DLQ_PREFIX, Topology, dlq_subject
-from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
+from saga.nats.topology import Topology, dlq_subject
+from saga.protocol import (
+    DLQ_HEADER_PREFIX,
+    DLQ_PREFIX,
+    HEADER_DLQ_CODE,
+    HEADER_DLQ_CONSUMER,
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_SEQUENCE,
+    HEADER_DLQ_STREAM,
+    HEADER_DLQ_SUBJECT,
+    HEADER_MSG_ID,
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    SERVER_HEADER_PREFIX,
+)
 
 log = logging.getLogger("saga.dlq")
 
-HEADER_REASON = "Saga-Dlq-Reason"
-HEADER_CODE = "Saga-Dlq-Code"
-HEADER_SUBJECT = "Saga-Dlq-Subject"
-HEADER_STREAM = "Saga-Dlq-Stream"
-HEADER_SEQUENCE = "Saga-Dlq-Sequence"
-HEADER_CONSUMER = "Saga-Dlq-Consumer"
 MAX_REASON = 512
 
 
@@ -70,17 +77,19 @@ async def dead_letter(
 
     ``subject``: the subject to record (and replay to) when it is not the message's own, as
     for an event routed to a partition."""
-    headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("Nats-")}
+    headers = {
+        k: v for k, v in (msg.headers or {}).items() if not k.startswith(SERVER_HEADER_PREFIX)
+    }
     meta = msg.metadata
     headers.update(
         {
-            HEADER_CODE: code.value,
-            HEADER_REASON: reason[:MAX_REASON],
-            HEADER_SUBJECT: subject or msg.subject,
-            HEADER_STREAM: meta.stream,
-            HEADER_SEQUENCE: str(meta.sequence.stream),
-            HEADER_CONSUMER: meta.consumer,
-            "Nats-Msg-Id": f"dlq:{meta.stream}:{meta.sequence.stream}",
+            HEADER_DLQ_CODE: code.value,
+            HEADER_DLQ_REASON: reason[:MAX_REASON],
+            HEADER_DLQ_SUBJECT: subject or msg.subject,
+            HEADER_DLQ_STREAM: meta.stream,
+            HEADER_DLQ_SEQUENCE: str(meta.sequence.stream),
+            HEADER_DLQ_CONSUMER: meta.consumer,
+            HEADER_MSG_ID: f"dlq:{meta.stream}:{meta.sequence.stream}",
         }
     )
     await js.publish(dlq_subject(code.value), msg.data, headers=headers)
@@ -92,12 +101,6 @@ async def dead_letter(
         reason[:MAX_REASON],
     )
     await msg.term()
-
-
-DLQ_HEADER_PREFIX = "Saga-Dlq-"
-SERVER_HEADER_PREFIX = "Nats-"
-"""Headers the server acts on (``Nats-Expected-*``, ``Nats-Rollup``, ``Nats-TTL``, ...): a
-replay is a new publish of the original content, so none of them is carried over."""
 
 
 class DeadLetterError(SagaError):
@@ -128,11 +131,11 @@ class DeadLetter:
         headers = {str(k): str(v) for k, v in (msg.headers or {}).items()}
         return cls(
             sequence=int(msg.seq or 0),
-            code=headers.get(HEADER_CODE, ""),
-            reason=headers.get(HEADER_REASON, ""),
-            subject=headers.get(HEADER_SUBJECT, ""),
-            origin=f"{headers.get(HEADER_STREAM, '?')}:{headers.get(HEADER_SEQUENCE, '?')}",
-            consumer=headers.get(HEADER_CONSUMER, ""),
+            code=headers.get(HEADER_DLQ_CODE, ""),
+            reason=headers.get(HEADER_DLQ_REASON, ""),
+            subject=headers.get(HEADER_DLQ_SUBJECT, ""),
+            origin=f"{headers.get(HEADER_DLQ_STREAM, '?')}:{headers.get(HEADER_DLQ_SEQUENCE, '?')}",
+            consumer=headers.get(HEADER_DLQ_CONSUMER, ""),
             saga_name=headers.get(HEADER_SAGA_NAME),
             saga_id=headers.get(HEADER_SAGA_ID),
             time=msg.time,
@@ -276,7 +279,7 @@ async def get_dead_letter(
         raise DeadLetterError(f"no dead letter {sequence} in {stream}") from None
     letter = DeadLetter.from_stored(msg)
     if not letter.subject:
-        raise DeadLetterError(f"message {sequence} of {stream} has no {HEADER_SUBJECT} header")
+        raise DeadLetterError(f"message {sequence} of {stream} has no {HEADER_DLQ_SUBJECT} header")
     return letter
 
 

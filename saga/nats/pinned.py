@@ -21,15 +21,14 @@ from nats.js.api import ConsumerConfig
 
 from saga import jsonwire
 from saga.errors import ProvisioningError
+from saga.protocol import HEADER_PIN_ID, JS_API_PREFIX, PIN_GROUP
 
-GROUP = "owner"
-HEADER_PIN = "Nats-Pin-Id"
 _END_OF_PULL = {"404", "408", "409", "423"}
 """No messages, request expired, request conflict, pin id mismatch: the pull is over."""
 
 
 async def _api(nc: Client, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Any:
-    reply = await nc.request(f"$JS.API.{subject}", jsonwire.dumps(body), timeout=timeout)
+    reply = await nc.request(JS_API_PREFIX + subject, jsonwire.dumps(body), timeout=timeout)
     answer = json.loads(reply.data)
     error = answer.get("error")
     if error:
@@ -44,7 +43,7 @@ async def ensure_pinned_consumer(
     assert config.durable_name is not None
     body = config.as_dict()
     body.update(
-        priority_groups=[GROUP],
+        priority_groups=[PIN_GROUP],
         priority_policy="pinned_client",
         priority_timeout=int(priority_timeout * 1e9),
     )
@@ -57,7 +56,7 @@ async def ensure_pinned_consumer(
 
 async def unpin(nc: Client, stream: str, consumer: str) -> None:
     """Release the pin now, so the next puller takes over without waiting for the timeout."""
-    await _api(nc, f"CONSUMER.UNPIN.{stream}.{consumer}", {"group": GROUP})
+    await _api(nc, f"CONSUMER.UNPIN.{stream}.{consumer}", {"group": PIN_GROUP})
 
 
 class PinnedPull:
@@ -68,7 +67,7 @@ class PinnedPull:
         self.stream = stream
         self.consumer = consumer
         self.pin: str | None = None
-        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._next = f"{JS_API_PREFIX}CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._sub: Subscription | None = None
 
     async def fetch(self, batch: int, wait: float) -> list[Msg]:
@@ -81,7 +80,7 @@ class PinnedPull:
             "batch": batch,
             "expires": int(wait * 1e9),
             "no_wait": True,
-            "group": GROUP,
+            "group": PIN_GROUP,
         }
         if self.pin is not None:
             request["id"] = self.pin
@@ -104,7 +103,7 @@ class PinnedPull:
                 if status in _END_OF_PULL:
                     break
                 continue  # heartbeats and other control messages
-            pin = headers.get(HEADER_PIN)
+            pin = headers.get(HEADER_PIN_ID)
             if pin is not None:
                 self.pin = pin
             msgs.append(msg)

@@ -30,7 +30,8 @@ from nats.js.kv import KeyValue
 
 from saga.errors import ProvisioningError
 from saga.nats.pinned import ensure_pinned_consumer
-from saga.nats.topology import (
+from saga.nats.topology import Topology
+from saga.protocol import (
     DLQ_PREFIX,
     INDEX_PREFIX,
     SEARCH_PREFIX,
@@ -38,7 +39,7 @@ from saga.nats.topology import (
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
     WORK_PREFIX,
-    Topology,
+    kv_stream,
 )
 
 log = logging.getLogger("saga.provision")
@@ -243,7 +244,7 @@ async def provision_engine(
         max_deliver=-1,
     )
     instances = await ensure_bucket(js, topology.instances_bucket, settings)
-    bucket_stream = (await js.stream_info(f"KV_{topology.instances_bucket}")).config
+    bucket_stream = (await js.stream_info(kv_stream(topology.instances_bucket))).config
     expiring = bool(bucket_stream.allow_msg_ttl) or await allow_msg_ttl(
         js, bucket_stream, "finished instances will be kept for ever"
     )

@@ -18,8 +18,8 @@ from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
 from saga.errors import SagaError
 from saga.nats.provision import StreamSettings, ensure_bucket
+from saga.protocol import DEFINITIONS_KEY
 
-KEY = "newest"
 _SERVED = TypeAdapter(dict[str, SagaDefinition])
 
 
@@ -34,17 +34,17 @@ async def serve_definitions(
     kv = await ensure_bucket(js, bucket, settings)
     value = _SERVED.dump_json(catalog.newest(), exclude_none=True)
     try:
-        if (await kv.get(KEY)).value == value:
+        if (await kv.get(DEFINITIONS_KEY)).value == value:
             return
     except (KeyNotFoundError, NotFoundError):
         pass
-    await kv.put(KEY, value)
+    await kv.put(DEFINITIONS_KEY, value)
 
 
 async def served_definitions(js: JetStreamContext, bucket: str) -> dict[str, SagaDefinition]:
     """The definitions the engine serves, by name; empty when no engine ever wrote any."""
     try:
-        entry = await (await js.key_value(bucket)).get(KEY)
+        entry = await (await js.key_value(bucket)).get(DEFINITIONS_KEY)
     except (BucketNotFoundError, KeyNotFoundError, NotFoundError):
         return {}
     try:

@@ -27,19 +27,23 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 
 from saga.core.events import Timer
 from saga.nats.acks import acks_for
-from saga.nats.topology import TIMER_FIRE_PREFIX, timer_fire_subject, timer_schedule_subject
-from saga.protocol import HEADER_SAGA_ID, HEADER_SAGA_NAME
+from saga.nats.topology import timer_fire_subject, timer_schedule_subject
+from saga.protocol import (
+    HEADER_EXPECTED_STREAM,
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    HEADER_SCHEDULE,
+    HEADER_SCHEDULE_TARGET,
+    HEADER_TIMER,
+    HEADER_TIMER_DUE,
+    HEADER_TTL,
+    TIMER_FIRE_PREFIX,
+)
 
-HEADER_TIMER = "Saga-Timer"
-HEADER_DUE = "Saga-Timer-Due"
-HEADER_SCHEDULE = "Nats-Schedule"
-HEADER_SCHEDULE_TARGET = "Nats-Schedule-Target"
-HEADER_TTL = "Nats-TTL"
-HEADER_EXPECTED_STREAM = "Nats-Expected-Stream"
 CANCEL_TTL = 1
 """Seconds a cancelled timer's replacement message stays (per-message TTLs are whole
 seconds, at least 1)."""
@@ -53,7 +57,7 @@ def schedule_time(at: datetime) -> str:
 
 def due_at(headers: dict[str, str] | None) -> datetime | None:
     """The due time of a fallback-mode timer message (None for native ones or bad headers)."""
-    text = (headers or {}).get(HEADER_DUE)
+    text = (headers or {}).get(HEADER_TIMER_DUE)
     if not text:
         return None
     try:
@@ -63,11 +67,11 @@ def due_at(headers: dict[str, str] | None) -> datetime | None:
 
 
 class BrokerTimers:
-    def __init__(self, js: JetStreamContext, stream: str, native: bool = True) -> None:
-        self.js = js
+    def __init__(self, nc: Client, stream: str, native: bool = True) -> None:
+        self.js = nc.jetstream()
         self.stream = stream
         self.native = native
-        self.acks = acks_for(js._nc)
+        self.acks = acks_for(nc)
         self.replace_to_cancel: bool | None = None
         """Cancel a native timer by replacing its schedule (see the module docstring), else
         by a purge. None: not known yet; the first cancel asks whether the stream allows
@@ -95,7 +99,7 @@ class BrokerTimers:
         }
         headers[HEADER_EXPECTED_STREAM] = self.stream
         if not self.native:
-            headers[HEADER_DUE] = at.astimezone(UTC).isoformat()
+            headers[HEADER_TIMER_DUE] = at.astimezone(UTC).isoformat()
             return await self.acks.send(fire, b"", headers)
         headers[HEADER_SCHEDULE] = schedule_time(at)
         headers[HEADER_SCHEDULE_TARGET] = fire

@@ -1,4 +1,6 @@
-"""Names of everything the engine creates on JetStream, and how ids become subject tokens.
+"""The streams, consumers and buckets one engine uses, and how ids become subject tokens.
+
+The names themselves (and their defaults) are in :mod:`saga.protocol`.
 
 Documented in ``docs/protocol.md`` and ``docs/operations.md``.
 """
@@ -9,45 +11,43 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from saga.definition.model import SagaDefinition
-from saga.protocol import started_subject
+from saga.protocol import (
+    DEFINITIONS_BUCKET,
+    DLQ_PREFIX,
+    DLQ_STREAM,
+    ENGINE_CONSUMER,
+    EVENTS_STREAM,
+    INDEX_STREAM,
+    INSTANCES_BUCKET,
+    MEMBERS_BUCKET,
+    REPLIES_BUCKET,
+    TIMER_CONSUMER,
+    TIMER_FIRE_PREFIX,
+    TIMER_SCHEDULE_PREFIX,
+    TIMERS_STREAM,
+    WORK_PREFIX,
+    WORK_STREAM,
+)
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-STATUS_PREFIX = "saga.status"
-"""``saga.status.<saga>.<status>``: lifecycle events the engine publishes."""
-TIMER_SCHEDULE_PREFIX = "saga.timer.at"
-TIMER_FIRE_PREFIX = "saga.timer.fire"
-DLQ_PREFIX = "saga.dlq"
-
-WORK_PREFIX = "saga.work"
-"""``saga.work.<partition>.<original subject>``: events routed to the replica owning the
-partition of their instance (partitioned mode only)."""
-INDEX_PREFIX = "saga.index"
-"""``saga.index.<saga>.<status>.<id>``: one entry per instance, in the subject of its status
-(see :mod:`saga.index`)."""
-SEARCH_PREFIX = "saga.search"
-"""``saga.search.<saga>.<attribute>.<value>.<id>``: one entry per declared search attribute."""
-HEADER_ORIGIN = "Saga-Origin"
-"""On a routed event: ``<stream>:<sequence>`` of the message it was routed from."""
 
 
 @dataclass(frozen=True)
 class Topology:
     """Stream, consumer and bucket names; change them to run several engines side by side."""
 
-    events_stream: str = "SAGA_EVENTS"
-    timers_stream: str = "SAGA_TIMERS"
-    dlq_stream: str = "SAGA_DLQ"
-    instances_bucket: str = "saga_instances"
-    replies_bucket: str = "saga_replies"
-    engine_consumer: str = "saga-engine"
-    timer_consumer: str = "saga-engine-timers"
-    work_stream: str = "SAGA_WORK"
-    members_bucket: str = "saga_engines"
-    definitions_bucket: str = "saga_definitions"
+    events_stream: str = EVENTS_STREAM
+    timers_stream: str = TIMERS_STREAM
+    dlq_stream: str = DLQ_STREAM
+    instances_bucket: str = INSTANCES_BUCKET
+    replies_bucket: str = REPLIES_BUCKET
+    engine_consumer: str = ENGINE_CONSUMER
+    timer_consumer: str = TIMER_CONSUMER
+    work_stream: str = WORK_STREAM
+    members_bucket: str = MEMBERS_BUCKET
+    definitions_bucket: str = DEFINITIONS_BUCKET
     """The newest version of each saga the engine runs, for ``saga start`` (``saga.nats.served``)."""
-    index_stream: str = "SAGA_INDEX"
+    index_stream: str = INDEX_STREAM
 
     def partition_consumer(self, partition: int) -> str:
         return f"{self.engine_consumer}-p{partition}"
@@ -84,27 +84,3 @@ def unwrap_work_subject(subject: str) -> str:
 
 def dlq_subject(reason_code: str) -> str:
     return f"{DLQ_PREFIX}.{reason_code}"
-
-
-def listened_subjects(definition: SagaDefinition) -> list[str]:
-    """Subjects the engine consumes for this saga: trigger, replies and confirmations, and
-    the started reports of steps with a ``queue_timeout``."""
-    subjects = [definition.trigger.event]
-    for step in definition.steps:
-        subjects += [*step.success, *step.failure]
-        if step.queue_timeout is not None:
-            subjects.append(started_subject(definition.name, step.name))
-        if step.compensate is not None:
-            subjects += [*(step.compensate.success or ()), *(step.compensate.failure or ())]
-    return subjects
-
-
-def published_subjects(definition: SagaDefinition) -> list[str]:
-    """Commands the engine publishes for this saga (steps and compensations)."""
-    subjects = []
-    for step in definition.steps:
-        if step.publish is not None:
-            subjects.append(step.publish.event)
-        if step.compensate is not None:
-            subjects.append(step.compensate.publish.event)
-    return subjects

@@ -11,8 +11,9 @@ from saga.participant.effects import effect_key
 from saga.participant.outcomes import HandlerOutcome, NoReply, Reject, Retry
 from saga.participant.routes import Handler, Payload
 from saga.participant.runner import load_app, run_app, run_participant
-from saga.participant.settings import EFFECTS_BUCKET, ParticipantSettings
+from saga.participant.settings import ParticipantSettings
 from saga.participant.worker import Worker
+from saga.protocol import EFFECTS_BUCKET
 
 __all__ = [
     "EFFECTS_BUCKET",

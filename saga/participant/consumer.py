@@ -32,6 +32,7 @@ from nats.js.errors import NotFoundError
 from saga import jsonwire
 from saga.errors import ProvisioningError
 from saga.participant.settings import ParticipantSettings
+from saga.protocol import JS_API_PREFIX
 
 log = logging.getLogger("saga.participant")
 
@@ -223,7 +224,7 @@ async def _consumer_request(
     """``$JS.API.CONSUMER.CREATE`` with an ``action`` (nats-py's ``add_consumer`` sends none,
     which silently overwrites a durable made by another copy); the error, if any."""
     body = {"stream_name": stream, "config": config.as_dict(), "action": action}
-    subject = f"$JS.API.CONSUMER.CREATE.{stream}.{config.durable_name}"
+    subject = f"{JS_API_PREFIX}CONSUMER.CREATE.{stream}.{config.durable_name}"
     reply = await nc.request(subject, jsonwire.dumps(body), timeout=5.0)
     answer: dict[str, Any] = json.loads(reply.data)
     error: dict[str, Any] | None = answer.get("error")

@@ -42,6 +42,7 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
+    started_message_id,
     started_subject,
 )
 from saga.telemetry import Telemetry
@@ -240,7 +241,7 @@ class Dispatcher:
         subject = started_subject(envelope.saga_name, envelope.step)
         report = {
             **headers,
-            HEADER_MSG_ID: f"{envelope.idempotency_key}:started:{envelope.attempt}",
+            HEADER_MSG_ID: started_message_id(envelope.idempotency_key, envelope.attempt),
         }
         try:
             await nc.publish(subject, b"", headers=report)

@@ -24,12 +24,13 @@ from saga.protocol import (
     KIND_STEP,
     MAX_PAYLOAD_BYTES,
     MAX_SAGA_ID_LENGTH,
+    TRACE_HEADERS,
+    idempotency_key,
+    reply_message_id,
 )
 
 KIND_EVENT = "event"
 """The kind of a message seen by a listener (``@app.on`` without ``success``)."""
-TRACE_HEADERS = ("traceparent", "tracestate")
-"""W3C trace context, copied from a command onto its reply so the trace continues."""
 
 
 class BadMessage(Exception):
@@ -55,10 +56,6 @@ class Envelope:
     def idempotency_key(self) -> str:
         """Same for every attempt and delivery of one step (or one compensation)."""
         return idempotency_key(self.saga_name, self.saga_id, self.step, self.kind)
-
-
-def idempotency_key(saga_name: str, saga_id: str, step: str, kind: str) -> str:
-    return f"{saga_name}:{saga_id}:{step}:{kind}"
 
 
 def parse_payload(data: bytes) -> dict[str, Any]:
@@ -160,7 +157,7 @@ def reply_headers(envelope: Envelope, command: Mapping[str, str]) -> dict[str, s
         HEADER_STEP: envelope.step,
         HEADER_KIND: envelope.kind,
         HEADER_ATTEMPT: str(envelope.attempt),
-        HEADER_MSG_ID: f"{envelope.idempotency_key}:reply:{envelope.attempt}",
+        HEADER_MSG_ID: reply_message_id(envelope.idempotency_key, envelope.attempt),
     }
     headers.update({name: command[name] for name in TRACE_HEADERS if name in command})
     return headers

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from saga.errors import ConfigError
 from saga.nats.provision import StreamSettings
 from saga.nats.topology import Topology
-
-EFFECTS_BUCKET = "saga_effects"
-"""KV bucket where ``ctx.once`` records side effects, one key per effect and idempotency key."""
+from saga.protocol import EFFECTS_BUCKET
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,18 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from nats.aio.client import Client
 from nats.js.errors import APIError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from saga.errors import RevisionConflict
 from saga.nats.acks import Acks, acks_for
+from saga.protocol import HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, HEADER_TTL, kv_prefix
 from saga.store.base import InstanceRecord, Stored
 
 if TYPE_CHECKING:
     from saga.index import SagaIndex
 
-HEADER_TTL = "Nats-TTL"
-EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
 """Server error codes of a failed ``Nats-Expected-Last-Subject-Sequence`` check."""
 _VALID_KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
@@ -44,12 +44,17 @@ class _Stale(Exception):
 class KvInstanceStore:
     def __init__(
         self,
+        nc: Client,
+        bucket: str,
         kv: KeyValue,
         timeout: float | None = None,
         finished_ttl: float = 0.0,
         index: SagaIndex | None = None,
     ) -> None:
-        """``timeout``: seconds a write waits for its ack (default: the connection's shared
+        """``nc``, ``bucket``: the connection writes go through and the name of the bucket
+        ``kv`` reads (nats-py keeps both private, so they are passed here).
+
+        ``timeout``: seconds a write waits for its ack (default: the connection's shared
         :class:`Acks`); then ``nats.errors.TimeoutError``, and the write may or may not have
         happened (a retry finds out by the revision).
 
@@ -62,8 +67,7 @@ class KvInstanceStore:
         self.kv = kv
         self.index = index
         self.finished_ttl = finished_ttl
-        self._prefix: str = kv._pre  # "$KV.<bucket>.", as nats-py's own writes use it
-        nc = kv._js._nc
+        self._prefix = kv_prefix(bucket)  # as nats-py's own writes use it
         self.nc = nc
         self._acks = acks_for(nc) if timeout is None else Acks(nc, timeout)
 
@@ -110,7 +114,7 @@ class KvInstanceStore:
         """Store ``data`` as the key's next revision if its last one is ``last``."""
         if not _VALID_KEY.match(key):
             raise ValueError(f"invalid key {key!r}")
-        headers = {EXPECTED_LAST: str(last)}
+        headers = {HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)}
         if ttl is not None:
             headers[HEADER_TTL] = str(ttl)
         ack = await self._acks.send(self._prefix + key, data, headers)

@@ -29,6 +29,7 @@ from nats.js import JetStreamContext
 from saga.core.state import Status
 from saga.errors import RevisionConflict
 from saga.nats.reader import StoredMessage, read_stream
+from saga.protocol import kv_prefix, kv_stream
 from saga.store.base import InstanceRecord, InstanceStore
 from saga.telemetry.saga_spans import emit_closed
 from saga.telemetry.setup import Telemetry
@@ -94,9 +95,9 @@ class SpanMarks:
         before it is parsed."""
         since = datetime.now(UTC) - timedelta(seconds=window)
         latest: dict[str, StoredMessage] = {}
-        for message in await read_stream(js, f"KV_{bucket}", since=since):
+        for message in await read_stream(js, kv_stream(bucket), since=since):
             latest[message.subject] = message  # in stream order: the last one wins
-        prefix, count = f"$KV.{bucket}.", 0
+        prefix, count = kv_prefix(bucket), 0
         for subject, message in latest.items():
             key = subject.removeprefix(prefix)
             data = message.data

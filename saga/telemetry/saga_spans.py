@@ -44,6 +44,7 @@ from saga.core.events import (
     TimerKind,
 )
 from saga.core.state import CompensationStatus, HistoryEntry, InstanceState, StepStatus
+from saga.protocol import HEADER_TRACEPARENT
 from saga.telemetry.ids import derived_span_id, forced_ids
 from saga.telemetry.propagation import extract, inject
 from saga.telemetry.setup import Telemetry
@@ -113,7 +114,7 @@ def new_saga_trace(
     inject(carrier, trace.set_span_in_context(NonRecordingSpan(root)))
     if caller.is_valid and trigger_headers:
         carrier[TRIGGER_KEY] = next(
-            v for k, v in trigger_headers.items() if k.lower() == "traceparent"
+            v for k, v in trigger_headers.items() if k.lower() == HEADER_TRACEPARENT
         )
     return carrier
 
@@ -369,7 +370,7 @@ def _write(
             context, span_id = Context(), root.span_id
             trigger = saga_trace.get(TRIGGER_KEY)
             if trigger:
-                caller = trace.get_current_span(extract({"traceparent": trigger}))
+                caller = trace.get_current_span(extract({HEADER_TRACEPARENT: trigger}))
                 links.append(Link(caller.get_span_context()))
         else:
             context, span_id = parent, derived.span_id

@@ -15,6 +15,7 @@ In memory by default; ``SagaHarness(..., nats=True)`` runs the same scenario on 
 nats-server with the real engine. See docs/testing.md.
 """
 
+from saga.definition.subjects import Role
 from saga.testing.answers import (
     Answer,
     Behaviour,
@@ -29,7 +30,7 @@ from saga.testing.answers import (
 from saga.testing.errors import HarnessError, ScenarioTimeout, UnhandledCommand
 from saga.testing.harness import SagaHarness
 from saga.testing.result import SagaResult
-from saga.testing.wire import DeadLetter, Message, Role
+from saga.testing.wire import DeadLetter, Message
 
 __all__ = [
     "Answer",

@@ -38,11 +38,10 @@ from nats.js import JetStreamContext
 from saga.core.state import InstanceState, Status, StepStatus
 from saga.definition.model import SagaDefinition
 from saga.nats.reader import read_stream
-from saga.nats.topology import Topology, published_subjects
-from saga.protocol import HEADER_MSG_ID, KIND_COMPENSATION, KIND_STEP
+from saga.nats.topology import Topology
+from saga.protocol import EFFECTS_BUCKET, HEADER_MSG_ID, KIND_COMPENSATION, KIND_STEP, kv_stream
 from saga.store import InstanceRecord
 
-EFFECTS_BUCKET = "saga_effects"
 FORWARD_EVENTS = ("step.started", "step.retried")
 
 SagaKey = tuple[str, str]
@@ -269,17 +268,17 @@ async def observe(
     topology = topology or Topology()
     states = [
         _state(m.data)
-        for m in await read_stream(js, f"KV_{topology.instances_bucket}")
+        for m in await read_stream(js, kv_stream(topology.instances_bucket))
         if m.data and not _deleted(m.headers)
     ]
     effects = [
         e
-        for m in await read_stream(js, f"KV_{effects_bucket}")
+        for m in await read_stream(js, kv_stream(effects_bucket))
         if m.data and not _deleted(m.headers)
         for e in [EffectRecord.from_record(m.sequence, m.data)]
         if e is not None
     ]
-    subjects = sorted({s for d in definitions.values() for s in published_subjects(d)})
+    subjects = sorted({s for d in definitions.values() for s in d.subjects.published})
     commands = [
         CommandRecord(m.sequence, m.subject, m.headers.get(HEADER_MSG_ID, ""))
         for m in await read_stream(js, topology.events_stream, subjects)

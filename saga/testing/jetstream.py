@@ -27,10 +27,18 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
 from saga import jsonwire
 from saga.core.state import InstanceState, Status
 from saga.engine import Engine, EngineSettings
-from saga.nats.dlq import HEADER_CODE, HEADER_REASON, HEADER_SUBJECT, DeadLetterCode
+from saga.nats.dlq import DeadLetterCode
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
-from saga.nats.topology import TIMER_FIRE_PREFIX, TIMER_SCHEDULE_PREFIX, instance_key
+from saga.nats.topology import instance_key
+from saga.protocol import (
+    DLQ_PREFIX,
+    HEADER_DLQ_CODE,
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_SUBJECT,
+    TIMER_FIRE_PREFIX,
+    TIMER_SCHEDULE_PREFIX,
+)
 from saga.testing.errors import HarnessError, ScenarioTimeout
 from saga.testing.script import Outgoing, Script
 from saga.testing.wire import DeadLetter, Message, SubjectIndex
@@ -86,7 +94,7 @@ class NatsTransport:
         )
         self._loop = asyncio.create_task(self._participate(sub), name="saga-harness")
         self._dlq = await self._js.subscribe(
-            "saga.dlq.>",
+            f"{DLQ_PREFIX}.>",
             stream=topology.dlq_stream,
             ordered_consumer=True,
             cb=self._on_dead_letter,
@@ -212,8 +220,12 @@ class NatsTransport:
             payload = json.loads(msg.data) if msg.data else {}
         except ValueError:
             payload = msg.data.decode(errors="replace")
-        original = self.index.message(headers.get(HEADER_SUBJECT, msg.subject), payload, headers)
-        letter = DeadLetter(headers.get(HEADER_CODE, ""), headers.get(HEADER_REASON, ""), original)
+        original = self.index.message(
+            headers.get(HEADER_DLQ_SUBJECT, msg.subject), payload, headers
+        )
+        letter = DeadLetter(
+            headers.get(HEADER_DLQ_CODE, ""), headers.get(HEADER_DLQ_REASON, ""), original
+        )
         self.dead_letters.append(letter)
         if letter.code == DeadLetterCode.ENGINE_ERROR:
             self._failures.append(HarnessError(f"the engine failed: {letter.reason}"))

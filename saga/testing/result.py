@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from saga.core.state import InstanceState, Status, StepState
-from saga.testing.wire import ENGINE_SENDS, DeadLetter, Message, Role
+from saga.definition.subjects import SENT, Role
+from saga.testing.wire import DeadLetter, Message
 
 ANSWERS = (Role.SUCCESS, Role.FAILURE, Role.COMPENSATED, Role.COMPENSATION_FAILED)
 
@@ -33,7 +34,7 @@ class SagaResult:
     @property
     def commands(self) -> list[Message]:
         """What the engine published to participants, step commands and undos, in order."""
-        return [m for m in self.messages if m.role in ENGINE_SENDS]
+        return [m for m in self.messages if m.role in SENT]
 
     @property
     def published_subjects(self) -> list[str]:

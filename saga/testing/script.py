@@ -9,10 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from saga.protocol import HEADER_MSG_ID, started_subject
+from saga.definition.subjects import Role
+from saga.protocol import (
+    HEADER_KIND,
+    HEADER_MSG_ID,
+    HEADER_SAGA_ID,
+    HEADER_STEP,
+    idempotency_key,
+    started_message_id,
+    started_subject,
+)
 from saga.testing.answers import Behaviour, Reply, resolve
 from saga.testing.errors import HarnessError, UnhandledCommand
-from saga.testing.wire import Message, Role, SubjectIndex, answer_headers
+from saga.testing.wire import Message, SubjectIndex, answer_headers
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,13 @@ class Script:
             return None
         subject = started_subject(self.index.definition.name, meaning.step)
         headers = answer_headers(self.index, subject, message)
-        headers[HEADER_MSG_ID] = headers[HEADER_MSG_ID].replace(":reply:", ":started:")
+        key = idempotency_key(
+            self.index.definition.name,
+            headers[HEADER_SAGA_ID],
+            headers[HEADER_STEP],
+            headers[HEADER_KIND],
+        )
+        headers[HEADER_MSG_ID] = started_message_id(key, message.attempt or 1)
         return Outgoing(subject, {}, headers)
 
     async def answer(self, message: Message) -> Outgoing | None:

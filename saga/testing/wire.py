@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import saga_id_of
-from saga.nats.topology import STATUS_PREFIX
+from saga.definition.subjects import Role, Use
 from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_KIND,
@@ -24,34 +23,11 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
-    started_subject,
+    TRACE_HEADERS,
+    idempotency_key,
+    reply_message_id,
+    trigger_message_id,
 )
-
-TRACE_HEADERS = ("traceparent", "tracestate")
-"""Copied from a command onto its reply, as docs/protocol.md asks of participants."""
-
-
-class Role(StrEnum):
-    """What a message is to the saga, from its subject (and ``Saga-Kind`` for commands)."""
-
-    TRIGGER = "trigger"
-    COMMAND = "command"
-    """A step's command, published by the engine."""
-    SUCCESS = "success"
-    FAILURE = "failure"
-    COMPENSATION = "compensation"
-    """An undo command, published by the engine."""
-    COMPENSATED = "compensated"
-    """An undo's confirmation."""
-    COMPENSATION_FAILED = "compensation-failed"
-    STATUS = "status"
-    """A lifecycle event on ``saga.status.<saga>.<status>``."""
-    STARTED = "started"
-    """A participant's report that it started a step's command (steps with ``queue_timeout``)."""
-    OTHER = "other"
-
-
-ENGINE_SENDS = (Role.COMMAND, Role.COMPENSATION)
 
 
 @dataclass(frozen=True)
@@ -93,63 +69,24 @@ class Message:
         return f"{self.role.value:<19} {self.subject}{where} {body}"
 
 
-@dataclass(frozen=True)
-class Meaning:
-    role: Role
-    step: str | None = None
-
-
 class SubjectIndex:
-    """Every subject of one definition and what it means; built once per harness."""
+    """The harness's reading of one definition's subjects (:mod:`saga.definition.subjects`)."""
 
     def __init__(self, definition: SagaDefinition) -> None:
         self.definition = definition
-        self.consumed: dict[str, Meaning] = {definition.trigger.event: Meaning(Role.TRIGGER)}
-        self.commands: dict[str, list[Meaning]] = {}
-        for step in definition.steps:
-            self.consumed.update({s: Meaning(Role.SUCCESS, step.name) for s in step.success})
-            self.consumed.update({s: Meaning(Role.FAILURE, step.name) for s in step.failure})
-            if step.queue_timeout is not None:
-                started = started_subject(definition.name, step.name)
-                self.consumed[started] = Meaning(Role.STARTED, step.name)
-            if step.publish is not None:
-                self._command(step.publish.event, Meaning(Role.COMMAND, step.name))
-            comp = step.compensate
-            if comp is not None:
-                self._command(comp.publish.event, Meaning(Role.COMPENSATION, step.name))
-                for subject in comp.success or ():
-                    self.consumed[subject] = Meaning(Role.COMPENSATED, step.name)
-                for subject in comp.failure or ():
-                    self.consumed[subject] = Meaning(Role.COMPENSATION_FAILED, step.name)
-
-    def _command(self, subject: str, meaning: Meaning) -> None:
-        self.commands.setdefault(subject, []).append(meaning)
-
-    @property
-    def status_prefix(self) -> str:
-        return f"{STATUS_PREFIX}.{self.definition.name}."
+        self.subjects = definition.subjects
+        self.consumed = self.subjects.consumed
+        self.commands = self.subjects.commands
 
     def known(self, subject: str) -> bool:
-        return subject in self.consumed or subject in self.commands
+        return self.subjects.known(subject)
 
-    def meaning(self, subject: str, headers: dict[str, str] | None = None) -> Meaning:
+    def meaning(self, subject: str, headers: dict[str, str] | None = None) -> Use:
         """A command subject shared by several steps is told apart by its headers."""
-        if subject in self.consumed:
-            return self.consumed[subject]
-        if subject.startswith(self.status_prefix):
-            return Meaning(Role.STATUS)
-        candidates = self.commands.get(subject, [])
         headers = headers or {}
-        for meaning in candidates:
-            kind = KIND_COMPENSATION if meaning.role is Role.COMPENSATION else KIND_STEP
-            if headers.get(HEADER_STEP) in (None, meaning.step) and headers.get(HEADER_KIND) in (
-                None,
-                kind,
-            ):
-                return meaning
-        return candidates[0] if candidates else Meaning(Role.OTHER)
+        return self.subjects.meaning(subject, headers.get(HEADER_STEP), headers.get(HEADER_KIND))
 
-    def expects_answer(self, meaning: Meaning) -> bool:
+    def expects_answer(self, meaning: Use) -> bool:
         """Whether a participant must answer: every step command, and undos with a ``success``."""
         if meaning.role is Role.COMMAND:
             return True
@@ -191,7 +128,7 @@ def trigger_headers(
     sid = saga_id or derived
     if sid is None:
         raise ValueError("no saga id")
-    headers.setdefault(HEADER_MSG_ID, f"{definition.name}:{sid}:trigger")
+    headers.setdefault(HEADER_MSG_ID, trigger_message_id(definition.name, sid))
     return sid, headers
 
 
@@ -212,7 +149,9 @@ def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[st
         HEADER_SAGA_NAME: name,
         HEADER_STEP: step,
         HEADER_KIND: kind,
-        HEADER_MSG_ID: f"{name}:{saga_id}:{step}:{kind}:reply:{cause.attempt or 1}",
+        HEADER_MSG_ID: reply_message_id(
+            idempotency_key(name, saga_id, step, kind), cause.attempt or 1
+        ),
     }
     if cause.attempt is not None and (cause.step, cause.kind) == (step, kind):
         headers[HEADER_ATTEMPT] = str(cause.attempt)  # a reply answers its command's attempt
@@ -231,7 +170,9 @@ def emitted_headers(
         compensating = meaning.role in (Role.COMPENSATED, Role.COMPENSATION_FAILED)
         kind = KIND_COMPENSATION if compensating else KIND_STEP
         headers |= {HEADER_STEP: meaning.step, HEADER_KIND: kind}
-        headers[HEADER_MSG_ID] = f"{name}:{saga_id}:{meaning.step}:{kind}:emit:{serial}"
+        headers[HEADER_MSG_ID] = (
+            f"{idempotency_key(name, saga_id, meaning.step, kind)}:emit:{serial}"
+        )
     else:
         headers[HEADER_MSG_ID] = f"{name}:{saga_id}:emit:{serial}"
     return headers | extra

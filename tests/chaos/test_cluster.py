@@ -14,9 +14,9 @@ from saga.nats.cluster import LoopbackCluster, wait_jetstream
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.outage import TRANSIENT
 from saga.nats.provision import StreamSettings, provision_engine
-from saga.nats.topology import Topology, listened_subjects, published_subjects
+from saga.nats.topology import Topology
 from saga.participant.buckets import Buckets
-from saga.participant.settings import EFFECTS_BUCKET
+from saga.protocol import EFFECTS_BUCKET
 from services.hotel import TRIPS_BUCKET
 from tests.chaos.conftest import Scale
 from tests.chaos.harness import (
@@ -52,8 +52,8 @@ async def provision_replicated(js: JetStreamContext) -> None:
         js,
         Topology(),
         R3,
-        listened=[s for d in definitions for s in listened_subjects(d)],
-        published=[s for d in definitions for s in published_subjects(d)],
+        listened=[s for d in definitions for s in d.subjects.listened],
+        published=[s for d in definitions for s in d.subjects.published],
     )
     buckets = Buckets(js, R3)
     for name in (Topology().replies_bucket, EFFECTS_BUCKET, TRIPS_BUCKET):

@@ -13,8 +13,7 @@ from nats.aio.msg import Msg
 
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.server import EmbeddedServer
-from saga.nats.topology import TIMER_FIRE_PREFIX, listened_subjects, published_subjects
-from saga.protocol import HEADER_MSG_ID
+from saga.protocol import HEADER_MSG_ID, TIMER_FIRE_PREFIX
 from tests.chaos.conftest import Scale
 from tests.chaos.harness import (
     Figures,
@@ -48,7 +47,7 @@ class Injector:
 
     async def start(self) -> None:
         definitions = chaos_definitions().values()
-        subjects = {s for d in definitions for s in (*listened_subjects(d), *published_subjects(d))}
+        subjects = {s for d in definitions for s in (*d.subjects.listened, *d.subjects.published)}
         for subject in sorted(subjects):
             await self.nc.subscribe(subject, cb=self._seen)
         await self.nc.subscribe(f"{TIMER_FIRE_PREFIX}.>", cb=self._seen)

@@ -17,12 +17,12 @@ from nats.js import JetStreamContext
 from saga.client import find_instance, instance_store
 from saga.definition import load_definitions, parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.nats.dlq import HEADER_CODE, HEADER_REASON, HEADER_SUBJECT
 from saga.nats.provision import StreamSettings
 from saga.nats.reader import StoredMessage, read_stream
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from saga.participant import ParticipantSettings
+from saga.protocol import HEADER_DLQ_CODE, HEADER_DLQ_REASON, HEADER_DLQ_SUBJECT
 from services import inventory, payment, shipping
 from services.orders import new_order, place_orders
 from tests.chaos.harness import DEFINITIONS as CHAOS_DEFINITIONS
@@ -92,7 +92,7 @@ async def completes(nc: Client, saga_id: str, timeout: float = 15) -> None:
     """Start a saga and wait for it to complete: proof that the engine still works."""
     js = nc.jetstream()
     await js.publish("shop.ordered", json.dumps({"id": saga_id}).encode())
-    store = await instance_store(js, Topology())
+    store = await instance_store(nc, Topology())
 
     async def done() -> bool:
         state = await find_instance(store, saga_id, "shop")
@@ -126,9 +126,9 @@ async def test_an_unusable_event_is_dead_lettered_with_its_reason(
     await js.publish("pay.charged", data, headers=headers or None)
     [letter] = await dead_letters(js, 1)
     assert letter.subject == f"saga.dlq.{code}"
-    assert letter.headers[HEADER_CODE] == code
-    assert reason in letter.headers[HEADER_REASON]
-    assert letter.headers[HEADER_SUBJECT] == "pay.charged"
+    assert letter.headers[HEADER_DLQ_CODE] == code
+    assert reason in letter.headers[HEADER_DLQ_REASON]
+    assert letter.headers[HEADER_DLQ_SUBJECT] == "pay.charged"
     assert letter.data == data  # the original bytes, for an operator to inspect or replay
     await completes(client, "after-bad-input")
 
@@ -142,11 +142,11 @@ async def test_a_trigger_with_a_non_finite_number_starts_nothing_and_is_dead_let
     data = b'{"id": "inf-1", "total": 1e400}'
     await js.publish("shop.ordered", data)
     [letter] = await dead_letters(js, 1)
-    assert letter.headers[HEADER_CODE] == "non-finite-number"
-    assert "1e400" in letter.headers[HEADER_REASON]
+    assert letter.headers[HEADER_DLQ_CODE] == "non-finite-number"
+    assert "1e400" in letter.headers[HEADER_DLQ_REASON]
     assert letter.data == data
     await completes(client, "after-infinity")
-    assert await find_instance(await instance_store(js, Topology()), "inf-1", "shop") is None
+    assert await find_instance(await instance_store(client, Topology()), "inf-1", "shop") is None
     commands = await read_stream(js, "SAGA_EVENTS", ["stock.reserve", "pay.charge"])
     assert all(b"Infinity" not in m.data and b"NaN" not in m.data for m in commands)
 
@@ -156,7 +156,7 @@ async def test_a_timer_for_an_unknown_saga_is_dead_lettered(client: Client, engi
     headers = {"Saga-Name": "nope", "Saga-Id": "x", "Saga-Timer": "deadline._.1"}
     await js.publish("saga.timer.fire.nope.x.deadline._.1", b"", headers=headers)
     [letter] = await dead_letters(js, 1)
-    assert letter.headers[HEADER_CODE] == "unknown-event"
+    assert letter.headers[HEADER_DLQ_CODE] == "unknown-event"
     await completes(client, "after-bad-timer")
 
 
@@ -191,8 +191,8 @@ async def test_a_payload_over_the_engine_limit_is_dead_lettered(
         big = b'{"x": "' + b"a" * (1024 * 1024 + 10) + b'"}'
         await js.publish("pay.charged", big, headers={"Saga-Id": "x"})
         [letter] = await dead_letters(js, 1)
-        assert letter.headers[HEADER_CODE] == "malformed"
-        assert "larger than 1048576 bytes" in letter.headers[HEADER_REASON]
+        assert letter.headers[HEADER_DLQ_CODE] == "malformed"
+        assert "larger than 1048576 bytes" in letter.headers[HEADER_DLQ_REASON]
         await completes(nc, "after-too-big")
     finally:
         await participant.stop()
@@ -215,8 +215,8 @@ async def test_a_poison_event_is_retried_with_backoff_then_dead_lettered_without
     served = time.monotonic() - started
     [letter] = await dead_letters(js, 1, timeout=15)
     given_up = time.monotonic() - started
-    assert letter.headers[HEADER_CODE] == "engine-error"
-    assert "gave up after 3 deliveries" in letter.headers[HEADER_REASON]
+    assert letter.headers[HEADER_DLQ_CODE] == "engine-error"
+    assert "gave up after 3 deliveries" in letter.headers[HEADER_DLQ_REASON]
     # Redelivered after 0.5 s, then 1 s: never hammered, never blocking the other saga.
     assert given_up >= 1.4
     assert served < given_up
@@ -241,10 +241,10 @@ async def test_a_participant_poison_command_is_dead_lettered_and_others_go_on(
             poison = new_order("poison-1", simulate={"payment": "crash"})
             await place_orders(js, [poison, new_order("healthy-1")])
             [letter] = await dead_letters(js, 1)
-            assert letter.headers[HEADER_CODE] == "handler-failed"
-            assert "SimulatedCrash" in letter.headers[HEADER_REASON]
-            assert letter.headers[HEADER_SUBJECT] == "payment.charge"
-            store = await instance_store(js, Topology())
+            assert letter.headers[HEADER_DLQ_CODE] == "handler-failed"
+            assert "SimulatedCrash" in letter.headers[HEADER_DLQ_REASON]
+            assert letter.headers[HEADER_DLQ_SUBJECT] == "payment.charge"
+            store = await instance_store(client, Topology())
 
             async def healthy_completed() -> bool:
                 state = await find_instance(store, "healthy-1")
@@ -264,7 +264,7 @@ async def test_deeply_nested_json_is_dead_lettered_and_the_engine_goes_on(
     js = client.jetstream()
     await js.publish("pay.charged", b"[" * 5000, headers={"Saga-Id": "x"})
     [letter] = await dead_letters(js, 1, timeout=5)
-    assert letter.headers[HEADER_CODE] == "malformed"
+    assert letter.headers[HEADER_DLQ_CODE] == "malformed"
     await completes(client, "after-deep-json", timeout=8)
 
 
@@ -274,4 +274,4 @@ async def test_a_trigger_whose_id_field_is_an_object_is_dead_lettered(
     js = client.jetstream()
     await js.publish("shop.ordered", b'{"id": {"a": 1}}')
     [letter] = await dead_letters(js, 1, timeout=5)
-    assert letter.headers[HEADER_CODE] == "malformed"
+    assert letter.headers[HEADER_DLQ_CODE] == "malformed"

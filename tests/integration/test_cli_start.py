@@ -58,7 +58,7 @@ async def saga(url: str, *args: str, stdin: str | None = None) -> Result:
 
 
 async def instance_exists(nc: Client, saga_id: str) -> None:
-    store = await instance_store(nc.jetstream(), Topology())
+    store = await instance_store(nc, Topology())
 
     async def stored() -> bool:
         return await find_instance(store, saga_id, "nested") is not None

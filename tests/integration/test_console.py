@@ -123,7 +123,7 @@ class Console:
         await self.nc.jetstream().publish("shop.ordered", json.dumps(payload).encode())
 
     async def wait_status(self, saga_id: str, *statuses: str) -> InstanceState:
-        store = await instance_store(self.nc.jetstream(), Topology())
+        store = await instance_store(self.nc, Topology())
         found: list[InstanceState] = []
 
         async def reached() -> bool:

@@ -56,14 +56,15 @@ async def letters(js: JetStreamContext, count: int) -> None:
     await wait_for(arrived, message=f"{count} dead letter(s)")
 
 
-async def early_reply_then_trigger(js: JetStreamContext) -> None:
+async def early_reply_then_trigger(nc: Client) -> None:
     """A reply that arrives before its instance exists is dead-lettered (unknown-instance);
     then the instance is started and waits for that very reply."""
+    js = nc.jetstream()
     await js.publish("stock.reserved", b'{"reservation": "r-1"}', headers=REPLY)
     await js.publish("stock.reserved", b"not json", headers=REPLY)
     await letters(js, 2)
     await js.publish("shop.ordered", b'{"id": "late-1"}')
-    store = await instance_store(js, Topology())
+    store = await instance_store(nc, Topology())
 
     async def waiting() -> bool:
         return (await find_instance(store, "late-1", "shop")) is not None
@@ -73,7 +74,7 @@ async def early_reply_then_trigger(js: JetStreamContext) -> None:
 
 async def test_list_shows_each_dead_letter_with_its_reason(client: Client) -> None:
     js = client.jetstream()
-    await early_reply_then_trigger(js)
+    await early_reply_then_trigger(client)
     found = await list_dead_letters(js)
     assert [(d.code, d.subject, d.saga_id) for d in found] == [
         ("unknown-instance", "stock.reserved", "late-1"),
@@ -88,11 +89,11 @@ async def test_list_shows_each_dead_letter_with_its_reason(client: Client) -> No
 
 async def test_replay_re_drives_the_original_and_removes_the_dead_letter(client: Client) -> None:
     js = client.jetstream()
-    await early_reply_then_trigger(js)
+    await early_reply_then_trigger(client)
     [unknown] = await list_dead_letters(js, code="unknown-instance")
     [done] = await replay_many(js, [unknown.sequence])
     assert not done.duplicate
-    store = await instance_store(js, Topology())
+    store = await instance_store(client, Topology())
 
     async def completed() -> bool:
         state = await find_instance(store, "late-1", "shop")
@@ -111,7 +112,7 @@ async def test_replay_re_drives_the_original_and_removes_the_dead_letter(client:
 
 async def test_a_replay_repeated_after_a_crash_is_dropped_as_a_duplicate(client: Client) -> None:
     js = client.jetstream()
-    await early_reply_then_trigger(js)
+    await early_reply_then_trigger(client)
     [unknown] = await list_dead_letters(js, code="unknown-instance")
     # A replay that published, then died before deleting the dead letter:
     first = await js.publish(
@@ -133,8 +134,7 @@ async def run_cli(url: str, *args: str, status: int = 0) -> str:
 
 
 async def test_the_cli_lists_and_replays(nats_server: EmbeddedServer, client: Client) -> None:
-    js = client.jetstream()
-    await early_reply_then_trigger(js)
+    await early_reply_then_trigger(client)
     text = await run_cli(nats_server.url, "list")
     assert "unknown-instance" in text
     assert "shop/late-1" in text
@@ -170,8 +170,8 @@ async def foreign_letter(
     return int(ack.seq)
 
 
-async def instance_status(js: JetStreamContext, saga_id: str) -> str | None:
-    state = await find_instance(await instance_store(js, Topology()), saga_id, "shop")
+async def instance_status(nc: Client, saga_id: str) -> str | None:
+    state = await find_instance(await instance_store(nc, Topology()), saga_id, "shop")
     return state.status.value if state else None
 
 
@@ -195,19 +195,21 @@ async def test_replay_all_strips_publish_expectations_and_goes_on_past_a_bad_let
     assert "Traceback" not in out
     assert [d.sequence for d in await list_dead_letters(js)] == [bad]
     for saga_id in ("x-1", "x-2"):
-        await wait_for(lambda s=saga_id: _is(js, s, "completed"), message=f"{saga_id} to complete")
+        await wait_for(
+            lambda s=saga_id: _is(client, s, "completed"), message=f"{saga_id} to complete"
+        )
     copies = await read_stream(js, "SAGA_EVENTS", ["stock.reserved"])
     assert copies
     assert all(not k.startswith("Nats-Expected") for m in copies for k in m.headers)
 
 
-async def _is(js: JetStreamContext, saga_id: str, status: str) -> bool:
-    return await instance_status(js, saga_id) == status
+async def _is(nc: Client, saga_id: str, status: str) -> bool:
+    return await instance_status(nc, saga_id) == status
 
 
 async def test_replay_by_code_needs_no_all(nats_server: EmbeddedServer, client: Client) -> None:
     js = client.jetstream()
-    await early_reply_then_trigger(js)
+    await early_reply_then_trigger(client)
     out = await run_cli(nats_server.url, "replay", "--code", "unknown-instance")
     assert "1 dead letter(s) replayed, 0 failed" in out
     assert [d.code for d in await list_dead_letters(js)] == ["malformed"]
@@ -236,7 +238,7 @@ async def test_purge_asks_first_and_deletes_only_what_matches(
     nats_server: EmbeddedServer, client: Client
 ) -> None:
     js = client.jetstream()
-    await early_reply_then_trigger(js)  # one unknown-instance, one malformed
+    await early_reply_then_trigger(client)  # one unknown-instance, one malformed
     await foreign_letter(js, "stock.reserved", "p-1")
     await foreign_letter(js, "other.subject", "p-2")
 

@@ -111,7 +111,7 @@ async def wait_terminal(
     statuses: tuple[str, ...] = ("completed", "compensated", "parked"),
     timeout: float = 15,
 ) -> InstanceState:
-    store = await instance_store(nc.jetstream(), Topology())
+    store = await instance_store(nc, Topology())
     found: list[InstanceState] = []
 
     async def ended() -> bool:
@@ -276,7 +276,8 @@ async def test_repeated_step_reply_during_compensation_is_not_a_confirmation(
 
 
 async def operator(client: Client, action: str, saga_id: str) -> dict[str, Any]:
-    from saga.engine.operator import OPERATOR_SUBJECT, ActionRequest
+    from saga.engine.operator import ActionRequest
+    from saga.protocol import OPERATOR_SUBJECT
 
     request = ActionRequest.model_validate({"action": action, "saga_id": saga_id, "reason": "test"})
     reply = await client.request(OPERATOR_SUBJECT, request.model_dump_json().encode(), timeout=10)
@@ -287,7 +288,7 @@ async def operator(client: Client, action: str, saga_id: str) -> dict[str, Any]:
 async def test_operator_abort_compensates_a_running_saga(client: Client, engine: Engine) -> None:
     participant = await ScriptedParticipant(client, {**HAPPY, "pay.charge": silent}).start()
     await client.jetstream().publish("shop.ordered", b'{"id": "op-1", "sku": "A", "amount": 5}')
-    store = await instance_store(client.jetstream(), Topology())
+    store = await instance_store(client, Topology())
 
     async def charging() -> bool:
         state = await find_instance(store, "op-1", "shop")
@@ -330,8 +331,6 @@ async def test_operator_retry_and_resume_a_parked_saga(client: Client, engine: E
 
 
 async def _parked_after_retry(client: Client, saga_id: str) -> bool:
-    state = await find_instance(
-        await instance_store(client.jetstream(), Topology()), saga_id, "shop"
-    )
+    state = await find_instance(await instance_store(client, Topology()), saga_id, "shop")
     events = [h.event for h in state.history] if state else []
     return bool(state) and "operator.retry" in events and events[-1] == "saga.parked"

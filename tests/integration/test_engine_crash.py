@@ -84,7 +84,7 @@ async def test_engine_killed_repeatedly_loses_and_doubles_nothing(
                 kills += 1
                 engine = start_engine(nats_server.url, definitions, log)
             await asyncio.sleep(0.01)
-        store = await instance_store(js, Topology())
+        store = await instance_store(nc, Topology())
 
         async def all_ended() -> bool:
             states = await list_instances(store, limit=10_000)

@@ -159,7 +159,7 @@ async def test_the_engine_indexes_each_status_change(
         )
         assert entry.headers["Nats-TTL"] == str(round(FAST.finished_ttl))
         # The CLI's and the admin API's lookups go through the index.
-        store = await instance_store(nc.jetstream(), Topology())
+        store = await instance_store(nc, Topology())
         assert store.index is not None
         record = await find_record(store, "o-2")
         assert record is not None

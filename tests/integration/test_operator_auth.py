@@ -23,10 +23,11 @@ from saga.client import find_instance, instance_store
 from saga.core.state import InstanceState
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.engine.operator import OPERATOR_SUBJECT, ActionRequest, auth_headers
+from saga.engine.operator import ActionRequest, auth_headers
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
+from saga.protocol import OPERATOR_SUBJECT
 from tests.support import wait_for
 
 TOKEN = "op-secret-1"
@@ -68,7 +69,7 @@ async def running(client: Client, saga_id: str) -> None:
     await state_of(client, saga_id, "running")
     # Actions name no saga, so the engine finds the instance through the index, which is
     # written just after the instance: wait for that too.
-    store = await instance_store(client.jetstream(), Topology())
+    store = await instance_store(client, Topology())
 
     async def indexed() -> bool:
         return await find_instance(store, saga_id) is not None
@@ -77,7 +78,7 @@ async def running(client: Client, saga_id: str) -> None:
 
 
 async def state_of(client: Client, saga_id: str, status: str) -> InstanceState:
-    store = await instance_store(client.jetstream(), Topology())
+    store = await instance_store(client, Topology())
     found: list[InstanceState] = []
 
     async def reached() -> bool:
@@ -164,7 +165,7 @@ async def test_saga_retry_with_reason_and_token_from_the_command_line(
     )
 
     assert done.returncode == 0, done.stderr
-    store = await instance_store(client.jetstream(), Topology())
+    store = await instance_store(client, Topology())
 
     async def retried() -> bool:
         state = await find_instance(store, "a-4", "slow")

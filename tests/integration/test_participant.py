@@ -31,7 +31,7 @@ from saga.engine import Engine, EngineSettings
 from saga.errors import ConfigError, ProvisioningError
 from saga.nats.provision import StreamSettings, ensure_stream
 from saga.nats.server import EmbeddedServer
-from saga.nats.topology import STATUS_PREFIX, listened_subjects, published_subjects, token
+from saga.nats.topology import token
 from saga.participant import (
     EFFECTS_BUCKET,
     App,
@@ -43,6 +43,7 @@ from saga.participant import (
     effect_key,
     load_app,
 )
+from saga.protocol import STATUS_PREFIX
 from services import car, flight, hotel, inventory, orders, payment, shipping, trips
 from tests.conftest import DEFINITIONS, ROOT
 from tests.support import wait_for
@@ -66,7 +67,7 @@ async def provision(js: JetStreamContext) -> None:
     """The streams the engine would create: every subject of the definitions, plus ``t.>``."""
     subjects = {f"{STATUS_PREFIX}.>", "t.>"}
     for definition in (ORDER, TRAVEL):
-        subjects |= {*listened_subjects(definition), *published_subjects(definition)}
+        subjects |= {*definition.subjects.listened, *definition.subjects.published}
     common: dict[str, Any] = {"storage": StorageType.MEMORY, "duplicate_window": 120.0}
     await ensure_stream(js, StreamConfig(name=EVENTS, subjects=sorted(subjects), **common))
     await ensure_stream(js, StreamConfig(name=DLQ, subjects=["saga.dlq.>"], **common))
@@ -1090,7 +1091,7 @@ async def test_the_services_drive_both_sagas_through_the_engine(nc: Client) -> N
         await trips.request_trips(
             js, [trips.new_trip(f"t-{f or 'ok'}", fail=f) for f in trip_fails]
         )
-        store = await instance_store(js, engine.settings.topology)
+        store = await instance_store(nc, engine.settings.topology)
         expected = {
             ("order-fulfilment", "o-ok"): ("completed", None),
             ("order-fulfilment", "o-inventory"): ("compensated", "unknown-sku"),

@@ -66,7 +66,7 @@ async def start_sagas(nc: Client, ids: list[str]) -> None:
 
 
 async def all_ended(nc: Client, ids: list[str], status: str = "completed") -> list[InstanceState]:
-    store = await instance_store(nc.jetstream(), Topology())
+    store = await instance_store(nc, Topology())
     states: list[InstanceState] = []
 
     async def done() -> bool:

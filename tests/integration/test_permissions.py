@@ -29,7 +29,7 @@ from saga.engine.partitions import partition_of
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.dlq import list_dead_letters
 from saga.nats.server import EmbeddedServer, find_server_binary
-from saga.nats.topology import Topology, instance_key, listened_subjects, published_subjects
+from saga.nats.topology import Topology, instance_key
 from saga.participant import load_app
 from saga.participant.routes import RouteKind
 from services.orders import new_order, place_orders
@@ -86,10 +86,10 @@ def test_no_role_gets_a_wildcard_grant(role: str) -> None:
 
 def test_the_engine_publishes_every_command_and_consumes_nothing_else() -> None:
     definitions = load_definitions([DEFINITIONS]).values()
-    commands = {s for d in definitions for s in published_subjects(d)}
+    commands = {s for d in definitions for s in d.subjects.published}
     granted = set(allowed("SAGA_ENGINE_PERMISSIONS", "publish"))
     assert commands <= granted
-    replies = {s for d in definitions for s in listened_subjects(d)}
+    replies = {s for d in definitions for s in d.subjects.listened}
     assert not replies & granted, "the engine must not be able to forge replies or triggers"
 
 
@@ -194,7 +194,7 @@ async def test_every_role_does_its_work_with_no_violation(
 
         async def engine_up() -> bool:
             try:
-                await instance_store(js, Topology())
+                await instance_store(operator_nc, Topology())
             except Exception:
                 return False
             return True
@@ -204,7 +204,7 @@ async def test_every_role_does_its_work_with_no_violation(
         trips = [new_trip(f"perm-t{i}", fail="car" if i else None) for i in range(2)]
         await asyncio.wait_for(place_orders(orders_nc.jetstream(), orders), 30)
         await asyncio.wait_for(request_trips(trips_nc.jetstream(), trips), 30)
-        store = await instance_store(js, Topology())
+        store = await instance_store(operator_nc, Topology())
 
         async def all_ended() -> bool:
             states = await list_instances(store, limit=100)
@@ -276,7 +276,7 @@ async def test_partitioned_engine_replicas_work_with_no_violation(
         orders_nc = await connect(as_user(secured, "orders"))
         trips_nc = await connect(as_user(secured, "trips"))
         operator_nc = await connect(as_user(secured, "saga-operator"))
-        store = await instance_store(operator_nc.jetstream(), Topology())
+        store = await instance_store(operator_nc, Topology())
 
         async def ended(count: int) -> bool:
             states = await list_instances(store, limit=100)

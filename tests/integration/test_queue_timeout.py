@@ -67,7 +67,7 @@ async def outcomes(client: Client, definition: str) -> dict[str, Any]:
         return {"account": payload.get("id")}
 
     js = client.jetstream()
-    store = await instance_store(js, Topology())
+    store = await instance_store(client, Topology())
     ended: dict[str, Any] = {}
     try:
         async with app.running(client, ONE_AT_A_TIME):

@@ -54,7 +54,7 @@ async def test_new_version_is_loaded_and_a_broken_file_is_refused(
         (folder / "shop-v1.yaml").write_text(V1)
 
         await nc.jetstream().publish("shop.ordered", b"{}", headers={"Saga-Id": "after-reload"})
-        store = await instance_store(nc.jetstream(), Topology())
+        store = await instance_store(nc, Topology())
 
         async def on_v2() -> bool:
             state = await find_instance(store, "after-reload", "shop")

@@ -45,7 +45,7 @@ async def test_a_removed_version_in_use_is_kept_reported_and_refused_at_start(
     try:
         js = nc.jetstream()
         await js.publish("shop.ordered", b"{}", headers={"Saga-Id": "on-v1"})
-        store = await instance_store(js, Topology())
+        store = await instance_store(nc, Topology())
 
         async def running() -> bool:
             state = await find_instance(store, "on-v1", "shop")

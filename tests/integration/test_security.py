@@ -210,7 +210,7 @@ async def test_the_engine_runs_with_each_auth_mode(
         await engine.start()  # JetStream: streams, consumers, KV bucket
         js = nc.jetstream()
         await js.publish("shop.ordered", json.dumps({"id": "secure-1"}).encode())
-        store = await instance_store(js, Topology())
+        store = await instance_store(nc, Topology())
 
         async def started() -> bool:
             return await find_instance(store, "secure-1", "shop") is not None

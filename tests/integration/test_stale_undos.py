@@ -78,7 +78,7 @@ async def test_a_resolved_undo_is_acked_not_redelivered(nats_server: EmbeddedSer
         async with app.running(nc, settings):
             js = nc.jetstream()
             await js.publish("stuck.started", b'{"id": "s-1"}')
-            store = await instance_store(js, Topology())
+            store = await instance_store(nc, Topology())
 
             async def status() -> str | None:
                 state = await find_instance(store, "s-1", "stuck")

@@ -39,7 +39,8 @@ async def client(nats_server: EmbeddedServer) -> AsyncIterator[Client]:
 async def store(request: pytest.FixtureRequest, client: Client) -> InstanceStore:
     if request.param == "memory":
         return MemoryInstanceStore()
-    return KvInstanceStore(await ensure_bucket(client.jetstream(), "instances", StreamSettings()))
+    kv = await ensure_bucket(client.jetstream(), "instances", StreamSettings())
+    return KvInstanceStore(client, "instances", kv)
 
 
 async def test_create_then_load_returns_the_record_and_its_revision(store: InstanceStore) -> None:
@@ -100,7 +101,7 @@ async def test_keys_and_scan_list_every_instance(store: InstanceStore) -> None:
 
 async def test_kv_create_over_a_deleted_key_succeeds(client: Client) -> None:
     kv = await ensure_bucket(client.jetstream(), "instances", StreamSettings())
-    store = KvInstanceStore(kv)
+    store = KvInstanceStore(client, "instances", kv)
     await store.create("shop.d-1", record("d-1"))
     await kv.delete("shop.d-1")
     assert await store.load("shop.d-1") is None
@@ -112,7 +113,7 @@ async def test_kv_create_over_a_deleted_key_succeeds(client: Client) -> None:
 
 async def test_kv_write_without_an_ack_times_out(client: Client) -> None:
     kv = await ensure_bucket(client.jetstream(), "instances", StreamSettings())
-    store = KvInstanceStore(kv, timeout=0.2)
+    store = KvInstanceStore(client, "instances", kv, timeout=0.2)
     store._prefix = "nobody.listens."  # a subject no stream captures: never acknowledged
     await client.subscribe("nobody.listens.>")  # an interest, so no "no responders" either
     with pytest.raises(NatsTimeoutError):

@@ -20,13 +20,14 @@ from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.nats.provision import StreamSettings, provision_engine
 from saga.nats.server import EmbeddedServer
-from saga.nats.timers import HEADER_SCHEDULE, HEADER_TIMER, HEADER_TTL, BrokerTimers
-from saga.nats.topology import (
+from saga.nats.timers import BrokerTimers
+from saga.nats.topology import Topology, timer_fire_subject, timer_schedule_subject
+from saga.protocol import (
+    HEADER_SCHEDULE,
+    HEADER_TIMER,
+    HEADER_TTL,
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
-    Topology,
-    timer_fire_subject,
-    timer_schedule_subject,
 )
 from tests.support import ScriptedParticipant, wait_for
 
@@ -61,7 +62,7 @@ async def test_a_cancelled_timer_never_fires_and_its_replacement_expires(client:
     js = client.jetstream()
     assert await provision(js)
     assert (await js.stream_info(STREAM)).config.allow_msg_ttl is True
-    timers = BrokerTimers(js, STREAM)
+    timers = BrokerTimers(client, STREAM)
     now = datetime.now(UTC)
     # Given a timer due in 1 s, and a control timer due after it
     await (await timers.schedule("shop", "o-1", CANCELLED, now + timedelta(seconds=1)))
@@ -105,7 +106,7 @@ async def test_cancel_then_schedule_of_one_timer_keeps_the_schedule(client: Clie
     """Both are publishes in the decided order on one connection: the later one wins."""
     js = client.jetstream()
     assert await provision(js)
-    timers = BrokerTimers(js, STREAM)
+    timers = BrokerTimers(client, STREAM)
     due = datetime.now(UTC) + timedelta(minutes=5)
     await (await timers.schedule("shop", "o-2", CANCELLED, due))
     cancel = await timers.cancel("shop", "o-2", CANCELLED)
@@ -146,7 +147,7 @@ async def test_without_per_message_ttls_cancel_purges(client: Client) -> None:
             max_msgs_per_subject=1,
         )
     )
-    timers = BrokerTimers(js, STREAM)
+    timers = BrokerTimers(client, STREAM)
     await (await timers.schedule("shop", "o-3", CANCELLED, datetime.now(UTC) + timedelta(hours=1)))
     await (await timers.cancel("shop", "o-3", CANCELLED))
     assert timers.replace_to_cancel is False

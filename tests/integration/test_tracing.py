@@ -99,7 +99,7 @@ async def run(
     await nc.jetstream().publish(
         "trip.requested", f'{{"id": "{saga_id}", "nights": {nights}}}'.encode()
     )
-    store = await instance_store(nc.jetstream(), Topology())
+    store = await instance_store(nc, Topology())
 
     async def ended() -> bool:
         state = await find_instance(store, saga_id, "trip")
@@ -334,7 +334,7 @@ async def test_an_ended_saga_is_marked_exported_and_a_starting_engine_rewrites_u
     spans = await run(nc, exporter, "t-marked", nights=21)
     engine_spans = {(s.name, s.context.span_id) for s in spans if s.name.startswith("saga")}
     js = nc.jetstream()
-    store = await instance_store(js, Topology())
+    store = await instance_store(nc, Topology())
     key = instance_key("trip", "t-marked")
 
     async def marked() -> bool:

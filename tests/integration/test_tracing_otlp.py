@@ -76,7 +76,7 @@ async def test_one_trace_across_processes_and_an_engine_restart(
         await wait_for(lambda: _provisioned(js), timeout=30, message="the engine's bucket")
         order = new_order(order_id="traced-1", simulate={"payment": "delay:1.5"})
         await js.publish("orders.placed", json.dumps(order).encode())
-        store = await instance_store(js, Topology())
+        store = await instance_store(nc, Topology())
 
         async def charging() -> bool:
             state = await find_instance(store, "traced-1", "order-fulfilment")

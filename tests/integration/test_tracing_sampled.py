@@ -84,7 +84,7 @@ async def run(nc: Client, saga_id: str, headers: dict[str, str] | None = None) -
     await nc.jetstream().publish(
         "trip.requested", f'{{"id": "{saga_id}"}}'.encode(), headers=headers
     )
-    store = await instance_store(nc.jetstream(), Topology())
+    store = await instance_store(nc, Topology())
     found: list[InstanceRecord] = []
 
     async def ended() -> bool:

@@ -42,7 +42,7 @@ async def test_old_instances_keep_their_version_new_ones_take_the_newest(
         },
     ).start()
     await js.publish("shop.ordered", b"{}", headers={"Saga-Id": "old"})
-    store = await instance_store(js, Topology())
+    store = await instance_store(nc, Topology())
 
     async def charging(saga_id: str) -> bool:
         state = await find_instance(store, saga_id, "shop")

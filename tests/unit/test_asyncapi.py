@@ -23,7 +23,6 @@ from saga.asyncapi import asyncapi_document, to_yaml
 from saga.cli.definitions import asyncapi_command
 from saga.definition import load_definition, parse_definition
 from saga.definition.model import SagaDefinition
-from saga.nats.topology import listened_subjects, published_subjects
 from tests.conftest import DEFINITIONS
 
 SCHEMA = Path(__file__).parent / "data" / "asyncapi-3.0.0.schema.json"
@@ -147,7 +146,7 @@ def test_one_channel_per_subject_including_the_lifecycle_events() -> None:
         f"saga.status.order-fulfilment.{s}"
         for s in ("completed", "compensated", "parked", "reopened")
     }
-    assert addresses == {*listened_subjects(definition), *published_subjects(definition), *statuses}
+    assert addresses == {*definition.subjects.listened, *definition.subjects.published, *statuses}
     assert all(name == c["address"] for name, c in document["channels"].items())
     assert document["servers"]["nats"] == {
         "host": "localhost:4222",
@@ -310,7 +309,7 @@ steps:
 
     assert problems(document) == []
     addresses = {c["address"] for c in document["channels"].values()}
-    assert addresses >= set(listened_subjects(definition))
+    assert addresses >= set(definition.subjects.listened)
     started = document["operations"]["create_account.started"]
     assert started["action"] == "receive"
     assert "`queue_timeout`" in started["description"]

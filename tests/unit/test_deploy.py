@@ -34,20 +34,18 @@ from saga.engine.settings import EngineSettings
 from saga.nats.connection import AUTH_ENV, settings_from_env
 from saga.nats.membership import Membership
 from saga.nats.provision import StreamSettings, provision_engine, provision_partitions
-from saga.nats.topology import (
+from saga.nats.topology import Topology
+from saga.participant import App
+from saga.protocol import (
     DLQ_PREFIX,
+    EFFECTS_BUCKET,
     INDEX_PREFIX,
     SEARCH_PREFIX,
     STATUS_PREFIX,
     TIMER_FIRE_PREFIX,
     TIMER_SCHEDULE_PREFIX,
     WORK_PREFIX,
-    Topology,
-    listened_subjects,
-    published_subjects,
 )
-from saga.participant import App
-from saga.participant.settings import EFFECTS_BUCKET
 from tests.conftest import DEFINITIONS, ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -190,8 +188,8 @@ def run_settings(env: dict[str, str]) -> RunConfig:
 
 def example_subjects() -> tuple[list[str], list[str]]:
     sagas = load_definitions([DEFINITIONS]).values()
-    listened = sorted({s for d in sagas for s in listened_subjects(d)})
-    published = sorted({s for d in sagas for s in published_subjects(d)})
+    listened = sorted({s for d in sagas for s in d.subjects.listened})
+    published = sorted({s for d in sagas for s in d.subjects.published})
     return listened, published
 
 

@@ -31,7 +31,6 @@ from saga.core import (
 from saga.definition import SagaDefinition, parse_definition
 from saga.engine.intake import Intake, Work
 from saga.errors import DefinitionError
-from saga.nats.topology import listened_subjects
 from saga.testing import SagaHarness, reply
 
 QUEUED = """
@@ -123,8 +122,8 @@ def test_a_start_report_of_an_older_attempt_is_ignored() -> None:
 
 
 def test_the_engine_listens_for_start_reports_of_queued_steps_only() -> None:
-    assert "saga.started.signup.create_account" in listened_subjects(SIGNUP)
-    assert not any(s.startswith("saga.started.") for s in listened_subjects(PLAIN))
+    assert "saga.started.signup.create_account" in SIGNUP.subjects.listened
+    assert not any(s.startswith("saga.started.") for s in PLAIN.subjects.listened)
     event = classify(SIGNUP, "saga.started.signup.create_account", {}, "u-1", 2)
     assert event == StepStarted("create_account", 2)
     work = Intake({"signup": SIGNUP}).parse(
