@@ -111,7 +111,7 @@ _NATS_KEYS = (
 
 def nats_settings(kwargs: dict[str, Any], name: str, discover: bool = True) -> NatsSettings | None:
     """Pop the connection options; ``None`` when no URL was given and discovery is off."""
-    from saga.runner import discover_url
+    from saga.engine.process import discover_url
 
     values = {k: kwargs.pop(k) for k in _NATS_KEYS}
     url = values.pop("nats_url")
@@ -357,8 +357,8 @@ def run(
     from saga.admin import parse_address
     from saga.config import retention_seconds
     from saga.engine import EngineSettings
+    from saga.engine.process import run_engine
     from saga.nats.provision import StreamSettings
-    from saga.runner import run_engine
 
     configure_logging(log_level)
     settings = nats_settings(kwargs, "saga-engine", discover=False)
@@ -761,8 +761,8 @@ def participant(target: str, nats_url: str | None, log_level: str, health: str |
 
     It authenticates with the same SAGA_NATS_* variables as `saga run` (user and password,
     token, NKey, creds, TLS)."""
+    from saga.engine.process import discover_url
     from saga.participant import run_participant
-    from saga.runner import discover_url
 
     configure_logging(log_level)
     try:
