@@ -62,7 +62,7 @@ def status_event(
     return f"{STATUS_PREFIX}.{state.saga_name}.{status}", payload, headers
 
 
-class Effects:
+class CommandSender:
     def __init__(
         self, js: JetStreamContext, timers: BrokerTimers, telemetry: Telemetry | None = None
     ) -> None:

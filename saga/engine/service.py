@@ -11,8 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client
@@ -22,15 +21,13 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
-from saga.core import decide
-from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.events import Event
-from saga.core.state import InstanceState
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
+from saga.engine.apply import Applier, Received
 from saga.engine.cache import InstanceCache
-from saga.engine.effects import Effects
-from saga.engine.intake import Intake, Reject, Work, is_trigger
+from saga.engine.effects import CommandSender
+from saga.engine.intake import Intake, Work
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
 from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_requests
@@ -38,17 +35,18 @@ from saga.engine.ownership import Ownership
 from saga.engine.partitions import partition_of
 from saga.engine.settings import EngineSettings
 from saga.engine.versions import Stranded, find_stranded, versions_of
-from saga.errors import ConfigError, RevisionConflict
+from saga.errors import ConfigError
 from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
 from saga.inspect import find_record
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
-from saga.nats.dlq import DeadLetterCode, dead_letter
+from saga.nats.dlq import DeadLetterCode
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.pinned import HEADER_PIN
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
 from saga.nats.served import serve_definitions
+from saga.nats.settle import ACK, Ack, Nak, Term, Verdict, at_last_delivery, settle
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import (
     HEADER_ORIGIN,
@@ -59,11 +57,10 @@ from saga.nats.topology import (
     unwrap_work_subject,
     work_subject,
 )
-from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
+from saga.store import InstanceStore, KvInstanceStore
 from saga.telemetry import Telemetry
-from saga.telemetry.engine_spans import ignored, processing, refused_action
+from saga.telemetry.engine_spans import refused_action
 from saga.telemetry.recovery import SpanMarks
-from saga.telemetry.saga_spans import new_saga_trace
 from saga.telemetry.spans import consuming, mark_error
 
 log = logging.getLogger("saga.engine")
@@ -71,31 +68,6 @@ log = logging.getLogger("saga.engine")
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Ack:
-    note: str | None = None
-    """Why nothing changed, for a no-op."""
-
-
-@dataclass(frozen=True)
-class Received:
-    """What the engine knows of a message before deciding."""
-
-    subject: str
-    headers: dict[str, str]
-    at_ns: int
-    origin: str
-    """``<stream>:<sequence>``: the message's identity, stored as the record's origin."""
-
-
-@dataclass(frozen=True)
-class Retry:
-    reason: str
-
-
-Verdict = Ack | Retry | Reject
 
 
 class Engine:
@@ -110,8 +82,6 @@ class Engine:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.catalog = Catalog.of(definitions)
-        self.definitions = self.catalog.newest()
-        """The newest version of each saga: what new instances start on."""
         self.settings = settings or EngineSettings()
         self.clock = clock
         self.intake = Intake(definitions)
@@ -121,9 +91,9 @@ class Engine:
         self.telemetry = telemetry or Telemetry.disabled()
         self.observer = Observer(self.telemetry)
         self.marks = SpanMarks(self.telemetry)
-        self.effects = Effects(self.js, self.timers, self.telemetry)
+        self.effects = CommandSender(self.js, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
-        self.index: IndexWriter | None = None
+        self.applier: Applier | None = None
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -161,7 +131,8 @@ class Engine:
         except Exception:
             self.catalog = previous
             raise
-        self.definitions = catalog.newest()
+        if self.applier is not None:
+            self.applier.catalog = catalog
         self.intake = intake
 
     async def start(self) -> None:
@@ -193,7 +164,18 @@ class Engine:
             finished_ttl=finished_ttl,
             index=SagaIndex(self.nc, topology) if provisioned.index else None,
         )
-        self.index = IndexWriter(self.nc, finished_ttl) if provisioned.index else None
+        self.applier = Applier(
+            self.store,
+            self.cache,
+            self.catalog,
+            self.clock,
+            self.effects.run,
+            max_conflicts=self.settings.max_conflicts,
+            index=IndexWriter(self.nc, finished_ttl) if provisioned.index else None,
+            telemetry=self.telemetry,
+            observer=self.observer,
+            marks=self.marks,
+        )
         self.timers.native = provisioned.native_timers
         await self._refuse_stranded()
         for sub in self._subs:  # from a failed earlier attempt
@@ -251,6 +233,8 @@ class Engine:
     ) -> ActionResult:
         """Apply an operator action now, through the same ordered, revision-checked path."""
         assert self.store is not None
+        assert self.applier is not None
+        applier = self.applier
         record = await find_record(self.store, saga_id, name)
         if record is None:
             return ActionResult(
@@ -266,14 +250,14 @@ class Engine:
         )
         token = CURRENT_SAGA.set((definition.name, saga_id))
         try:
-            verdict = await self.keyed.run(key, lambda: self._apply(key, work, received))
+            verdict = await self.keyed.run(key, lambda: applier.apply(key, work, received))
         finally:
             CURRENT_SAGA.reset(token)
         if isinstance(verdict, Ack) and verdict.note is None:
             state = await find_record(self.store, saga_id, definition.name)
             status = state.state.status.value if state else None
             return ActionResult(True, f"{type(event).__name__} applied", status)
-        reason = verdict.note if isinstance(verdict, Ack) else getattr(verdict, "reason", "")
+        reason = verdict.note if isinstance(verdict, Ack) else verdict.reason
         refused_action(self.telemetry, record, event, reason or "refused")
         return ActionResult(False, reason or "refused", record.state.status.value)
 
@@ -356,7 +340,7 @@ class Engine:
         parsed = self.intake.parse(
             msg.subject, msg.data, msg.headers, meta.stream, meta.sequence.stream
         )
-        if isinstance(parsed, Reject):
+        if isinstance(parsed, Term):
             await self._settle(msg, parsed, received)
             return
         if self.ownership is not None:
@@ -381,8 +365,8 @@ class Engine:
         try:
             await (await acks_for(self.nc).send(subject, msg.data, headers))
         except Exception as exc:
-            return Retry(f"routing to {subject} failed: {type(exc).__name__}: {exc}")
-        return Ack()
+            return Nak(f"routing to {subject} failed: {type(exc).__name__}: {exc}")
+        return ACK
 
     async def _handle_routed(self, msg: Msg) -> None:
         """An event routed to a partition we own: handled as if it came from its origin."""
@@ -396,190 +380,53 @@ class Engine:
         subject = unwrap_work_subject(msg.subject)
         received = Received(subject, headers, time.time_ns(), origin)
         if not stream or not sequence.isdigit():
-            reject = Reject(DeadLetterCode.MALFORMED, f"routed event without a {HEADER_ORIGIN}")
+            reject = Term(DeadLetterCode.MALFORMED, f"routed event without a {HEADER_ORIGIN}")
             await self._settle(msg, reject, received)
             return
         parsed = self.intake.parse(subject, msg.data, headers, stream, int(sequence))
-        if isinstance(parsed, Reject):
+        if isinstance(parsed, Term):
             await self._settle(msg, parsed, received)
             return
         await self._process(msg, parsed, received)
 
     async def _process(self, msg: Msg, work: Work, received: Received) -> None:
+        assert self.applier is not None
+        applier = self.applier
         key = instance_key(work.definition.name, work.saga_id)
         token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
+        verdict: Verdict
         try:
-            verdict = await self.keyed.run(key, lambda: self._apply(key, work, received))
+            verdict = await self.keyed.run(key, lambda: applier.apply(key, work, received))
         except Exception as exc:
             log.exception("handling %s failed", msg.subject)
             self.cache.drop(key)
-            verdict = Retry(f"{type(exc).__name__}: {exc}")
+            verdict = Nak(f"{type(exc).__name__}: {exc}")
         finally:
             CURRENT_SAGA.reset(token)
         await self._settle(msg, verdict, received, work.saga_id)
 
-    async def _apply(self, key: str, work: Work, received: Received) -> Verdict:
-        assert self.store is not None
-        name = work.definition.name
-        # A trigger nobody has cached is most likely new: create without reading first
-        # (one round trip less on every saga's first hop); a conflict means it exists.
-        create_first = is_trigger(work)
-        for _ in range(self.settings.max_conflicts):
-            stored = self.cache.get(key)
-            fresh = stored is None
-            assumed_new = stored is None and create_first
-            create_first = False
-            if stored is None and not assumed_new:
-                stored = await self.store.load(key)
-            if stored is not None and stored.record.origin == received.origin:
-                # Written before a crash or a lost race; its commands may not be out yet.
-                outbox = [command_from_json(c) for c in stored.record.outbox]
-                self.marks.recovered(key, stored.record, stored.revision)
-                await self._carry_out(stored.record, received, outbox, work.event)
-                await self._index(work.definition, None, stored.record.state, repair=True)
-                return Ack()
-            before = stored.record.state if stored else None
-            if before is not None and before.saga_version != work.definition.version:
-                older = self.catalog.get(name, before.saga_version)
-                if older is None:
-                    return Reject(
-                        DeadLetterCode.ENGINE_ERROR,
-                        f"instance runs version {before.saga_version} of {name!r}, "
-                        "which is not loaded",
-                    )
-                read = work.for_version(older)
-                if read is None:
-                    return Ack(f"{received.subject} means nothing in version {older.version}")
-                work = read
-            decision = decide(work.definition, before, work.event, self.clock())
-            if decision.error is not None:
-                if assumed_new:
-                    continue  # judge it against what the store holds
-                return Reject(DeadLetterCode.ENGINE_ERROR, decision.error)
-            if not decision.changed or decision.state is None:
-                if not fresh or assumed_new:
-                    # Another replica may have moved this instance on since we cached it:
-                    # a no-op is only believed when decided on what the store holds now.
-                    self.cache.drop(key)
-                    continue
-                if decision.state is None:
-                    return Reject(
-                        DeadLetterCode.UNKNOWN_INSTANCE,
-                        f"no instance {work.saga_id!r} of saga {name!r}",
-                    )
-                log.debug("%s: %s", received.subject, decision.note)
-                if stored is not None and received.subject != OPERATOR_SUBJECT:
-                    ignored(
-                        self.telemetry,
-                        stored.record,
-                        work.event,
-                        received.subject,
-                        received.headers,
-                        start_ns=received.at_ns,
-                        message_id=received.origin,
-                        note=decision.note or "no change",
-                    )
-                return Ack(decision.note)
-            saga_trace = stored.record.trace if stored is not None else {}
-            if stored is None:
-                saga_trace = new_saga_trace(self.telemetry, name, received.headers)
-            record = InstanceRecord(
-                state=decision.state,
-                origin=received.origin,
-                outbox=[command_to_json(c) for c in decision.commands],
-                trace=saga_trace,
-                traced=stored.record.traced if stored is not None else 0,
-            )
-            try:
-                if stored is None:
-                    revision = await self.store.create(key, record)
-                else:
-                    revision = await self.store.update(key, record, stored.revision)
-            except RevisionConflict:
-                self.cache.drop(key)
-                continue
-            self.cache.put(key, Stored(record, revision))
-            self.observer.transition(before, decision.state, self.clock())
-            self.marks.transition(key, stored.record if stored else None, record, revision)
-            await self._carry_out(record, received, decision.commands, work.event)
-            await self._index(work.definition, before, decision.state)
-            if decision.state.status.terminal:
-                self.cache.drop(key)
-            return Ack()
-        return Retry("too many revision conflicts")
-
-    async def _index(
-        self,
-        definition: SagaDefinition,
-        before: InstanceState | None,
-        after: InstanceState,
-        repair: bool = False,
-    ) -> None:
-        """Update the index (``repair``: a transition redone after a crash, whose previous
-        status is unknown)."""
-        if self.index is not None:
-            await self.index.write(definition, before, after, repair)
-
-    async def _carry_out(
-        self,
-        record: InstanceRecord,
-        received: Received,
-        commands: Sequence[Command],
-        event: Event | None = None,
-    ) -> None:
-        """Publish inside the message's CONSUMER span, so every send joins the saga's trace."""
-        if not self.telemetry.enabled:
-            await self.effects.run(record.state, commands)
-            return
-        with processing(
-            self.telemetry,
-            record,
-            event,
-            received.subject,
-            received.headers,
-            start_ns=received.at_ns,
-            message_id=received.origin,
-        ):
-            await self.effects.run(record.state, commands, record.trace)
-
     async def _settle(
         self, msg: Msg, verdict: Verdict, received: Received, saga_id: str | None = None
     ) -> None:
-        """The one place where a message is acked, retried or dead-lettered."""
+        """The one place where a consumed message is acked, retried or dead-lettered."""
         meta = msg.metadata
-        try:
-            if isinstance(verdict, Retry):
-                if meta.num_delivered >= self.settings.streams.max_deliver:
-                    verdict = Reject(
-                        DeadLetterCode.ENGINE_ERROR,
-                        f"gave up after {meta.num_delivered} deliveries: {verdict.reason}",
-                    )
-                else:
-                    log.warning(
-                        "retrying %s seq %s later: %s",
-                        msg.subject,
-                        meta.sequence.stream,
-                        verdict.reason,
-                    )
-                    await msg.nak(delay=self.settings.retry_delay * meta.num_delivered)
-                    return
-            if isinstance(verdict, Reject):
-                self._trace_rejection(received, verdict, saga_id)
-                self.observer.dead_letter(verdict.code.value)
-                await dead_letter(self.js, msg, verdict.code, verdict.reason, received.subject)
-                return
-            await msg.ack()
-            if meta.stream == self.settings.topology.timers_stream and not self.timers.native:
-                with contextlib.suppress(Exception):
-                    await self.timers.forget_fired(meta.sequence.stream)
-        except Exception:
-            log.exception(
-                "could not settle %s seq %s; it will be redelivered",
-                msg.subject,
-                meta.sequence.stream,
-            )
+        max_deliver = self.settings.streams.max_deliver
+        verdict = at_last_delivery(
+            verdict, meta.num_delivered, max_deliver, DeadLetterCode.ENGINE_ERROR
+        )
+        if isinstance(verdict, Term):
+            self._trace_rejection(received, verdict, saga_id)
+            self.observer.dead_letter(verdict.code.value)
+        settled = await settle(self.js, msg, verdict, self._backoff, log, received.subject)
+        timer = meta.stream == self.settings.topology.timers_stream and not self.timers.native
+        if settled and timer and isinstance(verdict, Ack):
+            with contextlib.suppress(Exception):
+                await self.timers.forget_fired(meta.sequence.stream)
 
-    def _trace_rejection(self, received: Received, verdict: Reject, saga_id: str | None) -> None:
+    def _backoff(self, delivered: int) -> float:
+        return self.settings.retry_delay * delivered
+
+    def _trace_rejection(self, received: Received, verdict: Term, saga_id: str | None) -> None:
         with consuming(
             self.telemetry,
             received.subject,
