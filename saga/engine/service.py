@@ -35,6 +35,7 @@ from saga.engine.ownership import Ownership
 from saga.engine.partitions import partition_of
 from saga.engine.settings import EngineSettings
 from saga.engine.versions import Stranded, find_stranded, versions_of
+from saga.engine.view import EngineView, Health
 from saga.errors import ConfigError
 from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
@@ -94,12 +95,12 @@ class Engine:
         self.effects = CommandSender(self.js, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
         self.applier: Applier | None = None
-        self.ready = asyncio.Event()
+        self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._operator: Subscription | None = None
-        self.stranded: list[Stranded] = []
+        self._stranded: list[Stranded] = []
         """Unfinished instances whose version's file is gone (found at start or reload)."""
         self.member_id = new_member_id()
         self.ownership: Ownership | None = None
@@ -189,7 +190,7 @@ class Engine:
                 durable=topology.timer_consumer, stream=topology.timers_stream
             ),
         ]
-        self._operator = await serve_operator_requests(self)
+        self._operator = await serve_operator_requests(self.nc, self.act, self.settings.admin_token)
         events, timers = self._subs
         self._tasks = [
             asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
@@ -208,7 +209,7 @@ class Engine:
                 topology.timer_consumer, self._stopping, self.settings.timer_sweep
             )
             self._tasks.append(asyncio.create_task(sweep, name="saga-timer-sweep"))
-        self.ready.set()
+        self._ready.set()
         log.info(
             "engine consuming %d saga definition(s): %s",
             len(self.catalog),
@@ -218,15 +219,41 @@ class Engine:
     async def _refuse_stranded(self) -> None:
         """Refuse to start without a version that unfinished instances still run on."""
         bucket = self.settings.topology.instances_bucket
-        self.stranded = await find_stranded(self.js, bucket, versions_of(self.catalog))
-        if self.stranded:
+        self._stranded = await find_stranded(self.js, bucket, versions_of(self.catalog))
+        if self._stranded:
             raise ConfigError(
                 "refusing to start: unfinished instances run on saga versions that are not "
                 "loaded (was a definition file removed?): "
-                + "; ".join(s.describe() for s in self.stranded)
+                + "; ".join(s.describe() for s in self._stranded)
                 + ". Put those versions' files back: a version is needed until its "
                 "instances finish."
             )
+
+    async def removed_versions(self, kept: set[tuple[str, int]]) -> list[Stranded]:
+        """The unfinished instances of loaded versions not in ``kept`` (their files are gone):
+        they stay loaded here, and :meth:`health` shows them until the next check."""
+        found: list[Stranded] = []
+        if versions_of(self.catalog) - kept:
+            bucket = self.settings.topology.instances_bucket
+            found = await find_stranded(self.js, bucket, kept)
+        self._stranded = found
+        return found
+
+    def health(self) -> Health:
+        return Health(
+            connected=self.nc.is_connected,
+            ready=self._ready.is_set(),
+            replica=self.member_id,
+            stranded=tuple(self._stranded),
+            partitions=self.settings.partitions,
+            owned=tuple(self.owned),
+        )
+
+    def view(self) -> EngineView:
+        """What the admin API and the console read and call."""
+        return EngineView(
+            self.js, self.settings, self.act, self.health, lambda: self.catalog, lambda: self.store
+        )
 
     async def act(
         self, saga_id: str, name: str | None, event: Event, headers: dict[str, str] | None = None
