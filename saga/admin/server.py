@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from multidict import MultiMapping
 from pydantic import ValidationError
 
@@ -31,7 +31,6 @@ from saga.telemetry import trace_id_of
 log = logging.getLogger("saga.admin")
 OPEN_PATHS = {"/healthz", "/readyz"}
 STATES = ("running", "compensating", "completed", "compensated", "parked")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from nats.errors import Error as NatsError
 
 from saga.console import auth
@@ -25,7 +25,6 @@ from saga.errors import SagaError
 from saga.store import InstanceStore
 
 log = logging.getLogger("saga.console")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/console"
 CSP = (
