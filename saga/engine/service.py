@@ -1,7 +1,9 @@
-"""The engine service loop: receive -> load -> decide -> persist (CAS) -> publish -> ack.
+"""The engine service: provision, fetch, parse, route (partitions), apply, settle.
 
-Every message ends in exactly one verdict, decided in one place (:meth:`Engine._settle`):
-ack, retry later (nak with delay), or dead-letter (copy aside with a reason, then term).
+Each event is applied to its instance, one at a time per instance, by the per-message loop
+of :mod:`saga.engine.apply` (load -> decide -> write, revision-checked -> publish); every
+message then ends in exactly one verdict (:meth:`Engine._settle`, :mod:`saga.nats.settle`):
+ack, nak (delivered again later), or term (dead-lettered with a reason).
 """
 
 from __future__ import annotations
