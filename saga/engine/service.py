@@ -242,6 +242,7 @@ class Engine:
         return found
 
     def health(self) -> Health:
+        """A read-only snapshot, for ``/readyz``."""
         return Health(
             connected=self.nc.is_connected,
             ready=self._ready.is_set(),
