@@ -9,7 +9,7 @@ straight to the ``saga_instances`` bucket and their index entries to ``SAGA_INDE
 - find by id (the index entry, and the full record as ``saga status ID`` reads it);
 - find by a business key (a search attribute, ``saga list --where customer=...``);
 
-and the same operations the old way, reading every instance (``saga.inspect`` without the
+and the same operations the old way, reading every instance (``saga.client`` without the
 index), at ``--baseline-at`` instances only: a full scan grows with N, so its figure at N is
 extrapolated linearly, and said so. See ``docs/performance.md``.
 """
@@ -36,10 +36,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import nats
 from nats.aio.client import Client
 
+from saga.client import find_record, list_instances
 from saga.core.state import HistoryEntry, InstanceState, Status, StepState, StepStatus
 from saga.index import SagaIndex, SagaQuery
 from saga.index.entry import index_writes
-from saga.inspect import find_record, list_instances
 from saga.nats.acks import PubAck, acks_for
 from saga.nats.provision import StreamSettings, ensure_bucket, ensure_index_stream
 from saga.nats.server import EmbeddedServer

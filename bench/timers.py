@@ -20,9 +20,9 @@ from pathlib import Path
 
 import nats
 
+from saga.client import instance_store
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 

@@ -20,12 +20,12 @@ import click
 import nats
 from nats.js import JetStreamContext
 
+from saga.cli.render import table
+from saga.client import SagaClient
 from saga.core.state import InstanceState
-from saga.inspect import instance_store, list_instances
 from saga.nats.outage import TRANSIENT, describe
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
-from saga.render import table
 from saga.telemetry import telemetry_from_env
 
 SERVICES = ("inventory", "payment", "shipping", "flight", "hotel", "car")
@@ -173,14 +173,15 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
         started = time.monotonic()
         await place_orders(js, orders)
         await request_trips(js, trips)
-        store = await instance_store(js, topology)
+        client = SagaClient(nc, topology)
+        await client.store()  # fails now, not in the loop, when no engine made the bucket
         wanted = {(p.saga, p.saga_id) for p in planned}
         finished: dict[tuple[str, str], InstanceState] = {}
         shown = [-1]
 
         async def all_done() -> bool:
             try:
-                states = await list_instances(store, limit=100_000)
+                states = await client.states(limit=100_000)
             except TRANSIENT as exc:  # an outage to wait out, not a reason to give up
                 log.warning("saga-demo: JetStream is not answering (%s)", describe(exc))
                 return False

@@ -63,6 +63,11 @@ class OtlpReceiver:
         with self._lock:
             self.spans.extend(found)
 
+    def copies(self) -> list[ReceivedSpan]:
+        """Every span received so far, copies included (a viewer keeps one per span id)."""
+        with self._lock:
+            return list(self.spans)
+
     def of_saga(self, saga_id: str) -> list[ReceivedSpan]:
         with self._lock:
             return [

@@ -18,14 +18,13 @@ from multidict import MultiMapping
 from pydantic import ValidationError
 
 from saga.admin.openapi import OPENAPI
+from saga.client import SagaClient
 from saga.console import is_console_path, mount_console
 from saga.core.state import InstanceState
 from saga.engine.operator import ACTIONS, HEADER_AUTHORIZATION, ActionRequest, token_matches
 from saga.engine.view import EngineView
 from saga.errors import ConfigError
 from saga.index import SagaQuery, SagaSummary
-from saga.inspect import find_record, list_instances
-from saga.store import KvInstanceStore
 from saga.telemetry import trace_id_of
 
 log = logging.getLogger("saga.admin")
@@ -219,12 +218,11 @@ class AdminServer:
             return _error(400, "limit must be an integer")
         if not 1 <= limit <= 10_000:
             return _error(400, "limit must be between 1 and 10000")
-        store = self.engine.store
-        assert store is not None
+        client = self._client()
         name = request.query.get("saga") or request.query.get("name")
-        index = store.index if isinstance(store, KvInstanceStore) else None
+        index = await client.index()
         if index is None:
-            found: list[Any] = await list_instances(store, state, name, limit)
+            found: list[Any] = await client.states(state, name, limit)
             return web.json_response([_summary(s) for s in found])
         try:
             query = query_from(request.query, name, state, limit)
@@ -234,10 +232,14 @@ class AdminServer:
         headers = {"Saga-Next-Cursor": page.cursor} if page.cursor else None
         return web.json_response([_summary(s) for s in page.items], headers=headers)
 
-    async def saga(self, request: web.Request) -> web.Response:
+    def _client(self) -> SagaClient:
+        """Reads through the engine's own store (and its index)."""
         assert self.engine.store is not None
+        return SagaClient(self.engine.nc, store=self.engine.store)
+
+    async def saga(self, request: web.Request) -> web.Response:
         saga_id = request.match_info["saga_id"]
-        record = await find_record(self.engine.store, saga_id, request.query.get("name"))
+        record = await self._client().record(saga_id, request.query.get("name"))
         if record is None:
             return _error(404, f"no instance {saga_id!r}")
         body = json.loads(record.state.model_dump_json())

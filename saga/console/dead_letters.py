@@ -1,6 +1,6 @@
 """Dead-letter pages: the list (by code), one letter's headers and body, replay and purge.
 
-Replay and purge reuse :mod:`saga.dlq_admin`, the same functions as ``saga dlq``.
+Replay and purge reuse :mod:`saga.nats.dlq`, the same functions as ``saga dlq``.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from saga.console.html import (
     url,
     when,
 )
-from saga.dlq_admin import (
+from saga.nats.dlq import (
     DeadLetter,
+    DeadLetterCode,
     DeadLetterError,
     get_dead_letter,
     list_dead_letters,
     purge_dead_letter,
     replay,
 )
-from saga.nats.dlq import DeadLetterCode
 
 log = logging.getLogger("saga.console")
 SHOWN = 200

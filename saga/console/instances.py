@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from saga.client import find_record
 from saga.console import auth
 from saga.console.app import (
     engine_of,
@@ -45,7 +46,6 @@ from saga.core.state import InstanceState, Status
 from saga.definition.catalog import Catalog
 from saga.engine.operator import ACTIONS, ActionRequest
 from saga.index import SagaSummary
-from saga.inspect import find_record
 from saga.telemetry import trace_id_of
 
 log = logging.getLogger("saga.console")

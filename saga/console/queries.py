@@ -18,11 +18,11 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from saga.client import find_record, list_instances
 from saga.core.state import InstanceState, Status
 from saga.definition.duration import parse_duration
 from saga.index import SagaIndex, SagaQuery, SagaSummary
 from saga.index.entry import entry_filter
-from saga.inspect import find_record, list_instances
 from saga.store import InstanceStore, KvInstanceStore
 
 log = logging.getLogger("saga.console")

@@ -29,7 +29,7 @@ from saga.nats.dlq import DeadLetterCode
 from saga.nats.settle import ACK, Ack, Nak, Term, Verdict
 from saga.store import InstanceRecord, InstanceStore, Stored
 from saga.telemetry import Telemetry
-from saga.telemetry.engine_spans import ignored, processing
+from saga.telemetry.engine_spans import ignored, in_saga
 from saga.telemetry.recovery import SpanMarks
 from saga.telemetry.saga_spans import new_saga_trace
 
@@ -189,17 +189,9 @@ class Applier:
         commands: Sequence[Command],
         event: Event | None = None,
     ) -> None:
-        """Send inside the message's CONSUMER span, so every send joins the saga's trace."""
+        """Send in the saga's trace context (no span: the record's are the saga's spans)."""
         if not self.telemetry.enabled:
             await self.send(record.state, commands, None)
             return
-        with processing(
-            self.telemetry,
-            record,
-            event,
-            received.subject,
-            received.headers,
-            start_ns=received.at_ns,
-            message_id=received.origin,
-        ):
+        with in_saga(record.trace):
             await self.send(record.state, commands, record.trace)

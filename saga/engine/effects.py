@@ -17,7 +17,7 @@ from saga.nats.timers import BrokerTimers
 from saga.nats.topology import STATUS_PREFIX
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME
 from saga.telemetry import Telemetry, inject
-from saga.telemetry.engine_spans import publishing
+from saga.telemetry.engine_spans import carry
 
 log = logging.getLogger("saga.engine")
 
@@ -105,7 +105,7 @@ class CommandSender:
         if isinstance(command, ScheduleTimer):
             context: dict[str, str] = {}
             if self.telemetry.enabled:
-                inject(context)  # the fired timer's processing joins this trace
+                inject(context)  # the saga's (see engine_spans.in_saga): a fired timer links to it
             return await self.timers.schedule(name, sid, command.timer, command.fire_at, context)
         if isinstance(command, CancelTimer):
             return await self.timers.cancel(name, sid, command.timer)
@@ -134,8 +134,7 @@ class CommandSender:
         state: InstanceState,
         saga_trace: Mapping[str, str] | None,
     ) -> Awaitable[Any]:
-        """Send now; returns the ack to wait for."""
-        if not self.telemetry.enabled:
-            return await self.acks.send(subject, data, headers)
-        with publishing(self.telemetry, subject, headers, state, saga_trace):
-            return await self.acks.send(subject, data, headers)
+        """Send now, with the saga's trace context; returns the ack to wait for."""
+        if saga_trace:
+            carry(headers, state, saga_trace)
+        return await self.acks.send(subject, data, headers)

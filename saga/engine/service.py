@@ -23,6 +23,7 @@ from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from saga.client import find_record
 from saga.core.events import Event
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
@@ -41,7 +42,6 @@ from saga.engine.view import EngineView, Health
 from saga.errors import ConfigError
 from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
-from saga.inspect import find_record
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
 from saga.nats.dlq import DeadLetterCode
@@ -255,7 +255,13 @@ class Engine:
     def view(self) -> EngineView:
         """What the admin API and the console read and call."""
         return EngineView(
-            self.js, self.settings, self.act, self.health, lambda: self.catalog, lambda: self.store
+            self.nc,
+            self.js,
+            self.settings,
+            self.act,
+            self.health,
+            lambda: self.catalog,
+            lambda: self.store,
         )
 
     async def act(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from saga.definition.catalog import Catalog
@@ -31,6 +32,7 @@ class Health:
 
 @dataclass(frozen=True)
 class EngineView:
+    nc: Client
     js: JetStreamContext
     settings: EngineSettings
     act: Act

@@ -58,7 +58,7 @@ class KvInstanceStore:
         0 keeps it for ever.
 
         ``index``: the instance index, which finds and lists without reading every key
-        (:mod:`saga.inspect` uses it when present)."""
+        (:mod:`saga.client` uses it when present)."""
         self.kv = kv
         self.index = index
         self.finished_ttl = finished_ttl

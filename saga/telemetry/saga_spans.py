@@ -4,14 +4,14 @@ The tree a viewer shows (at most 4 levels for any saga)::
 
     saga <name>                         root of the saga's trace; outcome, failure, counts
     ├─ saga.step <step>                 one span per attempt, opened by step.started/retried
-    │  ├─ send <command>       (engine) PRODUCER, the command sent for this attempt
     │  ├─ process <command>    (participant) CONSUMER, its parent named by the command
-    │  │  └─ send <reply>      (participant)
-    │  └─ process <reply>      (engine) CONSUMER, link to the participant's send
+    │  │  └─ send <reply>      (participant) PRODUCER
+    │  └─ process <reply>      (engine) only for a reply that changed nothing (late, duplicate)
     ├─ saga.compensate <step>           one span per undo attempt, same shape
-    ├─ saga.operator <action>           an operator's retry, resume or abort
-    ├─ process <trigger>       (engine) link to the caller's span
-    └─ send saga.status.<name>.<status>
+    └─ saga.operator <action>           an operator's retry, resume or abort
+
+The engine writes no span of its own for a message that changed the record (see
+:mod:`saga.telemetry.engine_spans`): what it did is this tree.
 
 Every span here is written from the record alone, when its closing history entry is
 stored: start and end come from the history, the ids from :mod:`saga.telemetry.ids`

@@ -4,7 +4,9 @@
   instance record, see :mod:`saga.telemetry.saga_spans`;
 - ``process {subject}`` (CONSUMER): handling one message, parent = the context that
   created the message unless told otherwise (the creator is also added as a link);
-- ``send {subject}`` (PRODUCER): each publish, its context injected into the headers.
+- ``send {subject}`` (PRODUCER): each publish of a participant or a front end, its
+  context injected into the headers (the engine's publishes carry the saga's context
+  and write no span, see :mod:`saga.telemetry.engine_spans`).
 
 Cheap when it can be: with tracing off, ``consuming`` and ``sending`` hand out one shared
 no-op context manager; a span that is not recording (sampled out, e.g. with
@@ -101,17 +103,12 @@ def sending(
     *,
     saga_id: str | None,
     message_id: str | None,
-    parent: Context | None = None,
-    carried: Context | None = None,
 ) -> AbstractContextManager[None]:
-    """A PRODUCER span around one publish; injects its context into ``headers``.
-
-    ``parent``: the span's parent instead of the current span; ``carried``: the context
-    the message carries instead of the send span's (a step command names its attempt's
-    span, so the participant's work sits beside the send, not under it)."""
+    """A PRODUCER span around one publish (a child of the current span); injects its
+    context into ``headers``."""
     if not telemetry.enabled:
         return _NOTHING
-    return _sending(telemetry, subject, headers, saga_id, message_id, parent, carried)
+    return _sending(telemetry, subject, headers, saga_id, message_id)
 
 
 @contextmanager
@@ -121,16 +118,14 @@ def _sending(
     headers: MutableMapping[str, str],
     saga_id: str | None,
     message_id: str | None,
-    parent: Context | None,
-    carried: Context | None,
 ) -> Iterator[None]:
-    span = telemetry.tracer.start_span(f"send {subject}", context=parent, kind=SpanKind.PRODUCER)
+    span = telemetry.tracer.start_span(f"send {subject}", kind=SpanKind.PRODUCER)
     if span.is_recording():
         span.set_attributes(_messaging(subject, "send", saga_id, message_id))
     with trace.use_span(
         span, end_on_exit=True, record_exception=True, set_status_on_exception=True
     ):
-        inject(headers, carried)
+        inject(headers)
         yield
 
 

@@ -28,10 +28,10 @@ from nats.js import JetStreamContext
 
 from saga.core.state import InstanceState
 from saga.definition import SagaDefinition, load_definitions
-from saga.invariants import Report, check_live
 from saga.nats.reader import read_stream
 from saga.nats.topology import Topology
 from saga.store import InstanceRecord
+from saga.testing.invariants import Report, check_live
 from services.orders import new_order, place_orders
 from services.trips import new_trip, request_trips
 from tests.support import wait_for

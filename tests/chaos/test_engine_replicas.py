@@ -10,9 +10,9 @@ from pathlib import Path
 
 import nats
 
+from saga.client import SagaClient
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_instance, instance_store
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
@@ -122,10 +122,10 @@ async def test_a_replica_that_missed_a_transition_does_not_drop_the_next_event(
     js = nc.jetstream()
 
     async def status_is(wanted: str, step: str | None = None) -> None:
-        store = await instance_store(js, Topology())
+        client = SagaClient(nc)
 
         async def reached() -> bool:
-            state = await find_instance(store, "s-1", "shop")
+            state = await client.get("s-1", "shop")
             if state is None:
                 return False
             if step is not None:

@@ -14,9 +14,9 @@ from nats.aio.client import Client
 from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 
+from saga.client import find_instance, instance_store
 from saga.definition import load_definitions, parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_instance, instance_store
 from saga.nats.dlq import HEADER_CODE, HEADER_REASON, HEADER_SUBJECT
 from saga.nats.provision import StreamSettings
 from saga.nats.reader import StoredMessage, read_stream

@@ -14,9 +14,9 @@ from click.testing import CliRunner, Result
 from nats.aio.client import Client
 
 from saga.cli import main
+from saga.client import find_instance, instance_store
 from saga.definition import Catalog, parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings
 from saga.nats.reader import read_stream
 from saga.nats.served import serve_definitions, served_definitions

@@ -20,11 +20,11 @@ import pytest
 from nats.aio.client import Client
 
 from saga.admin import AdminServer, AdminSettings
+from saga.client import find_instance, instance_store
 from saga.core.state import InstanceState
 from saga.definition import parse_definition
-from saga.dlq_admin import list_dead_letters
 from saga.engine import Engine
-from saga.inspect import find_instance, instance_store
+from saga.nats.dlq import list_dead_letters
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from tests.integration.test_engine import FAST

@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from saga.cli_dlq import dlq_group
+from saga.cli.dlq import dlq_group
+from saga.client import find_instance, instance_store
 from saga.definition import parse_definition
-from saga.dlq_admin import DeadLetterError, get_dead_letter, list_dead_letters, replay_many
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_instance, instance_store
+from saga.nats.dlq import DeadLetterError, get_dead_letter, list_dead_letters, replay_many
 from saga.nats.provision import StreamSettings
 from saga.nats.reader import read_stream
 from saga.nats.server import EmbeddedServer

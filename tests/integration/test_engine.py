@@ -10,10 +10,10 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from saga.client import find_instance, instance_store
 from saga.core.state import InstanceState
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology

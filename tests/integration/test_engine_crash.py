@@ -13,7 +13,7 @@ from typing import Any
 
 import nats
 
-from saga.inspect import instance_store, list_instances
+from saga.client import instance_store, list_instances
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from tests.support import ScriptedParticipant, wait_for

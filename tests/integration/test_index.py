@@ -12,6 +12,7 @@ import pytest
 from nats.aio.client import Client
 
 from saga.admin import AdminServer, AdminSettings
+from saga.client import find_record, instance_store, list_instances
 from saga.core.state import InstanceState, Status
 from saga.definition import parse_definition
 from saga.definition.catalog import Catalog
@@ -20,7 +21,6 @@ from saga.index import SagaIndex, SagaPage, SagaQuery
 from saga.index.entry import entry_subject
 from saga.index.rebuild import reindex
 from saga.index.writer import IndexWriter
-from saga.inspect import find_record, instance_store, list_instances
 from saga.nats.direct import direct_get
 from saga.nats.provision import StreamSettings, ensure_index_stream
 from saga.nats.server import EmbeddedServer

@@ -18,15 +18,15 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from saga.cli.render import status_text
+from saga.client import find_instance, instance_store
 from saga.core.state import InstanceState
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.engine.operator import OPERATOR_SUBJECT, ActionRequest, auth_headers
-from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
-from saga.render import status_text
 from tests.support import wait_for
 
 TOKEN = "op-secret-1"

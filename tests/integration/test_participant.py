@@ -24,11 +24,11 @@ from nats.js.api import RawStreamMsg, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 import saga.participant
+from saga.client import find_instance, instance_store
 from saga.definition import SagaDefinition, load_definition
 from saga.definition.expressions import render
 from saga.engine import Engine, EngineSettings
 from saga.errors import ConfigError, ProvisioningError
-from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings, ensure_stream
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import STATUS_PREFIX, listened_subjects, published_subjects, token

@@ -22,12 +22,12 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import SecretStr
 
+from saga.client import instance_store, list_instances
 from saga.definition import load_definitions
-from saga.dlq_admin import list_dead_letters
 from saga.engine import Engine, EngineSettings
 from saga.engine.partitions import partition_of
-from saga.inspect import instance_store, list_instances
 from saga.nats.connection import NatsSettings, connect
+from saga.nats.dlq import list_dead_letters
 from saga.nats.server import EmbeddedServer, find_server_binary
 from saga.nats.topology import Topology, instance_key, listened_subjects, published_subjects
 from saga.participant import load_app

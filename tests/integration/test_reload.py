@@ -8,10 +8,10 @@ from pathlib import Path
 import nats
 import pytest
 
+from saga.client import find_instance, instance_store
 from saga.definition import load_catalog
 from saga.engine import Engine
 from saga.engine.process import watch_definitions
-from saga.inspect import find_instance, instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from tests.integration.test_engine import FAST

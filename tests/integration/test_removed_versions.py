@@ -17,12 +17,12 @@ import nats
 import pytest
 
 from saga.admin import AdminServer, AdminSettings
+from saga.client import find_instance, instance_store
 from saga.definition import load_catalog
 from saga.engine import Engine
 from saga.engine.process import watch_definitions
 from saga.engine.versions import Stored, stranded
 from saga.errors import ConfigError
-from saga.inspect import find_instance, instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from tests.integration.test_engine import FAST

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import nats
+from nats.js.kv import KeyValue
 
 from saga.demo import plan
 from saga.nats.server import EmbeddedServer
@@ -32,6 +33,25 @@ from tests.support import wait_for
 ERROR = 2
 DEMO_SAGAS = 12
 """Enough for every planned outcome: both sagas complete and fail at each of their steps."""
+EVERY_SPAN = {
+    "saga order-fulfilment",
+    "saga.step reserve_inventory",
+    "process inventory.reserve",
+    "send inventory.reserved",
+    "saga.step charge_payment",
+    "process payment.charge",
+    "send payment.charged",
+    "saga.step schedule_shipping",
+    "process shipping.schedule",
+    "send shipping.failed",
+    "saga.compensate charge_payment",
+    "process payment.refund",
+    "send payment.refunded",
+    "saga.compensate reserve_inventory",
+    "process inventory.release",
+    "send inventory.released",
+}
+"""Every span of an order whose shipping fails, from the engine and the three services."""
 
 
 def tagged_spans(receiver: OtlpReceiver, saga_id: str) -> list[ReceivedSpan]:
@@ -104,6 +124,30 @@ def test_the_demo_sagas_read_as_sagas() -> None:
             assert len(named) == 1
 
 
+async def terminal_write(kv: KeyValue, saga_id: str) -> asyncio.Task[InstanceRecord]:
+    """A task that returns the record of ``saga_id``'s order as soon as its terminal state is
+    written (watching from now on)."""
+    watcher = await kv.watch(instance_key("order-fulfilment", saga_id))
+
+    async def ended() -> InstanceRecord:
+        try:
+            async for entry in watcher:
+                if entry is None or not entry.value:
+                    continue
+                record = InstanceRecord.model_validate_json(entry.value)
+                if record.state.status.terminal:
+                    return record
+            raise AssertionError("the watch ended")
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
+    return asyncio.create_task(ended())
+
+
+def trace_of(record: InstanceRecord) -> str:
+    return record.trace["traceparent"].split("-")[1]
+
+
 async def test_no_span_is_lost_to_a_kill_right_after_the_terminal_write(
     nats_server: EmbeddedServer, tmp_path: Path
 ) -> None:
@@ -130,23 +174,12 @@ async def test_no_span_is_lost_to_a_kill_right_after_the_terminal_write(
             await wait_for(bucket_ready, timeout=30, message="the engine's bucket")
             kv = await js.key_value(topology.instances_bucket)
             saga_id = "killed-1"
-            watcher = await kv.watch(instance_key("order-fulfilment", saga_id))
+            ended = await terminal_write(kv, "killed-1")
             order = new_order(order_id=saga_id, fail="shipping")  # compensates two steps
             await js.publish("orders.placed", json.dumps(order).encode())
-
-            async def terminal_write() -> InstanceRecord:
-                async for entry in watcher:
-                    if entry is None or not entry.value:
-                        continue
-                    record = InstanceRecord.model_validate_json(entry.value)
-                    if record.state.status.terminal:
-                        return record
-                raise AssertionError("the watch ended")
-
-            record = await asyncio.wait_for(terminal_write(), 60)
+            record = await asyncio.wait_for(ended, 60)
             first.send_signal(signal.SIGKILL)  # right after the write: no wait for the export
             first.wait()
-            await watcher.stop()  # type: ignore[no-untyped-call]
             assert record.state.status.value == "compensated"
             assert not any(
                 s.service == "saga-engine" for s in saga_spans(receiver, saga_id).values()
@@ -154,27 +187,44 @@ async def test_no_span_is_lost_to_a_kill_right_after_the_terminal_write(
 
             second = engine(nats_server.url, env, log)
             children.append(second)
-            wanted = {
-                "saga order-fulfilment",
-                "saga.step reserve_inventory",
-                "saga.step charge_payment",
-                "saga.step schedule_shipping",
-                "saga.compensate charge_payment",
-                "saga.compensate reserve_inventory",
-            }
+            # The same saga again, undisturbed: what a trace holds when nothing is lost.
+            ended = await terminal_write(kv, "undisturbed-1")
+            order = new_order(order_id="undisturbed-1", fail="shipping")
+            await js.publish("orders.placed", json.dumps(order).encode())
+            reference = await asyncio.wait_for(ended, 60)
+            killed, undisturbed = trace_of(record), trace_of(reference)
 
-            def recovered() -> bool:
-                spans = saga_spans(receiver, saga_id).values()
-                return wanted <= {s.name for s in spans if s.service == "saga-engine"}
+            def in_trace(trace_id: str) -> list[ReceivedSpan]:
+                return [s for s in receiver.copies() if s.trace_id == trace_id]
 
-            await wait_for(recovered, timeout=30, message="the saga's spans, from the record")
-            spans = saga_spans(receiver, saga_id)
-            copies = [s.name for s in tagged_spans(receiver, saga_id) if s.name in wanted]
-            assert sorted(copies) == sorted(wanted), "each span exactly once, not even a copy"
+            def arrived() -> bool:
+                return all(
+                    {s.name for s in in_trace(t)} >= EVERY_SPAN for t in (killed, undisturbed)
+                )
+
+            await wait_for(arrived, timeout=30, message="the spans of both sagas")
+            # Stop every process (each flushes its exporter): nothing more can arrive, so a
+            # late copy would be counted too.
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            for child in children:
+                child.wait(20)
+            copies = in_trace(killed)
+            assert sorted(s.name for s in copies) == sorted(s.name for s in in_trace(undisturbed))
+            assert sorted(s.name for s in copies) == sorted(EVERY_SPAN), (
+                "each span of the saga exactly once"
+            )
+            assert len({s.span_id for s in copies}) == len(copies)
+            spans = {s.span_id: s for s in copies}
             root, depth = check_tree(spans, "order-fulfilment")
             assert root.attributes["saga.outcome"] == "compensated"
             assert root.status_code == ERROR
             assert depth <= 4
+            for span in copies:  # each participant's work under its step's attempt
+                if span.name.startswith("process "):
+                    parent = spans[span.parent_span_id]
+                    assert parent.attributes["saga.step"] == span.attributes["saga.step"]
+                    assert parent.attributes["saga.attempt"] == span.attributes["saga.attempt"]
         finally:
             await nc.close()
             for child in children:

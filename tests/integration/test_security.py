@@ -17,10 +17,10 @@ import nkeys
 import pytest
 from pydantic import SecretStr
 
+from saga.client import find_instance, instance_store
 from saga.definition import parse_definition
 from saga.engine import Engine
 from saga.errors import ConnectionFailed
-from saga.inspect import find_instance, instance_store
 from saga.nats.connection import AUTH_ENV, NatsSettings, connect, settings_from_env
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology

@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from saga.client import find_instance, instance_store
 from saga.core import OperatorAbort, OperatorResume
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_instance, instance_store
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology

@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
+from saga.client import find_record, instance_store
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.inspect import find_record, instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from saga.participant import App, Context
@@ -120,18 +120,12 @@ async def test_a_sampled_saga_is_traced_whole(
 
     wanted = {
         "saga trip",
-        "process trip.requested",
-        "send flight.book",
+        "saga.step flight",
         "process flight.book",
         "send flight.booked",
-        "process flight.booked",
-        "send hotel.book",
+        "saga.step hotel",
         "process hotel.book",
         "send hotel.booked",
-        "process hotel.booked",
-        "send saga.status.trip.completed",
-        "saga.step flight",
-        "saga.step hotel",
     }
     await wait_for(lambda: wanted <= names(), message="every span of the sampled saga")
     spans = exporter.get_finished_spans()

@@ -7,9 +7,9 @@ from typing import Any
 
 import nats
 
+from saga.client import find_instance, instance_store
 from saga.definition import Catalog, parse_definition
 from saga.engine import Engine
-from saga.inspect import find_instance, instance_store
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from tests.integration.test_engine import FAST

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from jsonschema import Draft7Validator
 
 from saga.asyncapi import asyncapi_document, to_yaml
-from saga.cli_asyncapi import asyncapi_command
+from saga.cli.definitions import asyncapi_command
 from saga.definition import load_definition, parse_definition
 from saga.definition.model import SagaDefinition
 from saga.nats.topology import listened_subjects, published_subjects

@@ -28,7 +28,7 @@ from nats.js.errors import NotFoundError
 
 from saga.admin.openapi import OPENAPI
 from saga.admin.server import OPEN_PATHS
-from saga.config import ENV, RunConfig
+from saga.cli.config import ENV, RunConfig
 from saga.definition import load_definitions
 from saga.engine.settings import EngineSettings
 from saga.nats.connection import AUTH_ENV, settings_from_env
@@ -62,7 +62,7 @@ OTHER_VARIABLES = {
     "SAGA_LOG_FORMAT": ROOT / "saga" / "logs.py",
     "SAGA_HEALTH_ADDR": ROOT / "saga" / "participant" / "health.py",
 }
-"""``SAGA_*`` variables read outside ``saga run``'s settings (saga/config.py ENV), and where."""
+"""``SAGA_*`` variables read outside ``saga run``'s settings (saga/cli/config.py ENV), and where."""
 
 
 # -- helpers -------------------------------------------------------------------
@@ -178,7 +178,7 @@ def assert_known_saga_variables(where: str, names: Any) -> None:
     for name in names:
         if name.startswith("SAGA_"):
             known = name in ENV.values() or name in OTHER_VARIABLES
-            assert known, f"{where}: {name} is read by nothing (saga/config.py ENV)"
+            assert known, f"{where}: {name} is read by nothing (saga/cli/config.py ENV)"
 
 
 def run_settings(env: dict[str, str]) -> RunConfig:

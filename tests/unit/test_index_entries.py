@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saga.cli_index import parse_moment, parse_where
+from saga.cli.index import parse_moment, parse_where
 from saga.core.state import InstanceState, Status
 from saga.definition import parse_definition
 from saga.errors import DefinitionError

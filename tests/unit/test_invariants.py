@@ -22,7 +22,7 @@ from saga.core import (
     decide,
 )
 from saga.definition import SagaDefinition, parse_definition
-from saga.invariants import CommandRecord, EffectRecord, Report, as_dict, check
+from saga.testing.invariants import CommandRecord, EffectRecord, Report, as_dict, check
 
 SHOP = parse_definition(
     """

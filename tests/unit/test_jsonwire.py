@@ -21,8 +21,9 @@ from tests.conftest import DEFINITIONS, ROOT
 INTAKE = Intake(load_definitions([DEFINITIONS]))
 NON_FINITE = [b'{"total": 1e400}', b'{"total": -1E+999}', b'{"a": NaN}', b'{"a": [Infinity]}']
 PRINTED_ONLY = {
-    "saga/cli.py": "prints JSON read back from JetStream for a person or a tool",
-    "saga/cli_dlq.py": "prints JSON read back from JetStream",
+    "saga/cli/definitions.py": "prints reports and the JSON Schema for a person or a tool",
+    "saga/cli/instances.py": "prints JSON read back from JetStream for a person or a tool",
+    "saga/cli/dlq.py": "prints JSON read back from JetStream",
     "saga/logs.py": "a log line must never raise",
     "saga/admin/server.py": "HTTP answers built from stored (already finite) records",
     "saga/testing/wire.py": "text for a test report",
@@ -30,7 +31,7 @@ PRINTED_ONLY = {
     "bench/measure.py": "writes results",
     "bench/console_scale.py": "prints results",
     "bench/index_scale.py": "prints results",
-    "saga/cli_index.py": "prints index summaries read back from JetStream",
+    "saga/cli/index.py": "prints index summaries read back from JetStream",
     "saga/console/dead_letters.py": "shows a stored body on a page",
     "saga/console/instances.py": "shows stored kept data on a page",
 }

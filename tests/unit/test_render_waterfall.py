@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from saga.cli.render import BAR_WIDTH, waterfall_text
 from saga.core import OperatorAbort
 from saga.definition import load_definitions
-from saga.render import BAR_WIDTH, waterfall_text
 from tests.unit.test_decide import DEFINITIONS, Run, order_in_flight, order_parked
 
 

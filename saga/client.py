@@ -1,12 +1,21 @@
-"""Read instances for people and tools: find one by id, list many, start one."""
+"""Start, read, list and act on sagas from code: :class:`SagaClient` over one NATS connection.
+
+The CLI, the admin API (over the engine's own store), the demo and the tests use it; the
+functions under it work on any :class:`~saga.store.InstanceStore` (the engine and the
+console pass their own). Listing goes through the index (:mod:`saga.index`) when the server
+has it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 
@@ -14,13 +23,26 @@ from saga import jsonwire
 from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import trigger_saga_id
-from saga.errors import StoreError
-from saga.index import MAX_LIMIT, SagaIndex, SagaQuery
+from saga.errors import SagaError, StoreError
+from saga.index import MAX_LIMIT, SagaIndex, SagaPage, SagaQuery
+from saga.nats.dlq import (
+    DeadLetter,
+    LetterFilter,
+    Replayed,
+    ReplayFailed,
+    get_dead_letter,
+    list_dead_letters,
+    purge_dead_letters,
+    replay_many,
+)
 from saga.nats.topology import Topology, instance_key, token
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, trigger_message_id
 from saga.store import InstanceRecord, InstanceStore, KvInstanceStore
 from saga.telemetry import Telemetry
 from saga.telemetry.spans import sending
+
+if TYPE_CHECKING:
+    from saga.engine.operator import ActionRequest
 
 
 async def instance_store(js: JetStreamContext, topology: Topology) -> KvInstanceStore:
@@ -174,3 +196,114 @@ async def start_saga(
         existing = await find_instance(store, saga_id, definition.name) if store else None
         return Started(saga_id, existing, duplicate=True)
     return Started(saga_id)
+
+
+@dataclass(frozen=True)
+class ActionReply:
+    """The engine's answer to an operator action."""
+
+    ok: bool
+    message: str
+    status: str | None
+    """The instance's status after the action."""
+
+
+class SagaClient:
+    """Sagas over one NATS connection: start, get, list, act on them, read dead letters.
+
+    The connection stays the caller's (``SagaClient`` never closes it). ``store``: an
+    instance store already open (the engine's, for its admin API); else the instances
+    bucket is opened on first use."""
+
+    def __init__(
+        self, nc: Client, topology: Topology | None = None, store: InstanceStore | None = None
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.topology = topology or Topology()
+        self._store = store
+
+    async def store(self) -> InstanceStore:
+        """The instance store (with the index when the server has it), opened once;
+        :class:`StoreError` when no engine ever ran against this server."""
+        if self._store is None:
+            self._store = await instance_store(self.js, self.topology)
+        return self._store
+
+    async def start(
+        self, definition: SagaDefinition, data: dict[str, Any], saga_id: str | None = None
+    ) -> Started:
+        """Publish ``definition``'s trigger, unless an instance with this id exists
+        (see :func:`start_saga`)."""
+        try:
+            store: InstanceStore | None = await self.store()
+        except StoreError:
+            store = None  # no engine ever ran here: publishing will say so
+        return await start_saga(self.js, definition, data, saga_id, store)
+
+    async def record(self, saga_id: str, name: str | None = None) -> InstanceRecord | None:
+        """The stored record (state and trace context) of one instance."""
+        return await find_record(await self.store(), saga_id, name)
+
+    async def get(self, saga_id: str, name: str | None = None) -> InstanceState | None:
+        """The state of one instance; ``name`` only when two sagas share the id."""
+        return await find_instance(await self.store(), saga_id, name)
+
+    async def index(self) -> SagaIndex | None:
+        """The index, or ``None`` when the server has no index stream (the store's own,
+        when one is open: what it reads through)."""
+        if self._store is not None:
+            return _index_of(self._store)
+        index = SagaIndex(self.nc, self.topology)
+        return index if await index.available() else None
+
+    async def list(self, query: SagaQuery) -> SagaPage:
+        """One page of instance summaries from the index (:class:`StoreError` without it)."""
+        index = await self.index()
+        if index is None:
+            raise StoreError("this server has no index stream (SAGA_INDEX): run `saga reindex`")
+        return await index.list(query)
+
+    async def states(
+        self, status: str | None = None, name: str | None = None, limit: int = 100
+    ) -> builtins.list[InstanceState]:
+        """Full states, newest first (see :func:`list_instances`)."""
+        return await list_instances(await self.store(), status, name, limit)
+
+    async def act(
+        self, request: ActionRequest, token: str | None = None, timeout: float = 15
+    ) -> ActionReply:
+        """Send an operator action (abort, retry, resume) to the engine and wait for its
+        answer; ``token``: the engine's admin token, when it has one."""
+        from saga.engine.operator import OPERATOR_SUBJECT, auth_headers
+
+        try:
+            reply = await self.nc.request(
+                OPERATOR_SUBJECT,
+                request.model_dump_json().encode(),
+                timeout=timeout,
+                headers=auth_headers(token),
+            )
+        except NoRespondersError:
+            raise SagaError("no engine answered: is `saga run` running?") from None
+        result = jsonwire.loads(reply.data)
+        return ActionReply(bool(result["ok"]), str(result["message"]), result.get("status"))
+
+    async def dead_letters(
+        self, where: LetterFilter | None = None, limit: int | None = None
+    ) -> builtins.list[DeadLetter]:
+        """Dead letters, oldest first."""
+        return await list_dead_letters(self.js, self.topology, limit=limit, where=where)
+
+    async def dead_letter(self, sequence: int) -> DeadLetter:
+        return await get_dead_letter(self.js, sequence, self.topology)
+
+    async def replay(
+        self, sequences: builtins.list[int] | None, where: LetterFilter | None = None
+    ) -> builtins.list[Replayed | ReplayFailed]:
+        """Publish dead letters again on their original subject, then delete them."""
+        return await replay_many(self.js, sequences, topology=self.topology, where=where)
+
+    async def purge(self, sequences: builtins.list[int]) -> builtins.list[int]:
+        """Delete dead letters for good; the sequences deleted."""
+        return await purge_dead_letters(self.js, sequences, self.topology)

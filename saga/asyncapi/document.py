@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from saga.asyncapi_schemas import (
+from saga.asyncapi.schemas import (
     FAILURE,
     SAGA_ID,
     TRACE,
