@@ -15,7 +15,6 @@ from datetime import datetime
 
 from saga.core import decide
 from saga.core.commands import Command, command_from_json, command_to_json
-from saga.core.events import Event
 from saga.core.state import InstanceState
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
@@ -97,7 +96,7 @@ class Applier:
                 # Written before a crash or a lost race; its commands may not be out yet.
                 outbox = [command_from_json(c) for c in stored.record.outbox]
                 self.marks.recovered(key, stored.record, stored.revision)
-                await self.carry_out(stored.record, received, outbox, work.event)
+                await self._carry_out(stored.record, outbox)
                 await self._index(work.definition, None, stored.record.state, repair=True)
                 return ACK
             before = stored.record.state if stored else None
@@ -163,7 +162,7 @@ class Applier:
             self.cache.put(key, Stored(record, revision))
             self.observer.transition(before, decision.state, self.clock())
             self.marks.transition(key, stored.record if stored else None, record, revision)
-            await self.carry_out(record, received, decision.commands, work.event)
+            await self._carry_out(record, decision.commands)
             await self._index(work.definition, before, decision.state)
             if decision.state.status.terminal:
                 self.cache.drop(key)
@@ -182,13 +181,7 @@ class Applier:
         if self.index is not None:
             await self.index.write(definition, before, after, repair)
 
-    async def carry_out(
-        self,
-        record: InstanceRecord,
-        received: Received,
-        commands: Sequence[Command],
-        event: Event | None = None,
-    ) -> None:
+    async def _carry_out(self, record: InstanceRecord, commands: Sequence[Command]) -> None:
         """Send in the saga's trace context (no span: the record's are the saga's spans)."""
         if not self.telemetry.enabled:
             await self.send(record.state, commands, None)
