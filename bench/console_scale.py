@@ -84,7 +84,7 @@ async def run(n: int, runs: int) -> dict[str, Any]:
         await fill(nc, 0, n, n, now)
         result["fill_seconds"] = round(time.monotonic() - began, 1)
         engine = Engine(nc, load_catalog([ROOT / "definitions"]))
-        admin = AdminServer(engine, AdminSettings(port=0))
+        admin = AdminServer(engine.view(), AdminSettings(port=0))
         url = await admin.start()
         await engine.start()
         try:

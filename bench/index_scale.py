@@ -40,7 +40,7 @@ from saga.client import find_record, list_instances
 from saga.core.state import HistoryEntry, InstanceState, Status, StepState, StepStatus
 from saga.index import SagaIndex, SagaQuery
 from saga.index.entry import index_writes
-from saga.nats.acks import Ack, acks_for
+from saga.nats.acks import PubAck, acks_for
 from saga.nats.provision import StreamSettings, ensure_bucket, ensure_index_stream
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology, instance_key
@@ -105,7 +105,7 @@ async def fill(nc: Client, start: int, stop: int, n: int, now: datetime) -> floa
     """Write instances ``[start, stop)``: record, index entry, search marker; returns seconds."""
     acks = acks_for(nc)
     bucket = kv_prefix(Topology().instances_bucket)
-    pending: list[asyncio.Future[Ack]] = []
+    pending: list[asyncio.Future[PubAck]] = []
     began = time.monotonic()
     for i in range(start, stop):
         state = instance(i, n, now)

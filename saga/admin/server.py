@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from multidict import MultiMapping
 from pydantic import ValidationError
 
@@ -22,18 +22,15 @@ from saga.client import SagaClient
 from saga.console import is_console_path, mount_console
 from saga.core.state import InstanceState
 from saga.engine.operator import ACTIONS, ActionRequest, token_matches
+from saga.engine.view import EngineView
 from saga.errors import ConfigError
 from saga.index import SagaQuery, SagaSummary
 from saga.protocol import HEADER_AUTHORIZATION, HEADER_NEXT_CURSOR
 from saga.telemetry import trace_id_of
 
-if TYPE_CHECKING:
-    from saga.engine.service import Engine
-
 log = logging.getLogger("saga.admin")
 OPEN_PATHS = {"/healthz", "/readyz"}
 STATES = ("running", "compensating", "completed", "compensated", "parked")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ def _moment(text: str | None) -> datetime | None:
 
 
 class AdminServer:
-    def __init__(self, engine: Engine, settings: AdminSettings) -> None:
+    def __init__(self, engine: EngineView, settings: AdminSettings) -> None:
         self.engine = engine
         self.settings = settings
         self._runner: web.AppRunner | None = None
@@ -160,21 +157,19 @@ class AdminServer:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, _: web.Request) -> web.Response:
+        health = self.engine.health()
         reasons = []
-        if not self.engine.nc.is_connected:
+        if not health.connected:
             reasons.append("not connected to NATS")
-        if not self.engine.ready.is_set():
+        if not health.ready:
             reasons.append("streams, bucket or consumers not ready")
         if reasons:
             return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
-        body: dict[str, Any] = {"status": "ready", "replica": self.engine.member_id}
-        if self.engine.stranded:  # still served: the versions stay loaded until a restart
-            body["stranded"] = [s.to_json() for s in self.engine.stranded]
-        if self.engine.settings.partitions:
-            body["partitions"] = {
-                "count": self.engine.settings.partitions,
-                "owned": self.engine.owned,
-            }
+        body: dict[str, Any] = {"status": "ready", "replica": health.replica}
+        if health.stranded:  # still served: the versions stay loaded until a restart
+            body["stranded"] = [s.to_json() for s in health.stranded]
+        if health.partitions:
+            body["partitions"] = {"count": health.partitions, "owned": list(health.owned)}
         return web.json_response(body)
 
     async def metrics(self, _: web.Request) -> web.Response:
@@ -269,7 +264,7 @@ class AdminServer:
             wanted = ActionRequest.model_validate({**body, "action": action, "saga_id": saga_id})
         except ValidationError as exc:
             return _error(400, f"bad request: {exc.errors()[0]['msg']}")
-        result = await self.engine.act(saga_id, wanted.name, wanted.event("http"))
+        result = await self.engine.act(saga_id, wanted.name, wanted.event("http"), None)
         if not result.ok and result.status is None:
             return _error(404, result.message)
         return web.json_response(_dump(result.__dict__), status=200 if result.ok else 409)

@@ -47,7 +47,7 @@ nats_options = setting_options(NATS_SETTINGS)
 
 def nats_settings(kwargs: dict[str, Any], name: str, discover: bool = True) -> NatsSettings | None:
     """Pop the connection options; ``None`` when no URL was given and discovery is off."""
-    from saga.runner import discover_url
+    from saga.engine.process import discover_url
 
     values = {str(option_of(key).nats): kwargs.pop(key) for key in NATS_SETTINGS}
     url = values.pop("url")

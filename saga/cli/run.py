@@ -59,8 +59,8 @@ def run(
     from saga.admin import parse_address
     from saga.cli.config import retention_seconds
     from saga.engine import EngineSettings
+    from saga.engine.process import run_engine
     from saga.nats.provision import StreamSettings
-    from saga.runner import run_engine
 
     configure_logging(log_level)
     settings = nats_settings(kwargs, "saga-engine", discover=False)

@@ -1,6 +1,6 @@
 """The console as an aiohttp sub-application mounted at ``/console/`` of the admin server.
 
-It takes what it uses of the engine (:class:`EngineView`): the store, the catalog, the
+It takes what it uses of the engine (:class:`~saga.engine.view.EngineView`): the store, the catalog, the
 JetStream context, the topology and ``act`` (the operator path). Sign-in and CSRF rules
 are in :mod:`saga.console.auth`; every response gets a strict Content-Security-Policy
 (scripts only from ``/console/static/``, no inline script).
@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 
 from saga.console import auth
 from saga.console.html import Markup, csrf_field, e, notice, page
-from saga.core.events import Event
-from saga.definition.catalog import Catalog
-from saga.engine.operator import ActionResult
-from saga.engine.settings import EngineSettings
+from saga.engine.view import EngineView
 from saga.errors import SagaError
 from saga.store import InstanceStore
 
 log = logging.getLogger("saga.console")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/console"
 CSP = (
@@ -39,19 +33,6 @@ CSP = (
     "frame-ancestors 'none'"
 )
 """Mermaid styles its SVG with ``<style>`` elements, hence ``'unsafe-inline'`` for styles."""
-
-
-class EngineView(Protocol):
-    """The parts of :class:`saga.engine.Engine` the console reads and acts through."""
-
-    store: InstanceStore | None
-    catalog: Catalog
-    js: JetStreamContext
-    settings: EngineSettings
-
-    async def act(
-        self, saga_id: str, name: str | None, event: Event, headers: dict[str, str] | None = None
-    ) -> ActionResult: ...
 
 
 @dataclass(frozen=True)

@@ -323,7 +323,7 @@ async def _act(
     ask = ActionRequest(
         action=action, saga_id=saga_id, name=name, reason=reason or None, actor="console"
     )
-    result = await engine_of(request).act(saga_id, name, ask.event("console"))
+    result = await engine_of(request).act(saga_id, name, ask.event("console"), None)
     log.info("console: %s on %s/%s (reason: %s): %s", action, name, saga_id, reason, result.message)
     return result.ok, result.message + (f"; now {result.status}" if result.status else "")
 

@@ -61,7 +61,7 @@ def status_event(
     return status_subject(state.saga_name, status), payload, headers
 
 
-class Effects:
+class CommandSender:
     def __init__(
         self, nc: Client, timers: BrokerTimers, telemetry: Telemetry | None = None
     ) -> None:

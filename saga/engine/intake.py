@@ -15,6 +15,7 @@ from saga.definition.saga_id import saga_id_of
 from saga.errors import ConfigError
 from saga.jsonwire import NonFiniteNumberError
 from saga.nats.dlq import DeadLetterCode
+from saga.nats.settle import Term
 from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_SAGA_ID,
@@ -51,12 +52,6 @@ class Work:
         return Work(definition, self.saga_id, event, self.subject, self.payload, self.attempt)
 
 
-@dataclass(frozen=True)
-class Reject:
-    code: DeadLetterCode
-    reason: str
-
-
 class Intake:
     """Routes subjects to definitions; each consumed subject must belong to one saga."""
 
@@ -81,81 +76,81 @@ class Intake:
 
     def parse(
         self, subject: str, data: bytes, headers: dict[str, str] | None, stream: str, sequence: int
-    ) -> Work | Reject:
+    ) -> Work | Term:
         headers = headers or {}
         if subject.startswith(TIMER_FIRE_PREFIX + "."):
             return self._timer(headers)
         definition = self.by_subject.get(subject)
         if definition is None:
-            return Reject(DeadLetterCode.UNKNOWN_EVENT, f"no saga consumes {subject!r}")
+            return Term(DeadLetterCode.UNKNOWN_EVENT, f"no saga consumes {subject!r}")
         payload = _payload(data)
-        if isinstance(payload, Reject):
+        if isinstance(payload, Term):
             return payload
         trigger = subject == definition.trigger.event
         saga_id = saga_id_of(definition, subject, payload, headers)
         if saga_id is None and trigger and definition.trigger.id.field is not None:
             given = evaluator(definition.trigger.id.field)(payload)
             if given is not None:
-                return Reject(
+                return Term(
                     DeadLetterCode.MALFORMED,
                     f"id field {definition.trigger.id.field!r} must be text or a whole number, "
                     f"got {type(given).__name__}",
                 )
         if saga_id is None:
             if not trigger:
-                return Reject(
+                return Term(
                     DeadLetterCode.NO_SAGA_ID, f"no {HEADER_SAGA_ID} header and no id field"
                 )
             saga_id = str(uuid.uuid5(_ID_NAMESPACE, f"{stream}:{sequence}"))
         if len(saga_id) > MAX_SAGA_ID_LENGTH:
-            return Reject(DeadLetterCode.MALFORMED, f"saga id longer than {MAX_SAGA_ID_LENGTH}")
+            return Term(DeadLetterCode.MALFORMED, f"saga id longer than {MAX_SAGA_ID_LENGTH}")
         attempt = None if trigger else attempt_of(headers)
-        if isinstance(attempt, Reject):
+        if isinstance(attempt, Term):
             return attempt
         event = classify(definition, subject, payload, saga_id, attempt)
         if event is None:  # pragma: no cover - by_subject only holds classified subjects
-            return Reject(
+            return Term(
                 DeadLetterCode.UNKNOWN_EVENT, f"{subject!r} means nothing in {definition.name}"
             )
         return Work(definition, saga_id, event, subject, payload, attempt)
 
-    def _timer(self, headers: dict[str, str]) -> Work | Reject:
+    def _timer(self, headers: dict[str, str]) -> Work | Term:
         definition = self.catalog.latest(headers.get(HEADER_SAGA_NAME, ""))
         saga_id = headers.get(HEADER_SAGA_ID)
         if definition is None or not saga_id:
-            return Reject(DeadLetterCode.UNKNOWN_EVENT, "timer for an unknown saga")
+            return Term(DeadLetterCode.UNKNOWN_EVENT, "timer for an unknown saga")
         try:
             timer = Timer.from_key(headers.get(HEADER_TIMER, ""))
         except ValueError:
-            return Reject(DeadLetterCode.MALFORMED, f"bad {HEADER_TIMER} header")
+            return Term(DeadLetterCode.MALFORMED, f"bad {HEADER_TIMER} header")
         return Work(definition, saga_id, TimerFired(timer))
 
 
-def attempt_of(headers: dict[str, str]) -> int | Reject | None:
+def attempt_of(headers: dict[str, str]) -> int | Term | None:
     """A reply's ``Saga-Attempt``: a positive whole number, or absent (None)."""
     text = headers.get(HEADER_ATTEMPT)
     if text is None:
         return None
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        return Reject(
+        return Term(
             DeadLetterCode.MALFORMED, f"{HEADER_ATTEMPT} must be a positive whole number: {text!r}"
         )
     return int(text)
 
 
-def _payload(data: bytes) -> dict[str, Any] | Reject:
+def _payload(data: bytes) -> dict[str, Any] | Term:
     if len(data) > MAX_PAYLOAD_BYTES:
-        return Reject(DeadLetterCode.MALFORMED, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
+        return Term(DeadLetterCode.MALFORMED, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
     if not data.strip():
         return {}
     try:
         payload = jsonwire.loads(data)
     except NonFiniteNumberError as exc:
-        return Reject(DeadLetterCode.NON_FINITE_NUMBER, f"payload is not valid JSON: {exc}")
+        return Term(DeadLetterCode.NON_FINITE_NUMBER, f"payload is not valid JSON: {exc}")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        return Reject(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}")
+        return Term(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}")
     if not isinstance(payload, dict):
-        return Reject(
+        return Term(
             DeadLetterCode.MALFORMED, f"payload must be a JSON object, got {type(payload).__name__}"
         )
     return payload

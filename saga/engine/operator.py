@@ -3,7 +3,7 @@
 Every engine replica answers ``saga.admin.action`` in one queue group, so the CLI
 reaches whichever replica is up; the action then goes through the same ordered,
 revision-checked path as any event, is recorded in the instance's history (with who
-asked and why) and traced. The admin HTTP API calls :meth:`Engine.act` directly.
+asked and why) and traced. The admin HTTP API calls the same ``act`` directly.
 
 With an admin token configured, a request over NATS must carry it in an
 ``Authorization: Bearer <token>`` header, as the HTTP API requires; without one, the
@@ -15,18 +15,17 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from saga.core.events import Event, OperatorAbort, OperatorResume, OperatorRetry
 from saga.protocol import HEADER_AUTHORIZATION, OPERATOR_QUEUE, OPERATOR_SUBJECT
-
-if TYPE_CHECKING:
-    from saga.engine.service import Engine
 
 log = logging.getLogger("saga.engine")
 
@@ -69,6 +68,11 @@ class ActionResult:
         return json.dumps(asdict(self), allow_nan=False).encode()
 
 
+Act = Callable[[str, str | None, Event, dict[str, str] | None], Awaitable[ActionResult]]
+"""An operator action on ``(saga id, saga name or None, event, request headers)``, through
+the engine's ordered, revision-checked path: :meth:`saga.engine.Engine.act`."""
+
+
 def token_matches(given: str | None, token: str) -> bool:
     """``given`` is ``Bearer <token>``; compared in constant time."""
     return hmac.compare_digest((given or "").encode(), f"Bearer {token}".encode())
@@ -79,18 +83,20 @@ def auth_headers(token: str | None) -> dict[str, str] | None:
     return {HEADER_AUTHORIZATION: f"Bearer {token}"} if token else None
 
 
-async def serve_operator_requests(engine: Engine) -> Subscription:
+async def serve_operator_requests(nc: Client, act: Act, token: str | None) -> Subscription:
+    """Answer every request on :data:`OPERATOR_SUBJECT` (``token``: the admin token a
+    request must carry, when set)."""
+
     async def handle(msg: Msg) -> None:
-        result = await _answer(engine, msg)
+        result = await _answer(act, token, msg)
         if msg.reply:
             await msg.respond(result.to_json())
 
-    return await engine.nc.subscribe(OPERATOR_SUBJECT, queue=OPERATOR_QUEUE, cb=handle)
+    return await nc.subscribe(OPERATOR_SUBJECT, queue=OPERATOR_QUEUE, cb=handle)
 
 
-async def _answer(engine: Engine, msg: Msg) -> ActionResult:
+async def _answer(act: Act, token: str | None, msg: Msg) -> ActionResult:
     headers = dict(msg.headers or {})
-    token = engine.settings.admin_token
     if token and not token_matches(headers.pop(HEADER_AUTHORIZATION, None), token):
         log.warning("operator action refused: missing or wrong admin token")
         return ActionResult(False, "missing or wrong admin token")
@@ -101,7 +107,7 @@ async def _answer(engine: Engine, msg: Msg) -> ActionResult:
         return ActionResult(False, f"bad request: {_problems(exc)}")
     event = request.event("nats")
     try:
-        result = await engine.act(request.saga_id, request.name, event, headers)
+        result = await act(request.saga_id, request.name, event, headers)
     except Exception as exc:  # an operator gets an answer, never a timeout
         log.exception("operator action on %s failed", request.saga_id)
         return ActionResult(False, f"failed: {type(exc).__name__}: {exc}")

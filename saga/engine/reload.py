@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from saga.definition import Catalog, load_catalog
 from saga.definition.loader import definition_files
-from saga.engine.versions import find_stranded, versions_of
+from saga.engine.versions import Stranded, versions_of
 from saga.errors import DefinitionError, SagaError
-
-if TYPE_CHECKING:
-    from saga.engine.service import Engine
 
 log = logging.getLogger("saga.reload")
 
@@ -55,8 +52,21 @@ def merge(current: Catalog, loaded: Catalog) -> tuple[Catalog, list[str]]:
 
 
 class DefinitionsWatcher:
-    def __init__(self, engine: Engine, folder: Path, interval: float = 2.0) -> None:
-        self.engine = engine
+    """Polls ``folder``; ``catalog()`` is what runs now, ``reload(catalog)`` runs a new one
+    (raising :class:`SagaError` when it cannot), ``removed(kept)`` finds the unfinished
+    instances of loaded versions not in ``kept`` (:meth:`saga.engine.Engine.removed_versions`)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        catalog: Callable[[], Catalog],
+        reload: Callable[[Catalog], Awaitable[None]],
+        removed: Callable[[set[tuple[str, int]]], Awaitable[list[Stranded]]],
+        interval: float = 2.0,
+    ) -> None:
+        self.catalog = catalog
+        self.reload = reload
+        self.removed = removed
         self.folder = folder
         self.interval = interval
         self._seen = fingerprint(folder)
@@ -87,13 +97,14 @@ class DefinitionsWatcher:
                 log.error("definitions not reloaded: %s", problem)
             return False
         await self.check_removed(loaded)
-        merged, refused = merge(self.engine.catalog, loaded)
+        current = self.catalog()
+        merged, refused = merge(current, loaded)
         for reason in refused:
             log.error("definitions not reloaded: %s", reason)
-        if refused or len(merged) == len(self.engine.catalog):
+        if refused or len(merged) == len(current):
             return False
         try:
-            await self.engine.reload(merged)
+            await self.reload(merged)
         except SagaError as exc:
             log.error("definitions not reloaded: %s", exc)
             return False
@@ -103,17 +114,11 @@ class DefinitionsWatcher:
     async def check_removed(self, loaded: Catalog) -> None:
         """A version whose file is gone stays loaded here; if unfinished instances use it,
         say so loudly (log and ``/readyz``): the next start would refuse to run without it."""
-        kept = versions_of(loaded)
-        if not versions_of(self.engine.catalog) - kept:
-            self.engine.stranded = []
-            return
-        bucket = self.engine.settings.topology.instances_bucket
         try:
-            found = await find_stranded(self.engine.js, bucket, kept)
+            found = await self.removed(versions_of(loaded))
         except Exception as exc:  # a reload must never stop the engine
             log.error("could not check the instances of removed versions: %s", exc)
             return
-        self.engine.stranded = found
         for stranded in found:
             log.error(
                 "definitions: %s; its file is gone from %s. The version stays loaded in "

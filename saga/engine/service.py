@@ -1,7 +1,9 @@
-"""The engine service loop: receive -> load -> decide -> persist (CAS) -> publish -> ack.
+"""The engine service: provision, fetch, parse, route (partitions), apply, settle.
 
-Every message ends in exactly one verdict, decided in one place (:meth:`Engine._settle`):
-ack, retry later (nak with delay), or dead-letter (copy aside with a reason, then term).
+Each event is applied to its instance, one at a time per instance, by the per-message loop
+of :mod:`saga.engine.apply` (load -> decide -> write, revision-checked -> publish); every
+message then ends in exactly one verdict (:meth:`Engine._settle`, :mod:`saga.nats.settle`):
+ack, nak (delivered again later), or term (dead-lettered with a reason).
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client
@@ -23,15 +24,13 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
 from saga.client import find_record
-from saga.core import decide
-from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.events import Event
-from saga.core.state import InstanceState
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
+from saga.engine.apply import Applier, Received
 from saga.engine.cache import InstanceCache
-from saga.engine.effects import Effects
-from saga.engine.intake import Intake, Reject, Work, is_trigger
+from saga.engine.effects import CommandSender
+from saga.engine.intake import Intake, Work
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
 from saga.engine.operator import ActionResult, serve_operator_requests
@@ -39,15 +38,17 @@ from saga.engine.ownership import Ownership
 from saga.engine.partitions import partition_of
 from saga.engine.settings import EngineSettings
 from saga.engine.versions import Stranded, find_stranded, versions_of
-from saga.errors import ConfigError, RevisionConflict
+from saga.engine.view import EngineView, Health
+from saga.errors import ConfigError
 from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
-from saga.nats.dlq import DeadLetterCode, dead_letter
+from saga.nats.dlq import DeadLetterCode
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
 from saga.nats.served import serve_definitions
+from saga.nats.settle import ACK, Ack, Nak, Term, Verdict, at_last_delivery, settle
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import instance_key, unwrap_work_subject, work_subject
 from saga.protocol import (
@@ -58,11 +59,10 @@ from saga.protocol import (
     SERVER_HEADER_PREFIX,
     TIMER_FIRE_PREFIX,
 )
-from saga.store import InstanceRecord, InstanceStore, KvInstanceStore, Stored
+from saga.store import InstanceStore, KvInstanceStore
 from saga.telemetry import Telemetry
-from saga.telemetry.engine_spans import ignored, in_saga, refused_action
+from saga.telemetry.engine_spans import refused_action
 from saga.telemetry.recovery import SpanMarks
-from saga.telemetry.saga_spans import new_saga_trace
 from saga.telemetry.spans import consuming, mark_error
 
 log = logging.getLogger("saga.engine")
@@ -70,31 +70,6 @@ log = logging.getLogger("saga.engine")
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Ack:
-    note: str | None = None
-    """Why nothing changed, for a no-op."""
-
-
-@dataclass(frozen=True)
-class Received:
-    """What the engine knows of a message before deciding."""
-
-    subject: str
-    headers: dict[str, str]
-    at_ns: int
-    origin: str
-    """``<stream>:<sequence>``: the message's identity, stored as the record's origin."""
-
-
-@dataclass(frozen=True)
-class Retry:
-    reason: str
-
-
-Verdict = Ack | Retry | Reject
 
 
 class Engine:
@@ -109,8 +84,6 @@ class Engine:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.catalog = Catalog.of(definitions)
-        self.definitions = self.catalog.newest()
-        """The newest version of each saga: what new instances start on."""
         self.settings = settings or EngineSettings()
         self.clock = clock
         self.intake = Intake(definitions)
@@ -120,15 +93,15 @@ class Engine:
         self.telemetry = telemetry or Telemetry.disabled()
         self.observer = Observer(self.telemetry)
         self.marks = SpanMarks(self.telemetry)
-        self.effects = Effects(self.nc, self.timers, self.telemetry)
+        self.effects = CommandSender(self.nc, self.timers, self.telemetry)
         self.store: InstanceStore | None = None
-        self.index: IndexWriter | None = None
-        self.ready = asyncio.Event()
+        self.applier: Applier | None = None
+        self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._operator: Subscription | None = None
-        self.stranded: list[Stranded] = []
+        self._stranded: list[Stranded] = []
         """Unfinished instances whose version's file is gone (found at start or reload)."""
         self.member_id = new_member_id()
         self.ownership: Ownership | None = None
@@ -160,7 +133,8 @@ class Engine:
         except Exception:
             self.catalog = previous
             raise
-        self.definitions = catalog.newest()
+        if self.applier is not None:
+            self.applier.catalog = catalog
         self.intake = intake
 
     async def start(self) -> None:
@@ -194,7 +168,18 @@ class Engine:
             finished_ttl=finished_ttl,
             index=SagaIndex(self.nc, topology) if provisioned.index else None,
         )
-        self.index = IndexWriter(self.nc, finished_ttl) if provisioned.index else None
+        self.applier = Applier(
+            self.store,
+            self.cache,
+            self.catalog,
+            self.clock,
+            self.effects.run,
+            max_conflicts=self.settings.max_conflicts,
+            index=IndexWriter(self.nc, finished_ttl) if provisioned.index else None,
+            telemetry=self.telemetry,
+            observer=self.observer,
+            marks=self.marks,
+        )
         self.timers.native = provisioned.native_timers
         await self._refuse_stranded()
         for sub in self._subs:  # from a failed earlier attempt
@@ -208,7 +193,7 @@ class Engine:
                 durable=topology.timer_consumer, stream=topology.timers_stream
             ),
         ]
-        self._operator = await serve_operator_requests(self)
+        self._operator = await serve_operator_requests(self.nc, self.act, self.settings.admin_token)
         events, timers = self._subs
         self._tasks = [
             asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
@@ -227,7 +212,7 @@ class Engine:
                 topology.timer_consumer, self._stopping, self.settings.timer_sweep
             )
             self._tasks.append(asyncio.create_task(sweep, name="saga-timer-sweep"))
-        self.ready.set()
+        self._ready.set()
         log.info(
             "engine consuming %d saga definition(s): %s",
             len(self.catalog),
@@ -237,21 +222,56 @@ class Engine:
     async def _refuse_stranded(self) -> None:
         """Refuse to start without a version that unfinished instances still run on."""
         bucket = self.settings.topology.instances_bucket
-        self.stranded = await find_stranded(self.js, bucket, versions_of(self.catalog))
-        if self.stranded:
+        self._stranded = await find_stranded(self.js, bucket, versions_of(self.catalog))
+        if self._stranded:
             raise ConfigError(
                 "refusing to start: unfinished instances run on saga versions that are not "
                 "loaded (was a definition file removed?): "
-                + "; ".join(s.describe() for s in self.stranded)
+                + "; ".join(s.describe() for s in self._stranded)
                 + ". Put those versions' files back: a version is needed until its "
                 "instances finish."
             )
+
+    async def removed_versions(self, kept: set[tuple[str, int]]) -> list[Stranded]:
+        """The unfinished instances of loaded versions not in ``kept`` (their files are gone):
+        they stay loaded here, and :meth:`health` shows them until the next check."""
+        found: list[Stranded] = []
+        if versions_of(self.catalog) - kept:
+            bucket = self.settings.topology.instances_bucket
+            found = await find_stranded(self.js, bucket, kept)
+        self._stranded = found
+        return found
+
+    def health(self) -> Health:
+        """A read-only snapshot, for ``/readyz``."""
+        return Health(
+            connected=self.nc.is_connected,
+            ready=self._ready.is_set(),
+            replica=self.member_id,
+            stranded=tuple(self._stranded),
+            partitions=self.settings.partitions,
+            owned=tuple(self.owned),
+        )
+
+    def view(self) -> EngineView:
+        """What the admin API and the console read and call."""
+        return EngineView(
+            self.nc,
+            self.js,
+            self.settings,
+            self.act,
+            self.health,
+            lambda: self.catalog,
+            lambda: self.store,
+        )
 
     async def act(
         self, saga_id: str, name: str | None, event: Event, headers: dict[str, str] | None = None
     ) -> ActionResult:
         """Apply an operator action now, through the same ordered, revision-checked path."""
         assert self.store is not None
+        assert self.applier is not None
+        applier = self.applier
         record = await find_record(self.store, saga_id, name)
         if record is None:
             return ActionResult(
@@ -267,14 +287,14 @@ class Engine:
         )
         token = CURRENT_SAGA.set((definition.name, saga_id))
         try:
-            verdict = await self.keyed.run(key, lambda: self._apply(key, work, received))
+            verdict = await self.keyed.run(key, lambda: applier.apply(key, work, received))
         finally:
             CURRENT_SAGA.reset(token)
         if isinstance(verdict, Ack) and verdict.note is None:
             state = await find_record(self.store, saga_id, definition.name)
             status = state.state.status.value if state else None
             return ActionResult(True, f"{type(event).__name__} applied", status)
-        reason = verdict.note if isinstance(verdict, Ack) else getattr(verdict, "reason", "")
+        reason = verdict.note if isinstance(verdict, Ack) else verdict.reason
         refused_action(self.telemetry, record, event, reason or "refused")
         return ActionResult(False, reason or "refused", record.state.status.value)
 
@@ -357,7 +377,7 @@ class Engine:
         parsed = self.intake.parse(
             msg.subject, msg.data, msg.headers, meta.stream, meta.sequence.stream
         )
-        if isinstance(parsed, Reject):
+        if isinstance(parsed, Term):
             await self._settle(msg, parsed, received)
             return
         if self.ownership is not None:
@@ -384,8 +404,8 @@ class Engine:
         try:
             await (await acks_for(self.nc).send(subject, msg.data, headers))
         except Exception as exc:
-            return Retry(f"routing to {subject} failed: {type(exc).__name__}: {exc}")
-        return Ack()
+            return Nak(f"routing to {subject} failed: {type(exc).__name__}: {exc}")
+        return ACK
 
     async def _handle_routed(self, msg: Msg) -> None:
         """An event routed to a partition we own: handled as if it came from its origin."""
@@ -399,182 +419,53 @@ class Engine:
         subject = unwrap_work_subject(msg.subject)
         received = Received(subject, headers, time.time_ns(), origin)
         if not stream or not sequence.isdigit():
-            reject = Reject(DeadLetterCode.MALFORMED, f"routed event without a {HEADER_ORIGIN}")
+            reject = Term(DeadLetterCode.MALFORMED, f"routed event without a {HEADER_ORIGIN}")
             await self._settle(msg, reject, received)
             return
         parsed = self.intake.parse(subject, msg.data, headers, stream, int(sequence))
-        if isinstance(parsed, Reject):
+        if isinstance(parsed, Term):
             await self._settle(msg, parsed, received)
             return
         await self._process(msg, parsed, received)
 
     async def _process(self, msg: Msg, work: Work, received: Received) -> None:
+        assert self.applier is not None
+        applier = self.applier
         key = instance_key(work.definition.name, work.saga_id)
         token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
+        verdict: Verdict
         try:
-            verdict = await self.keyed.run(key, lambda: self._apply(key, work, received))
+            verdict = await self.keyed.run(key, lambda: applier.apply(key, work, received))
         except Exception as exc:
             log.exception("handling %s failed", msg.subject)
             self.cache.drop(key)
-            verdict = Retry(f"{type(exc).__name__}: {exc}")
+            verdict = Nak(f"{type(exc).__name__}: {exc}")
         finally:
             CURRENT_SAGA.reset(token)
         await self._settle(msg, verdict, received, work.saga_id)
 
-    async def _apply(self, key: str, work: Work, received: Received) -> Verdict:
-        assert self.store is not None
-        name = work.definition.name
-        # A trigger nobody has cached is most likely new: create without reading first
-        # (one round trip less on every saga's first hop); a conflict means it exists.
-        create_first = is_trigger(work)
-        for _ in range(self.settings.max_conflicts):
-            stored = self.cache.get(key)
-            fresh = stored is None
-            assumed_new = stored is None and create_first
-            create_first = False
-            if stored is None and not assumed_new:
-                stored = await self.store.load(key)
-            if stored is not None and stored.record.origin == received.origin:
-                # Written before a crash or a lost race; its commands may not be out yet.
-                outbox = [command_from_json(c) for c in stored.record.outbox]
-                self.marks.recovered(key, stored.record, stored.revision)
-                await self._carry_out(stored.record, received, outbox, work.event)
-                await self._index(work.definition, None, stored.record.state, repair=True)
-                return Ack()
-            before = stored.record.state if stored else None
-            if before is not None and before.saga_version != work.definition.version:
-                older = self.catalog.get(name, before.saga_version)
-                if older is None:
-                    return Reject(
-                        DeadLetterCode.ENGINE_ERROR,
-                        f"instance runs version {before.saga_version} of {name!r}, "
-                        "which is not loaded",
-                    )
-                read = work.for_version(older)
-                if read is None:
-                    return Ack(f"{received.subject} means nothing in version {older.version}")
-                work = read
-            decision = decide(work.definition, before, work.event, self.clock())
-            if decision.error is not None:
-                if assumed_new:
-                    continue  # judge it against what the store holds
-                return Reject(DeadLetterCode.ENGINE_ERROR, decision.error)
-            if not decision.changed or decision.state is None:
-                if not fresh or assumed_new:
-                    # Another replica may have moved this instance on since we cached it:
-                    # a no-op is only believed when decided on what the store holds now.
-                    self.cache.drop(key)
-                    continue
-                if decision.state is None:
-                    return Reject(
-                        DeadLetterCode.UNKNOWN_INSTANCE,
-                        f"no instance {work.saga_id!r} of saga {name!r}",
-                    )
-                log.debug("%s: %s", received.subject, decision.note)
-                if stored is not None and received.subject != OPERATOR_SUBJECT:
-                    ignored(
-                        self.telemetry,
-                        stored.record,
-                        work.event,
-                        received.subject,
-                        received.headers,
-                        start_ns=received.at_ns,
-                        message_id=received.origin,
-                        note=decision.note or "no change",
-                    )
-                return Ack(decision.note)
-            saga_trace = stored.record.trace if stored is not None else {}
-            if stored is None:
-                saga_trace = new_saga_trace(self.telemetry, name, received.headers)
-            record = InstanceRecord(
-                state=decision.state,
-                origin=received.origin,
-                outbox=[command_to_json(c) for c in decision.commands],
-                trace=saga_trace,
-                traced=stored.record.traced if stored is not None else 0,
-            )
-            try:
-                if stored is None:
-                    revision = await self.store.create(key, record)
-                else:
-                    revision = await self.store.update(key, record, stored.revision)
-            except RevisionConflict:
-                self.cache.drop(key)
-                continue
-            self.cache.put(key, Stored(record, revision))
-            self.observer.transition(before, decision.state, self.clock())
-            self.marks.transition(key, stored.record if stored else None, record, revision)
-            await self._carry_out(record, received, decision.commands, work.event)
-            await self._index(work.definition, before, decision.state)
-            if decision.state.status.terminal:
-                self.cache.drop(key)
-            return Ack()
-        return Retry("too many revision conflicts")
-
-    async def _index(
-        self,
-        definition: SagaDefinition,
-        before: InstanceState | None,
-        after: InstanceState,
-        repair: bool = False,
-    ) -> None:
-        """Update the index (``repair``: a transition redone after a crash, whose previous
-        status is unknown)."""
-        if self.index is not None:
-            await self.index.write(definition, before, after, repair)
-
-    async def _carry_out(
-        self,
-        record: InstanceRecord,
-        received: Received,
-        commands: Sequence[Command],
-        event: Event | None = None,
-    ) -> None:
-        """Publish in the saga's trace context (no span: the record's are the saga's spans)."""
-        if not self.telemetry.enabled:
-            await self.effects.run(record.state, commands)
-            return
-        with in_saga(record.trace):
-            await self.effects.run(record.state, commands, record.trace)
-
     async def _settle(
         self, msg: Msg, verdict: Verdict, received: Received, saga_id: str | None = None
     ) -> None:
-        """The one place where a message is acked, retried or dead-lettered."""
+        """The one place where a consumed message is acked, retried or dead-lettered."""
         meta = msg.metadata
-        try:
-            if isinstance(verdict, Retry):
-                if meta.num_delivered >= self.settings.streams.max_deliver:
-                    verdict = Reject(
-                        DeadLetterCode.ENGINE_ERROR,
-                        f"gave up after {meta.num_delivered} deliveries: {verdict.reason}",
-                    )
-                else:
-                    log.warning(
-                        "retrying %s seq %s later: %s",
-                        msg.subject,
-                        meta.sequence.stream,
-                        verdict.reason,
-                    )
-                    await msg.nak(delay=self.settings.retry_delay * meta.num_delivered)
-                    return
-            if isinstance(verdict, Reject):
-                self._trace_rejection(received, verdict, saga_id)
-                self.observer.dead_letter(verdict.code.value)
-                await dead_letter(self.js, msg, verdict.code, verdict.reason, received.subject)
-                return
-            await msg.ack()
-            if meta.stream == self.settings.topology.timers_stream and not self.timers.native:
-                with contextlib.suppress(Exception):
-                    await self.timers.forget_fired(meta.sequence.stream)
-        except Exception:
-            log.exception(
-                "could not settle %s seq %s; it will be redelivered",
-                msg.subject,
-                meta.sequence.stream,
-            )
+        max_deliver = self.settings.streams.max_deliver
+        verdict = at_last_delivery(
+            verdict, meta.num_delivered, max_deliver, DeadLetterCode.ENGINE_ERROR
+        )
+        if isinstance(verdict, Term):
+            self._trace_rejection(received, verdict, saga_id)
+            self.observer.dead_letter(verdict.code.value)
+        settled = await settle(self.js, msg, verdict, self._backoff, log, received.subject)
+        timer = meta.stream == self.settings.topology.timers_stream and not self.timers.native
+        if settled and timer and isinstance(verdict, Ack):
+            with contextlib.suppress(Exception):
+                await self.timers.forget_fired(meta.sequence.stream)
 
-    def _trace_rejection(self, received: Received, verdict: Reject, saga_id: str | None) -> None:
+    def _backoff(self, delivered: int) -> float:
+        return self.settings.retry_delay * delivered
+
+    def _trace_rejection(self, received: Received, verdict: Term, saga_id: str | None) -> None:
         with consuming(
             self.telemetry,
             received.subject,

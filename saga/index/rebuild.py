@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from saga.definition.catalog import Catalog
 from saga.index.entry import TOMBSTONE_TTL, IndexWrite, index_writes, search_values
-from saga.nats.acks import Ack, acks_for
+from saga.nats.acks import PubAck, acks_for
 from saga.nats.provision import StreamSettings, ensure_index_stream
 from saga.nats.reader import iter_stream
 from saga.nats.topology import Topology
@@ -120,7 +120,7 @@ async def _publish(
     """Send ``writes`` guarded by the sequences read; returns how many lost a race."""
     acks = acks_for(nc)
     raced = 0
-    pending: list[asyncio.Future[Ack]] = []
+    pending: list[asyncio.Future[PubAck]] = []
 
     async def settle() -> int:
         lost = 0

@@ -16,7 +16,7 @@ from nats.aio.client import Client
 from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
 from saga.index.entry import IndexWrite, index_writes, search_values
-from saga.nats.acks import Ack, Acks, acks_for
+from saga.nats.acks import Acks, PubAck, acks_for
 from saga.protocol import HEADER_TTL
 
 log = logging.getLogger("saga.index")
@@ -50,7 +50,7 @@ class IndexWriter:
             await self.publish(writes)
 
     async def publish(self, writes: Sequence[IndexWrite]) -> None:
-        sent: list[asyncio.Future[Ack]] = []
+        sent: list[asyncio.Future[PubAck]] = []
         try:
             for write in writes:
                 headers = {HEADER_TTL: str(write.ttl)} if write.ttl is not None else None

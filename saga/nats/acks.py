@@ -35,7 +35,7 @@ DEFAULT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
-class Ack:
+class PubAck:
     """The stream's answer to a stored publish."""
 
     stream: str
@@ -45,7 +45,7 @@ class Ack:
     """The server already had a message with this ``Nats-Msg-Id``: nothing was stored."""
 
     @classmethod
-    def from_response(cls, data: dict[str, Any]) -> Ack:
+    def from_response(cls, data: dict[str, Any]) -> PubAck:
         return cls(data["stream"], data["seq"], bool(data.get("duplicate", False)))
 
 
@@ -65,7 +65,7 @@ class Acks:
         self.nc = nc
         self.timeout = timeout
         self._prefix = ""
-        self._waiting: dict[str, tuple[asyncio.Future[Ack], float]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[PubAck], float]] = {}
         """Pending acks by reply token, oldest first (tokens count up)."""
         self._count = 0
         self._lock = asyncio.Lock()
@@ -73,14 +73,14 @@ class Acks:
 
     async def send(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
-    ) -> asyncio.Future[Ack]:
+    ) -> asyncio.Future[PubAck]:
         """Publish now; returns the ack to await (it raises the server's error, if any)."""
         if not self._prefix:
             await self._subscribe()
         self._count += 1
         token = str(self._count)
         loop = asyncio.get_running_loop()
-        ack: asyncio.Future[Ack] = loop.create_future()
+        ack: asyncio.Future[PubAck] = loop.create_future()
         self._waiting[token] = (ack, time.monotonic() + self.timeout)
         if self._sweep is None:
             self._sweep = loop.call_later(self._interval(), self._expire)
@@ -112,7 +112,7 @@ class Acks:
             if error is not None:
                 ack.set_exception(_api_error(error))
             else:
-                ack.set_result(Ack.from_response(data))
+                ack.set_result(PubAck.from_response(data))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             ack.set_exception(exc)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -18,7 +17,8 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 
 from saga.logs import CURRENT_SAGA
-from saga.nats.dlq import DeadLetterCode, dead_letter
+from saga.nats.dlq import DeadLetterCode
+from saga.nats.settle import ACK, Nak, Term, Verdict, at_last_delivery, settle
 from saga.participant.context import Context, Runtime
 from saga.participant.envelope import (
     KIND_EVENT,
@@ -50,28 +50,6 @@ from saga.telemetry.participant_spans import delivery_attributes, mark_business_
 from saga.telemetry.spans import consuming, mark_error, sending
 
 log = logging.getLogger("saga.participant")
-
-
-@dataclass(frozen=True)
-class Ack:
-    """Done (a reply, if any, is already stored and published)."""
-
-
-@dataclass(frozen=True)
-class Redeliver:
-    reason: str
-    delay: float | None = None
-    """Seconds before redelivery; the consumer's backoff when None."""
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    code: DeadLetterCode
-    reason: str
-
-
-Verdict = Ack | Redeliver | DeadLetter
-ACK = Ack()
 
 
 class Dispatcher:
@@ -118,9 +96,9 @@ class Dispatcher:
                 ),
             ) as span:
                 verdict = self._final(msg, await self.verdict(msg))
-                if isinstance(verdict, DeadLetter):
+                if isinstance(verdict, Term):
                     mark_error(span, verdict.code.value, verdict.reason)
-                elif isinstance(verdict, Redeliver):
+                elif isinstance(verdict, Nak):
                     mark_error(span, "redelivery", verdict.reason)
                 await self.settle(msg, verdict)
         finally:
@@ -130,10 +108,7 @@ class Dispatcher:
         """A redelivery past the last allowed delivery is a dead letter (and is marked so)."""
         delivered = msg.metadata.num_delivered
         max_deliver = self._settings.stream.max_deliver
-        if isinstance(verdict, Redeliver) and 0 < max_deliver <= delivered:
-            reason = f"failed {delivered} deliveries, last: {verdict.reason}"
-            return DeadLetter(DeadLetterCode.HANDLER_FAILED, reason)
-        return verdict
+        return at_last_delivery(verdict, delivered, max_deliver, DeadLetterCode.HANDLER_FAILED)
 
     async def verdict(self, msg: Msg) -> Verdict:
         route = self._routes.get(msg.subject)
@@ -153,15 +128,15 @@ class Dispatcher:
             )
             return await self._answer(msg, route, envelope, payload)
         except BadMessage as exc:
-            return DeadLetter(exc.code, exc.reason)
+            return Term(exc.code, exc.reason)
         except (Reject, NoReply) as exc:  # only a listener gets here: nobody to tell
             log.info("%s on %s: %s", type(exc).__name__, msg.subject, exc)
             return ACK
         except Retry as exc:
-            return Redeliver(exc.reason, exc.delay)
+            return Nak(exc.reason, exc.delay)
         except Exception as exc:
             log.warning("handler of %s failed: %r", msg.subject, exc, exc_info=exc)
-            return Redeliver(f"{type(exc).__name__}: {exc}")
+            return Nak(f"{type(exc).__name__}: {exc}")
 
     def _unhandled(self, msg: Msg) -> Verdict:
         """Another copy of the app (another version) handles this subject: leave it to it,
@@ -170,11 +145,11 @@ class Dispatcher:
         max_deliver = self._settings.stream.max_deliver
         reason = f"no handler for {msg.subject} in this copy of {self._service}"
         if 0 < max_deliver <= delivered:
-            return DeadLetter(
+            return Term(
                 DeadLetterCode.UNKNOWN_EVENT,
                 f"{reason}, nor in any copy that received it in {delivered} deliveries",
             )
-        return Redeliver(f"{reason}: left to a copy that has one")
+        return Nak(f"{reason}: left to a copy that has one")
 
     async def _answer(
         self, msg: Msg, route: Route, envelope: Envelope, payload: dict[str, Any]
@@ -211,22 +186,20 @@ class Dispatcher:
         except Reject as rejection:
             mark_business_failure(trace.get_current_span(), rejection.reason)
             if route.failure is None:
-                return DeadLetter(
+                return Term(
                     DeadLetterCode.HANDLER_FAILED,
                     f"rejected ({rejection.reason}) but {route.subject} has no failure subject",
                 )
             failure = reply_body(rejection.payload())
             if isinstance(failure, str):
-                return DeadLetter(
-                    DeadLetterCode.HANDLER_BUG, f"Reject of {route.subject} {failure}"
-                )
+                return Term(DeadLetterCode.HANDLER_BUG, f"Reject of {route.subject} {failure}")
             return StoredReply(route.failure, failure, headers, True, envelope.attempt)
         except NoReply as exc:
             log.info("%s: no reply on purpose (%s)", envelope.idempotency_key, exc.reason)
             return ACK
         body = reply_body(result)
         if isinstance(body, str):
-            return DeadLetter(DeadLetterCode.HANDLER_BUG, f"handler of {route.subject} {body}")
+            return Term(DeadLetterCode.HANDLER_BUG, f"handler of {route.subject} {body}")
         assert route.success is not None
         return StoredReply(route.success, body, headers, False, envelope.attempt)
 
@@ -293,37 +266,6 @@ class Dispatcher:
 
     async def settle(self, msg: Msg, verdict: Verdict) -> None:
         """Ack, nak with delay, or dead-letter; a failure here leaves it to the ack wait."""
-        try:
-            if isinstance(verdict, Ack):
-                await msg.ack()
-            elif isinstance(verdict, DeadLetter):
-                await dead_letter(self.js, msg, verdict.code, verdict.reason)
-            else:
-                await self._redeliver(msg, verdict)
-        except Exception as exc:
-            log.error(
-                "could not settle %s (%s): %r; it returns after the ack wait",
-                msg.subject,
-                type(verdict).__name__,
-                exc,
-            )
-
-    async def _redeliver(self, msg: Msg, verdict: Redeliver) -> None:
-        delivered = msg.metadata.num_delivered
-        max_deliver = self._settings.stream.max_deliver
-        if 0 < max_deliver <= delivered:
-            reason = f"failed {delivered} deliveries, last: {verdict.reason}"
-            await dead_letter(self.js, msg, DeadLetterCode.HANDLER_FAILED, reason)
-            return
-        delay = verdict.delay
-        if delay is None:
-            delay = self._settings.redelivery_delay(delivered)
-        log.info(
-            "%s delivery %d/%d: %s; again in %.1fs",
-            msg.subject,
-            delivered,
-            max_deliver,
-            verdict.reason,
-            delay,
+        await settle(
+            self.js, msg, verdict, self._settings.redelivery_delay, log, nak_level=logging.INFO
         )
-        await msg.nak(delay)

@@ -36,15 +36,15 @@ class Reply:
 
 
 @dataclass(frozen=True)
-class NoReply:
+class NoAnswer:
     """Take the message and say nothing, as a service that is down or slow: the step times out."""
 
 
-Answer = Reply | NoReply | None
-"""What a handler returns; ``None`` is the same as :class:`NoReply`."""
-Handler = Callable[[Message], Answer | Awaitable[Answer]]
+Answer = Reply | NoAnswer | None
+"""What a handler returns; ``None`` is the same as :class:`NoAnswer`."""
+Responder = Callable[[Message], Answer | Awaitable[Answer]]
 """A function (or coroutine function) of the received message."""
-Behaviour = Reply | NoReply | Handler
+Behaviour = Reply | NoAnswer | Responder
 """What :meth:`SagaHarness.on` accepts: a fixed answer, or a handler that decides."""
 
 
@@ -58,12 +58,12 @@ def fail(subject: str, reason: str = "failed", /, **fields: Any) -> Reply:
     return Reply(subject, {"reason": reason, **fields})
 
 
-def no_reply() -> NoReply:
+def no_reply() -> NoAnswer:
     """Never answer: the step (or undo) runs into its timeout."""
-    return NoReply()
+    return NoAnswer()
 
 
-def sequence(*answers: Behaviour) -> Handler:
+def sequence(*answers: Behaviour) -> Responder:
     """One answer per message of a saga, in turn; the last one repeats.
 
     ``sequence(no_reply(), reply("inventory.reserved"))`` lets attempt 1 time out and
@@ -86,12 +86,12 @@ async def resolve(behaviour: Behaviour, message: Message) -> Reply | None:
     """The reply a behaviour gives to one message, or ``None`` for silence."""
     if isinstance(behaviour, Reply):
         return behaviour
-    if isinstance(behaviour, NoReply):
+    if isinstance(behaviour, NoAnswer):
         return None
     result = behaviour(message)
     if inspect.isawaitable(result):
         result = await result
-    if result is None or isinstance(result, NoReply):
+    if result is None or isinstance(result, NoAnswer):
         return None
     if not isinstance(result, Reply):
         raise TypeError(

@@ -1,6 +1,7 @@
 """``SagaHarness``: run one saga definition inside a test, with scripted participants.
 
-In memory (the default) the harness drives the pure core itself and keeps a clock that
+In memory (the default) the harness runs the engine's own per-message loop
+(:mod:`saga.engine.apply`) on an in-memory store and keeps a clock that
 only moves when the test moves it, so a 10 s timeout costs nothing. With ``nats=True``
 the same scenario runs on a real nats-server with the real engine; timers then take
 real time.

@@ -1,7 +1,8 @@
 """The in-memory transport: the pure core driven directly, with a clock the test moves.
 
-It does what the engine does for each message (derive the saga id, classify, ``decide``,
-store with a revision check, carry out the commands) and what the server does around it
+It does what the engine does for each message (derive the saga id, classify, then the
+engine's own :class:`~saga.engine.apply.Applier`: ``decide``, store with a revision
+check, carry out the commands) and what the server does around it
 (drop a second message with the same ``Nats-Msg-Id``, fire due timers), in one
 deterministic order: messages first in, first handled; timers by due time.
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from saga.core import decide
 from saga.core.commands import (
     CancelTimer,
     Command,
@@ -27,17 +28,24 @@ from saga.core.commands import (
 )
 from saga.core.events import Event, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
+from saga.definition.catalog import Catalog
+from saga.engine.apply import Applier, Received
+from saga.engine.cache import InstanceCache
 from saga.engine.effects import status_event
+from saga.engine.intake import Work
 from saga.nats.dlq import DeadLetterCode
+from saga.nats.settle import Nak, Term
 from saga.nats.topology import instance_key
-from saga.protocol import HEADER_MSG_ID
-from saga.store import InstanceRecord, MemoryInstanceStore
+from saga.protocol import HEADER_MSG_ID, TIMER_FIRE_PREFIX
+from saga.store import MemoryInstanceStore
 from saga.testing.errors import HarnessError
 from saga.testing.script import Outgoing, Script
 from saga.testing.wire import DeadLetter, Message, SubjectIndex
 
 DUPLICATE_WINDOW = timedelta(seconds=120)
 """As the engine provisions ``SAGA_EVENTS``: a repeated ``Nats-Msg-Id`` within it is dropped."""
+CACHE_SIZE = 1000
+"""Instance records the in-memory engine keeps, as the engine's cache does."""
 MAX_STEPS = 100_000
 """Bound on messages and timers handled by one call, so a scenario that loops fails."""
 
@@ -60,6 +68,13 @@ class MemoryTransport:
         self.definition = index.definition
         self.script = script
         self.store = MemoryInstanceStore()
+        self.applier = Applier(
+            self.store,
+            InstanceCache(CACHE_SIZE),
+            Catalog([self.definition]),
+            self.now,
+            self._send,
+        )
         self.clock = start
         self.messages: list[Message] = []
         self.dead_letters: list[DeadLetter] = []
@@ -188,27 +203,39 @@ class MemoryTransport:
             await self._apply(message.saga_id, event, message)
 
     async def _apply(self, saga_id: str, event: Event, cause: Message | None) -> None:
-        """Load, decide, store with a revision check, then carry out the commands in order."""
+        """What the engine does with a consumed event: :class:`saga.engine.apply.Applier`."""
         key = instance_key(self.definition.name, saga_id)
-        stored = await self.store.load(key)
-        state = stored.record.state if stored else None
-        decision = decide(self.definition, state, event, self.clock)
-        if decision.error is not None:
-            raise HarnessError(f"decide() failed on {event!r}: {decision.error}")
-        if decision.state is None:
+        work = Work(
+            self.definition,
+            saga_id,
+            event,
+            cause.subject if cause else "",
+            cause.payload if cause else None,
+            cause.attempt if cause else None,
+        )
+        received = Received(
+            cause.subject if cause else TIMER_FIRE_PREFIX,
+            dict(cause.headers) if cause else {},
+            0,
+            f"memory:{next(self._serial)}",
+        )
+        verdict = await self.applier.apply(key, work, received)
+        if isinstance(verdict, Term):
+            if verdict.code is not DeadLetterCode.UNKNOWN_INSTANCE:
+                raise HarnessError(f"decide() failed on {event!r}: {verdict.reason}")
             if cause is not None:
-                reason = f"no instance {saga_id!r} of saga {self.definition.name!r}"
-                self._dead_letter(cause, DeadLetterCode.UNKNOWN_INSTANCE, reason)
-            return
-        if not decision.changed:
-            return
-        record = InstanceRecord(state=decision.state)
-        if stored is None:
-            await self.store.create(key, record)
-        else:
-            await self.store.update(key, record, stored.revision)
-        for command in decision.commands:
-            await self._carry_out(decision.state, command)
+                self._dead_letter(cause, verdict.code, verdict.reason)
+        elif isinstance(verdict, Nak):  # pragma: no cover - one writer never conflicts
+            raise HarnessError(f"the engine would retry {event!r}: {verdict.reason}")
+
+    async def _send(
+        self,
+        state: InstanceState,
+        commands: Sequence[Command],
+        _trace: Mapping[str, str] | None = None,
+    ) -> None:
+        for command in commands:
+            await self._carry_out(state, command)
 
     async def _carry_out(self, state: InstanceState, command: Command) -> None:
         sid = state.saga_id

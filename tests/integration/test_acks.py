@@ -12,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
-from saga.nats.acks import Ack, Acks, acks_for
+from saga.nats.acks import Acks, PubAck, acks_for
 from saga.nats.server import EmbeddedServer
 
 
@@ -36,7 +36,7 @@ async def test_a_repeated_message_id_is_acked_as_a_duplicate(client: Client) -> 
     acks = Acks(client)
     first = await (await acks.send("s.a", b"x", {"Nats-Msg-Id": "m-1"}))
     again = await (await acks.send("s.a", b"x", {"Nats-Msg-Id": "m-1"}))
-    assert again == Ack("S", first.seq, duplicate=True)
+    assert again == PubAck("S", first.seq, duplicate=True)
 
 
 async def test_an_error_ack_raises_the_servers_error(client: Client) -> None:

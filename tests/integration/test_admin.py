@@ -27,7 +27,7 @@ async def admin(nats_server: EmbeddedServer) -> AsyncIterator[tuple[Client, str]
     nc = await nats.connect(nats_server.url)
     telemetry = telemetry_from_env("saga-engine", prometheus=True)
     engine = Engine(nc, {"shop": parse_definition(SHOP)}, FAST, telemetry=telemetry)
-    server = AdminServer(engine, AdminSettings(port=0, token=TOKEN))
+    server = AdminServer(engine.view(), AdminSettings(port=0, token=TOKEN))
     url = await server.start()
     await engine.start()
     yield nc, url

@@ -141,7 +141,7 @@ class Console:
 async def console(nats_server: EmbeddedServer) -> AsyncIterator[Console]:
     nc = await nats.connect(nats_server.url)
     engine = Engine(nc, {"shop": parse_definition(SHOP)}, FAST)
-    server = AdminServer(engine, AdminSettings(port=0, token=TOKEN))
+    server = AdminServer(engine.view(), AdminSettings(port=0, token=TOKEN))
     url = await server.start()
     await engine.start()
     participant = await ScriptedParticipant(nc, RULES).start()

@@ -172,7 +172,7 @@ async def test_the_engine_indexes_each_status_change(
 
 
 async def _admin_lists_through_the_index(engine: Engine) -> None:
-    server = AdminServer(engine, AdminSettings(port=0, token=TOKEN))
+    server = AdminServer(engine.view(), AdminSettings(port=0, token=TOKEN))
     url = await server.start()
     try:
         status, listed = await get(url, "/sagas?where=customer%3Dcus-2")

@@ -11,7 +11,7 @@ import pytest
 from saga.client import find_instance, instance_store
 from saga.definition import load_catalog
 from saga.engine import Engine
-from saga.engine.reload import DefinitionsWatcher
+from saga.engine.process import watch_definitions
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from tests.integration.test_engine import FAST
@@ -28,7 +28,7 @@ async def test_new_version_is_loaded_and_a_broken_file_is_refused(
     nc = await nats.connect(nats_server.url)
     engine = Engine(nc, load_catalog([folder]), FAST)
     await engine.start()
-    watcher = DefinitionsWatcher(engine, folder)
+    watcher = watch_definitions(engine, folder)
     participant = await ScriptedParticipant(
         nc,
         {

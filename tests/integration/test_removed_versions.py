@@ -20,7 +20,7 @@ from saga.admin import AdminServer, AdminSettings
 from saga.client import find_instance, instance_store
 from saga.definition import load_catalog
 from saga.engine import Engine
-from saga.engine.reload import DefinitionsWatcher
+from saga.engine.process import watch_definitions
 from saga.engine.versions import Stored, stranded
 from saga.errors import ConfigError
 from saga.nats.server import EmbeddedServer
@@ -38,10 +38,10 @@ async def test_a_removed_version_in_use_is_kept_reported_and_refused_at_start(
     (folder / "shop-v1.yaml").write_text(V1)
     nc = await nats.connect(nats_server.url)
     engine = Engine(nc, load_catalog([folder]), FAST)
-    admin = AdminServer(engine, AdminSettings(port=0))
+    admin = AdminServer(engine.view(), AdminSettings(port=0))
     url = await admin.start()
     await engine.start()
-    watcher = DefinitionsWatcher(engine, folder)
+    watcher = watch_definitions(engine, folder)
     try:
         js = nc.jetstream()
         await js.publish("shop.ordered", b"{}", headers={"Saga-Id": "on-v1"})
@@ -78,7 +78,7 @@ async def test_a_removed_version_in_use_is_kept_reported_and_refused_at_start(
     (folder / "shop-v1.yaml").write_text(V1)
     fixed = Engine(nc, load_catalog([folder]), FAST)
     await fixed.start()
-    assert fixed.stranded == []
+    assert fixed.health().stranded == ()
     await fixed.stop()
     await nc.close()
 

@@ -88,13 +88,13 @@ def test_file_and_environment_reach_the_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every key of the file is the setting's name, connection settings included."""
-    import saga.runner
+    import saga.engine.process
     from saga.cli.config import ENV
 
     for variable in ENV.values():
         monkeypatch.delenv(variable, raising=False)
     found: dict[str, Any] = {}
-    monkeypatch.setattr(saga.runner, "run_engine", partial(_engine_args, found))
+    monkeypatch.setattr(saga.engine.process, "run_engine", partial(_engine_args, found))
     (tmp_path / "defs").mkdir()
     ca = tmp_path / "ca.pem"
     path = write(

@@ -1,4 +1,4 @@
-"""Fuzzing the event decoder: any subject, bytes and headers give Work or Reject, never raise."""
+"""Fuzzing the event decoder: any subject, bytes and headers give Work or Term, never raise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saga.definition import load_definitions
-from saga.engine.intake import Intake, Reject, Work
+from saga.engine.intake import Intake, Work
+from saga.nats.settle import Term
 from tests.conftest import DEFINITIONS
 
 INTAKE = Intake(load_definitions([DEFINITIONS]))
@@ -58,8 +59,8 @@ def test_any_message_is_work_or_a_reason(
     subject: str, data: bytes, headers: dict[str, str] | None, stream: str, sequence: int
 ) -> None:
     result = INTAKE.parse(subject, data, headers, stream, sequence)
-    assert isinstance(result, Work | Reject)
-    if isinstance(result, Reject):
+    assert isinstance(result, Work | Term)
+    if isinstance(result, Term):
         assert result.reason
 
 
@@ -70,10 +71,10 @@ def test_a_known_subject_with_an_id_header_is_decided_by_payload_type(
 ) -> None:
     result = INTAKE.parse(subject, json.dumps(payload).encode(), {"Saga-Id": saga_id}, "S", 1)
     if not isinstance(payload, dict):
-        assert isinstance(result, Reject)
+        assert isinstance(result, Term)
         assert result.code.value == "malformed"
     elif len(saga_id) > 256:
-        assert isinstance(result, Reject)
+        assert isinstance(result, Term)
     else:
         assert isinstance(result, Work)
         assert result.saga_id == saga_id
@@ -82,4 +83,4 @@ def test_a_known_subject_with_an_id_header_is_decided_by_payload_type(
 @pytest.mark.parametrize("data", [b"[" * 5000, b'{"a":' * 5000])
 def test_deeply_nested_json_is_a_reason_not_a_crash(data: bytes) -> None:
     result = INTAKE.parse(SUBJECTS[0], data, {"Saga-Id": "x"}, "S", 1)
-    assert isinstance(result, Reject)
+    assert isinstance(result, Term)

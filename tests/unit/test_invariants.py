@@ -63,18 +63,18 @@ def run(*events: Event, definition: SagaDefinition = SHOP) -> InstanceState:
     return state
 
 
-class Effects:
-    """Effects in the order given: each gets the next KV revision."""
+class EffectLog:
+    """EffectLog in the order given: each gets the next KV revision."""
 
     def __init__(self) -> None:
         self.records: list[EffectRecord] = []
 
-    def add(self, step: str, kind: str = "step", saga_id: str = "s-1") -> Effects:
+    def add(self, step: str, kind: str = "step", saga_id: str = "s-1") -> EffectLog:
         seq = len(self.records) + 1
         self.records.append(EffectRecord(seq, "svc", f"{step}-{kind}", "shop", saga_id, step, kind))
         return self
 
-    def undo(self, step: str) -> Effects:
+    def undo(self, step: str) -> EffectLog:
         return self.add(step, "compensation")
 
 
@@ -88,7 +88,7 @@ UNDONE = (CompensationSucceeded("charge"), CompensationSucceeded("reserve"))
 
 
 def test_a_completed_run_passes() -> None:
-    fx = Effects().add("reserve").add("charge").add("ship")
+    fx = EffectLog().add("reserve").add("charge").add("ship")
     report = check([run(*COMPLETED)], fx.records, DEFS, expected=[("shop", "s-1")])
     assert report.ok, report.violations
     assert (report.sagas, report.effects, report.undos) == (1, 3, 0)
@@ -96,7 +96,7 @@ def test_a_completed_run_passes() -> None:
 
 
 def test_a_compensated_run_undoes_newest_first_and_passes() -> None:
-    fx = Effects().add("reserve").add("charge").undo("charge").undo("reserve")
+    fx = EffectLog().add("reserve").add("charge").undo("charge").undo("reserve")
     report = check([run(*SHIP_FAILS, *UNDONE)], fx.records, DEFS)
     assert report.ok, report.violations
     assert report.undos == 2
@@ -106,7 +106,7 @@ def test_a_compensated_run_undoes_newest_first_and_passes() -> None:
 def test_running_or_compensating_instances_are_stuck() -> None:
     running = run(StepSucceeded("reserve"))
     compensating = run(*SHIP_FAILS).model_copy(update={"saga_id": "s-2"})
-    report = check([running, compensating], Effects().add("reserve").records, DEFS)
+    report = check([running, compensating], EffectLog().add("reserve").records, DEFS)
     assert [v.detail for v in report.violations if v.rule == "stuck"] == [
         "still running",
         "still compensating",
@@ -115,7 +115,7 @@ def test_running_or_compensating_instances_are_stuck() -> None:
 
 def test_parked_is_an_allowed_end() -> None:
     parked = run(*SHIP_FAILS).model_copy(update={"status": Status.PARKED})
-    fx = Effects().add("reserve").add("charge").undo("charge")
+    fx = EffectLog().add("reserve").add("charge").undo("charge")
     assert check([parked], fx.records, DEFS).ok
 
 
@@ -125,7 +125,7 @@ def test_an_expected_saga_without_instance_is_missing() -> None:
 
 
 def test_an_effect_recorded_twice_is_a_duplicate() -> None:
-    fx = Effects().add("reserve").add("reserve").add("charge").add("ship")
+    fx = EffectLog().add("reserve").add("reserve").add("charge").add("ship")
     assert rules(check([run(*COMPLETED)], fx.records, DEFS)) == ["duplicate-effect"]
 
 
@@ -142,7 +142,7 @@ def test_a_command_stored_twice_is_a_duplicate() -> None:
 
 def test_undoing_a_step_that_failed_is_caught() -> None:
     state = run(StepSucceeded("reserve"), StepFailed("charge", "declined"), *UNDONE[1:])
-    fx = Effects().add("reserve").undo("charge").undo("reserve")
+    fx = EffectLog().add("reserve").undo("charge").undo("reserve")
     report = check([state], fx.records, DEFS)
     assert rules(report) == ["undo-without-success"]
     assert "charge was undone but is failed" in report.violations[0].detail
@@ -150,21 +150,21 @@ def test_undoing_a_step_that_failed_is_caught() -> None:
 
 def test_an_undo_before_its_effect_or_without_one_is_caught() -> None:
     state = run(*SHIP_FAILS, *UNDONE)
-    early = Effects().add("reserve").undo("charge").add("charge").undo("reserve")
+    early = EffectLog().add("reserve").undo("charge").add("charge").undo("reserve")
     assert "undo-without-success" in rules(check([state], early.records, DEFS))
-    absent = Effects().add("reserve").undo("charge").undo("reserve")
+    absent = EffectLog().add("reserve").undo("charge").undo("reserve")
     report = check([state], absent.records, DEFS)
     assert any("no recorded effect" in v.detail for v in report.violations)
 
 
 def test_undos_out_of_order_are_caught() -> None:
-    fx = Effects().add("reserve").add("charge").undo("reserve").undo("charge")
+    fx = EffectLog().add("reserve").add("charge").undo("reserve").undo("charge")
     report = check([run(*SHIP_FAILS, *UNDONE)], fx.records, DEFS)
     assert rules(report) == ["undo-order"]
 
 
 def test_a_forward_effect_after_the_first_undo_is_caught() -> None:
-    fx = Effects().add("reserve").add("charge").undo("charge").add("ship").undo("reserve")
+    fx = EffectLog().add("reserve").add("charge").undo("charge").add("ship").undo("reserve")
     report = check([run(*SHIP_FAILS, *UNDONE)], fx.records, DEFS)
     assert rules(report) == ["forward-after-undo"]
 
@@ -173,19 +173,19 @@ def test_the_engine_driving_a_step_after_compensation_began_is_caught() -> None:
     state = run(*SHIP_FAILS, *UNDONE)
     forged = HistoryEntry(at=T0, event="step.started", step="ship", attempt=2)
     state = state.model_copy(update={"history": [*state.history, forged]})
-    fx = Effects().add("reserve").add("charge").undo("charge").undo("reserve")
+    fx = EffectLog().add("reserve").add("charge").undo("charge").undo("reserve")
     report = check([state], fx.records, DEFS)
     assert rules(report) == ["forward-after-undo"]
     assert report.violations[0].detail.startswith("engine: step.started ship")
 
 
 def test_undo_effects_in_a_completed_saga_are_caught() -> None:
-    fx = Effects().add("reserve").add("charge").add("ship").undo("reserve")
+    fx = EffectLog().add("reserve").add("charge").add("ship").undo("reserve")
     assert rules(check([run(*COMPLETED)], fx.records, DEFS)) == ["undo-in-completed"]
 
 
 def test_a_compensated_saga_that_kept_an_effect_is_caught() -> None:
-    fx = Effects().add("reserve").add("charge").undo("charge")
+    fx = EffectLog().add("reserve").add("charge").undo("charge")
     report = check([run(*SHIP_FAILS, *UNDONE)], fx.records, DEFS)
     assert rules(report) == ["not-undone"]
     assert report.violations[0].detail.startswith("reserve took effect")
@@ -202,14 +202,16 @@ def test_a_late_success_is_undone_after_the_undo_in_progress() -> None:
     )
     assert state.status.value == "compensated"
     assert state.completed == ["reserve", "charge"]
-    fx = Effects().add("reserve").undo("reserve").add("charge").undo("charge")
+    fx = EffectLog().add("reserve").undo("reserve").add("charge").undo("charge")
     assert check([state], fx.records, DEFS).ok
-    never_undone = Effects().add("reserve").undo("reserve").add("charge")
+    never_undone = EffectLog().add("reserve").undo("reserve").add("charge")
     assert rules(check([state], never_undone.records, DEFS)) == ["not-undone"]
 
 
 def test_effects_of_other_sagas_do_not_mix() -> None:
-    fx = Effects().add("reserve").add("charge").add("ship").add("reserve", "compensation", "other")
+    fx = (
+        EffectLog().add("reserve").add("charge").add("ship").add("reserve", "compensation", "other")
+    )
     report = check([run(*COMPLETED)], fx.records, DEFS)
     assert report.ok  # an undo of an unknown instance is not this saga's problem
 
@@ -242,7 +244,7 @@ def test_unreadable_effect_records_are_skipped() -> None:
 
 
 def test_a_report_is_json_ready() -> None:
-    fx = Effects().add("reserve").add("reserve")
+    fx = EffectLog().add("reserve").add("reserve")
     doc = as_dict(check([run(*COMPLETED)], fx.records, DEFS))
     json.dumps(doc)
     assert doc["violations"] == ["duplicate-effect: shop/s-1: svc.reserve-step of reserve/step x2"]

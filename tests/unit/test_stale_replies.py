@@ -26,7 +26,8 @@ from saga.core import (
     decide,
 )
 from saga.definition import parse_definition
-from saga.engine.intake import Intake, Reject, Work
+from saga.engine.intake import Intake, Work
+from saga.nats.settle import Term
 from saga.participant.envelope import Envelope, reply_headers
 
 SHOP = parse_definition(
@@ -153,7 +154,7 @@ def test_the_engine_reads_saga_attempt_from_the_reply() -> None:
     assert isinstance(work, Work)
     assert work.event == StepFailed("charge", "no", {"reason": "no"}, attempt=1)
     bad = intake.parse("pay.declined", b"{}", {**headers, "Saga-Attempt": "two"}, "S", 2)
-    assert isinstance(bad, Reject)
+    assert isinstance(bad, Term)
     assert bad.code.value == "malformed"
     assert "Saga-Attempt" in bad.reason
 

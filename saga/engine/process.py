@@ -71,6 +71,13 @@ async def start_when_possible(
     return bool(started)
 
 
+def watch_definitions(engine: Engine, folder: Path) -> DefinitionsWatcher:
+    """Reload ``engine``'s definitions when ``folder`` changes (call ``start()``)."""
+    return DefinitionsWatcher(
+        folder, lambda: engine.catalog, engine.reload, engine.removed_versions
+    )
+
+
 async def drain_or_close(nc: Client) -> None:
     """Drain (the last acks and publishes go out); a connection whose server is gone cannot
     be drained, so close it and say so in one line instead of a traceback. Nothing is lost:
@@ -113,7 +120,7 @@ async def run_engine(
     nc = await connect(nats)
     telemetry = telemetry_from_env("saga-engine", prometheus=admin is not None)
     engine = Engine(nc, definitions, settings, telemetry=telemetry)
-    admin_server = AdminServer(engine, admin) if admin is not None else None
+    admin_server = AdminServer(engine.view(), admin) if admin is not None else None
     watcher: DefinitionsWatcher | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -128,7 +135,7 @@ async def run_engine(
         if not await start_when_possible(engine, stop):
             return
         if reload and await asyncio.to_thread(definitions_path.is_dir):
-            watcher = DefinitionsWatcher(engine, definitions_path)
+            watcher = watch_definitions(engine, definitions_path)
             watcher.start()
         if announce:
             names = ", ".join(f"{d.name} v{d.version}" for d in definitions)
