@@ -8,9 +8,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from saga.definition.model import SagaDefinition
 from saga.protocol import started_subject
+
+if TYPE_CHECKING:  # names only: a participant imports this module without the DSL
+    from saga.definition.model import SagaDefinition
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

@@ -21,17 +21,20 @@ import re
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
 
-from saga.admin.server import AdminSettings
+from saga.address import AdminSettings
 from saga.errors import ConfigError
-from saga.nats.connection import NatsSettings, connect
 from saga.participant.health import HealthServer
 from saga.participant.routes import Handler, Route, RouteKind
 from saga.participant.settings import ParticipantSettings
 from saga.participant.worker import Worker
 from saga.telemetry import Telemetry
+
+if TYPE_CHECKING:  # loaded by ``run``: a handler's tests never need the settings model
+    from saga.nats.connection import NatsSettings
 
 log = logging.getLogger("saga.participant")
 
@@ -136,6 +139,8 @@ class App:
         """Consume until SIGTERM/SIGINT (or ``worker.request_stop()``), then stop and drain.
 
         ``health``: where to serve ``/healthz`` and ``/readyz`` (none when ``None``)."""
+        from saga.nats.connection import NatsSettings, connect
+
         own = isinstance(connection, NatsSettings)
         nc = await connect(connection) if isinstance(connection, NatsSettings) else connection
         worker = Worker(self.name, dict(self.routes), nc, settings or self.settings, self.telemetry)
