@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from saga.participant import App, Context, Reject
-from services._chaos import simulate
+from saga.participant.chaos import simulate
 from services._cli import main
 
 NO_CARS = frozenset({"atlantis"})

@@ -24,7 +24,7 @@ from nats.js.errors import KeyNotFoundError
 
 from saga.nats.topology import token
 from saga.participant import App, Context, Reject, Retry
-from services._chaos import simulate
+from saga.participant.chaos import simulate
 from services._cli import main
 
 MAX_NIGHTS = 14

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from saga.participant import App, Context, Reject
-from services._chaos import simulate
+from saga.participant.chaos import simulate
 from services._cli import main
 
 NO_DELIVERY = frozenset({"AQ"})

@@ -20,7 +20,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from saga.participant import Context, NoReply, Reject
+from saga.participant.context import Context
+from saga.participant.outcomes import NoReply, Reject
 from saga.protocol import KIND_STEP
 
 
