@@ -761,7 +761,7 @@ def participant(target: str, nats_url: str | None, log_level: str, health: str |
 
     It authenticates with the same SAGA_NATS_* variables as `saga run` (user and password,
     token, NKey, creds, TLS)."""
-    from saga.participant import run_participant
+    from saga.participant.runner import run_participant
     from saga.runner import discover_url
 
     configure_logging(log_level)
