@@ -5,10 +5,13 @@ in ``tests/integration/test_participant.py``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from saga.participant import App, Context
+from saga.participant.routes import Handler
 from saga.participant.testing import InMemoryApp
 from services import hotel, inventory, payment
 
@@ -127,3 +130,33 @@ async def test_the_decorator_returns_the_handler_as_written() -> None:
     """The wrapper runs in the route; calling the function directly skips the faults."""
     assert payment.app.routes["payment.charge"].handler is not payment.charge
     assert payment.app.routes["payment.charge"].handler.__wrapped__ is payment.charge  # type: ignore[attr-defined]
+
+
+async def test_wrappers_run_in_order_around_every_handler() -> None:
+    calls: list[str] = []
+
+    def tag(label: str) -> Callable[[Handler], Handler]:
+        def wrap(handler: Handler) -> Handler:
+            async def tagged(ctx: Context, payload: dict[str, Any]) -> dict[str, Any] | None:
+                calls.append(label)
+                return await handler(ctx, payload)
+
+            return tagged
+
+        return wrap
+
+    app = App("tagged", wrap=[tag("outer"), tag("inner")])
+
+    @app.step("tagged.do", success="tagged.done")
+    async def do(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append("handler")
+        return {}
+
+    @app.on("tagged.seen")
+    async def seen(ctx: Context, payload: dict[str, Any]) -> None:
+        calls.append("listener")
+
+    memory = InMemoryApp(app)
+    assert (await memory.deliver("tagged.do", {})).reply.subject == "tagged.done"
+    assert (await memory.deliver("tagged.seen", {})).outcome == "ack"
+    assert calls == ["outer", "inner", "handler", "outer", "inner", "listener"]
