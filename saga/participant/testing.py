@@ -32,6 +32,7 @@ from nats.js.api import KeyValueConfig, PubAck
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from saga import jsonwire
 from saga.participant.app import App
 from saga.participant.buckets import Buckets
 from saga.participant.context import Runtime
@@ -213,7 +214,8 @@ class InMemoryApp:
         delivery: int = 1,
         headers: Mapping[str, str] | None = None,
     ) -> Delivered:
-        """Deliver one message on ``subject`` with the headers the engine would set (a
+        """Deliver ``payload`` (sent as JSON; raw ``bytes`` to test a malformed message) on
+        ``subject`` with the headers the engine would set (a
         listener's message gets saga headers only when ``saga_id`` is not empty);
         ``headers`` are added last, so a test can break them. ``delivery`` is JetStream's
         delivery count (``ctx.delivery``)."""
@@ -229,7 +231,7 @@ class InMemoryApp:
                 sent[HEADER_ATTEMPT] = str(attempt)
         sent.update(headers or {})
         self._sequence += 1
-        data = payload if isinstance(payload, bytes) else json.dumps(dict(payload)).encode()
+        data = payload if isinstance(payload, bytes) else jsonwire.dumps(dict(payload))
         msg = Msg(
             cast(Client, None),  # never settled here: the verdict is the result
             subject=subject,
