@@ -215,10 +215,9 @@ class InMemoryApp:
         headers: Mapping[str, str] | None = None,
     ) -> Delivered:
         """Deliver ``payload`` (sent as JSON; raw ``bytes`` to test a malformed message) on
-        ``subject`` with the headers the engine would set (a
-        listener's message gets saga headers only when ``saga_id`` is not empty);
-        ``headers`` are added last, so a test can break them. ``delivery`` is JetStream's
-        delivery count (``ctx.delivery``)."""
+        ``subject`` with the headers the engine would set (a listener's message gets saga
+        headers only when ``saga_id`` is not empty); ``headers`` are added last, so a test
+        can break them. ``delivery`` is JetStream's delivery count (``ctx.delivery``)."""
         dispatcher = await self._ready()
         route = self.app.routes.get(subject)
         sent: dict[str, str] = {}
