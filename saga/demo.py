@@ -50,8 +50,24 @@ def default_definitions() -> Path:
     return Path(__file__).resolve().parent.parent / "definitions"
 
 
+def examples_root() -> Path:
+    """The repository checkout holding the example services (``services/``), put on the import
+    path. The wheel does not install them (``services`` is a name users' code has): the
+    checkout this package runs from (an editable install), else the working directory."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "services" / "orders.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            return root
+    raise click.ClickException(
+        "saga demo runs the example services of a repository checkout (services/): "
+        "run it from the repository's root"
+    )
+
+
 def plan(count: int) -> tuple[list[Planned], list[dict[str, Any]], list[dict[str, Any]]]:
     """Half complete; the rest fail at each step in turn, by a documented business rule."""
+    examples_root()
     from services.orders import new_order
     from services.trips import new_trip
 
@@ -135,6 +151,7 @@ async def _wait(condition: Any, timeout: float, what: str, processes: Processes)
 
 
 async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = False) -> int:
+    examples = examples_root()
     from services.orders import place_orders
     from services.trips import request_trips
 
@@ -148,6 +165,7 @@ async def run_demo(count: int, definitions: Path, timeout: float, keep: bool = F
         **os.environ,
         "SAGA_NATS_URL": server.url,
         "SAGA_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(examples)])),
     }
     processes = Processes(work)
     nc = None

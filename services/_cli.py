@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from saga.nats.connection import URL_ENV
 from saga.participant import App, run_app
-from saga.participant.runner import NATS_URL_ENV
 
 
 def main(app: App, argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog=f"python -m services.{app.name}", description=f"Run the {app.name} participant."
     )
-    parser.add_argument("--nats", metavar="URL", help=f"server URL (default: ${NATS_URL_ENV})")
+    parser.add_argument("--nats", metavar="URL", help=f"server URL (default: ${URL_ENV})")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     parser.add_argument(
         "--health",

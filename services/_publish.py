@@ -11,8 +11,7 @@ from nats.js import JetStreamContext
 
 from saga import jsonwire
 from saga.definition.saga_id import id_from_payload
-from saga.nats.connection import connect, settings_from_env
-from saga.participant.runner import NATS_URL_ENV
+from saga.nats.connection import URL_ENV, connect, settings_from_env
 from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, trigger_message_id
 from saga.telemetry import Telemetry
 from saga.telemetry.spans import sending
@@ -66,7 +65,7 @@ def front_end_main(
 ) -> None:
     """``python -m services.<name> --count N [--fail SERVICE]``: publish N triggers, print ids."""
     parser = argparse.ArgumentParser(prog=f"python -m services.{name}", description=description)
-    parser.add_argument("--nats", metavar="URL", help=f"server URL (default: ${NATS_URL_ENV})")
+    parser.add_argument("--nats", metavar="URL", help=f"server URL (default: ${URL_ENV})")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--fail", choices=failures, help="make every saga fail at this service")
     args = parser.parse_args(argv)

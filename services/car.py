@@ -10,18 +10,17 @@ import uuid
 from typing import Any
 
 from saga.participant import App, Context, Reject
-from services._chaos import simulate
+from saga.participant.chaos import simulated_faults
 from services._cli import main
 
 NO_CARS = frozenset({"atlantis"})
 """Cities (lower case) without a rental desk."""
 
-app = App("car")
+app = App("car", wrap=[simulated_faults()])
 
 
 @app.step("travel.car.rent", success="travel.car.rented", failure="travel.car.unavailable")
 async def rent(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     city = str(payload.get("city", ""))
     if city.casefold() in NO_CARS:
         raise Reject("no-cars", {"city": city})
@@ -35,7 +34,6 @@ async def rent(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
 @app.compensation("travel.car.return", success="travel.car.returned")
 async def give_back(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     rental_ref = payload.get("rental_ref")
 
     async def end_rental() -> dict[str, Any]:

@@ -10,15 +10,14 @@ import uuid
 from typing import Any
 
 from saga.participant import App, Context, Reject
-from services._chaos import simulate
+from saga.participant.chaos import simulated_faults
 from services._cli import main
 
-app = App("flight")
+app = App("flight", wrap=[simulated_faults()])
 
 
 @app.step("travel.flight.book", success="travel.flight.booked", failure="travel.flight.unavailable")
 async def book(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     route = str(payload.get("route", ""))
     if "XXX" in route:
         raise Reject("route-unavailable", {"route": route})
@@ -33,7 +32,6 @@ async def book(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
 @app.compensation("travel.flight.cancel", success="travel.flight.cancelled")
 async def cancel(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     booking_ref = payload.get("booking_ref")
 
     async def void() -> dict[str, Any]:

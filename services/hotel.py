@@ -24,14 +24,26 @@ from nats.js.errors import KeyNotFoundError
 
 from saga.nats.topology import token
 from saga.participant import App, Context, Reject, Retry
-from services._chaos import simulate
+from saga.participant.chaos import simulated_faults
 from services._cli import main
 
 MAX_NIGHTS = 14
 TRIPS_BUCKET = "hotel_trips"
 """The hotel's own view of trip requests, by ``token(trip_id)``."""
 
-app = App("hotel")
+
+async def trip_faults(ctx: Context, payload: dict[str, Any]) -> Any:
+    """Faults asked for by the command, or, for the booking, by the trip request we recorded
+    (the flight's reply carries no ``simulate``); noting a trip never misbehaves."""
+    if ctx.subject == "travel.requested":
+        return None
+    if ctx.subject == "travel.flight.booked" and not payload.get("simulate"):
+        trip = await find_trip(ctx, str(payload.get("trip_id") or ctx.saga_id))
+        return trip.get("simulate")
+    return payload.get("simulate")
+
+
+app = App("hotel", wrap=[simulated_faults(trip_faults)])
 
 
 @app.on("travel.requested")
@@ -70,7 +82,6 @@ def check_nights(nights: Any) -> int:
 )
 async def book(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
     trip = await find_trip(ctx, str(payload.get("trip_id") or ctx.saga_id))
-    await simulate(ctx, {"simulate": payload.get("simulate") or trip.get("simulate")})
     nights = check_nights(trip.get("nights"))
 
     async def reserve() -> dict[str, Any]:
@@ -86,7 +97,6 @@ async def book(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
 @app.compensation("travel.hotel.cancel", success="travel.hotel.cancelled")
 async def cancel(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     reservation_ref = payload.get("reservation_ref")
 
     async def void() -> dict[str, Any]:

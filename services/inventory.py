@@ -13,13 +13,13 @@ import uuid
 from typing import Any
 
 from saga.participant import App, Context, Reject
-from services._chaos import simulate
+from saga.participant.chaos import simulated_faults
 from services._cli import main
 
 MAX_QTY = 100
 """Stock of every SKU: asking for more than this is rejected."""
 
-app = App("inventory")
+app = App("inventory", wrap=[simulated_faults()])
 
 
 def check_items(items: Any) -> None:
@@ -39,7 +39,6 @@ def check_items(items: Any) -> None:
 
 @app.step("inventory.reserve", success="inventory.reserved", failure="inventory.rejected")
 async def reserve(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     check_items(payload.get("items"))
 
     async def create() -> dict[str, Any]:
@@ -51,7 +50,6 @@ async def reserve(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
 @app.compensation("inventory.release", success="inventory.released")
 async def release(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     reservation_id = payload.get("reservation_id")
 
     async def free() -> dict[str, Any]:

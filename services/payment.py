@@ -13,13 +13,13 @@ import uuid
 from typing import Any
 
 from saga.participant import App, Context, Reject
-from services._chaos import simulate
+from saga.participant.chaos import simulated_faults
 from services._cli import main
 
 LIMIT = 1000
 """Largest amount a customer may be charged in one order."""
 
-app = App("payment")
+app = App("payment", wrap=[simulated_faults()])
 
 
 def check_amount(amount: Any) -> float:
@@ -34,7 +34,6 @@ def check_amount(amount: Any) -> float:
 
 @app.step("payment.charge", success="payment.charged", failure="payment.declined")
 async def charge(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     amount = check_amount(payload.get("amount"))
 
     async def take() -> dict[str, Any]:
@@ -51,7 +50,6 @@ async def charge(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
 
 @app.compensation("payment.refund", success="payment.refunded")
 async def refund(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
 
     async def give_back() -> dict[str, Any]:
         return {

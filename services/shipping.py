@@ -11,18 +11,17 @@ import uuid
 from typing import Any
 
 from saga.participant import App, Context, Reject
-from services._chaos import simulate
+from saga.participant.chaos import simulated_faults
 from services._cli import main
 
 NO_DELIVERY = frozenset({"AQ"})
 """ISO country codes no courier serves."""
 
-app = App("shipping")
+app = App("shipping", wrap=[simulated_faults()])
 
 
 @app.step("shipping.schedule", success="shipping.scheduled", failure="shipping.failed")
 async def schedule(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
-    await simulate(ctx, payload)
     address = payload.get("address")
     country = str(address.get("country", "")).upper() if isinstance(address, dict) else ""
     if country in NO_DELIVERY:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,13 +16,13 @@ from aiohttp.typedefs import Handler
 from multidict import MultiMapping
 from pydantic import ValidationError
 
+from saga.address import AdminSettings
 from saga.admin.openapi import OPENAPI
 from saga.client import SagaClient
 from saga.console import is_console_path, mount_console
 from saga.core.state import InstanceState
 from saga.engine.operator import ACTIONS, ActionRequest, token_matches
 from saga.engine.view import EngineView
-from saga.errors import ConfigError
 from saga.index import SagaQuery, SagaSummary
 from saga.protocol import HEADER_AUTHORIZATION, HEADER_NEXT_CURSOR
 from saga.telemetry import trace_id_of
@@ -31,24 +30,6 @@ from saga.telemetry import trace_id_of
 log = logging.getLogger("saga.admin")
 OPEN_PATHS = {"/healthz", "/readyz"}
 STATES = ("running", "compensating", "completed", "compensated", "parked")
-
-
-@dataclass(frozen=True)
-class AdminSettings:
-    host: str = "127.0.0.1"
-    port: int = 7480
-    token: str | None = None
-    """Bearer token; ``None`` leaves the API open (it listens on loopback by default)."""
-
-
-def parse_address(text: str) -> AdminSettings | None:
-    """``HOST:PORT`` (``:PORT`` means loopback), or ``off``; ``ConfigError`` otherwise."""
-    if text.strip().lower() in ("off", "none", ""):
-        return None
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"admin address {text!r}: expected HOST:PORT, :PORT or off")
-    return AdminSettings(host=host or "127.0.0.1", port=int(port))
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -24,7 +24,7 @@ def participant(target: str, nats_url: str | None, log_level: str, health: str |
     It authenticates with the same SAGA_NATS_* variables as `saga run` (user and password,
     token, NKey, creds, TLS)."""
     from saga.engine.process import discover_url
-    from saga.participant import run_participant
+    from saga.participant.runner import run_participant
 
     configure_logging(log_level)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from saga.protocol import (
     DEFINITIONS_BUCKET,
@@ -28,6 +29,9 @@ from saga.protocol import (
     WORK_PREFIX,
     WORK_STREAM,
 )
+
+if TYPE_CHECKING:  # names only: a participant imports this module without the DSL
+    pass
 
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

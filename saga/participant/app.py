@@ -19,30 +19,43 @@ import inspect
 import logging
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
 
-from saga.admin.server import AdminSettings
+from saga.address import AdminSettings
 from saga.errors import ConfigError
-from saga.nats.connection import NatsSettings, connect
 from saga.participant.health import HealthServer
 from saga.participant.routes import Handler, Route, RouteKind
 from saga.participant.settings import ParticipantSettings
 from saga.participant.worker import Worker
 from saga.telemetry import Telemetry
 
+if TYPE_CHECKING:  # loaded by ``run``: a handler's tests never need the settings model
+    from saga.nats.connection import NatsSettings
+
 log = logging.getLogger("saga.participant")
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 Decorator = Callable[[Handler], Handler]
+Wrapper = Callable[[Handler], Handler]
+"""Wraps every handler of an app as it is registered (``saga.participant.chaos`` is one)."""
 
 
 class App:
-    """A named participant: its name is also its durable consumer's name."""
+    """A named participant: its name is also its durable consumer's name.
 
-    def __init__(self, name: str, settings: ParticipantSettings | None = None) -> None:
+    ``wrap``: applied to each handler at registration, first one outermost; the route runs
+    the wrapped handler, the decorator returns the handler as written."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ParticipantSettings | None = None,
+        wrap: Sequence[Wrapper] = (),
+    ) -> None:
         if not _NAME.match(name):
             raise ConfigError(
                 f"app name {name!r}: use 1-64 of A-Z a-z 0-9 _ - (it names a consumer)"
@@ -50,6 +63,7 @@ class App:
         self.name = name
         self.settings = settings or ParticipantSettings()
         self.routes: dict[str, Route] = {}
+        self.wrap = tuple(wrap)
         self.telemetry = Telemetry.disabled()
         self.health: HealthServer | None = None
         """The probes' server while :meth:`run` serves them."""
@@ -97,7 +111,10 @@ class App:
                     f"function, got {getattr(handler, '__qualname__', repr(handler))} "
                     "(a plain function would only fail once a message arrives)"
                 )
-            route = Route(subject, handler, kind, success, failure, step)
+            wrapped = handler
+            for wrapper in reversed(self.wrap):
+                wrapped = wrapper(wrapped)
+            route = Route(subject, wrapped, kind, success, failure, step)
             problems = route.problems()
             if subject in self.routes:
                 problems.append(f"{subject} already has a handler in app {self.name}")
@@ -136,6 +153,8 @@ class App:
         """Consume until SIGTERM/SIGINT (or ``worker.request_stop()``), then stop and drain.
 
         ``health``: where to serve ``/healthz`` and ``/readyz`` (none when ``None``)."""
+        from saga.nats.connection import NatsSettings, connect
+
         own = isinstance(connection, NatsSettings)
         nc = await connect(connection) if isinstance(connection, NatsSettings) else connection
         worker = Worker(self.name, dict(self.routes), nc, settings or self.settings, self.telemetry)

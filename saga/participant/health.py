@@ -2,18 +2,22 @@
 ``GET /readyz`` (connected to NATS and consuming), for Kubernetes and compose.
 
 Off unless an address is given (``--health HOST:PORT`` or ``SAGA_HEALTH_ADDR``); it binds
-to loopback when only ``:PORT`` is given, like the engine's admin API.
+to loopback when only ``:PORT`` is given, like the engine's admin API. aiohttp's server is
+imported only when the probes start, so a participant without them never loads it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from nats.aio.client import Client
 
-from saga.admin.server import AdminSettings
+from saga.address import AdminSettings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("saga.participant")
 
@@ -29,6 +33,8 @@ class HealthServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -47,9 +53,13 @@ class HealthServer:
             self._runner = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
+        from aiohttp import web
+
         reasons = []
         if not self.nc.is_connected:
             reasons.append("not connected to NATS")

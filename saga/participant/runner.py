@@ -7,17 +7,17 @@ import importlib
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from saga.admin.server import parse_address
+from saga.address import parse_address
 from saga.errors import ConfigError
 from saga.logs import configure_logging
-from saga.nats.connection import URL_ENV, NatsSettings, settings_from_env
 from saga.participant.app import App
 from saga.participant.health import HEALTH_ENV
 from saga.telemetry import telemetry_from_env
 
-NATS_URL_ENV = URL_ENV
-"""Environment variable giving the server URL when ``--nats`` is not given."""
+if TYPE_CHECKING:
+    from saga.nats.connection import NatsSettings
 
 
 def load_app(target: str) -> App:
@@ -44,6 +44,8 @@ def load_app(target: str) -> App:
 def nats_settings(app: App, nats_url: str | None) -> NatsSettings:
     """``--nats``, else ``$SAGA_NATS_URL``, else the local default, with the engine's
     ``SAGA_NATS_*`` authentication variables; the client is named after the app."""
+    from saga.nats.connection import settings_from_env  # pydantic: only when connecting
+
     return settings_from_env(nats_url, app.name)
 
 

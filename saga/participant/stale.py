@@ -8,24 +8,29 @@ those deliveries is wasted work and stretches the saga's trace long past its end
 never on a first delivery). A parked undo is still wanted: a late success unparks it.
 When the record cannot be read (no permission on the bucket, say), the command runs
 as before.
+
+The record is read as plain JSON (``state.steps.<step>.compensation`` and
+``compensation_attempt``, see ``docs/protocol.md``), not through the engine's models: a
+participant does not import the saga core.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from saga.core.state import CompensationStatus
 from saga.nats.topology import Topology, instance_key
 from saga.participant.envelope import Envelope
 from saga.protocol import KIND_COMPENSATION
-from saga.store.base import InstanceRecord
 
 log = logging.getLogger("saga.participant")
-RESOLVED = frozenset({CompensationStatus.DONE, CompensationStatus.RESOLVED})
+RESOLVED = frozenset({"done", "resolved"})
+"""Values of ``saga.core.state.CompensationStatus`` that end an undo (a test pins them)."""
+FAILED = "failed"
 
 
 class StaleUndos:
@@ -49,14 +54,20 @@ class StaleUndos:
             return None
         if not entry.value:
             return "the saga's instance is gone"
-        state = InstanceRecord.model_validate_json(entry.value).state
-        step = state.steps.get(envelope.step)
-        if step is None:
-            return None
-        if step.compensation in RESOLVED:
-            return f"the undo of {envelope.step} is {step.compensation.value}"
-        if step.compensation_attempt > envelope.attempt and step.compensation is not (
-            CompensationStatus.FAILED
-        ):
-            return f"attempt {step.compensation_attempt} replaced attempt {envelope.attempt}"
+        return undo_unwanted(entry.value, envelope.step, envelope.attempt)
+
+
+def undo_unwanted(record: bytes, step_name: str, attempt: int) -> str | None:
+    """Why attempt ``attempt`` of ``step_name``'s undo is no longer wanted, judged from the
+    instance record's JSON (None: run it, also when the record cannot be read)."""
+    try:
+        step = json.loads(record)["state"]["steps"][step_name]
+        compensation = step.get("compensation")
+        current = step.get("compensation_attempt", 0)
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
+    if compensation in RESOLVED:
+        return f"the undo of {step_name} is {compensation}"
+    if isinstance(current, int) and current > attempt and compensation != FAILED:
+        return f"attempt {current} replaced attempt {attempt}"
+    return None

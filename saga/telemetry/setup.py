@@ -22,7 +22,6 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import Meter, MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
-from saga.telemetry.ids import install
 from saga.telemetry.metrics import metric_views
 
 log = logging.getLogger("saga.telemetry")
@@ -49,6 +48,8 @@ class Telemetry:
         cls, tracer_provider: TracerProvider, meter_provider: MeterProvider | None = None
     ) -> Telemetry:
         """Explicit providers (tests use an in-memory exporter this way)."""
+        from saga.telemetry.ids import install  # the SDK: loaded only when tracing is on
+
         meter = meter_provider.get_meter(INSTRUMENTATION) if meter_provider else None
         install(tracer_provider)
         tracer = tracer_provider.get_tracer(INSTRUMENTATION)
@@ -60,6 +61,8 @@ class Telemetry:
         provider = trace.get_tracer_provider()
         if type(provider).__name__ in ("ProxyTracerProvider", "NoOpTracerProvider"):
             return cls.disabled()
+        from saga.telemetry.ids import install
+
         install(provider)
         return cls(provider.get_tracer(INSTRUMENTATION), None, True)
 
@@ -175,6 +178,8 @@ def _hashed_once(resource: Any) -> Any:
 def _tracer_provider(resource: Any) -> Any:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    from saga.telemetry.ids import install
 
     provider = SdkTracerProvider(resource=resource)
     install(provider)

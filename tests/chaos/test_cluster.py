@@ -81,6 +81,7 @@ async def settled_leader(js: JetStreamContext, stream: str) -> str:
     return found[-1]
 
 
+@pytest.mark.slow
 async def test_cluster_node_killed_and_brought_back(
     cluster: LoopbackCluster, tmp_path: Path, scale: Scale, figures: Figures
 ) -> None:

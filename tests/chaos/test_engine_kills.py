@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.server import EmbeddedServer
 from tests.chaos.conftest import Scale
@@ -22,6 +24,7 @@ from tests.chaos.harness import (
 )
 
 
+@pytest.mark.slow
 async def test_engine_sigkilled_every_few_seconds(
     nats_server: EmbeddedServer, tmp_path: Path, scale: Scale, figures: Figures
 ) -> None:

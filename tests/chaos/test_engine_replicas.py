@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import nats
+import pytest
 
 from saga.client import SagaClient
 from saga.definition import parse_definition
@@ -31,6 +32,7 @@ from tests.chaos.harness import (
 from tests.support import wait_for
 
 
+@pytest.mark.slow
 async def test_engine_replicas_share_the_work(
     nats_server: EmbeddedServer, tmp_path: Path, scale: Scale, figures: Figures
 ) -> None:
@@ -54,6 +56,7 @@ async def test_engine_replicas_share_the_work(
     assert_clean(report, mismatches)
 
 
+@pytest.mark.slow
 async def test_partitioned_replicas_join_leave_and_die_without_losing_a_saga(
     nats_server: EmbeddedServer, tmp_path: Path, scale: Scale, figures: Figures
 ) -> None:

@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -80,6 +81,7 @@ class Injector:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
+@pytest.mark.slow
 async def test_duplicate_reordered_and_late_events(
     nats_server: EmbeddedServer, tmp_path: Path, scale: Scale, figures: Figures
 ) -> None:

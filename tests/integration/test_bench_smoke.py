@@ -34,6 +34,7 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_bench_runs_and_reports_every_key(tmp_path: Path) -> None:
     # given a tiny run, started from another directory as a user would

@@ -30,8 +30,8 @@ from saga.nats.connection import NatsSettings, connect
 from saga.nats.dlq import list_dead_letters
 from saga.nats.server import EmbeddedServer, find_server_binary
 from saga.nats.topology import Topology, instance_key
-from saga.participant import load_app
 from saga.participant.routes import RouteKind
+from saga.participant.runner import load_app
 from services.orders import new_order, place_orders
 from services.trips import new_trip, request_trips
 from tests.conftest import DEFINITIONS, ROOT

@@ -243,6 +243,18 @@ def test_dockerfile_entrypoint_is_saga_run_with_baked_definitions() -> None:
     assert "saga validate /app/definitions" in instructions("RUN")
 
 
+def test_dockerfile_puts_the_example_services_where_python_m_finds_them() -> None:
+    """The wheel installs no ``services`` package: the image copies the folder into its
+    working directory, which ``python -m services.X`` (compose, Kubernetes) searches."""
+    final_stage = dockerfile()[
+        max(i for i, (word, _) in enumerate(dockerfile()) if word == "FROM") :
+    ]
+    workdir = [args for word, args in final_stage if word == "WORKDIR"][-1]
+    assert f"services/ {workdir}/services/" in [
+        args for word, args in final_stage if word == "COPY"
+    ]
+
+
 def test_dockerfile_admin_address_expose_and_healthcheck_agree() -> None:
     address = dockerfile_env()["SAGA_ADMIN_ADDR"]
     assert address.startswith("0.0.0.0:"), "in a container the admin API must listen on all"

@@ -1,4 +1,8 @@
-"""``simulate``: let a test or a chaos run make a service misbehave, from the payload.
+"""Faults on request: let a test or a chaos run make a service misbehave, from the payload.
+
+    app = App("payment", wrap=[simulated_faults()])
+
+wraps every handler of the app, so the handlers themselves hold no test code.
 
 A command may carry ``"simulate": {"<target>": "<mode>"}``. The target is the
 command's subject (``payment.refund``), or, for a forward step only (not an undo),
@@ -17,10 +21,13 @@ with ``simulate: trigger.simulate`` in a test definition to drive it from a trig
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from saga.participant import Context, NoReply, Reject
+from saga.participant.context import Context
+from saga.participant.outcomes import NoReply, Reject
+from saga.participant.routes import Handler, Payload
 from saga.protocol import KIND_STEP
 
 
@@ -55,3 +62,28 @@ async def simulate(ctx: Context, payload: Mapping[str, Any]) -> None:
         raise Reject("simulated")
     if mode.startswith("delay:"):
         await asyncio.sleep(float(mode.removeprefix("delay:")))
+
+
+FaultSpec = Callable[[Context, Payload], Awaitable[Mapping[str, Any] | None]]
+"""Where a delivery's ``simulate`` mapping comes from (default: the payload's own)."""
+
+
+async def _from_payload(_: Context, payload: Payload) -> Mapping[str, Any] | None:
+    spec = payload.get("simulate")
+    return spec if isinstance(spec, Mapping) else None
+
+
+def simulated_faults(spec: FaultSpec = _from_payload) -> Callable[[Handler], Handler]:
+    """A wrapper for :class:`~saga.participant.App`: before each handler runs, misbehave as
+    ``spec`` asks (a service whose faults live elsewhere, such as a stored request, passes
+    its own ``spec``)."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def faulty(ctx: Context, payload: Payload) -> Payload | None:
+            await simulate(ctx, {"simulate": await spec(ctx, payload)})
+            return await handler(ctx, payload)
+
+        return faulty
+
+    return wrap
