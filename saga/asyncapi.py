@@ -111,6 +111,13 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
+def _contract(schema: dict[str, Any], effect: str) -> dict[str, Any]:
+    """The definition's own ``schema`` as the message payload, with what breaking it does."""
+    said = schema.get("description")
+    note = f"The definition's schema. {effect}"
+    return {**schema, "description": f"{said} ({note})" if said else note}
+
+
 def _host(server: str) -> str:
     return server.split("://", 1)[-1].rstrip("/")
 
@@ -181,6 +188,8 @@ def _trigger(definition: SagaDefinition) -> _Exchange:
             else "All fields are kept."
         ),
     )
+    if isinstance(trigger.payload_schema, dict):
+        payload = _contract(trigger.payload_schema, "A trigger that breaks it is dead-lettered.")
     return _Exchange(
         "trigger",
         trigger.event,
@@ -238,6 +247,11 @@ def _step(definition: SagaDefinition, step: Step, number: int, total: int) -> li
         "The step's results. "
         + ("Only the listed fields are kept." if step.keep is not None else "All fields are kept."),
     )
+    if isinstance(step.payload_schema, dict):
+        success = _contract(
+            step.payload_schema,
+            "A success that breaks it is dead-lettered and counts as the step failing.",
+        )
     for i, subject in enumerate(step.success):
         found.append(
             _Exchange(

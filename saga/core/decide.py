@@ -14,6 +14,8 @@ error becomes ``Decision.error``). The rules it keeps:
 - a driven step with ``queue_timeout`` starts its run ``timeout`` only when the participant
   reports the start (:class:`StepStarted`); until then its queue timer runs;
 - a duplicate, stale or late event changes nothing (``Decision.changed`` is False);
+- a success whose payload breaks the step's ``schema`` counts as the step failing
+  (reason ``schema-violation: ...``);
 - completed and compensated instances absorb every event;
 - a compensation that cannot succeed parks the instance for an operator.
 """
@@ -57,6 +59,7 @@ from saga.core.state import (
     StepState,
     StepStatus,
 )
+from saga.definition.contracts import success_violation
 from saga.definition.expressions import render
 from saga.definition.model import Publish, RetryPolicy, SagaDefinition, Step
 from saga.protocol import (
@@ -67,6 +70,7 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
+    SCHEMA_VIOLATION,
 )
 
 UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT)
@@ -95,6 +99,7 @@ def decide(
 ) -> Decision:
     """Apply one event to one instance."""
     try:
+        event = _checked(definition, event)
         if state is None:
             if isinstance(event, SagaTriggered):
                 return _Transition.start(definition, event, now)
@@ -685,6 +690,16 @@ _HANDLERS: dict[type, Any] = {
     OperatorRetry: _Transition.operator_retry,
     OperatorResume: _Transition.operator_resume,
 }
+
+
+def _checked(definition: SagaDefinition, event: Event) -> Event:
+    """A success whose payload breaks the step's ``schema`` is the step failing: the saga
+    cannot go on with results it does not understand, and must not stall waiting."""
+    if isinstance(event, StepSucceeded):
+        why = success_violation(definition, event.step, event.data)
+        if why is not None:
+            return StepFailed(event.step, f"{SCHEMA_VIOLATION}: {why}", event.data, event.attempt)
+    return event
 
 
 def _outcome_unknown(step: Step, s: StepState, attempt: int | None = None) -> bool:

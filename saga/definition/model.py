@@ -82,6 +82,18 @@ Template = Annotated[
 ]
 
 
+PayloadSchema = Annotated[
+    dict[str, Any] | str | None,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "object"}, {"type": "string"}],
+            "description": "A JSON Schema (a mapping), or the path of a JSON or YAML file "
+            "holding one, relative to the definition file.",
+        }
+    ),
+]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -114,6 +126,9 @@ class Trigger(_Model):
     """Where the saga id comes from; a fresh id is generated when the message has none."""
     keep: list[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]] | None = None
     """Payload fields kept in the context as ``trigger.<field>``; all fields when absent."""
+    payload_schema: PayloadSchema = Field(None, alias="schema")
+    """A JSON Schema the trigger's payload must satisfy (inline, or a file path relative to
+    the definition file); a trigger that breaks it is dead-lettered (``schema-violation``)."""
 
 
 class RetryPolicy(_Model):
@@ -180,6 +195,11 @@ class Step(_Model):
     """Event(s) meaning the step failed."""
     keep: list[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]] | None = None
     """Success payload fields kept as ``steps.<name>.<field>``; all fields when absent."""
+    payload_schema: PayloadSchema = Field(None, alias="schema")
+    """A JSON Schema the step's success payload must satisfy (inline, or a file path relative
+    to the definition file). A success that breaks it is dead-lettered and counts as the
+    step failing with reason ``schema-violation: ...`` (retried if ``on_failure``, else the
+    saga compensates)."""
     timeout: Duration | None = None
     """How long to wait for success or failure after the step starts (per attempt). With
     ``queue_timeout``, counted from when the participant reports it started the work."""

@@ -30,7 +30,7 @@ from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
 from saga.engine.cache import InstanceCache
 from saga.engine.effects import Effects
-from saga.engine.intake import Intake, Reject, Work, is_trigger
+from saga.engine.intake import Intake, Reject, Work, broken_contract, is_trigger
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
 from saga.engine.operator import OPERATOR_SUBJECT, ActionResult, serve_operator_requests
@@ -406,6 +406,11 @@ class Engine:
         await self._process(msg, parsed, received)
 
     async def _process(self, msg: Msg, work: Work, received: Received) -> None:
+        if (broken := broken_contract(work.definition, work.event)) is not None:
+            # a success that breaks its schema: a copy for the operator; decide fails the step
+            await dead_letter(
+                self.js, msg, broken.code, broken.reason, received.subject, term=False
+            )
         key = instance_key(work.definition.name, work.saga_id)
         token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
         try:

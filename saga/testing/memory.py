@@ -25,9 +25,10 @@ from saga.core.commands import (
     Reopened,
     ScheduleTimer,
 )
-from saga.core.events import Event, Timer, TimerFired, classify
+from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
 from saga.engine.effects import status_event
+from saga.engine.intake import broken_contract
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.topology import instance_key
 from saga.protocol import HEADER_MSG_ID
@@ -184,6 +185,11 @@ class MemoryTransport:
         event = classify(
             self.definition, message.subject, message.payload, message.saga_id, message.attempt
         )
+        broken = None if event is None else broken_contract(self.definition, event)
+        if broken is not None:  # as the engine: a trigger starts nothing, a success fails
+            self._dead_letter(message, broken.code, broken.reason)
+            if isinstance(event, SagaTriggered):
+                return
         if event is not None:
             await self._apply(message.saga_id, event, message)
 
