@@ -189,10 +189,13 @@ class Step(_Model):
     """Unique name, usable in expressions as ``steps.<name>``."""
     publish: Publish | None = None
     """The command the engine publishes to start the step; absent for an observed step."""
-    success: Subjects
-    """Event(s) meaning the step succeeded."""
+    success: Subjects = ()
+    """Event(s) meaning the step succeeded; required unless the step is a ``wait``."""
     failure: Subjects = ()
     """Event(s) meaning the step failed."""
+    wait: Duration | None = None
+    """A durable sleep: the step starts, waits this long (an engine timer, kept across
+    restarts) and succeeds. A wait step has no events, command, timeout or compensation."""
     keep: list[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]] | None = None
     """Success payload fields kept as ``steps.<name>.<field>``; all fields when absent."""
     payload_schema: PayloadSchema = Field(None, alias="schema")

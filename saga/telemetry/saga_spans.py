@@ -186,7 +186,7 @@ def message_role(
             step, attempt = timer.step, timer.attempt
             kind = (
                 STEP
-                if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY)
+                if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY, TimerKind.WAIT)
                 else COMPENSATION
             )
             attributes["saga.step"] = step
