@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 from nats.errors import NoRespondersError, NoServersError
 from nats.js import JetStreamContext
+from pydantic import ValidationError
 
 from saga import jsonwire
 from saga.cli_asyncapi import asyncapi_command
@@ -667,6 +668,39 @@ main.add_command(dlq_group)
 _operator_command("abort", "Compensate a running saga now.")
 _operator_command("retry", "Re-drive a parked compensation, or the running step.")
 _operator_command("resume", "Mark a parked compensation as done by hand and go on compensating.")
+
+
+@main.command()
+@click.argument("saga_id")
+@click.argument("event")
+@click.option("--data", "data_text", default="{}", help="The event's payload: JSON, @FILE or -.")
+@click.option("--name", help="Saga name (needed only when two sagas share the id).")
+@click.option("--reason", help="Why (recorded in the instance history, with who).")
+@click.option("--admin-token", envvar="SAGA_ADMIN_TOKEN", help="The engine's admin token.")
+@nats_options
+def emit(
+    saga_id: str,
+    event: str,
+    data_text: str,
+    name: str | None,
+    reason: str | None,
+    admin_token: str | None,
+    **kwargs: Any,
+) -> None:
+    """Deliver EVENT (a success or failure subject of an observed step) to one instance,
+    e.g. a manual approval; recorded in its history with who and why."""
+    from saga.engine.operator import EMIT, ActionRequest
+
+    fields: dict[str, Any] = {"action": EMIT, "saga_id": saga_id, "name": name, "reason": reason}
+    fields |= {"subject": event, "data": _trigger_data(data_text), "actor": _cli_actor()}
+    try:
+        request = ActionRequest.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise click.BadParameter(problems, param_hint="EVENT or --data") from None
+    settings = nats_settings(kwargs, "saga-cli")
+    assert settings is not None
+    run_async(_operator)(settings, request, admin_token)
 
 
 @main.command("list")

@@ -20,7 +20,13 @@ from pydantic import ValidationError
 from saga.admin.openapi import OPENAPI
 from saga.console import is_console_path, mount_console
 from saga.core.state import InstanceState
-from saga.engine.operator import ACTIONS, HEADER_AUTHORIZATION, ActionRequest, token_matches
+from saga.engine.operator import (
+    ACTIONS,
+    EMIT,
+    HEADER_AUTHORIZATION,
+    ActionRequest,
+    token_matches,
+)
 from saga.errors import ConfigError
 from saga.index import SagaQuery, SagaSummary
 from saga.inspect import find_record, list_instances
@@ -251,7 +257,7 @@ class AdminServer:
 
     async def action(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
-        if action not in ACTIONS:
+        if action not in (*ACTIONS, EMIT):
             return _error(404, f"unknown action {action!r}")
         body: dict[str, Any] = {}
         if request.can_read_body:

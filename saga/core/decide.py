@@ -693,10 +693,14 @@ class _Transition:
         answer = signalled(self.definition, event)
         if isinstance(answer, str):
             return f"cannot emit: {answer}"
+        if isinstance(answer, StepSucceeded):
+            broken = success_violation(self.definition, answer.step, answer.data)
+            if broken is not None:  # an operator's typo is refused, not a failed step
+                return f"cannot emit: {SCHEMA_VIOLATION} {broken}"
         why = f": {event.reason}" if event.reason else ""
         mark = len(self.state.history)
         self.record("operator.signal", answer.step, detail=event.subject + why, actor=event.actor)
-        note: str | None = _HANDLERS[type(answer)](self, _checked(self.definition, answer))
+        note: str | None = _HANDLERS[type(answer)](self, answer)
         if note is None:
             return None
         del self.state.history[mark:]  # refused: the state stays as it was

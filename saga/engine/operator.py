@@ -1,4 +1,4 @@
-"""Operator actions (abort, retry, resume) over NATS request/reply.
+"""Operator actions (abort, retry, resume, emit) over NATS request/reply.
 
 Every engine replica answers ``saga.admin.action`` in one queue group, so the CLI
 reaches whichever replica is up; the action then goes through the same ordered,
@@ -16,13 +16,15 @@ import hmac
 import json
 import logging
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from saga.core.events import Event, OperatorAbort, OperatorResume, OperatorRetry
+from saga import jsonwire
+from saga.core.events import Event, OperatorAbort, OperatorResume, OperatorRetry, Signal
+from saga.definition.model import SUBJECT_PATTERN
 
 if TYPE_CHECKING:
     from saga.engine.service import Engine
@@ -32,6 +34,8 @@ log = logging.getLogger("saga.engine")
 OPERATOR_SUBJECT = "saga.admin.action"
 QUEUE = "saga-engine"
 ACTIONS = ("abort", "retry", "resume")
+EMIT = "emit"
+"""Deliver an event to an observed step (``saga emit``); a :class:`Signal` to the core."""
 HEADER_AUTHORIZATION = "Authorization"
 
 
@@ -40,7 +44,7 @@ class ActionRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    action: Literal["abort", "retry", "resume"]
+    action: Literal["abort", "retry", "resume", "emit"]
     saga_id: str = Field(min_length=1, max_length=256)
     name: str | None = None
     """The saga's name, needed only when two sagas share the id."""
@@ -49,10 +53,27 @@ class ActionRequest(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
     """Who, as the client says (``cli:alice``, ``console:bob``); the engine adds how the
     request came in (``via nats``, ``via http``) and records both."""
+    subject: str | None = Field(default=None, pattern=SUBJECT_PATTERN)
+    """``emit`` only: the event to deliver, a success or failure subject of an observed step."""
+    data: dict[str, Any] | None = None
+    """``emit`` only: the event's payload."""
+
+    @model_validator(mode="after")
+    def _emit_fields(self) -> ActionRequest:
+        if (self.action == EMIT) != (self.subject is not None):
+            raise ValueError("'subject' is required by emit, and only by emit")
+        if self.data is not None and self.action != EMIT:
+            raise ValueError("'data' goes with emit only")
+        if self.data is not None:
+            jsonwire.dumps(self.data)  # ValueError on NaN or an infinity: JSON cannot carry it
+        return self
 
     def event(self, via: str) -> Event:
         """The core's event; ``via`` is the channel that authenticated the request."""
         actor = f"{self.actor} via {via}" if self.actor else via
+        if self.action == EMIT:
+            assert self.subject is not None
+            return Signal(self.subject, self.data or {}, self.reason, actor)
         if self.action == "abort":
             return OperatorAbort(self.reason or "aborted by operator", actor)
         if self.action == "retry":

@@ -25,7 +25,7 @@ from saga.core.commands import (
     Reopened,
     ScheduleTimer,
 )
-from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
+from saga.core.events import Event, SagaTriggered, Signal, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
 from saga.engine.effects import status_event
 from saga.engine.intake import broken_contract
@@ -121,6 +121,17 @@ class MemoryTransport:
     async def state(self, saga_id: str) -> InstanceState | None:
         stored = await self.store.load(instance_key(self.definition.name, saga_id))
         return stored.record.state if stored else None
+
+    async def signal(self, saga_id: str, signal: Signal) -> str | None:
+        """An operator's ``saga emit``: applied like an operator action; the refusal, if any."""
+        state = await self.state(saga_id)
+        if state is None:
+            return f"no instance {saga_id!r}"
+        decision = decide(self.definition, state, signal, self.clock)
+        if not decision.changed:
+            return decision.note or decision.error or "refused"
+        await self._apply(saga_id, signal, cause=None)
+        return None
 
     def pending_timers(self, saga_id: str) -> list[tuple[datetime, Timer]]:
         """Timers set for one saga and not yet fired or cancelled, earliest first."""
