@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -182,3 +183,29 @@ async def test_settle_sleeps_through_a_wait() -> None:
     await h.signal("order.approved", {"by": "bob"})
     result = await h.settle(sid)
     assert result.status == Status.COMPLETED
+
+
+# -- the example in docs/examples ---------------------------------------------------------------
+
+
+async def test_the_refund_approval_example_runs_as_its_description_says() -> None:
+    h = SagaHarness.from_file(Path(__file__).parents[2] / "docs/examples/refund-approval.yaml")
+    h.on("refunds.order.hold", reply("refunds.order.held"))
+    h.on("refunds.pay", reply("refunds.paid", payment_id="p-1"))
+    refused = await h.run({"refund_id": "r0", "order_id": "o0"})
+    assert [d.code for d in refused.dead_letters] == ["schema-violation"]
+
+    sid = await h.start({"refund_id": "r1", "order_id": "o1", "amount": 250})
+    await h.signal("refunds.approved", {"by": "ann"})
+    await h.advance(3599)
+    assert "refunds.pay" not in (await h.result(sid)).published_subjects
+    await h.advance(1)
+    done = await h.result(sid)
+    assert done.status == "completed"
+    pay = next(m for m in done.commands if m.subject == "refunds.pay")
+    assert pay.payload == {"order_id": "o1", "amount": 250, "approved_by": "ann"}
+
+    late = await h.start({"refund_id": "r2", "order_id": "o2", "amount": 9})
+    undone = await h.settle(late)  # nobody decides within 2d
+    assert undone.status == "compensated"
+    assert "refunds.order.release" in undone.published_subjects
