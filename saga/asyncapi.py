@@ -386,6 +386,8 @@ def _flow(definition: SagaDefinition) -> str:
     for number, step in enumerate(definition.steps, 2):
         if step.publish is not None:
             what = f"the engine sends `{step.publish.event}`"
+        elif step.wait is not None:
+            what = f"waits {format_duration(step.wait)} (a durable timer), then succeeds"
         else:
             what = "observed: a service acts on its own"
         when = "" if definition.linear else f" Starts {_after(definition, number - 1)}."
@@ -420,11 +422,19 @@ def _after(definition: SagaDefinition, number: int) -> str:
     condition = f", if `{step.when}` holds" if step.when is not None else ""
     if not deps:
         return f"when `{definition.trigger.event}` starts an instance{condition}"
-    done = " and ".join(f"`{d}` succeeded ({_subjects(definition.step(d).success)})" for d in deps)
+    done = " and ".join(f"`{d}` succeeded{_how(definition.step(d))}" for d in deps)
     return f"after {done}{condition}"
 
 
+def _how(step: Step) -> str:
+    if step.wait is not None:
+        return f" (waited {format_duration(step.wait)})"
+    return f" ({_subjects(step.success)})"
+
+
 def _answers(step: Step) -> str:
+    if step.wait is not None:
+        return ""
     text = f"Success: {_subjects(step.success)}"
     if step.failure:
         text += f"; failure: {_subjects(step.failure)}"

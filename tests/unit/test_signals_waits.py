@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from saga.asyncapi import asyncapi_document
 from saga.core import decide
 from saga.core.commands import ScheduleTimer
 from saga.core.events import SagaTriggered, Signal, Timer, TimerFired, TimerKind
 from saga.core.state import Status, StepStatus
 from saga.definition import parse_definition
+from saga.definition.diagram import to_mermaid
 from saga.engine.operator import ActionRequest
 from saga.errors import DefinitionError
 from saga.testing import HarnessError, SagaHarness, reply
@@ -209,3 +211,12 @@ async def test_the_refund_approval_example_runs_as_its_description_says() -> Non
     undone = await h.settle(late)  # nobody decides within 2d
     assert undone.status == "compensated"
     assert "refunds.order.release" in undone.published_subjects
+
+
+def test_a_wait_reads_as_a_wait_in_the_diagram_and_asyncapi() -> None:
+    definition = parse_definition(APPROVAL)
+    diagram = to_mermaid(definition)
+    assert 'cool_off(["cool_off<br/><small>waits 1h</small>"])' in diagram
+    assert "cool_off -->|after 1h| ship" in diagram
+    flow = asyncapi_document(definition)["info"]["description"]
+    assert "**cool_off**: waits 1h (a durable timer), then succeeds." in flow
