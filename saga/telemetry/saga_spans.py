@@ -78,7 +78,7 @@ SAGA_CLOSERS = {
     "saga.compensated": "compensated",
     "saga.parked": "parked",
 }
-OPERATOR_ACTIONS = {"operator.abort", "operator.retry", "operator.resume"}
+OPERATOR_ACTIONS = {"operator.abort", "operator.retry", "operator.resume", "operator.signal"}
 FAILED_STEPS = {StepStatus.FAILED, StepStatus.TIMED_OUT}
 UNDONE = {CompensationStatus.DONE, CompensationStatus.RESOLVED}
 
