@@ -23,6 +23,7 @@ from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import instance_key
+from saga.testing import HarnessError, SagaHarness, reply
 from tests.support import ScriptedParticipant, wait_for
 
 APPROVAL = """
@@ -192,3 +193,16 @@ async def test_emit_over_http_and_the_cli(
     assert entry.actor is not None
     assert entry.actor.startswith("cli:")
     assert entry.actor.endswith(" via nats")
+
+
+async def test_the_harness_on_nats_server_signals_and_waits_as_in_memory() -> None:
+    """``SagaHarness(nats=True)``: the same signal and wait, through the real engine."""
+    async with SagaHarness(parse_definition(APPROVAL), nats=True) as h:
+        h.on("approval.act", reply("approval.done"))
+        sid = await h.start({"id": "h-1"})
+        with pytest.raises(HarnessError, match="schema-violation"):
+            await h.signal("approval.granted", {"by": 1})
+        await h.signal("approval.granted", {"by": "bo"}, reason="fine")
+        result = await h.settle(sid)
+    assert result.status == "completed"
+    assert result.published_subjects == ["approval.act"]
