@@ -196,6 +196,9 @@ def _with_schemas(
             problems.append(_problem(file, source, data, (*here, *inner), message))
         return schema
 
+    schemas = [definition.trigger.payload_schema, *(x.payload_schema for x in definition.steps)]
+    if all(schema is None for schema in schemas):
+        return definition, problems
     trigger = definition.trigger.model_copy(
         update={"payload_schema": resolved(definition.trigger.payload_schema, ("trigger",))}
     )
