@@ -69,6 +69,9 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 """A body larger than this (1 MiB) is dead-lettered as ``malformed``."""
 MAX_SAGA_ID_LENGTH = 256
 """Characters of a ``Saga-Id``; a longer one is dead-lettered as ``malformed``."""
+SCHEMA_VIOLATION = "schema-violation"
+"""Dead-letter code of a payload that breaks its definition's ``schema``, and the prefix of
+the failure reason of a step whose success payload does."""
 
 # -- subjects ------------------------------------------------------------------------------------
 

@@ -22,14 +22,16 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _action(verb: str, text: str) -> dict[str, Any]:
+def _action(
+    verb: str, text: str, fields: dict[str, Any] | None = None, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     return {
         "post": {
             "summary": text,
             "operationId": f"{verb}Saga",
             "parameters": [_ID],
             "requestBody": {
-                "required": False,
+                "required": bool(required),
                 "content": {
                     "application/json": {
                         "schema": {
@@ -38,7 +40,9 @@ def _action(verb: str, text: str) -> dict[str, Any]:
                                 "name": {"type": "string"},
                                 "reason": {"type": "string", "maxLength": 1000},
                                 "actor": {"type": "string", "maxLength": 200},
+                                **(fields or {}),
                             },
+                            **({"required": list(required)} if required else {}),
                         }
                     }
                 },
@@ -174,6 +178,18 @@ OPENAPI: dict[str, Any] = {
         "/sagas/{saga_id}/abort": _action("abort", "Compensate a running saga now"),
         "/sagas/{saga_id}/retry": _action("retry", "Re-drive a parked compensation or the step"),
         "/sagas/{saga_id}/resume": _action("resume", "Mark a parked compensation done by hand"),
+        "/sagas/{saga_id}/emit": _action(
+            "emit",
+            "Deliver an event to an observed step (e.g. a manual approval)",
+            {
+                "data": {"type": "object", "description": "The event's payload."},
+                "subject": {
+                    "type": "string",
+                    "description": "A success or failure subject of an observed step.",
+                },
+            },
+            required=("subject",),
+        ),
     },
     "components": {
         "schemas": {

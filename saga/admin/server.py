@@ -21,7 +21,7 @@ from saga.admin.openapi import OPENAPI
 from saga.client import SagaClient
 from saga.console import is_console_path, mount_console
 from saga.core.state import InstanceState
-from saga.engine.operator import ACTIONS, ActionRequest, token_matches
+from saga.engine.operator import ACTIONS, EMIT, ActionRequest, token_matches
 from saga.engine.view import EngineView
 from saga.index import SagaQuery, SagaSummary
 from saga.protocol import HEADER_AUTHORIZATION, HEADER_NEXT_CURSOR
@@ -230,7 +230,7 @@ class AdminServer:
 
     async def action(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
-        if action not in ACTIONS:
+        if action not in (*ACTIONS, EMIT):
             return _error(404, f"unknown action {action!r}")
         body: dict[str, Any] = {}
         if request.can_read_body:

@@ -111,6 +111,13 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
+def _contract(schema: dict[str, Any], effect: str) -> dict[str, Any]:
+    """The definition's own ``schema`` as the message payload, with what breaking it does."""
+    said = schema.get("description")
+    note = f"The definition's schema. {effect}"
+    return {**schema, "description": f"{said} ({note})" if said else note}
+
+
 def _host(server: str) -> str:
     return server.split("://", 1)[-1].rstrip("/")
 
@@ -181,6 +188,8 @@ def _trigger(definition: SagaDefinition) -> _Exchange:
             else "All fields are kept."
         ),
     )
+    if isinstance(trigger.payload_schema, dict):
+        payload = _contract(trigger.payload_schema, "A trigger that breaks it is dead-lettered.")
     return _Exchange(
         "trigger",
         trigger.event,
@@ -239,6 +248,11 @@ def _step(definition: SagaDefinition, step: Step, number: int, total: int) -> li
         "The step's results. "
         + ("Only the listed fields are kept." if step.keep is not None else "All fields are kept."),
     )
+    if isinstance(step.payload_schema, dict):
+        success = _contract(
+            step.payload_schema,
+            "A success that breaks it is dead-lettered and counts as the step failing.",
+        )
     for i, use in enumerate(definition.subjects.of_step(step.name, Role.SUCCESS)):
         found.append(
             _Exchange(
@@ -373,6 +387,8 @@ def _flow(definition: SagaDefinition) -> str:
     for number, step in enumerate(definition.steps, 2):
         if step.publish is not None:
             what = f"the engine sends `{step.publish.event}`"
+        elif step.wait is not None:
+            what = f"waits {format_duration(step.wait)} (a durable timer), then succeeds"
         else:
             what = "observed: a service acts on its own"
         when = "" if definition.linear else f" Starts {_after(definition, number - 1)}."
@@ -407,11 +423,19 @@ def _after(definition: SagaDefinition, number: int) -> str:
     condition = f", if `{step.when}` holds" if step.when is not None else ""
     if not deps:
         return f"when `{definition.trigger.event}` starts an instance{condition}"
-    done = " and ".join(f"`{d}` succeeded ({_subjects(definition.step(d).success)})" for d in deps)
+    done = " and ".join(f"`{d}` succeeded{_how(definition.step(d))}" for d in deps)
     return f"after {done}{condition}"
 
 
+def _how(step: Step) -> str:
+    if step.wait is not None:
+        return f" (waited {format_duration(step.wait)})"
+    return f" ({_subjects(step.success)})"
+
+
 def _answers(step: Step) -> str:
+    if step.wait is not None:
+        return ""
     text = f"Success: {_subjects(step.success)}"
     if step.failure:
         text += f"; failure: {_subjects(step.failure)}"

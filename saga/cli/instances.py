@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from nats.errors import NoRespondersError
+from pydantic import ValidationError
 
 from saga import jsonwire
 from saga.cli.config import DEFINITIONS_HELP
@@ -280,6 +281,41 @@ async def _act(settings: NatsSettings, request: ActionRequest, admin_token: str 
     click.echo(f"{request.action}: {reply.message}; instance is now {reply.status}")
 
 
+@click.command()
+@click.argument("saga_id")
+@click.argument("event")
+@click.option("--data", "data_text", default="{}", help="The event's payload: JSON, @FILE or -.")
+@click.option("--name", help=NAME_HELP)
+@click.option("--reason", help="Why (recorded in the instance history, with who).")
+@click.option(
+    "--admin-token",
+    envvar="SAGA_ADMIN_TOKEN",
+    help="The engine's admin token, when it has one [env SAGA_ADMIN_TOKEN].",
+)
+@nats_options
+def emit(
+    saga_id: str,
+    event: str,
+    data_text: str,
+    name: str | None,
+    reason: str | None,
+    admin_token: str | None,
+    **kwargs: Any,
+) -> None:
+    """Deliver EVENT (a success or failure subject of an observed step) to one instance,
+    e.g. a manual approval; recorded in its history with who and why."""
+    from saga.engine.operator import EMIT
+
+    fields: dict[str, Any] = {"action": EMIT, "saga_id": saga_id, "name": name, "reason": reason}
+    fields |= {"subject": event, "data": _trigger_data(data_text), "actor": _cli_actor()}
+    try:
+        request = ActionRequest.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise click.BadParameter(problems, param_hint="EVENT or --data") from None
+    run_async(_act)(cli_settings(kwargs), request, admin_token)
+
+
 COMMANDS = (
     start,
     status,
@@ -287,4 +323,5 @@ COMMANDS = (
     _action_command("abort", "Compensate a running saga now."),
     _action_command("retry", "Re-drive a parked compensation, or the running step."),
     _action_command("resume", "Mark a parked compensation as done by hand and go on compensating."),
+    emit,
 )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from saga.client import find_record
-from saga.console import auth
+from saga.console import auth, signals
 from saga.console.app import (
     engine_of,
     error_page,
@@ -75,6 +75,7 @@ def routes(router: web.UrlDispatcher) -> None:
     router.add_post("/sagas/{name}/{saga_id}/{action}", do_action)
     router.add_get("/bulk/{action}", confirm_bulk)
     router.add_post("/bulk/{action}", do_bulk)
+    signals.routes(router)
 
 
 # -- the list -------------------------------------------------------------------------------
@@ -185,6 +186,7 @@ async def instance(request: web.Request) -> web.Response:
         [
             _summary(state, trace_id_of(trace), settings_of(request).trace_url),
             _actions(state),
+            signals.signal_form(request, definition, state),
             Markup('<section class="card"><h2>Diagram</h2>'),
             legend(),
             diagram,

@@ -14,6 +14,11 @@ error becomes ``Decision.error``). The rules it keeps:
 - a driven step with ``queue_timeout`` starts its run ``timeout`` only when the participant
   reports the start (:class:`StepStarted`); until then its queue timer runs;
 - a duplicate, stale or late event changes nothing (``Decision.changed`` is False);
+- a success whose payload breaks the step's ``schema`` counts as the step failing
+  (reason ``schema-violation: ...``);
+- a ``wait`` step succeeds when its timer fires, and no event answers it;
+- a :class:`Signal` is decided as the step event it stands for (an operator answering an
+  observed step), and recorded with its actor;
 - completed and compensated instances absorb every event;
 - a compensation that cannot succeed parks the instance for an operator.
 """
@@ -41,6 +46,7 @@ from saga.core.events import (
     OperatorResume,
     OperatorRetry,
     SagaTriggered,
+    Signal,
     StepFailed,
     StepStarted,
     StepSucceeded,
@@ -57,6 +63,7 @@ from saga.core.state import (
     StepState,
     StepStatus,
 )
+from saga.definition.contracts import success_violation
 from saga.definition.expressions import render
 from saga.definition.model import Publish, RetryPolicy, SagaDefinition, Step
 from saga.protocol import (
@@ -67,6 +74,7 @@ from saga.protocol import (
     HEADER_STEP,
     KIND_COMPENSATION,
     KIND_STEP,
+    SCHEMA_VIOLATION,
     command_message_id,
 )
 
@@ -96,6 +104,7 @@ def decide(
 ) -> Decision:
     """Apply one event to one instance."""
     try:
+        event = _checked(definition, event)
         if state is None:
             if isinstance(event, SagaTriggered):
                 return _Transition.start(definition, event, now)
@@ -224,7 +233,9 @@ class _Transition:
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:
         step = self.step_def(name)
-        if s.status is StepStatus.ACTIVE and _queued(step, s):
+        if s.status is StepStatus.ACTIVE and step.wait is not None:
+            self.cancel(Timer(TimerKind.WAIT, name, s.attempt))
+        elif s.status is StepStatus.ACTIVE and _queued(step, s):
             self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, name, s.attempt))
         elif s.status is StepStatus.ACTIVE and step.timeout is not None:
             self.cancel(Timer(TimerKind.STEP_TIMEOUT, name, s.attempt))
@@ -326,7 +337,9 @@ class _Transition:
         self.record("step.started" if attempt == 1 else "step.retried", step.name, attempt)
         if step.publish is not None:
             self.publish(step.publish, step.name, attempt, KIND_STEP)
-        if _queued(step, s):
+        if step.wait is not None:
+            self.schedule(Timer(TimerKind.WAIT, step.name, attempt), self.now + step.wait)
+        elif _queued(step, s):
             assert step.queue_timeout is not None
             timer = Timer(TimerKind.QUEUE_TIMEOUT, step.name, attempt)
             self.schedule(timer, self.now + step.queue_timeout)
@@ -365,6 +378,8 @@ class _Transition:
         if s is None:
             return f"unknown step {event.step!r}"
         step = self.step_def(event.step)
+        if step.wait is not None:
+            return f"step {event.step!r} is a wait: only its timer ends it"
         if self.state.status is Status.RUNNING:
             if s.status in IN_FLIGHT:
                 self.cancel_step_timers(event.step, s)
@@ -401,6 +416,8 @@ class _Transition:
         if s is None:
             return f"unknown step {event.step!r}"
         step = self.step_def(event.step)
+        if step.wait is not None:
+            return f"step {event.step!r} is a wait: only its timer ends it"
         waiting = s.status is StepStatus.ACTIVE and self.state.status is Status.RUNNING
         if waiting or s.status in UNKNOWN_OUTCOME:
             if _older(event.attempt, s.attempt):
@@ -456,7 +473,7 @@ class _Transition:
         s = self.state.steps.get(timer.step or "")
         if s is None or timer.step is None:
             return f"timer for unknown step {timer.step!r}"
-        if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.QUEUE_TIMEOUT, TimerKind.STEP_RETRY):
+        if timer.kind in _STEP_TIMERS:
             return self.step_timer(timer, timer.step, s)
         return self.compensation_timer(timer, timer.step, s)
 
@@ -464,6 +481,12 @@ class _Transition:
         if self.state.status is not Status.RUNNING or timer.attempt != s.attempt:
             return "stale timer"
         step = self.step_def(name)
+        if timer.kind is TimerKind.WAIT:
+            if s.status is not StepStatus.ACTIVE or step.wait is None:
+                return "stale timer"
+            self.mark_succeeded(step, s, {})
+            self.after_outcome()
+            return None
         queued = timer.kind is TimerKind.QUEUE_TIMEOUT
         timeouts = (TimerKind.STEP_TIMEOUT, TimerKind.QUEUE_TIMEOUT)
         if timer.kind in timeouts and s.status is StepStatus.ACTIVE and queued == _queued(step, s):
@@ -655,6 +678,8 @@ class _Transition:
             for step in self.definition.steps:
                 s = self.state.steps[step.name]
                 if s.status in IN_FLIGHT:
+                    if step.wait is not None:
+                        return f"cannot retry: step {step.name!r} is a wait; its timer ends it"
                     if not step.driven:
                         return f"cannot retry: step {step.name!r} is observed, the engine does not drive it"
                     self.cancel_step_timers(step.name, s)
@@ -662,6 +687,25 @@ class _Transition:
                     self.drive(step, s, s.attempt + 1)
                     return None
         return f"cannot retry: instance is {self.state.status.value} with nothing to re-drive"
+
+    def signal(self, event: Signal) -> str | None:
+        """An operator delivers a success or failure event of an observed step: decided as
+        if the step's service had sent it, and recorded with who sent it and why."""
+        answer = signalled(self.definition, event)
+        if isinstance(answer, str):
+            return f"cannot emit: {answer}"
+        if isinstance(answer, StepSucceeded):
+            broken = success_violation(self.definition, answer.step, answer.data)
+            if broken is not None:  # an operator's typo is refused, not a failed step
+                return f"cannot emit: {SCHEMA_VIOLATION} {broken}"
+        why = f": {event.reason}" if event.reason else ""
+        mark = len(self.state.history)
+        self.record("operator.signal", answer.step, detail=event.subject + why, actor=event.actor)
+        note: str | None = _HANDLERS[type(answer)](self, answer)
+        if note is None:
+            return None
+        del self.state.history[mark:]  # refused: the state stays as it was
+        return f"cannot emit: {note}"
 
     def operator_resume(self, event: OperatorResume) -> str | None:
         if self.state.status is not Status.PARKED:
@@ -675,6 +719,14 @@ class _Transition:
         return None
 
 
+_STEP_TIMERS = (
+    TimerKind.STEP_TIMEOUT,
+    TimerKind.QUEUE_TIMEOUT,
+    TimerKind.STEP_RETRY,
+    TimerKind.WAIT,
+)
+
+
 _HANDLERS: dict[type, Any] = {
     StepStarted: _Transition.step_started,
     StepSucceeded: _Transition.step_succeeded,
@@ -685,7 +737,38 @@ _HANDLERS: dict[type, Any] = {
     OperatorAbort: _Transition.operator_abort,
     OperatorRetry: _Transition.operator_retry,
     OperatorResume: _Transition.operator_resume,
+    Signal: _Transition.signal,
 }
+
+
+def signalled(definition: SagaDefinition, signal: Signal) -> StepSucceeded | StepFailed | str:
+    """The step event a signal stands for, or why no observed step answers to its subject."""
+    for step in definition.steps:
+        if signal.subject in (*step.success, *step.failure) and step.driven:
+            return (
+                f"{signal.subject!r} answers step {step.name!r}, which is driven: its "
+                "participant answers it (use retry or abort)"
+            )
+        if signal.subject in step.success:
+            return StepSucceeded(step.name, signal.data)
+        if signal.subject in step.failure:
+            reason = signal.data.get("reason", signal.reason or "failed")
+            return StepFailed(step.name, str(reason), signal.data)
+    observed = [x for s in definition.steps if not s.driven for x in (*s.success, *s.failure)]
+    return (
+        f"no observed step of {definition.name!r} answers to {signal.subject!r} "
+        f"(events: {', '.join(observed) or 'none'})"
+    )
+
+
+def _checked(definition: SagaDefinition, event: Event) -> Event:
+    """A success whose payload breaks the step's ``schema`` is the step failing: the saga
+    cannot go on with results it does not understand, and must not stall waiting."""
+    if isinstance(event, StepSucceeded):
+        why = success_violation(definition, event.step, event.data)
+        if why is not None:
+            return StepFailed(event.step, f"{SCHEMA_VIOLATION}: {why}", event.data, event.attempt)
+    return event
 
 
 def _outcome_unknown(step: Step, s: StepState, attempt: int | None = None) -> bool:
@@ -712,6 +795,7 @@ def _older(attempt: int | None, current: int) -> bool:
 
 
 _OPERATOR_VERBS: dict[type, str] = {
+    Signal: "emit",
     OperatorAbort: "abort",
     OperatorRetry: "retry",
     OperatorResume: "resume",

@@ -18,6 +18,8 @@ class TimerKind(StrEnum):
     COMPENSATION_TIMEOUT = "compensation-timeout"
     COMPENSATION_RETRY = "compensation-retry"
     DEADLINE = "deadline"
+    WAIT = "wait"
+    """A ``wait`` step's sleep is over: the step succeeds."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,17 @@ class OperatorResume:
     actor: str | None = None
 
 
+@dataclass(frozen=True)
+class Signal:
+    """An operator delivers ``subject`` (a success or failure event of an observed step) to
+    one instance, as the step's service would (``saga emit``): e.g. a manual approval."""
+
+    subject: str
+    data: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    actor: str | None = None
+
+
 Event = (
     SagaTriggered
     | StepStarted
@@ -125,6 +138,7 @@ Event = (
     | OperatorAbort
     | OperatorRetry
     | OperatorResume
+    | Signal
 )
 
 

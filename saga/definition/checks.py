@@ -22,6 +22,7 @@ def check_definition(definition: SagaDefinition) -> list[Finding]:
         *_unique_step_names(definition),
         *_subject_roles(definition),
         *_step_policies(definition),
+        *_wait_steps(definition),
         *_dependencies(definition),
         *_references(definition),
     ]
@@ -87,6 +88,36 @@ def _step_policies(definition: SagaDefinition) -> Iterator[Finding]:
                     ),
                 )
         yield from _compensation_policy(step, ("steps", i, "compensate"))
+
+
+_NOT_IN_A_WAIT = (
+    "publish",
+    "success",
+    "failure",
+    "keep",
+    "timeout",
+    "queue_timeout",
+    "retry",
+    "compensate",
+    "schema",
+)
+
+
+def _wait_steps(definition: SagaDefinition) -> Iterator[Finding]:
+    """A step is a ``wait`` (ended by its timer) or waits for ``success``; not both."""
+    for i, step in enumerate(definition.steps):
+        if step.wait is None:
+            if not step.success:
+                yield ("steps", i, "success"), "missing required key 'success'"
+            continue
+        for key in _NOT_IN_A_WAIT:
+            value = getattr(step, "payload_schema" if key == "schema" else key)
+            if value is not None and value != ():
+                yield (
+                    ("steps", i, key),
+                    f"a 'wait' step only sleeps and succeeds: it cannot have '{key}' "
+                    "(make a separate step for it)",
+                )
 
 
 def _compensation_policy(step: Step, path: Path) -> Iterator[Finding]:

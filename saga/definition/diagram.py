@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from saga.definition.duration import format_duration
 from saga.definition.model import SagaDefinition, Step
 
 
@@ -11,11 +12,20 @@ def _label(text: str) -> str:
 
 def _node(step: Step) -> str:
     detail = f"publishes {step.publish.event}" if step.publish is not None else "observed"
+    if step.wait is not None:
+        detail = f"waits {format_duration(step.wait)}"
     if step.when is not None:
         detail += f"<br/>when {_label(step.when)}"
     if step.publish is not None:
         return f'{step.name}["{step.name}<br/><small>{detail}</small>"]'
     return f'{step.name}(["{step.name}<br/><small>{detail}</small>"])'
+
+
+def _success(step: Step) -> str:
+    """The label of a step's success edge: its events, or a wait's time."""
+    if step.wait is not None:
+        return f"after {format_duration(step.wait)}"
+    return _label(" / ".join(step.success))
 
 
 def _outcomes(step: Step) -> list[str]:
@@ -56,11 +66,11 @@ def _forward(definition: SagaDefinition) -> list[str]:
         if not deps:
             lines.append(f"  start --> {step.name}")
         for dep in deps:
-            success = _label(" / ".join(definition.step(dep).success))
+            success = _success(definition.step(dep))
             lines.append(f"  {dep} -->|{success}| {step.name}")
     for step in definition.steps:
         if step.name not in needed:
-            lines.append(f"  {step.name} -->|{_label(' / '.join(step.success))}| completed")
+            lines.append(f"  {step.name} -->|{_success(step)}| completed")
     return lines
 
 

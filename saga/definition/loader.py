@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from saga.definition.catalog import Catalog
 from saga.definition.checks import check_definition
+from saga.definition.contracts import schema_problems
 from saga.definition.expressions import TemplateError
 from saga.definition.model import (
     FIELD_NAME_PATTERN,
@@ -162,7 +163,63 @@ def _parse(text: str, file: str) -> _Loaded:
     if findings:
         problems = [_problem(file, source, data, path, message) for path, message in findings]
         raise DefinitionError(_in_file_order(problems))
+    definition, problems = _with_schemas(definition, file, source, data)
+    if problems:
+        raise DefinitionError(_in_file_order(problems))
     return _Loaded(definition, file, source, data)
+
+
+def _with_schemas(
+    definition: SagaDefinition, file: str, source: SourceMap, data: Any
+) -> tuple[SagaDefinition, list[Problem]]:
+    """Read the ``schema`` files a definition names and check every schema it holds."""
+    base = FsPath(file).parent if not file.startswith("<") else FsPath()
+    problems: list[Problem] = []
+
+    def resolved(schema: dict[str, Any] | str | None, path: Path) -> dict[str, Any] | None:
+        here = (*path, "schema")
+        if schema is None:
+            return None
+        if isinstance(schema, str):
+            loaded = _schema_file(base / schema)
+            if isinstance(loaded, str):
+                problems.append(_problem(file, source, data, here, loaded))
+                return None
+            for inner, message in schema_problems(loaded):
+                where = f" at {format_path(inner, None)}" if inner else ""
+                text = f"{schema} is not a valid JSON Schema{where}: {message}"
+                problems.append(_problem(file, source, data, here, text))
+            return loaded
+        for inner, message in schema_problems(schema):
+            problems.append(_problem(file, source, data, (*here, *inner), message))
+        return schema
+
+    schemas = [definition.trigger.payload_schema, *(x.payload_schema for x in definition.steps)]
+    if all(schema is None for schema in schemas):
+        return definition, problems
+    trigger = definition.trigger.model_copy(
+        update={"payload_schema": resolved(definition.trigger.payload_schema, ("trigger",))}
+    )
+    steps = [
+        step.model_copy(update={"payload_schema": resolved(step.payload_schema, ("steps", i))})
+        for i, step in enumerate(definition.steps)
+    ]
+    return definition.model_copy(update={"trigger": trigger, "steps": steps}), problems
+
+
+def _schema_file(path: FsPath) -> dict[str, Any] | str:
+    """A schema file's mapping (JSON or YAML, read safely), or why it cannot be used."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read schema file {path}: {exc}"
+    try:
+        schema, _ = load_yaml(text)
+    except YamlProblem as exc:
+        return f"schema file {path} is not JSON or YAML: line {exc.line}: {exc.message}"
+    if not isinstance(schema, dict):
+        return f"schema file {path} must hold a mapping (a JSON Schema), not {_kind(schema)}"
+    return schema
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:
@@ -253,7 +310,7 @@ def _unknown_key(path: Path) -> str:
     model = _model_at(path[:-1])
     if model is None:
         return f"unknown key {key!r}"
-    allowed = list(model.model_fields)
+    allowed = [f.alias or name for name, f in model.model_fields.items()]
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     if close:
         return f"unknown key {key!r} (did you mean {close[0]!r}?)"

@@ -85,6 +85,18 @@ Template = Annotated[
 ]
 
 
+PayloadSchema = Annotated[
+    dict[str, Any] | str | None,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "object"}, {"type": "string"}],
+            "description": "A JSON Schema (a mapping), or the path of a JSON or YAML file "
+            "holding one, relative to the definition file.",
+        }
+    ),
+]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -117,6 +129,9 @@ class Trigger(_Model):
     """Where the saga id comes from; a fresh id is generated when the message has none."""
     keep: list[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]] | None = None
     """Payload fields kept in the context as ``trigger.<field>``; all fields when absent."""
+    payload_schema: PayloadSchema = Field(None, alias="schema")
+    """A JSON Schema the trigger's payload must satisfy (inline, or a file path relative to
+    the definition file); a trigger that breaks it is dead-lettered (``schema-violation``)."""
 
 
 class RetryPolicy(_Model):
@@ -177,12 +192,20 @@ class Step(_Model):
     """Unique name, usable in expressions as ``steps.<name>``."""
     publish: Publish | None = None
     """The command the engine publishes to start the step; absent for an observed step."""
-    success: Subjects
-    """Event(s) meaning the step succeeded."""
+    success: Subjects = ()
+    """Event(s) meaning the step succeeded; required unless the step is a ``wait``."""
     failure: Subjects = ()
     """Event(s) meaning the step failed."""
+    wait: Duration | None = None
+    """A durable sleep: the step starts, waits this long (an engine timer, kept across
+    restarts) and succeeds. A wait step has no events, command, timeout or compensation."""
     keep: list[Annotated[str, Field(pattern=FIELD_NAME_PATTERN)]] | None = None
     """Success payload fields kept as ``steps.<name>.<field>``; all fields when absent."""
+    payload_schema: PayloadSchema = Field(None, alias="schema")
+    """A JSON Schema the step's success payload must satisfy (inline, or a file path relative
+    to the definition file). A success that breaks it is dead-lettered and counts as the
+    step failing with reason ``schema-violation: ...`` (retried if ``on_failure``, else the
+    saga compensates)."""
     timeout: Duration | None = None
     """How long to wait for success or failure after the step starts (per attempt). With
     ``queue_timeout``, counted from when the participant reports it started the work."""

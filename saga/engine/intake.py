@@ -7,8 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from saga import jsonwire
-from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
+from saga.core.events import (
+    Event,
+    SagaTriggered,
+    StepSucceeded,
+    Timer,
+    TimerFired,
+    classify,
+)
 from saga.definition.catalog import Catalog
+from saga.definition.contracts import success_violation, trigger_violation
 from saga.definition.expressions import evaluator
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import saga_id_of
@@ -112,6 +120,8 @@ class Intake:
             return Term(
                 DeadLetterCode.UNKNOWN_EVENT, f"{subject!r} means nothing in {definition.name}"
             )
+        if trigger and (broken := broken_contract(definition, event)) is not None:
+            return broken
         return Work(definition, saga_id, event, subject, payload, attempt)
 
     def _timer(self, headers: dict[str, str]) -> Work | Term:
@@ -158,3 +168,18 @@ def _payload(data: bytes) -> dict[str, Any] | Term:
 
 def is_trigger(work: Work) -> bool:
     return isinstance(work.event, SagaTriggered)
+
+
+def broken_contract(definition: SagaDefinition, event: Event) -> Term | None:
+    """A trigger or a step's success whose payload breaks its ``schema``: the dead letter to
+    write. A trigger starts nothing; a success is still used, as the step failing (see
+    :func:`saga.core.decide`), and its copy here tells the operator what was wrong."""
+    if isinstance(event, SagaTriggered):
+        why = trigger_violation(definition, event.data)
+        what = "trigger payload"
+    elif isinstance(event, StepSucceeded):
+        why = success_violation(definition, event.step, event.data)
+        what = f"success payload of step {event.step!r}"
+    else:
+        return None
+    return None if why is None else Term(DeadLetterCode.SCHEMA_VIOLATION, f"{what} {why}")

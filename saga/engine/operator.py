@@ -1,4 +1,4 @@
-"""Operator actions (abort, retry, resume) over NATS request/reply.
+"""Operator actions (abort, retry, resume, emit) over NATS request/reply.
 
 Every engine replica answers ``saga.admin.action`` in one queue group, so the CLI
 reaches whichever replica is up; the action then goes through the same ordered,
@@ -17,19 +17,23 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from saga.core.events import Event, OperatorAbort, OperatorResume, OperatorRetry
+from saga import jsonwire
+from saga.core.events import Event, OperatorAbort, OperatorResume, OperatorRetry, Signal
+from saga.definition.model import SUBJECT_PATTERN
 from saga.protocol import HEADER_AUTHORIZATION, OPERATOR_QUEUE, OPERATOR_SUBJECT
 
 log = logging.getLogger("saga.engine")
 
 ACTIONS = ("abort", "retry", "resume")
+EMIT = "emit"
+"""Deliver an event to an observed step (``saga emit``); a :class:`Signal` to the core."""
 
 
 class ActionRequest(BaseModel):
@@ -37,7 +41,7 @@ class ActionRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    action: Literal["abort", "retry", "resume"]
+    action: Literal["abort", "retry", "resume", "emit"]
     saga_id: str = Field(min_length=1, max_length=256)
     name: str | None = None
     """The saga's name, needed only when two sagas share the id."""
@@ -46,10 +50,27 @@ class ActionRequest(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
     """Who, as the client says (``cli:alice``, ``console:bob``); the engine adds how the
     request came in (``via nats``, ``via http``) and records both."""
+    subject: str | None = Field(default=None, pattern=SUBJECT_PATTERN)
+    """``emit`` only: the event to deliver, a success or failure subject of an observed step."""
+    data: dict[str, Any] | None = None
+    """``emit`` only: the event's payload."""
+
+    @model_validator(mode="after")
+    def _emit_fields(self) -> ActionRequest:
+        if (self.action == EMIT) != (self.subject is not None):
+            raise ValueError("'subject' is required by emit, and only by emit")
+        if self.data is not None and self.action != EMIT:
+            raise ValueError("'data' goes with emit only")
+        if self.data is not None:
+            jsonwire.dumps(self.data)  # ValueError on NaN or an infinity: JSON cannot carry it
+        return self
 
     def event(self, via: str) -> Event:
         """The core's event; ``via`` is the channel that authenticated the request."""
         actor = f"{self.actor} via {via}" if self.actor else via
+        if self.action == EMIT:
+            assert self.subject is not None
+            return Signal(self.subject, self.data or {}, self.reason, actor)
         if self.action == "abort":
             return OperatorAbort(self.reason or "aborted by operator", actor)
         if self.action == "retry":

@@ -30,7 +30,7 @@ from saga.definition.model import SagaDefinition
 from saga.engine.apply import Applier, Received
 from saga.engine.cache import InstanceCache
 from saga.engine.effects import CommandSender
-from saga.engine.intake import Intake, Work
+from saga.engine.intake import Intake, Work, broken_contract
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
 from saga.engine.operator import ActionResult, serve_operator_requests
@@ -44,7 +44,7 @@ from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
-from saga.nats.dlq import DeadLetterCode
+from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
 from saga.nats.served import serve_definitions
@@ -431,6 +431,11 @@ class Engine:
     async def _process(self, msg: Msg, work: Work, received: Received) -> None:
         assert self.applier is not None
         applier = self.applier
+        if (broken := broken_contract(work.definition, work.event)) is not None:
+            # a success that breaks its schema: a copy for the operator; decide fails the step
+            await dead_letter(
+                self.js, msg, broken.code, broken.reason, received.subject, term=False
+            )
         key = instance_key(work.definition.name, work.saga_id)
         token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
         verdict: Verdict

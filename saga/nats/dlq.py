@@ -45,6 +45,7 @@ from saga.protocol import (
     HEADER_MSG_ID,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
+    SCHEMA_VIOLATION,
     SERVER_HEADER_PREFIX,
 )
 
@@ -68,15 +69,25 @@ class DeadLetterCode(StrEnum):
     """A participant's handler returned something it must not (not a JSON object): a
     programming mistake no redelivery can fix."""
     ENGINE_ERROR = "engine-error"
+    SCHEMA_VIOLATION = SCHEMA_VIOLATION
+    """The payload breaks the JSON Schema its definition declares (``schema``). A trigger
+    starts nothing; a step's success is kept here as a copy and counts as the step failing."""
 
 
 async def dead_letter(
-    js: JetStreamContext, msg: Msg, code: DeadLetterCode, reason: str, subject: str | None = None
+    js: JetStreamContext,
+    msg: Msg,
+    code: DeadLetterCode,
+    reason: str,
+    subject: str | None = None,
+    *,
+    term: bool = True,
 ) -> None:
     """Copy ``msg`` to the dead-letter subject, then terminate it so it is never redelivered.
 
     ``subject``: the subject to record (and replay to) when it is not the message's own, as
-    for an event routed to a partition."""
+    for an event routed to a partition. ``term=False``: only copy it (the message is still
+    used, e.g. a success that breaks its schema fails its step)."""
     headers = {
         k: v for k, v in (msg.headers or {}).items() if not k.startswith(SERVER_HEADER_PREFIX)
     }
@@ -100,7 +111,8 @@ async def dead_letter(
         code.value,
         reason[:MAX_REASON],
     )
-    await msg.term()
+    if term:
+        await msg.term()
 
 
 class DeadLetterError(SagaError):

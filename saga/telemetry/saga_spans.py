@@ -79,7 +79,7 @@ SAGA_CLOSERS = {
     "saga.compensated": "compensated",
     "saga.parked": "parked",
 }
-OPERATOR_ACTIONS = {"operator.abort", "operator.retry", "operator.resume"}
+OPERATOR_ACTIONS = {"operator.abort", "operator.retry", "operator.resume", "operator.signal"}
 FAILED_STEPS = {StepStatus.FAILED, StepStatus.TIMED_OUT}
 UNDONE = {CompensationStatus.DONE, CompensationStatus.RESOLVED}
 
@@ -187,7 +187,7 @@ def message_role(
             step, attempt = timer.step, timer.attempt
             kind = (
                 STEP
-                if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY)
+                if timer.kind in (TimerKind.STEP_TIMEOUT, TimerKind.STEP_RETRY, TimerKind.WAIT)
                 else COMPENSATION
             )
             attributes["saga.step"] = step

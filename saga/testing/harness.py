@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from saga.core.events import Signal
 from saga.core.state import InstanceState
 from saga.definition import load_definition, parse_definition
 from saga.definition.model import SagaDefinition
@@ -50,6 +51,7 @@ class Transport(Protocol):
     async def advance(self, seconds: float) -> None: ...
     async def settle(self, saga_id: str) -> None: ...
     async def state(self, saga_id: str) -> InstanceState | None: ...
+    async def signal(self, saga_id: str, signal: Signal) -> str | None: ...
 
 
 class SagaHarness:
@@ -205,6 +207,26 @@ class SagaHarness:
         extra = dict(headers or {})
         hdrs = emitted_headers(self.index, subject, sid, extra, next(self._serial))
         await self.transport.publish(subject, dict(payload or {}), hdrs)
+        await self.transport.run_until_idle()
+
+    async def signal(
+        self,
+        subject: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        saga_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Deliver an event to an observed step as an operator does (``saga emit``), then
+        handle what follows; raises :class:`HarnessError` with the engine's reason when it
+        refuses (a driven step's event, a finished saga, a payload breaking the schema)."""
+        await self._ready()
+        sid = saga_id or self._latest()
+        refused = await self.transport.signal(
+            sid, Signal(subject, dict(payload or {}), reason, "saga.testing")
+        )
+        if refused is not None:
+            raise HarnessError(f"emit {subject!r} to {sid!r} refused: {refused}")
         await self.transport.run_until_idle()
 
     async def advance(self, seconds: float) -> None:

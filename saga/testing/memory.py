@@ -26,13 +26,14 @@ from saga.core.commands import (
     Reopened,
     ScheduleTimer,
 )
-from saga.core.events import Event, Timer, TimerFired, classify
+from saga.core.decide import decide
+from saga.core.events import Event, SagaTriggered, Signal, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
 from saga.definition.catalog import Catalog
 from saga.engine.apply import Applier, Received
 from saga.engine.cache import InstanceCache
 from saga.engine.effects import status_event
-from saga.engine.intake import Work
+from saga.engine.intake import Work, broken_contract
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.settle import Nak, Term
 from saga.nats.topology import instance_key
@@ -136,6 +137,17 @@ class MemoryTransport:
         stored = await self.store.load(instance_key(self.definition.name, saga_id))
         return stored.record.state if stored else None
 
+    async def signal(self, saga_id: str, signal: Signal) -> str | None:
+        """An operator's ``saga emit``: applied like an operator action; the refusal, if any."""
+        state = await self.state(saga_id)
+        if state is None:
+            return f"no instance {saga_id!r}"
+        decision = decide(self.definition, state, signal, self.clock)
+        if not decision.changed:
+            return decision.note or decision.error or "refused"
+        await self._apply(saga_id, signal, cause=None)
+        return None
+
     def pending_timers(self, saga_id: str) -> list[tuple[datetime, Timer]]:
         """Timers set for one saga and not yet fired or cancelled, earliest first."""
         found = [(d.at, d.timer) for (sid, _), d in self._timers.items() if sid == saga_id]
@@ -199,6 +211,11 @@ class MemoryTransport:
         event = classify(
             self.definition, message.subject, message.payload, message.saga_id, message.attempt
         )
+        broken = None if event is None else broken_contract(self.definition, event)
+        if broken is not None:  # as the engine: a trigger starts nothing, a success fails
+            self._dead_letter(message, broken.code, broken.reason)
+            if isinstance(event, SagaTriggered):
+                return
         if event is not None:
             await self._apply(message.saga_id, event, message)
 

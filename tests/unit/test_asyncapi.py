@@ -93,7 +93,9 @@ def generated(definition: SagaDefinition) -> dict[str, Any]:
     return loaded
 
 
-EXAMPLES = sorted(DEFINITIONS.glob("*.yaml"))
+EXAMPLES = sorted(
+    [*DEFINITIONS.glob("*.yaml"), *(DEFINITIONS.parent / "docs/examples").glob("*.yaml")]
+)
 
 
 def test_the_vendored_schema_is_the_official_one() -> None:

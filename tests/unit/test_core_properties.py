@@ -35,6 +35,7 @@ from saga.core import (
     Reopened,
     SagaTriggered,
     ScheduleTimer,
+    Signal,
     Status,
     StepFailed,
     StepStarted,
@@ -45,6 +46,7 @@ from saga.core import (
     TimerKind,
     decide,
 )
+from saga.core.decide import signalled
 from saga.definition import SagaDefinition
 from saga.definition.checks import check_definition
 from saga.protocol import HEADER_ATTEMPT, HEADER_KIND, HEADER_STEP, KIND_COMPENSATION, KIND_STEP
@@ -111,6 +113,8 @@ def compensations(
 def steps(
     draw: st.DrawFn, i: int, readable: list[str], needs_timeout: bool, live: bool
 ) -> dict[str, Any]:
+    if draw(st.integers(0, 5)) == 0:  # a durable sleep: ends by its timer alone
+        return {"name": f"s{i}", "wait": draw(st.sampled_from(DURATIONS))}
     step: dict[str, Any] = {"name": f"s{i}", "success": f"s{i}.ok"}
     if draw(st.booleans()):
         step["failure"] = [f"s{i}.ko"]
@@ -254,6 +258,9 @@ class Sim:
         )
         if isinstance(event, StepSucceeded) and decision.changed:
             self.accepted_ok.add(event.step)
+        answer = signalled(self.definition, event) if isinstance(event, Signal) else None
+        if isinstance(answer, StepSucceeded) and decision.changed:
+            self.accepted_ok.add(answer.step)
         self.check(before, event, decision)
         self.check_stale(before, event, decision)
         assert not (stale and decision.changed), f"stale {event} changed the instance"
@@ -480,7 +487,9 @@ class Sim:
             for step in self.definition.steps:
                 s = state.steps[step.name]
                 queued = step.queue_timeout is not None and s.running_since is None
-                if s.status is StepStatus.ACTIVE and step.driven and queued:
+                if s.status is StepStatus.ACTIVE and step.wait is not None:
+                    timers.append(Timer(TimerKind.WAIT, step.name, s.attempt))
+                elif s.status is StepStatus.ACTIVE and step.driven and queued:
                     timers.append(Timer(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt))
                 elif s.status is StepStatus.ACTIVE and step.timeout is not None:
                     timers.append(Timer(TimerKind.STEP_TIMEOUT, step.name, s.attempt))
@@ -513,6 +522,7 @@ class Sim:
             "repeated reply": self.replies_of((StepStatus.SUCCEEDED, StepStatus.FAILED)),
             "any reply": self.any_reply(),
             "operator": st.sampled_from([OperatorAbort("op"), OperatorRetry(), OperatorResume()]),
+            "signal": self.signals(),
             "older attempt": self.older_replies(),
             "repeat": st.none() if self.last is not None else None,
         }
@@ -522,6 +532,7 @@ class Sim:
         else:
             weights = {"answer": 2, "timer": 2, "early or late reply": 4, "operator": 2}
         weights["older attempt"] = 2
+        weights["signal"] = 2
         available = {k: strategy for k, strategy in table.items() if strategy is not None}
         weighted = [k for k in available for _ in range(weights.get(k, 1))]
         return st.sampled_from(weighted).flatmap(available.__getitem__)
@@ -547,6 +558,13 @@ class Sim:
             waited += [CompensationSucceeded(name)] if comp.success else []
             waited += [CompensationFailed(name, "no", attempt)] if comp.failure else []
         return st.sampled_from(waited) if waited else None
+
+    def signals(self) -> st.SearchStrategy[Event] | None:
+        """``saga emit`` of any subject a step answers to (the core refuses driven steps')."""
+        subjects = [x for s in self.definition.steps for x in (*s.success, *s.failure)]
+        if not subjects:
+            return None
+        return st.builds(Signal, st.sampled_from([*subjects, "nobody.listens"]), payloads)
 
     def replies_of(self, statuses: tuple[StepStatus, ...]) -> st.SearchStrategy[Event] | None:
         """Replies of the steps now in one of ``statuses``."""
@@ -697,6 +715,13 @@ def test_a_saga_nobody_answers_settles_compensated(definition: SagaDefinition) -
     if all(skipped):  # nothing had to run: nothing to wait for
         assert sim.state.status is Status.COMPLETED
         return
+    waits = [
+        s.wait is not None or sim.state.steps[s.name].status is StepStatus.SKIPPED
+        for s in definition.steps
+    ]
+    if all(waits):  # only sleeps: done unless the deadline came first
+        assert sim.state.status in (Status.COMPLETED, Status.COMPENSATED)
+        return
     assert sim.state.status is Status.COMPENSATED
     assert sim.undone == []
 
@@ -711,3 +736,41 @@ def test_state_survives_a_json_round_trip(
     assert sim.state is not None
     text = sim.state.model_dump_json()
     assert InstanceState.model_validate_json(text) == sim.state
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=QUIET)
+@given(definition=definitions(), data=st.data())
+def test_a_signal_decides_as_the_event_it_stands_for(
+    definition: SagaDefinition, data: st.DataObject
+) -> None:
+    """``saga emit`` of an observed step's event moves the instance exactly as the event
+    from its service would, plus one ``operator.signal`` history entry with the actor;
+    of a driven step's event, of a subject nobody answers to, or to a finished saga (no
+    reopening by hand), it changes nothing."""
+    sim = play(definition, data, {"x": 1})
+    assert sim.state is not None
+    subjects = [x for s in definition.steps for x in (*s.success, *s.failure)]
+    subject = data.draw(st.sampled_from([*subjects, "nobody.listens"]), label="subject")
+    payload = data.draw(payloads, label="payload")
+    signal = Signal(subject, payload, reason="approved by hand", actor="cli:ann")
+    by_signal = decide(definition, sim.state, signal, sim.now)
+    answer = signalled(definition, signal)
+    assert by_signal.error is None
+    if isinstance(answer, str) or sim.state.status.terminal:  # a finished saga is not reopened
+        assert not by_signal.changed
+        assert by_signal.note is not None
+        assert by_signal.state == sim.state
+        return
+    direct = decide(definition, sim.state, answer, sim.now)
+    assert by_signal.changed == direct.changed
+    assert by_signal.commands == direct.commands
+    if not direct.changed:
+        assert by_signal.state == sim.state
+        return
+    assert by_signal.state is not None
+    assert direct.state is not None
+    history = list(by_signal.state.history)
+    entry = history.pop(len(sim.state.history))
+    assert (entry.event, entry.step, entry.actor) == ("operator.signal", answer.step, "cli:ann")
+    assert entry.detail == f"{subject}: approved by hand"
+    assert by_signal.state.model_copy(update={"history": history}) == direct.state
