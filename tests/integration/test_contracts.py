@@ -12,8 +12,8 @@ from nats.aio.client import Client
 
 from saga.definition import parse_definition
 from saga.engine import Engine, EngineSettings
-from saga.nats.dlq import HEADER_CODE, HEADER_REASON, HEADER_SUBJECT
 from saga.nats.reader import StoredMessage, read_stream
+from saga.protocol import HEADER_DLQ_CODE, HEADER_DLQ_REASON, HEADER_DLQ_SUBJECT
 from tests.support import ScriptedParticipant, wait_for
 
 SHOP = """
@@ -80,7 +80,9 @@ async def test_contracts_are_kept_at_intake_and_the_consumer_goes_on(
     assert await finished(nc, "ok-1") == "completed"
     assert await finished(nc, "bad-1") == "compensated"
     letters = await read_stream(js, "SAGA_DLQ")
-    assert [(m.subject, m.headers[HEADER_SUBJECT], m.headers[HEADER_REASON]) for m in letters] == [
+    assert [
+        (m.subject, m.headers[HEADER_DLQ_SUBJECT], m.headers[HEADER_DLQ_REASON]) for m in letters
+    ] == [
         (
             "saga.dlq.schema-violation",
             "shop.ordered",
@@ -92,7 +94,7 @@ async def test_contracts_are_kept_at_intake_and_the_consumer_goes_on(
             "success payload of step 'charge' at $.receipt: 7 is not of type 'string'",
         ),
     ]
-    assert all(m.headers[HEADER_CODE] == "schema-violation" for m in letters)
+    assert all(m.headers[HEADER_DLQ_CODE] == "schema-violation" for m in letters)
     started = await read_stream(js, "SAGA_EVENTS", ["stock.reserve"])
     assert "t-1" not in {
         m.headers.get("Saga-Id") for m in started
