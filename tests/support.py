@@ -61,6 +61,7 @@ class ScriptedParticipant:
     name: str = "scripted"
     received: list[Received] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
+    _sub: Any = None
     _stopping: bool = False
 
     async def start(self, stream: str = "SAGA_EVENTS") -> ScriptedParticipant:
@@ -74,6 +75,7 @@ class ScriptedParticipant:
         )
         await js.add_consumer(stream, config)
         sub = await js.pull_subscribe_bind(durable=self.name, stream=stream)
+        self._sub = sub
         self._task = asyncio.create_task(self._loop(sub))
         return self
 
@@ -105,6 +107,10 @@ class ScriptedParticipant:
         self._stopping = True
         if self._task is not None:
             await self._task
+            # A pull subscription left open makes the connection's drain wait out its 30 s
+            # timeout (nats-py's fetch never marks its queue's items done).
+            if self._sub is not None:
+                await self._sub.unsubscribe()
 
     def commands(self, saga_id: str) -> list[tuple[str, str]]:
         """``(subject, Saga-Kind)`` of every command received for one saga, in order."""
