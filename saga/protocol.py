@@ -17,6 +17,10 @@ HEADER_ATTEMPT = "Saga-Attempt"
 HEADER_KIND = "Saga-Kind"
 """``step`` for a step command, ``compensation`` for an undo command."""
 
+HEADER_RUN = "Saga-Run"
+"""On a command of a redriven instance: the run (1, 2, ...; absent on the first). A new run
+is a new idempotency key, so a participant handles a step run again afresh."""
+
 KIND_STEP = "step"
 KIND_COMPENSATION = "compensation"
 
@@ -111,14 +115,18 @@ def started_subject(saga_name: str, step: str) -> str:
 # -- message ids (``Nats-Msg-Id``): deterministic, so the server drops a resend ----------------
 
 
-def idempotency_key(saga: str, saga_id: str, step: str, kind: str) -> str:
-    """One step (or one undo) of one instance: the same for every attempt and delivery."""
-    return f"{saga}:{saga_id}:{step}:{kind}"
+def idempotency_key(saga: str, saga_id: str, step: str, kind: str, run: int = 0) -> str:
+    """One step (or one undo) of one instance: the same for every attempt and delivery of
+    one run (a redrive starts run 1, 2, ...)."""
+    key = f"{saga}:{saga_id}:{step}:{kind}"
+    return f"{key}:run{run}" if run else key
 
 
-def command_message_id(saga: str, saga_id: str, step: str, kind: str, attempt: int) -> str:
-    """The engine's command (or undo command) for one attempt."""
-    return f"{idempotency_key(saga, saga_id, step, kind)}:{attempt}"
+def command_message_id(
+    saga: str, saga_id: str, step: str, kind: str, attempt: int, run: int = 0
+) -> str:
+    """The engine's command (or undo command) for one attempt of one run."""
+    return f"{idempotency_key(saga, saga_id, step, kind, run)}:{attempt}"
 
 
 def reply_message_id(key: str, attempt: int) -> str:

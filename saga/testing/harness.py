@@ -15,7 +15,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from saga.core.events import Signal
+from saga.core.events import (
+    Event,
+    OperatorAbort,
+    OperatorRedrive,
+    OperatorResume,
+    OperatorRetry,
+    OperatorTerminate,
+    Signal,
+)
 from saga.core.state import InstanceState
 from saga.definition import load_definition, parse_definition
 from saga.definition.model import SagaDefinition
@@ -51,7 +59,7 @@ class Transport(Protocol):
     async def advance(self, seconds: float) -> None: ...
     async def settle(self, saga_id: str) -> None: ...
     async def state(self, saga_id: str) -> InstanceState | None: ...
-    async def signal(self, saga_id: str, signal: Signal) -> str | None: ...
+    async def signal(self, saga_id: str, signal: Event) -> str | None: ...
 
 
 class SagaHarness:
@@ -227,6 +235,29 @@ class SagaHarness:
         )
         if refused is not None:
             raise HarnessError(f"emit {subject!r} to {sid!r} refused: {refused}")
+        await self.transport.run_until_idle()
+
+    async def act(
+        self, action: str, *, saga_id: str | None = None, reason: str | None = None
+    ) -> None:
+        """An operator action as ``saga ACTION`` does it (``abort``, ``retry``, ``resume``,
+        ``terminate``, ``redrive``), recorded with actor ``saga.testing``, then handle what
+        follows; raises :class:`HarnessError` with the engine's reason when it refuses."""
+        await self._ready()
+        sid = saga_id or self._latest()
+        actor = "saga.testing"
+        events: dict[str, Event] = {
+            "abort": OperatorAbort(reason or "aborted by operator", actor),
+            "retry": OperatorRetry(reason, actor),
+            "resume": OperatorResume(reason, actor),
+            "terminate": OperatorTerminate(reason or "terminated by operator", actor),
+            "redrive": OperatorRedrive(reason, actor),
+        }
+        if action not in events:
+            raise HarnessError(f"unknown action {action!r} (have: {', '.join(events)})")
+        refused = await self.transport.signal(sid, events[action])
+        if refused is not None:
+            raise HarnessError(f"{action} of {sid!r} refused: {refused}")
         await self.transport.run_until_idle()
 
     async def advance(self, seconds: float) -> None:
