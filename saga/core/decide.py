@@ -315,10 +315,12 @@ class _Transition:
             self.finish(Status.COMPLETED)
 
     def ready(self, name: str) -> bool:
-        deps = self.definition.dependencies(name)
-        if self.state.run:  # redriven: a step kept done may follow one that runs again
-            return all(self.state.steps[d].status in DONE and self.ready(d) for d in deps)
-        return all(self.state.steps[d].status in DONE for d in deps)
+        # Redriven, a step kept done may follow one that runs again: look at all ancestors.
+        deps = self.definition.ancestors(name) if self.state.run else None
+        return all(
+            self.state.steps[d].status in DONE
+            for d in (deps if deps is not None else self.definition.dependencies(name))
+        )
 
     def after_outcome(self) -> None:
         """A step ended: go forward, or, if a branch failed, compensate once none is in flight."""
@@ -715,8 +717,15 @@ class _Transition:
             if self.definition.deadline is not None:
                 self.cancel(Timer(TimerKind.DEADLINE))
         queue = self.state.compensation_queue
-        if queue:
-            self.cancel_compensation_timers(queue[0], self.state.steps[queue[0]])
+        if queue:  # an undo in flight counts as not done: a redrive keeps its step done
+            head = self.state.steps[queue[0]]
+            self.cancel_compensation_timers(queue[0], head)
+            if head.compensation is not CompensationStatus.FAILED:
+                head.compensation, head.compensation_reason = (
+                    CompensationStatus.FAILED,
+                    "terminated",
+                )
+        self.state.compensation_queue = []
         self.record("operator.terminate", detail=event.reason, actor=event.actor)
         self.state.failure_reason = self.state.failure_reason or event.reason
         self.finish(Status.TERMINATED)
