@@ -57,10 +57,19 @@ copy of a message (a dead letter, a replay, a routed event) is a new publish of 
 original content, so none of them is carried over."""
 HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_TTL = "Nats-TTL"
+TTL_NEVER = "never"
+"""A ``Nats-TTL`` that exempts the message from the stream's ``max_age`` (a schedule)."""
 HEADER_EXPECTED_STREAM = "Nats-Expected-Stream"
 HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 HEADER_SCHEDULE = "Nats-Schedule"
 HEADER_SCHEDULE_TARGET = "Nats-Schedule-Target"
+HEADER_SCHEDULER = "Nats-Scheduler"
+"""On a message the server fired from a schedule: the schedule's subject."""
+HEADER_SCHEDULE_NEXT = "Nats-Schedule-Next"
+"""On a message the server fired from a schedule: the next tick (RFC 3339, UTC)."""
+HEADER_SAGA_SCHEDULE = "Saga-Schedule"
+"""On a saga's schedule message (and so on every trigger it fires): the ``Nats-Schedule``
+pattern, from which the engine works out the tick, hence the saga id."""
 HEADER_PIN_ID = "Nats-Pin-Id"
 PIN_GROUP = "owner"
 """The priority group of a partition's pinned consumer (one replica pulls at a time)."""
@@ -84,6 +93,9 @@ STATUS_PREFIX = "saga.status"
 STARTED_PREFIX = "saga.started"
 """``saga.started.<saga>.<step>``: a participant reports that it started a step's command
 (same ``Saga-*`` headers as its reply); the step's run ``timeout`` counts from there."""
+SCHEDULE_PREFIX = "saga.schedule"
+"""``saga.schedule.<saga>``: the one schedule message of a scheduled saga, in the events
+stream; the server fires it on the saga's trigger subject."""
 TIMER_SCHEDULE_PREFIX = "saga.timer.at"
 TIMER_FIRE_PREFIX = "saga.timer.fire"
 DLQ_PREFIX = "saga.dlq"
@@ -106,6 +118,10 @@ JS_API_PREFIX = "$JS.API."
 
 def status_subject(saga_name: str, status: str) -> str:
     return f"{STATUS_PREFIX}.{saga_name}.{status}"
+
+
+def schedule_subject(saga_name: str) -> str:
+    return f"{SCHEDULE_PREFIX}.{saga_name}"
 
 
 def started_subject(saga_name: str, step: str) -> str:
