@@ -172,6 +172,13 @@ def every_problem(every: timedelta) -> str | None:
     return None
 
 
+def following_tick(pattern: str, after: datetime) -> datetime | None:
+    """The tick after ``after`` (an ``@every`` interval counts from ``after`` itself)."""
+    if pattern.startswith("@every "):
+        return after + timedelta(seconds=int(pattern.removeprefix("@every ").removesuffix("s")))
+    return parse_cron(pattern).next_after(after)
+
+
 def tick_of(pattern: str, next_fire: datetime) -> datetime | None:
     """The tick a fired message stands for, from its ``Nats-Schedule-Next`` (the tick after
     it): the same for every delivery of that message, so its saga id is stable."""

@@ -28,6 +28,13 @@ from saga.core.state import InstanceState
 from saga.definition import load_definition, parse_definition
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import saga_id_of
+from saga.definition.schedule import following_tick
+from saga.protocol import (
+    HEADER_SAGA_SCHEDULE,
+    HEADER_SCHEDULE_NEXT,
+    HEADER_SCHEDULER,
+    schedule_subject,
+)
 from saga.testing.answers import Behaviour
 from saga.testing.errors import HarnessError
 from saga.testing.memory import MemoryTransport
@@ -188,6 +195,25 @@ class SagaHarness:
         await self.transport.publish(self.definition.trigger.event, payload, trigger_hdrs)
         await self.transport.run_until_idle()
         return sid
+
+    async def fire_schedule(self, at: datetime | None = None) -> str:
+        """Start an instance as the server's message schedule does at a tick of the
+        definition's ``schedule`` (``at``: that tick; default the next one after the
+        harness clock): same payload and headers, so the same ``<saga>-<tick>`` id. Returns
+        the saga id; firing a tick twice starts nothing new."""
+        schedule = self.definition.schedule
+        if schedule is None:
+            raise HarnessError(f"saga {self.definition.name!r} has no schedule")
+        tick = at or following_tick(schedule.pattern, self.now)
+        following = following_tick(schedule.pattern, tick) if tick is not None else None
+        if tick is None or following is None:
+            raise HarnessError(f"schedule {schedule.pattern!r} has no tick after {self.now}")
+        headers = {
+            HEADER_SCHEDULER: schedule_subject(self.definition.name),
+            HEADER_SCHEDULE_NEXT: following.isoformat(),
+            HEADER_SAGA_SCHEDULE: schedule.pattern,
+        }
+        return await self.start(dict(schedule.data), headers=headers)
 
     async def emit(
         self,
