@@ -153,3 +153,15 @@ async def test_fire_schedule_needs_a_schedule() -> None:
     async with SagaHarness.from_text(plain).on("report.build", reply("report.built")) as h:
         with pytest.raises(HarnessError, match="has no schedule"):
             await h.fire_schedule()
+
+
+def test_the_console_shows_a_schedule_on_the_definition_page() -> None:
+    from saga.console.definitions import _schedule
+
+    shown = str(_schedule(parse_definition(nightly('{cron: "0 2 * * *", data: {kind: "<b>"}}'))))
+    assert 'Scheduled: <span class="mono">cron 0 2 * * *</span> (UTC) · next about' in shown
+    assert "&lt;b&gt;" in shown
+    assert "<b>" not in shown
+    every = str(_schedule(parse_definition(nightly("{every: 1h, data: {kind: a}}"))))
+    assert "every 3600s" in every
+    assert str(_schedule(parse_definition(nightly("null")))) == ""
