@@ -165,3 +165,18 @@ def test_the_console_shows_a_schedule_on_the_definition_page() -> None:
     every = str(_schedule(parse_definition(nightly("{every: 1h, data: {kind: a}}"))))
     assert "every 3600s" in every
     assert str(_schedule(parse_definition(nightly("null")))) == ""
+
+
+async def test_the_nightly_report_example_runs_at_its_tick() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "docs/examples/nightly-report.yaml"
+    h = SagaHarness.from_file(example)
+    h.on("reports.build", reply("reports.built", url="https://reports/1"))
+    h.on("reports.mail", reply("reports.mailed"))
+    async with h:
+        saga_id = await h.fire_schedule(datetime(2026, 12, 4, 2, tzinfo=UTC))
+        result = await h.settle(saga_id)
+    assert saga_id == "nightly-report-20261204T020000Z"
+    assert result.status == "completed"
+    assert result.commands[-1].payload == {"url": "https://reports/1"}
