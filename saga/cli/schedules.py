@@ -38,7 +38,7 @@ async def _schedules(settings: NatsSettings, as_json: bool) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(rows, indent=2, allow_nan=False))
         return
     if not rows:
         click.echo(
