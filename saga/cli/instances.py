@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,8 @@ def _action_command(action: str, help_text: str) -> click.Command:
     @click.option("--reason", help="Why (recorded in the instance history, with who).")
     @click.option("--state", help="Bulk: every instance in this status (with --saga).")
     @click.option("--saga", "saga", help="Bulk: every instance of this saga (with --state).")
+    @click.option("--where", multiple=True, help="Bulk: NAME=VALUE of a search attribute.")
+    @click.option("--since", help="Bulk: in their status since 1h (ago) or an ISO 8601 time.")
     @click.option("--yes", is_flag=True, help="Bulk: do not ask for confirmation.")
     @click.option(
         "--admin-token",
@@ -267,18 +270,23 @@ def _action_command(action: str, help_text: str) -> click.Command:
         reason: str | None,
         state: str | None,
         saga: str | None,
+        where: tuple[str, ...],
+        since: str | None,
         yes: bool,
         admin_token: str | None,
         **kwargs: Any,
     ) -> None:
+        from saga.cli.index import parse_moment, parse_where
+
         if saga_id is None:
             if not (state and saga):
                 raise click.UsageError(f"give a SAGA_ID, or --state and --saga to {action} in bulk")
-            bulk = _Bulk(action, saga, state, reason, yes)
+            moment = parse_moment(since) if since else None
+            bulk = _Bulk(action, saga, state, reason, yes, parse_where(where), moment)
             run_async(_act_bulk)(cli_settings(kwargs), bulk, admin_token)
             return
-        if state or saga:
-            raise click.UsageError("give a SAGA_ID or --state/--saga, not both")
+        if state or saga or where or since:
+            raise click.UsageError("give a SAGA_ID or --state/--saga/--where/--since, not both")
         fields = {"action": action, "saga_id": saga_id, "name": name, "reason": reason}
         request = ActionRequest.model_validate({**fields, "actor": _cli_actor()})
         run_async(_act)(cli_settings(kwargs), request, admin_token)
@@ -295,6 +303,8 @@ class _Bulk:
     state: str
     reason: str | None
     yes: bool
+    where: dict[str, str]
+    since: datetime | None
 
 
 async def _act_bulk(settings: NatsSettings, bulk: _Bulk, admin_token: str | None) -> None:
@@ -310,7 +320,14 @@ async def _act_bulk(settings: NatsSettings, bulk: _Bulk, admin_token: str | None
         raise click.BadParameter(f"unknown status (have: {have})", param_hint="--state") from None
     async with connected(settings) as client:
         try:
-            page = await client.list(SagaQuery(saga=bulk.saga, state=bulk.state, limit=BULK_LIMIT))
+            query = SagaQuery(
+                saga=bulk.saga,
+                state=bulk.state,
+                where=bulk.where,
+                since=bulk.since,
+                limit=BULK_LIMIT,
+            )
+            page = await client.list(query)
         except StoreError as exc:
             raise click.ClickException(str(exc)) from None
         ids = [item.saga_id for item in page.items]
