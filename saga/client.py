@@ -43,6 +43,7 @@ from saga.telemetry.spans import sending
 
 if TYPE_CHECKING:
     from saga.engine.operator import ActionRequest
+    from saga.nats.schedules import ScheduleEntry
 
 
 async def instance_store(nc: Client, topology: Topology) -> KvInstanceStore:
@@ -290,6 +291,12 @@ class SagaClient:
             raise SagaError("no engine answered: is `saga run` running?") from None
         result = jsonwire.loads(reply.data)
         return ActionReply(bool(result["ok"]), str(result["message"]), result.get("status"))
+
+    async def schedules(self) -> dict[str, ScheduleEntry]:
+        """The schedules the server holds (scheduled sagas), by saga name."""
+        from saga.nats.schedules import list_schedules
+
+        return await list_schedules(self.js, self.topology)
 
     async def dead_letters(
         self, where: LetterFilter | None = None, limit: int | None = None

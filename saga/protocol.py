@@ -17,6 +17,10 @@ HEADER_ATTEMPT = "Saga-Attempt"
 HEADER_KIND = "Saga-Kind"
 """``step`` for a step command, ``compensation`` for an undo command."""
 
+HEADER_RUN = "Saga-Run"
+"""On a command of a redriven instance: the run (1, 2, ...; absent on the first). A new run
+is a new idempotency key, so a participant handles a step run again afresh."""
+
 KIND_STEP = "step"
 KIND_COMPENSATION = "compensation"
 
@@ -53,10 +57,19 @@ copy of a message (a dead letter, a replay, a routed event) is a new publish of 
 original content, so none of them is carried over."""
 HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_TTL = "Nats-TTL"
+TTL_NEVER = "never"
+"""A ``Nats-TTL`` that exempts the message from the stream's ``max_age`` (a schedule)."""
 HEADER_EXPECTED_STREAM = "Nats-Expected-Stream"
 HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 HEADER_SCHEDULE = "Nats-Schedule"
 HEADER_SCHEDULE_TARGET = "Nats-Schedule-Target"
+HEADER_SCHEDULER = "Nats-Scheduler"
+"""On a message the server fired from a schedule: the schedule's subject."""
+HEADER_SCHEDULE_NEXT = "Nats-Schedule-Next"
+"""On a message the server fired from a schedule: the next tick (RFC 3339, UTC)."""
+HEADER_SAGA_SCHEDULE = "Saga-Schedule"
+"""On a saga's schedule message (and so on every trigger it fires): the ``Nats-Schedule``
+pattern, from which the engine works out the tick, hence the saga id."""
 HEADER_PIN_ID = "Nats-Pin-Id"
 PIN_GROUP = "owner"
 """The priority group of a partition's pinned consumer (one replica pulls at a time)."""
@@ -80,6 +93,9 @@ STATUS_PREFIX = "saga.status"
 STARTED_PREFIX = "saga.started"
 """``saga.started.<saga>.<step>``: a participant reports that it started a step's command
 (same ``Saga-*`` headers as its reply); the step's run ``timeout`` counts from there."""
+SCHEDULE_PREFIX = "saga.schedule"
+"""``saga.schedule.<saga>``: the one schedule message of a scheduled saga, in the events
+stream; the server fires it on the saga's trigger subject."""
 TIMER_SCHEDULE_PREFIX = "saga.timer.at"
 TIMER_FIRE_PREFIX = "saga.timer.fire"
 DLQ_PREFIX = "saga.dlq"
@@ -104,6 +120,10 @@ def status_subject(saga_name: str, status: str) -> str:
     return f"{STATUS_PREFIX}.{saga_name}.{status}"
 
 
+def schedule_subject(saga_name: str) -> str:
+    return f"{SCHEDULE_PREFIX}.{saga_name}"
+
+
 def started_subject(saga_name: str, step: str) -> str:
     return f"{STARTED_PREFIX}.{saga_name}.{step}"
 
@@ -111,14 +131,18 @@ def started_subject(saga_name: str, step: str) -> str:
 # -- message ids (``Nats-Msg-Id``): deterministic, so the server drops a resend ----------------
 
 
-def idempotency_key(saga: str, saga_id: str, step: str, kind: str) -> str:
-    """One step (or one undo) of one instance: the same for every attempt and delivery."""
-    return f"{saga}:{saga_id}:{step}:{kind}"
+def idempotency_key(saga: str, saga_id: str, step: str, kind: str, run: int = 0) -> str:
+    """One step (or one undo) of one instance: the same for every attempt and delivery of
+    one run (a redrive starts run 1, 2, ...)."""
+    key = f"{saga}:{saga_id}:{step}:{kind}"
+    return f"{key}:run{run}" if run else key
 
 
-def command_message_id(saga: str, saga_id: str, step: str, kind: str, attempt: int) -> str:
-    """The engine's command (or undo command) for one attempt."""
-    return f"{idempotency_key(saga, saga_id, step, kind)}:{attempt}"
+def command_message_id(
+    saga: str, saga_id: str, step: str, kind: str, attempt: int, run: int = 0
+) -> str:
+    """The engine's command (or undo command) for one attempt of one run."""
+    return f"{idempotency_key(saga, saga_id, step, kind, run)}:{attempt}"
 
 
 def reply_message_id(key: str, attempt: int) -> str:

@@ -112,6 +112,7 @@ OPENAPI: dict[str, Any] = {
                                 "completed",
                                 "compensated",
                                 "parked",
+                                "terminated",
                             ],
                         },
                     },
@@ -178,6 +179,12 @@ OPENAPI: dict[str, Any] = {
         "/sagas/{saga_id}/abort": _action("abort", "Compensate a running saga now"),
         "/sagas/{saga_id}/retry": _action("retry", "Re-drive a parked compensation or the step"),
         "/sagas/{saga_id}/resume": _action("resume", "Mark a parked compensation done by hand"),
+        "/sagas/{saga_id}/terminate": _action(
+            "terminate", "End a running, compensating or parked saga without compensating"
+        ),
+        "/sagas/{saga_id}/redrive": _action(
+            "redrive", "Run a compensated, parked or terminated saga again from its failed step"
+        ),
         "/sagas/{saga_id}/emit": _action(
             "emit",
             "Deliver an event to an observed step (e.g. a manual approval)",

@@ -29,7 +29,7 @@ from saga.telemetry import trace_id_of
 
 log = logging.getLogger("saga.admin")
 OPEN_PATHS = {"/healthz", "/readyz"}
-STATES = ("running", "compensating", "completed", "compensated", "parked")
+STATES = ("running", "compensating", "completed", "compensated", "parked", "terminated")
 
 
 def _error(status: int, message: str) -> web.Response:

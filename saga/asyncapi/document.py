@@ -40,7 +40,7 @@ from saga.protocol import (
 )
 
 ASYNCAPI_VERSION = "3.0.0"
-STATUSES = ("completed", "compensated", "parked", "reopened")
+STATUSES = ("completed", "compensated", "parked", "reopened", "terminated")
 DEFAULT_SERVER = "localhost:4222"
 
 Action = Literal["send", "receive"]
@@ -345,6 +345,7 @@ def _status(definition: SagaDefinition, status: str) -> _Exchange:
             "a compensated instance heard that a step it gave up on succeeded after all, "
             "and undoes it (no second `compensated` follows)"
         ),
+        "terminated": "an operator ended the instance without compensating (`saga terminate`)",
     }[status]
     payload = {
         "type": "object",

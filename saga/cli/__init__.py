@@ -1,14 +1,14 @@
 """The ``saga`` command: the people-facing entry point to every adapter.
 
 Each module of this package holds one family of commands (``definitions``, ``run``,
-``instances``, ``index``, ``dlq``, ``participant``); this one only assembles them.
+``instances``, ``index``, ``schedules``, ``dlq``, ``participant``); this one only assembles them.
 """
 
 from __future__ import annotations
 
 import click
 
-from saga.cli import definitions, dlq, index, instances, participant, run
+from saga.cli import definitions, dlq, index, instances, participant, run, schedules
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +22,7 @@ for _command in (
     *run.COMMANDS,
     *instances.COMMANDS,
     *index.COMMANDS,
+    *schedules.COMMANDS,
     dlq.dlq_group,
     participant.participant,
 ):

@@ -17,6 +17,7 @@ import click
 from saga.cli.config import retention_seconds
 from saga.cli.options import cli_settings, connected, nats_options, run_async
 from saga.cli.render import list_text
+from saga.core.state import Status
 from saga.definition import Catalog, load_catalog
 from saga.definition.duration import parse_duration
 from saga.errors import DefinitionError
@@ -67,7 +68,7 @@ def page_json(page: SagaPage) -> str:
 @click.option(
     "--state",
     "status_filter",
-    type=click.Choice(["running", "compensating", "completed", "compensated", "parked"]),
+    type=click.Choice([s.value for s in Status]),
 )
 @click.option("--saga", "--name", "name", help="Only instances of this saga.")
 @click.option("--since", help="Entered their status since: 1h (ago) or an ISO 8601 time.")

@@ -1,5 +1,6 @@
 """Commands on one instance: ``start``, ``status``, ``trace``, and the operator actions
-``abort``, ``retry`` and ``resume``. They go through :class:`saga.client.SagaClient`."""
+``abort``, ``retry``, ``resume``, ``terminate`` and ``redrive`` (on one instance, or in bulk
+over ``--saga`` and ``--state`` from the index, after a confirmation). They go through :class:`saga.client.SagaClient`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import getpass
 import json
 import sys
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from saga.cli.config import DEFINITIONS_HELP
 from saga.cli.options import cli_settings, connected, nats_options, run_async
 from saga.cli.render import status_text, waterfall_text
 from saga.client import SagaClient
+from saga.core.state import Status
 from saga.definition import load_definitions
 from saga.definition.model import SagaDefinition
 from saga.engine.operator import ActionRequest
@@ -240,11 +244,20 @@ async def _trace(settings: NatsSettings, saga_id: str, name: str | None, as_json
         click.echo(waterfall_text(record.state, trace_id))
 
 
+BULK_LIMIT = 10_000
+"""At most this many instances in one bulk action (the index's largest page)."""
+
+
 def _action_command(action: str, help_text: str) -> click.Command:
     @click.command(action, help=help_text)
-    @click.argument("saga_id")
+    @click.argument("saga_id", required=False)
     @click.option("--name", help=NAME_HELP)
     @click.option("--reason", help="Why (recorded in the instance history, with who).")
+    @click.option("--state", help="Bulk: every instance in this status (with --saga).")
+    @click.option("--saga", "saga", help="Bulk: every instance of this saga (with --state).")
+    @click.option("--where", multiple=True, help="Bulk: NAME=VALUE of a search attribute.")
+    @click.option("--since", help="Bulk: in their status since 1h (ago) or an ISO 8601 time.")
+    @click.option("--yes", is_flag=True, help="Bulk: do not ask for confirmation.")
     @click.option(
         "--admin-token",
         envvar="SAGA_ADMIN_TOKEN",
@@ -252,17 +265,98 @@ def _action_command(action: str, help_text: str) -> click.Command:
     )
     @nats_options
     def command(
-        saga_id: str,
+        saga_id: str | None,
         name: str | None,
         reason: str | None,
+        state: str | None,
+        saga: str | None,
+        where: tuple[str, ...],
+        since: str | None,
+        yes: bool,
         admin_token: str | None,
         **kwargs: Any,
     ) -> None:
+        from saga.cli.index import parse_moment, parse_where
+
+        if saga_id is None:
+            if not (state and saga):
+                raise click.UsageError(f"give a SAGA_ID, or --state and --saga to {action} in bulk")
+            moment = parse_moment(since) if since else None
+            bulk = _Bulk(action, saga, state, reason, yes, parse_where(where), moment)
+            run_async(_act_bulk)(cli_settings(kwargs), bulk, admin_token)
+            return
+        if state or saga or where or since:
+            raise click.UsageError("give a SAGA_ID or --state/--saga/--where/--since, not both")
         fields = {"action": action, "saga_id": saga_id, "name": name, "reason": reason}
         request = ActionRequest.model_validate({**fields, "actor": _cli_actor()})
         run_async(_act)(cli_settings(kwargs), request, admin_token)
 
     return command
+
+
+@dataclass(frozen=True)
+class _Bulk:
+    """One action over every instance the index lists for a saga and a status."""
+
+    action: str
+    saga: str
+    state: str
+    reason: str | None
+    yes: bool
+    where: dict[str, str]
+    since: datetime | None
+
+
+async def _act_bulk(settings: NatsSettings, bulk: _Bulk, admin_token: str | None) -> None:
+    """List the targets from the index, confirm, then act on each (each recorded in its own
+    history with who and why); exits 1 when any was refused."""
+    from saga.errors import StoreError
+    from saga.index import SagaQuery
+
+    try:
+        Status(bulk.state)
+    except ValueError:
+        have = ", ".join(s.value for s in Status)
+        raise click.BadParameter(f"unknown status (have: {have})", param_hint="--state") from None
+    async with connected(settings) as client:
+        try:
+            query = SagaQuery(
+                saga=bulk.saga,
+                state=bulk.state,
+                where=bulk.where,
+                since=bulk.since,
+                limit=BULK_LIMIT,
+            )
+            page = await client.list(query)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from None
+        ids = [item.saga_id for item in page.items]
+        if not ids:
+            click.echo(f"no {bulk.state} instance of {bulk.saga}: nothing to {bulk.action}")
+            return
+        click.echo(f"{bulk.action}: {len(ids)} {bulk.state} instance(s) of {bulk.saga}:")
+        for saga_id in ids[:20]:
+            click.echo(f"  {saga_id}")
+        if len(ids) > 20:
+            click.echo(f"  ... and {len(ids) - 20} more")
+        if not bulk.yes and not click.confirm(f"{bulk.action} all {len(ids)}?", default=False):
+            raise click.ClickException("nothing done")
+        refused = 0
+        for saga_id in ids:
+            request = ActionRequest(
+                action=bulk.action,
+                saga_id=saga_id,
+                name=bulk.saga,
+                reason=bulk.reason,
+                actor=_cli_actor(),
+            )
+            reply = await client.act(request, admin_token)
+            refused += not reply.ok
+            outcome = f"now {reply.status}" if reply.ok else f"refused: {reply.message}"
+            click.echo(f"  {saga_id}: {outcome}")
+    click.echo(f"{bulk.action}: {len(ids) - refused} done, {refused} refused")
+    if refused:
+        sys.exit(1)
 
 
 def _cli_actor() -> str:
@@ -323,5 +417,15 @@ COMMANDS = (
     _action_command("abort", "Compensate a running saga now."),
     _action_command("retry", "Re-drive a parked compensation, or the running step."),
     _action_command("resume", "Mark a parked compensation as done by hand and go on compensating."),
+    _action_command(
+        "terminate",
+        "End a running, compensating or parked saga now, without compensating (status "
+        "terminated): what its steps did stays as it is.",
+    ),
+    _action_command(
+        "redrive",
+        "Run a compensated, parked or terminated saga again from its failed step with the "
+        "same data; steps whose effect stands are not run again.",
+    ),
     emit,
 )

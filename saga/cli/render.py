@@ -14,6 +14,7 @@ STATUS_COLOURS = {
     Status.COMPLETED: "green",
     Status.COMPENSATED: "yellow",
     Status.PARKED: "red",
+    Status.TERMINATED: "magenta",
 }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
+from saga import jsonwire
 from saga.asyncapi import asyncapi_document, to_yaml
 from saga.console.app import engine_of, html_response, store_of
 from saga.console.html import (
@@ -21,6 +24,7 @@ from saga.console.html import (
 from saga.console.queries import counts_by_state
 from saga.console.view import coloured_diagram
 from saga.definition.model import SagaDefinition
+from saga.definition.schedule import following_tick
 
 
 def routes(router: web.UrlDispatcher) -> None:
@@ -75,10 +79,24 @@ def _version(definition: SagaDefinition) -> Markup:
         f'<section class="card"><h2>Version {definition.version}</h2>'
         f"<p>{e(definition.description or '')}</p>"
         f'<p>Trigger <span class="mono">{e(definition.trigger.event)}</span> · '
-        f"{link(yaml_url, 'AsyncAPI document (YAML)')}</p>"
+        f"{link(yaml_url, 'AsyncAPI document (YAML)')}</p>{_schedule(definition)}"
         f'<pre class="mermaid">{e(source)}</pre>{steps}'
         f"<details><summary>AsyncAPI</summary>"
         f'<pre class="data">{e(to_yaml(asyncapi_document(definition)))}</pre></details></section>'
+    )
+
+
+def _schedule(definition: SagaDefinition) -> Markup:
+    """The ``schedule`` in one line: when it fires (UTC), the next tick, and the data."""
+    schedule = definition.schedule
+    if schedule is None:
+        return Markup("")
+    when = f"cron {schedule.cron}" if schedule.cron else f"every {schedule.pattern[7:]}"
+    upcoming = following_tick(schedule.pattern, datetime.now(UTC))
+    after = f" · next about {upcoming:%Y-%m-%d %H:%M:%S} UTC" if upcoming else ""
+    return Markup(
+        f'<p class="schedule">Scheduled: <span class="mono">{e(when)}</span> (UTC){e(after)}'
+        f' with <span class="mono">{e(jsonwire.dumps(schedule.data).decode())}</span></p>'
     )
 
 

@@ -54,12 +54,17 @@ OFFERED: dict[str, tuple[Status, ...]] = {
     "abort": (Status.RUNNING,),
     "retry": (Status.PARKED, Status.RUNNING),
     "resume": (Status.PARKED,),
+    "terminate": (Status.RUNNING, Status.COMPENSATING, Status.PARKED),
+    "redrive": (Status.COMPENSATED, Status.PARKED, Status.TERMINATED),
 }
 """The actions the page offers by status (the engine refuses the others anyway)."""
 EXPLAIN = {
     "abort": "stops the saga and compensates every completed step, newest first",
     "retry": "sends the parked compensation (or the in-flight step) again",
     "resume": "marks the parked compensation as done by hand and carries on compensating",
+    "terminate": "ends the saga now without compensating: what its steps did stays as it is",
+    "redrive": "runs the saga again from its failed step with the same data (steps whose "
+    "effect stands are not run again)",
 }
 
 
@@ -147,11 +152,18 @@ def _results(query: ListQuery, result: Page) -> Markup:
             )
         )
     bulk = ""
-    if query.saga and query.state == Status.PARKED.value and rows:
-        target = url("bulk/retry", {"saga": query.saga, "state": query.state})
-        bulk = (
-            f'<p class="bulk">{link(target, f"Retry all parked {query.saga} sagas…", "button")}</p>'
-        )
+    if query.saga and query.state and rows:
+        where = {"saga": query.saga, "state": query.state}
+        offered = [a for a in ACTIONS if query.state in OFFERED[a]]
+        buttons = [
+            link(
+                url(f"bulk/{a}", where),
+                f"{a.capitalize()} all {query.state} {query.saga} sagas…",
+                "button",
+            )
+            for a in offered
+        ]
+        bulk = f'<p class="bulk">{join(buttons, " ")}</p>' if buttons else ""
     return Markup(
         f'<section id="results" data-live>{shown}<nav class="pager">{join(pager, " ")}</nav>{bulk}'
         f'<p class="hint">Showing {len(rows)} instance(s), newest first.</p></section>'

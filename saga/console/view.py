@@ -22,6 +22,7 @@ KINDS: dict[str, str] = {
     "saga.compensating": "compensation",
     "saga.failing": "compensation",
     "saga.parked": "failure",
+    "saga.terminated": "failure",
     "saga.reopened": "late",
     "saga.deadline-exceeded": "timer",
     "step.started": "attempt",

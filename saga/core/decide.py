@@ -19,7 +19,12 @@ error becomes ``Decision.error``). The rules it keeps:
 - a ``wait`` step succeeds when its timer fires, and no event answers it;
 - a :class:`Signal` is decided as the step event it stands for (an operator answering an
   observed step), and recorded with its actor;
-- completed and compensated instances absorb every event;
+- :class:`OperatorTerminate` ends a running, compensating or parked instance without
+  compensating (status ``terminated``), cancelling its timers;
+- :class:`OperatorRedrive` runs a compensated, parked or terminated instance again from its
+  failed step with the same trigger data: steps whose effect stands stay done, the others
+  run again in a new run (``InstanceState.run``);
+- completed, compensated and terminated instances absorb every event but a redrive;
 - a compensation that cannot succeed parks the instance for an operator.
 """
 
@@ -43,8 +48,10 @@ from saga.core.events import (
     CompensationSucceeded,
     Event,
     OperatorAbort,
+    OperatorRedrive,
     OperatorResume,
     OperatorRetry,
+    OperatorTerminate,
     SagaTriggered,
     Signal,
     StepFailed,
@@ -69,6 +76,7 @@ from saga.definition.model import Publish, RetryPolicy, SagaDefinition, Step
 from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_KIND,
+    HEADER_RUN,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     HEADER_STEP,
@@ -81,6 +89,10 @@ from saga.protocol import (
 UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT)
 """Started, then given up on: a late reply still tells what happened."""
 IN_FLIGHT = (StepStatus.ACTIVE, StepStatus.RETRY_WAIT)
+REDRIVABLE = (Status.COMPENSATED, Status.PARKED, Status.TERMINATED)
+STANDING = (CompensationStatus.NONE, CompensationStatus.QUEUED, CompensationStatus.FAILED)
+"""A succeeded step whose undo is one of these still stands (its undo did not run or failed):
+a redrive keeps it done."""
 DONE = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
 """A dependency in one of these states lets the steps after it start."""
 
@@ -115,6 +127,8 @@ def decide(
             reopened = _Transition(definition, state, now).reopen(event)
             if reopened is not None:
                 return reopened
+        if isinstance(event, OperatorRedrive) and state.status in REDRIVABLE:
+            return _Transition(definition, state, now).apply(event)
         if state.status.terminal:
             verb = _OPERATOR_VERBS.get(type(event))
             prefix = f"cannot {verb}: " if verb else ""
@@ -228,7 +242,10 @@ class _Transition:
             HEADER_ATTEMPT: str(attempt),
             HEADER_KIND: kind,
         }
-        msg_id = command_message_id(self.definition.name, sid, step, kind, attempt)
+        run = self.state.run
+        if run:
+            headers[HEADER_RUN] = str(run)
+        msg_id = command_message_id(self.definition.name, sid, step, kind, attempt, run)
         self.commands.append(PublishEvent(spec.event, data, headers, msg_id))
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:
@@ -298,7 +315,12 @@ class _Transition:
             self.finish(Status.COMPLETED)
 
     def ready(self, name: str) -> bool:
-        return all(self.state.steps[d].status in DONE for d in self.definition.dependencies(name))
+        # Redriven, a step kept done may follow one that runs again: look at all ancestors.
+        deps = self.definition.ancestors(name) if self.state.run else None
+        return all(
+            self.state.steps[d].status in DONE
+            for d in (deps if deps is not None else self.definition.dependencies(name))
+        )
 
     def after_outcome(self) -> None:
         """A step ended: go forward, or, if a branch failed, compensate once none is in flight."""
@@ -688,6 +710,55 @@ class _Transition:
                     return None
         return f"cannot retry: instance is {self.state.status.value} with nothing to re-drive"
 
+    def operator_terminate(self, event: OperatorTerminate) -> str | None:
+        """End now without compensating: what the steps did stays, the operator owns it."""
+        if self.state.status is Status.RUNNING:
+            self.abandon_in_flight()
+            if self.definition.deadline is not None:
+                self.cancel(Timer(TimerKind.DEADLINE))
+        queue = self.state.compensation_queue
+        if queue:  # an undo in flight counts as not done: a redrive keeps its step done
+            head = self.state.steps[queue[0]]
+            self.cancel_compensation_timers(queue[0], head)
+            if head.compensation is not CompensationStatus.FAILED:
+                head.compensation, head.compensation_reason = (
+                    CompensationStatus.FAILED,
+                    "terminated",
+                )
+        self.state.compensation_queue = []
+        self.record("operator.terminate", detail=event.reason, actor=event.actor)
+        self.state.failure_reason = self.state.failure_reason or event.reason
+        self.finish(Status.TERMINATED)
+        return None
+
+    def operator_redrive(self, event: OperatorRedrive) -> str | None:
+        """Run again from the failed step with the same trigger data, in a new run."""
+        if self.state.status not in REDRIVABLE:
+            return f"cannot redrive: instance is {self.state.status.value}"
+        queue = self.state.compensation_queue
+        if queue:
+            self.cancel_compensation_timers(queue[0], self.state.steps[queue[0]])
+        failed = self.state.failure_step
+        self.state.run += 1
+        for name, s in self.state.steps.items():
+            if s.status is StepStatus.SUCCEEDED and s.compensation in STANDING:
+                s.compensation = CompensationStatus.NONE
+                continue
+            self.state.steps[name] = StepState()
+            self.state.context["steps"].pop(name, None)
+        self.state.completed = [
+            n for n in self.state.completed if self.state.steps[n].status is StepStatus.SUCCEEDED
+        ]
+        self.state.compensation_queue = []
+        self.state.failure_step = self.state.failure_reason = None
+        self.state.status, self.state.finished_at = Status.RUNNING, None
+        why = f"run {self.state.run}" + (f": {event.reason}" if event.reason else "")
+        self.record("operator.redrive", failed, detail=why, actor=event.actor)
+        if self.definition.deadline is not None:
+            self.schedule(Timer(TimerKind.DEADLINE), self.now + self.definition.deadline)
+        self.advance()
+        return None
+
     def signal(self, event: Signal) -> str | None:
         """An operator delivers a success or failure event of an observed step: decided as
         if the step's service had sent it, and recorded with who sent it and why."""
@@ -737,6 +808,8 @@ _HANDLERS: dict[type, Any] = {
     OperatorAbort: _Transition.operator_abort,
     OperatorRetry: _Transition.operator_retry,
     OperatorResume: _Transition.operator_resume,
+    OperatorTerminate: _Transition.operator_terminate,
+    OperatorRedrive: _Transition.operator_redrive,
     Signal: _Transition.signal,
 }
 
@@ -799,6 +872,8 @@ _OPERATOR_VERBS: dict[type, str] = {
     OperatorAbort: "abort",
     OperatorRetry: "retry",
     OperatorResume: "resume",
+    OperatorTerminate: "terminate",
+    OperatorRedrive: "redrive",
 }
 
 

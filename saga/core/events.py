@@ -117,6 +117,25 @@ class OperatorResume:
 
 
 @dataclass(frozen=True)
+class OperatorTerminate:
+    """End the instance now without compensating (status ``terminated``): the operator
+    takes over what its steps did. Timers are cancelled; late replies are absorbed."""
+
+    reason: str = "terminated by operator"
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
+class OperatorRedrive:
+    """Run a compensated, parked or terminated instance again from its failed step, with
+    the same trigger data: steps whose effect stands stay done, every other step runs again
+    in a new run (``Saga-Run``), so participants handle it afresh."""
+
+    reason: str | None = None
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
 class Signal:
     """An operator delivers ``subject`` (a success or failure event of an observed step) to
     one instance, as the step's service would (``saga emit``): e.g. a manual approval."""
@@ -138,6 +157,8 @@ Event = (
     | OperatorAbort
     | OperatorRetry
     | OperatorResume
+    | OperatorTerminate
+    | OperatorRedrive
     | Signal
 )
 

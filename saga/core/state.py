@@ -16,10 +16,13 @@ class Status(StrEnum):
     COMPENSATED = "compensated"
     PARKED = "parked"
     """A compensation could not succeed; waits for an operator (retry or resume)."""
+    TERMINATED = "terminated"
+    """Ended by an operator without compensating (``saga terminate``); what its steps did
+    stays as it is. An operator may still redrive it."""
 
     @property
     def terminal(self) -> bool:
-        return self in (Status.COMPLETED, Status.COMPENSATED)
+        return self in (Status.COMPLETED, Status.COMPENSATED, Status.TERMINATED)
 
 
 class StepStatus(StrEnum):
@@ -100,6 +103,9 @@ class InstanceState(BaseModel):
     """Steps still to compensate; the first is the one being compensated."""
     failure_step: str | None = None
     failure_reason: str | None = None
+    run: int = 0
+    """How many times an operator redrove the instance: commands of run ``n > 0`` carry
+    ``Saga-Run: n``, so a participant handles a step run again afresh."""
     history: list[HistoryEntry] = Field(default_factory=list)
 
     @property

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from saga.definition.catalog import Catalog
 from saga.definition.checks import check_definition
-from saga.definition.contracts import schema_problems
+from saga.definition.contracts import schema_problems, trigger_violation
 from saga.definition.expressions import TemplateError
 from saga.definition.model import (
     FIELD_NAME_PATTERN,
@@ -164,6 +164,11 @@ def _parse(text: str, file: str) -> _Loaded:
         problems = [_problem(file, source, data, path, message) for path, message in findings]
         raise DefinitionError(_in_file_order(problems))
     definition, problems = _with_schemas(definition, file, source, data)
+    if definition.schedule is not None and not problems:
+        broken = trigger_violation(definition, definition.schedule.data)
+        if broken is not None:
+            message = f"the trigger's schema refuses this payload: {broken}"
+            problems.append(_problem(file, source, data, ("schedule", "data"), message))
     if problems:
         raise DefinitionError(_in_file_order(problems))
     return _Loaded(definition, file, source, data)

@@ -22,6 +22,7 @@ from pydantic import (
 
 from saga.definition.duration import Duration
 from saga.definition.expressions import TemplateError, template_problems
+from saga.definition.schedule import every_problem, parse_cron, server_pattern
 from saga.definition.subjects import SubjectIndex
 from saga.protocol import HEADER_SAGA_ID
 
@@ -231,6 +232,34 @@ class Step(_Model):
         return self.publish is not None
 
 
+class Schedule(_Model):
+    """Start an instance at every tick, by the server's message schedules (one instance per
+    tick whatever the number of engine replicas; its id is ``<saga>-<tick>``)."""
+
+    cron: str | None = None
+    """A cron pattern in UTC: 5 fields (``0 2 * * *``: at 02:00), 6 with seconds first, or
+    ``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``."""
+    every: Duration | None = None
+    """Or an interval (``1h``, ``15m``); at least 1s, whole seconds."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """The trigger payload of every instance it starts (checked against the trigger's schema)."""
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> Schedule:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give either 'cron' or 'every'")
+        if self.cron is not None:
+            parse_cron(self.cron)  # ValueError says what is wrong
+        if self.every is not None and (problem := every_problem(self.every)):
+            raise ValueError(problem)
+        return self
+
+    @property
+    def pattern(self) -> str:
+        """The ``Nats-Schedule`` header the server reads."""
+        return server_pattern(self.cron, self.every)
+
+
 class SagaDefinition(_Model):
     """One saga: its trigger and its ordered steps."""
 
@@ -244,6 +273,8 @@ class SagaDefinition(_Model):
     """The event that starts an instance."""
     deadline: Duration | None = None
     """The forward path must complete within this, or the saga is compensated."""
+    schedule: Schedule | None = None
+    """Start an instance on a timetable (cron or interval), besides the trigger event."""
     steps: list[Step] = Field(min_length=1)
     """The steps, in an order they can run in: each after the one before it unless its
     ``after`` says otherwise."""

@@ -8,11 +8,18 @@ other event carries ``Saga-Id``. Before this module the rule was written three t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from saga.definition.expressions import evaluator
 from saga.definition.model import SagaDefinition
-from saga.protocol import HEADER_SAGA_ID
+from saga.definition.schedule import tick_of, tick_saga_id
+from saga.protocol import (
+    HEADER_SAGA_ID,
+    HEADER_SAGA_SCHEDULE,
+    HEADER_SCHEDULE_NEXT,
+    HEADER_SCHEDULER,
+)
 
 
 def as_saga_id(value: Any) -> str | None:
@@ -30,14 +37,31 @@ def id_from_payload(field: str, payload: Any) -> str | None:
 def saga_id_of(
     definition: SagaDefinition, subject: str, payload: Any, headers: Mapping[str, str]
 ) -> str | None:
-    """``Saga-Id`` first (every reply carries it), else the trigger's id header, else ``id.field``."""
+    """``Saga-Id`` first (every reply carries it), else the tick of a scheduled trigger,
+    else the trigger's id header, else ``id.field``."""
     source = definition.trigger.id
     value: Any = headers.get(HEADER_SAGA_ID)
+    if not value and subject == definition.trigger.event and HEADER_SCHEDULER in headers:
+        value = scheduled_saga_id(definition, headers)
     if not value and subject == definition.trigger.event and source.header is not None:
         value = headers.get(source.header)
     if not value and source.field is not None:
         value = evaluator(source.field)(payload)
     return as_saga_id(value)
+
+
+def scheduled_saga_id(definition: SagaDefinition, headers: Mapping[str, str]) -> str | None:
+    """``<saga>-<tick>`` for a trigger the server fired from the saga's schedule: the same
+    for every delivery of that message, so a tick starts one instance."""
+    pattern = headers.get(HEADER_SAGA_SCHEDULE) or (
+        definition.schedule.pattern if definition.schedule is not None else None
+    )
+    try:
+        following = datetime.fromisoformat(headers.get(HEADER_SCHEDULE_NEXT, ""))
+        tick = tick_of(pattern, following) if pattern else None
+    except ValueError:
+        return None
+    return tick_saga_id(definition.name, tick) if tick is not None else None
 
 
 def trigger_saga_id(definition: SagaDefinition, payload: Any) -> str | None:

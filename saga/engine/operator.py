@@ -1,4 +1,4 @@
-"""Operator actions (abort, retry, resume, emit) over NATS request/reply.
+"""Operator actions (abort, retry, resume, terminate, redrive, emit) over NATS request/reply.
 
 Every engine replica answers ``saga.admin.action`` in one queue group, so the CLI
 reaches whichever replica is up; the action then goes through the same ordered,
@@ -25,13 +25,21 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from saga import jsonwire
-from saga.core.events import Event, OperatorAbort, OperatorResume, OperatorRetry, Signal
+from saga.core.events import (
+    Event,
+    OperatorAbort,
+    OperatorRedrive,
+    OperatorResume,
+    OperatorRetry,
+    OperatorTerminate,
+    Signal,
+)
 from saga.definition.model import SUBJECT_PATTERN
 from saga.protocol import HEADER_AUTHORIZATION, OPERATOR_QUEUE, OPERATOR_SUBJECT
 
 log = logging.getLogger("saga.engine")
 
-ACTIONS = ("abort", "retry", "resume")
+ACTIONS = ("abort", "retry", "resume", "terminate", "redrive")
 EMIT = "emit"
 """Deliver an event to an observed step (``saga emit``); a :class:`Signal` to the core."""
 
@@ -41,7 +49,7 @@ class ActionRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    action: Literal["abort", "retry", "resume", "emit"]
+    action: Literal["abort", "retry", "resume", "terminate", "redrive", "emit"]
     saga_id: str = Field(min_length=1, max_length=256)
     name: str | None = None
     """The saga's name, needed only when two sagas share the id."""
@@ -75,6 +83,10 @@ class ActionRequest(BaseModel):
             return OperatorAbort(self.reason or "aborted by operator", actor)
         if self.action == "retry":
             return OperatorRetry(self.reason, actor)
+        if self.action == "terminate":
+            return OperatorTerminate(self.reason or "terminated by operator", actor)
+        if self.action == "redrive":
+            return OperatorRedrive(self.reason, actor)
         return OperatorResume(self.reason, actor)
 
 

@@ -47,6 +47,7 @@ from saga.nats.acks import acks_for
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
+from saga.nats.schedules import provision_schedules
 from saga.nats.served import serve_definitions
 from saga.nats.settle import ACK, Ack, Nak, Term, Verdict, at_last_delivery, settle
 from saga.nats.timers import BrokerTimers, due_at
@@ -120,6 +121,7 @@ class Engine:
         )
         topology, streams = self.settings.topology, self.settings.streams
         await serve_definitions(self.js, topology.definitions_bucket, self.catalog, streams)
+        await provision_schedules(self.js, topology, self.catalog.newest().values())
         return provisioned
 
     async def reload(self, catalog: Catalog) -> None:

@@ -17,6 +17,7 @@ from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_KIND,
     HEADER_MSG_ID,
+    HEADER_RUN,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     HEADER_STEP,
@@ -51,11 +52,13 @@ class Envelope:
     step: str
     kind: str
     attempt: int
+    run: int = 0
+    """``Saga-Run``: an operator redrove the instance this many times."""
 
     @property
     def idempotency_key(self) -> str:
-        """Same for every attempt and delivery of one step (or one compensation)."""
-        return idempotency_key(self.saga_name, self.saga_id, self.step, self.kind)
+        """Same for every attempt and delivery of one step (or one compensation) in one run."""
+        return idempotency_key(self.saga_name, self.saga_id, self.step, self.kind, self.run)
 
 
 def parse_payload(data: bytes) -> dict[str, Any]:
@@ -131,7 +134,7 @@ def command_envelope(
     resolved = headers.get(HEADER_STEP, "").strip() or step
     if not resolved:
         raise BadMessage(DeadLetterCode.MALFORMED, f"no {HEADER_STEP} header")
-    return Envelope(saga_id, saga_name, resolved, kind, _attempt(headers))
+    return Envelope(saga_id, saga_name, resolved, kind, _attempt(headers), _run(headers))
 
 
 def _attempt(headers: Mapping[str, str]) -> int:
@@ -141,6 +144,14 @@ def _attempt(headers: Mapping[str, str]) -> int:
         raise BadMessage(
             DeadLetterCode.MALFORMED, f"{HEADER_ATTEMPT} is {text!r}, not a whole number >= 1"
         )
+    return int(text)
+
+
+def _run(headers: Mapping[str, str]) -> int:
+    """``Saga-Run`` (0 when absent)."""
+    text = headers.get(HEADER_RUN, "0").strip()
+    if not (text.isascii() and text.isdigit()):
+        raise BadMessage(DeadLetterCode.MALFORMED, f"{HEADER_RUN} is {text!r}, not a whole number")
     return int(text)
 
 

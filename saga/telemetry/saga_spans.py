@@ -79,7 +79,14 @@ SAGA_CLOSERS = {
     "saga.compensated": "compensated",
     "saga.parked": "parked",
 }
-OPERATOR_ACTIONS = {"operator.abort", "operator.retry", "operator.resume", "operator.signal"}
+OPERATOR_ACTIONS = {
+    "operator.abort",
+    "operator.retry",
+    "operator.resume",
+    "operator.signal",
+    "operator.terminate",
+    "operator.redrive",
+}
 FAILED_STEPS = {StepStatus.FAILED, StepStatus.TIMED_OUT}
 UNDONE = {CompensationStatus.DONE, CompensationStatus.RESOLVED}
 

@@ -15,11 +15,26 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from saga.core.events import Signal
+from saga.core.events import (
+    Event,
+    OperatorAbort,
+    OperatorRedrive,
+    OperatorResume,
+    OperatorRetry,
+    OperatorTerminate,
+    Signal,
+)
 from saga.core.state import InstanceState
 from saga.definition import load_definition, parse_definition
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import saga_id_of
+from saga.definition.schedule import following_tick
+from saga.protocol import (
+    HEADER_SAGA_SCHEDULE,
+    HEADER_SCHEDULE_NEXT,
+    HEADER_SCHEDULER,
+    schedule_subject,
+)
 from saga.testing.answers import Behaviour
 from saga.testing.errors import HarnessError
 from saga.testing.memory import MemoryTransport
@@ -51,7 +66,7 @@ class Transport(Protocol):
     async def advance(self, seconds: float) -> None: ...
     async def settle(self, saga_id: str) -> None: ...
     async def state(self, saga_id: str) -> InstanceState | None: ...
-    async def signal(self, saga_id: str, signal: Signal) -> str | None: ...
+    async def signal(self, saga_id: str, signal: Event) -> str | None: ...
 
 
 class SagaHarness:
@@ -181,6 +196,25 @@ class SagaHarness:
         await self.transport.run_until_idle()
         return sid
 
+    async def fire_schedule(self, at: datetime | None = None) -> str:
+        """Start an instance as the server's message schedule does at a tick of the
+        definition's ``schedule`` (``at``: that tick; default the next one after the
+        harness clock): same payload and headers, so the same ``<saga>-<tick>`` id. Returns
+        the saga id; firing a tick twice starts nothing new."""
+        schedule = self.definition.schedule
+        if schedule is None:
+            raise HarnessError(f"saga {self.definition.name!r} has no schedule")
+        tick = at or following_tick(schedule.pattern, self.now)
+        following = following_tick(schedule.pattern, tick) if tick is not None else None
+        if tick is None or following is None:
+            raise HarnessError(f"schedule {schedule.pattern!r} has no tick after {self.now}")
+        headers = {
+            HEADER_SCHEDULER: schedule_subject(self.definition.name),
+            HEADER_SCHEDULE_NEXT: following.isoformat(),
+            HEADER_SAGA_SCHEDULE: schedule.pattern,
+        }
+        return await self.start(dict(schedule.data), headers=headers)
+
     async def emit(
         self,
         subject: str,
@@ -227,6 +261,29 @@ class SagaHarness:
         )
         if refused is not None:
             raise HarnessError(f"emit {subject!r} to {sid!r} refused: {refused}")
+        await self.transport.run_until_idle()
+
+    async def act(
+        self, action: str, *, saga_id: str | None = None, reason: str | None = None
+    ) -> None:
+        """An operator action as ``saga ACTION`` does it (``abort``, ``retry``, ``resume``,
+        ``terminate``, ``redrive``), recorded with actor ``saga.testing``, then handle what
+        follows; raises :class:`HarnessError` with the engine's reason when it refuses."""
+        await self._ready()
+        sid = saga_id or self._latest()
+        actor = "saga.testing"
+        events: dict[str, Event] = {
+            "abort": OperatorAbort(reason or "aborted by operator", actor),
+            "retry": OperatorRetry(reason, actor),
+            "resume": OperatorResume(reason, actor),
+            "terminate": OperatorTerminate(reason or "terminated by operator", actor),
+            "redrive": OperatorRedrive(reason, actor),
+        }
+        if action not in events:
+            raise HarnessError(f"unknown action {action!r} (have: {', '.join(events)})")
+        refused = await self.transport.signal(sid, events[action])
+        if refused is not None:
+            raise HarnessError(f"{action} of {sid!r} refused: {refused}")
         await self.transport.run_until_idle()
 
     async def advance(self, seconds: float) -> None:

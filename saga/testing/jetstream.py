@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
 
 from saga import jsonwire
-from saga.core.events import Signal
+from saga.core.events import Event
 from saga.core.state import InstanceState, Status
 from saga.engine import Engine, EngineSettings
 from saga.nats.dlq import DeadLetterCode
@@ -167,8 +167,8 @@ class NatsTransport:
         stored = await self._engine.store.load(instance_key(self.definition.name, saga_id))
         return stored.record.state if stored else None
 
-    async def signal(self, saga_id: str, signal: Signal) -> str | None:
-        """An operator's ``saga emit``, through the engine's operator path."""
+    async def signal(self, saga_id: str, signal: Event) -> str | None:
+        """An operator action (``saga emit``, ``abort``...), through the engine's operator path."""
         if self._engine is None:
             raise HarnessError("the nats transport is not open")
         result = await self._engine.act(saga_id, self.definition.name, signal)

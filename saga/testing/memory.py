@@ -27,7 +27,7 @@ from saga.core.commands import (
     ScheduleTimer,
 )
 from saga.core.decide import decide
-from saga.core.events import Event, SagaTriggered, Signal, Timer, TimerFired, classify
+from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
 from saga.definition.catalog import Catalog
 from saga.engine.apply import Applier, Received
@@ -137,8 +137,9 @@ class MemoryTransport:
         stored = await self.store.load(instance_key(self.definition.name, saga_id))
         return stored.record.state if stored else None
 
-    async def signal(self, saga_id: str, signal: Signal) -> str | None:
-        """An operator's ``saga emit``: applied like an operator action; the refusal, if any."""
+    async def signal(self, saga_id: str, signal: Event) -> str | None:
+        """An operator action (``saga emit``, ``abort``...), applied like the engine does; the
+        refusal, if any."""
         state = await self.state(saga_id)
         if state is None:
             return f"no instance {saga_id!r}"

@@ -21,7 +21,7 @@ from saga.protocol import (
 )
 from saga.testing.answers import Behaviour, Reply, resolve
 from saga.testing.errors import HarnessError, UnhandledCommand
-from saga.testing.wire import Message, SubjectIndex, answer_headers
+from saga.testing.wire import Message, SubjectIndex, answer_headers, run_of
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ class Script:
             headers[HEADER_SAGA_ID],
             headers[HEADER_STEP],
             headers[HEADER_KIND],
+            run_of(message),
         )
         headers[HEADER_MSG_ID] = started_message_id(key, message.attempt or 1)
         return Outgoing(subject, {}, headers)

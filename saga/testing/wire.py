@@ -18,6 +18,7 @@ from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_KIND,
     HEADER_MSG_ID,
+    HEADER_RUN,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     HEADER_STEP,
@@ -132,6 +133,12 @@ def trigger_headers(
     return sid, headers
 
 
+def run_of(cause: Message) -> int:
+    """The run (``Saga-Run``) a command belongs to: 0 before any redrive."""
+    text = cause.headers.get(HEADER_RUN, "0")
+    return int(text) if text.isascii() and text.isdigit() else 0
+
+
 def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[str, str]:
     """The headers a participant puts on an answer, per docs/protocol.md.
 
@@ -150,7 +157,7 @@ def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[st
         HEADER_STEP: step,
         HEADER_KIND: kind,
         HEADER_MSG_ID: reply_message_id(
-            idempotency_key(name, saga_id, step, kind), cause.attempt or 1
+            idempotency_key(name, saga_id, step, kind, run_of(cause)), cause.attempt or 1
         ),
     }
     if cause.attempt is not None and (cause.step, cause.kind) == (step, kind):

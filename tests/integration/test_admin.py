@@ -17,7 +17,8 @@ from saga.definition import parse_definition
 from saga.engine import Engine
 from saga.nats.server import EmbeddedServer
 from saga.telemetry import telemetry_from_env
-from tests.integration.test_engine import FAST, HAPPY, SHOP, fail, run_saga
+from tests.integration.test_engine import FAST, HAPPY, SHOP, fail, run_saga, wait_terminal
+from tests.support import ScriptedParticipant
 
 TOKEN = "t0ken"
 
@@ -108,6 +109,24 @@ async def test_operator_actions_over_http(admin: tuple[Client, str]) -> None:
     assert (await post(url, "/sagas/a-3/explode"))[0] == 404
 
 
+async def test_terminate_and_redrive_over_http(admin: tuple[Client, str]) -> None:
+    nc, url = admin
+    declined = {**HAPPY, "pay.charge": fail("pay.declined", "card expired")}
+    state, _ = await run_saga(nc, declined, "a-4")
+    assert state.status.value == "compensated"
+    status, result = await post(url, "/sagas/a-4/terminate", {"reason": "x"})
+    assert (status, result["message"]) == (409, "cannot terminate: instance is compensated")
+    participant = await ScriptedParticipant(nc, HAPPY, name="fixed").start()
+    status, result = await post(url, "/sagas/a-4/redrive", {"reason": "card renewed"})
+    assert status == 200, result
+    state = await wait_terminal(nc, "a-4", ("completed",))
+    await participant.stop()
+    redrive = [h for h in state.history if h.event == "operator.redrive"]
+    assert [(h.detail, h.actor) for h in redrive] == [("run 1: card renewed", "http")]
+    status, result = await post(url, "/sagas/a-4/redrive")
+    assert (status, result["status"]) == (409, "completed")
+
+
 async def test_openapi_document_lists_every_route(admin: tuple[Client, str]) -> None:
     _, url = admin
     status, document = await get(url, "/openapi.json")
@@ -120,5 +139,7 @@ async def test_openapi_document_lists_every_route(admin: tuple[Client, str]) -> 
         "/sagas",
         "/sagas/{saga_id}",
         "/sagas/{saga_id}/abort",
+        "/sagas/{saga_id}/terminate",
+        "/sagas/{saga_id}/redrive",
         "/definitions",
     } <= set(document["paths"])

@@ -273,6 +273,36 @@ async def test_abort_a_running_saga_from_its_page(console: Console, browser: Any
     assert not page.errors, page.errors
 
 
+async def test_terminate_then_redrive_from_the_instance_page(
+    console: Console, browser: Any
+) -> None:
+    await console.start("hold-7")
+    await console.wait_status("hold-7", "running")
+    page = await signed_in(browser, console)
+    await page.goto(console.url + "/console/sagas/shop/hold-7")
+    assert await page.locator("a.act-redrive").count() == 0  # not offered while running
+    await page.click("a.act-terminate")
+    await page.wait_for_url("**/console/sagas/shop/hold-7/terminate")
+    assert "without compensating" in await page.locator("main").inner_text()
+    await page.fill("input[name=reason]", "booked by phone")
+    await page.click("button.act-terminate")
+    await page.wait_for_selector(".notice.ok")
+    state = await console.wait_status("hold-7", "terminated")
+    assert [h.detail for h in state.history if h.event == "operator.terminate"] == [
+        "booked by phone"
+    ]
+    assert state.steps["reserve"].compensation.value == "none"  # nothing was undone
+    await page.goto(console.url + "/console/sagas/shop/hold-7")
+    assert "terminated" in await page.locator("main").inner_text()
+    await page.click("a.act-redrive")
+    await page.fill("input[name=reason]", "courier found")
+    await page.click("button.act-redrive")
+    await page.wait_for_selector(".notice.ok")
+    state = await console.wait_status("hold-7", "running")
+    assert state.run == 1
+    assert not page.errors, page.errors
+
+
 async def test_replay_a_dead_letter(console: Console, browser: Any) -> None:
     js = console.nc.jetstream()
     early = {"Saga-Id": "late-1", "Saga-Name": "shop", "Saga-Step": "reserve", "Saga-Kind": "step"}

@@ -146,7 +146,7 @@ def test_one_channel_per_subject_including_the_lifecycle_events() -> None:
 
     statuses = {
         f"saga.status.order-fulfilment.{s}"
-        for s in ("completed", "compensated", "parked", "reopened")
+        for s in ("completed", "compensated", "parked", "reopened", "terminated")
     }
     assert addresses == {*definition.subjects.listened, *definition.subjects.published, *statuses}
     assert all(name == c["address"] for name, c in document["channels"].items())
@@ -181,6 +181,7 @@ def test_the_engine_sends_commands_and_receives_answers_in_flow_order() -> None:
         ("status.compensated", "send"),
         ("status.parked", "send"),
         ("status.reopened", "send"),
+        ("status.terminated", "send"),
     ]
     charge = document["operations"]["charge_payment.command"]["description"]
     assert "Step 2 of 3" in charge

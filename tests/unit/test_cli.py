@@ -92,3 +92,18 @@ def test_graph_of_broken_file_fails(tmp_path: Path) -> None:
     broken.write_text(BROKEN)
     result = CliRunner().invoke(main, ["graph", str(broken)])
     assert result.exit_code == 1
+
+
+def test_operator_actions_need_an_id_or_a_bulk_filter() -> None:
+    runner = CliRunner()
+    alone = runner.invoke(main, ["retry"])
+    assert alone.exit_code == 2
+    assert "give a SAGA_ID, or --state and --saga to retry in bulk" in alone.output
+    both = runner.invoke(main, ["terminate", "o-1", "--saga", "shop", "--state", "running"])
+    assert both.exit_code == 2
+    assert "not both" in both.output
+    bogus = runner.invoke(main, ["redrive", "--saga", "shop", "--state", "stuck"])
+    assert bogus.exit_code == 2
+    assert "unknown status (have: running, compensating" in bogus.output
+    for action in ("abort", "retry", "resume", "terminate", "redrive"):
+        assert "--yes" in runner.invoke(main, [action, "--help"]).output

@@ -52,6 +52,7 @@ def full_state() -> InstanceState:
         compensation_queue=["a"],
         failure_step="a",
         failure_reason="declined",
+        run=1,
         history=[HistoryEntry(at=T0, event="saga.started")],
     )
 

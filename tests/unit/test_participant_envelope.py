@@ -89,3 +89,15 @@ def test_a_good_body() -> None:
     assert parse_payload(b"") == {}
     assert parse_payload(b'{"a": 1.5, "b": "\xc3\xa9"}') == {"a": 1.5, "b": "é"}
     assert parse_payload(b"{" + b" " * (MAX_PAYLOAD_BYTES - 2) + b"}") == {}
+
+
+def test_a_redriven_run_is_a_new_idempotency_key() -> None:
+    """``Saga-Run: N`` (a redrive): the participant handles the step afresh instead of
+    replaying the answer it stored for the first run."""
+    first = command_envelope(GOOD, kind="step", step=None, observed=False)
+    again = command_envelope({**GOOD, "Saga-Run": "2"}, kind="step", step=None, observed=False)
+    assert first.run == 0
+    assert again.run == 2
+    assert again.idempotency_key == first.idempotency_key + ":run2"
+    with pytest.raises(BadMessage, match="Saga-Run is 'two'"):
+        command_envelope({**GOOD, "Saga-Run": "two"}, kind="step", step=None, observed=False)
