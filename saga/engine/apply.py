@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from saga.core import decide
 from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.state import InstanceState
+from saga.core.wakeup import decide_slotted
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
 from saga.engine.cache import InstanceCache
@@ -112,7 +112,7 @@ class Applier:
                 if read is None:
                     return Ack(f"{received.subject} means nothing in version {older.version}")
                 work = read
-            decision = decide(work.definition, before, work.event, self.clock())
+            decision = decide_slotted(work.definition, before, work.event, self.clock())
             if decision.error is not None:
                 if assumed_new:
                     continue  # judge it against what the store holds
