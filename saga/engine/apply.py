@@ -19,6 +19,7 @@ from saga.core.wakeup import decide_slotted
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
 from saga.engine.cache import InstanceCache
+from saga.engine.effects import replayed
 from saga.engine.intake import Work, is_trigger
 from saga.engine.observe import Observer
 from saga.errors import RevisionConflict
@@ -94,7 +95,7 @@ class Applier:
                 stored = await self.store.load(key)
             if stored is not None and stored.record.origin == received.origin:
                 # Written before a crash or a lost race; its commands may not be out yet.
-                outbox = [command_from_json(c) for c in stored.record.outbox]
+                outbox = replayed([command_from_json(c) for c in stored.record.outbox])
                 self.marks.recovered(key, stored.record, stored.revision)
                 await self._carry_out(stored.record, outbox)
                 await self._index(work.definition, None, stored.record.state, repair=True)
