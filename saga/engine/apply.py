@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from saga.core.announce import announced
 from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.state import InstanceState
 from saga.core.wakeup import decide_slotted
@@ -113,7 +114,10 @@ class Applier:
                 if read is None:
                     return Ack(f"{received.subject} means nothing in version {older.version}")
                 work = read
-            decision = decide_slotted(work.definition, before, work.event, self.clock())
+            decision = announced(
+                decide_slotted(work.definition, before, work.event, self.clock()),
+                work.definition.status_events,
+            )
             if decision.error is not None:
                 if assumed_new:
                     continue  # judge it against what the store holds
