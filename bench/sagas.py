@@ -387,6 +387,7 @@ class Run:
             "compensation_ratio >= 0.4": result["compensation_ratio"] >= 0.4,
             "tracing_ratio >= 0.7": result["tracing_ratio"] >= 0.7,
             "rss_growth_pct <= 10": result["rss_growth_pct"] <= 10,
+            "cpu_ratio <= 2.8": 0 < result["cpu_ratio"] <= 2.8,
         }
         return result
 
