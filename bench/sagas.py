@@ -62,6 +62,7 @@ REQUIRED_KEYS = (
     "compensation_sagas_per_s",
     "tracing_ratio",
     "rss_growth_pct",
+    "cpu_ratio",
 )
 """Keys ``--json`` always reports with a number (the smoke test checks them)."""
 
@@ -347,6 +348,7 @@ class Run:
                 key: _mean_cpu(stats[key])
                 for key in ("raw", "engine", "compensation", "tracing_on")
             },
+            "cpu_ratio": cpu_ratio(stats["engine"], stats["raw"]),
             "cpu_cores_busy": {
                 key: _mean_cores(stats[key])
                 for key in ("raw", "engine", "compensation", "tracing_on")
@@ -385,6 +387,7 @@ class Run:
             "compensation_ratio >= 0.4": result["compensation_ratio"] >= 0.4,
             "tracing_ratio >= 0.7": result["tracing_ratio"] >= 0.7,
             "rss_growth_pct <= 10": result["rss_growth_pct"] <= 10,
+            "cpu_ratio <= 2.8": 0 < result["cpu_ratio"] <= 2.8,
         }
         return result
 
@@ -414,6 +417,22 @@ def stop_spy(spy: subprocess.Popen[bytes]) -> None:
 
 def profile_path(base: Path | None, suffix: str) -> Path | None:
     return base.with_name(f"{base.stem}-{suffix}{base.suffix}") if base else None
+
+
+RAW_ROLES = ("driver", "server", "raw")
+ENGINE_ROLES = ("driver", "server", "engine", "participants")
+
+
+def cpu_ratio(engine: list[RunStats], raw: list[RunStats]) -> float:
+    """Total CPU per completed engine saga (driver, server, engine, participants) over total
+    CPU per raw saga (driver, server, raw services), from the runs of the same bench; the
+    processes idle in the other flow's runs are left out of both."""
+
+    def total(runs: list[RunStats], roles: tuple[str, ...]) -> float:
+        return statistics.fmean(sum(r.cpu.get(role, 0.0) for role in roles) / r.sagas for r in runs)
+
+    raw_total = total(raw, RAW_ROLES)
+    return round(total(engine, ENGINE_ROLES) / raw_total, 2) if raw_total else 0.0
 
 
 def _mean_cores(runs: list[RunStats]) -> dict[str, float]:
@@ -449,6 +468,9 @@ def table(result: dict[str, Any]) -> str:
         raw_cpu = cpu["raw"].get(role, 0) if role != "engine" and role != "participants" else ""
         eng_cpu = cpu["engine"].get(role, 0) if role != "raw" else ""
         rows.append((f"CPU/saga {role}, µs", raw_cpu, eng_cpu, ""))
+    raw_total = sum(cpu["raw"].get(role, 0) for role in RAW_ROLES)
+    engine_total = sum(cpu["engine"].get(role, 0) for role in ENGINE_ROLES)
+    rows.append(("CPU/saga total, µs", raw_total, engine_total, r["cpu_ratio"]))
     width = [max(len(str(row[i])) for row in rows) for i in range(4)]
     head = ("", "raw", "engine", "ratio")
     width = [max(w, len(h)) for w, h in zip(width, head, strict=True)]

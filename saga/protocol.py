@@ -16,6 +16,9 @@ HEADER_STEP = "Saga-Step"
 HEADER_ATTEMPT = "Saga-Attempt"
 HEADER_KIND = "Saga-Kind"
 """``step`` for a step command, ``compensation`` for an undo command."""
+HEADER_REPLAY = "Saga-Replay"
+"""``1`` on a command the engine sends again from a transition's outbox (after a crash or
+a failed send): a participant then looks for the reply it stored before running anything."""
 
 HEADER_RUN = "Saga-Run"
 """On a command of a redriven instance: the run (1, 2, ...; absent on the first). A new run

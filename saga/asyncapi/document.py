@@ -41,6 +41,12 @@ from saga.protocol import (
 
 ASYNCAPI_VERSION = "3.0.0"
 STATUSES = ("completed", "compensated", "parked", "reopened", "terminated")
+ANNOUNCED = {
+    "all": STATUSES,
+    "final": ("completed", "compensated", "terminated"),
+    "none": (),
+}
+"""The statuses each ``status_events`` level announces (``saga.core.announce``)."""
 DEFAULT_SERVER = "localhost:4222"
 
 Action = Literal["send", "receive"]
@@ -156,7 +162,7 @@ def _exchanges(definition: SagaDefinition) -> list[_Exchange]:
     undone = [s for s in reversed(definition.steps) if s.compensate is not None]
     for step in undone:
         found += _compensation(definition, step)
-    found += [_status(definition, status) for status in STATUSES]
+    found += [_status(definition, status) for status in ANNOUNCED[definition.status_events]]
     return found
 
 

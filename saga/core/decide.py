@@ -892,6 +892,7 @@ def working_copy(state: InstanceState) -> InstanceState:
             "completed": list(state.completed),
             "compensation_queue": list(state.compensation_queue),
             "history": list(state.history),
+            "timers": None if state.timers is None else dict(state.timers),
         }
     )
 

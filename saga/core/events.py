@@ -20,6 +20,8 @@ class TimerKind(StrEnum):
     DEADLINE = "deadline"
     WAIT = "wait"
     """A ``wait`` step's sleep is over: the step succeeds."""
+    WAKE = "wake"
+    """The instance's one timer slot (``saga.core.wakeup``): act on every armed timer due."""
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,12 @@ class InstanceState(BaseModel):
     """How many times an operator redrove the instance: commands of run ``n > 0`` carry
     ``Saga-Run: n``, so a participant handles a step run again afresh."""
     history: list[HistoryEntry] = Field(default_factory=list)
+    timers: dict[str, datetime] | None = None
+    """Armed timers (``Timer.key`` -> due time) behind the instance's one wake-up slot
+    (``saga.core.wakeup``); None: an instance from before the slot, whose timers are each
+    a message of their own."""
+    wake_at: datetime | None = None
+    """When the slot is set to fire (at or before the earliest armed timer); None: not set."""
 
     @property
     def reopened(self) -> bool:

@@ -282,6 +282,10 @@ class SagaDefinition(_Model):
     """When a step fails while parallel steps are in flight: ``wait`` for their outcomes
     before compensating (so a step that succeeds is undone too), or ``abandon`` them at
     once (a late success still queues its undo)."""
+    status_events: Literal["all", "final", "none"] = "all"
+    """Lifecycle events announced on ``saga.status.<saga>.<status>``: ``all`` (completed,
+    compensated, parked, reopened), ``final`` (completed, compensated) or ``none``; a stored
+    message each, so leave out what nobody consumes (``saga.core.announce``)."""
     search: (
         dict[
             Annotated[str, Field(pattern=FIELD_NAME_PATTERN, max_length=64)],

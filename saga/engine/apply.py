@@ -13,12 +13,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from saga.core import decide
+from saga.core.announce import announced
 from saga.core.commands import Command, command_from_json, command_to_json
 from saga.core.state import InstanceState
+from saga.core.wakeup import decide_slotted
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
 from saga.engine.cache import InstanceCache
+from saga.engine.effects import replayed
 from saga.engine.intake import Work, is_trigger
 from saga.engine.observe import Observer
 from saga.errors import RevisionConflict
@@ -94,7 +96,7 @@ class Applier:
                 stored = await self.store.load(key)
             if stored is not None and stored.record.origin == received.origin:
                 # Written before a crash or a lost race; its commands may not be out yet.
-                outbox = [command_from_json(c) for c in stored.record.outbox]
+                outbox = replayed([command_from_json(c) for c in stored.record.outbox])
                 self.marks.recovered(key, stored.record, stored.revision)
                 await self._carry_out(stored.record, outbox)
                 await self._index(work.definition, None, stored.record.state, repair=True)
@@ -112,7 +114,10 @@ class Applier:
                 if read is None:
                     return Ack(f"{received.subject} means nothing in version {older.version}")
                 work = read
-            decision = decide(work.definition, before, work.event, self.clock())
+            decision = announced(
+                decide_slotted(work.definition, before, work.event, self.clock()),
+                work.definition.status_events,
+            )
             if decision.error is not None:
                 if assumed_new:
                     continue  # judge it against what the store holds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from nats.aio.client import Client
@@ -14,7 +15,13 @@ from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, Reope
 from saga.core.state import InstanceState
 from saga.nats.acks import acks_for
 from saga.nats.timers import BrokerTimers
-from saga.protocol import HEADER_MSG_ID, HEADER_SAGA_ID, HEADER_SAGA_NAME, status_subject
+from saga.protocol import (
+    HEADER_MSG_ID,
+    HEADER_REPLAY,
+    HEADER_SAGA_ID,
+    HEADER_SAGA_NAME,
+    status_subject,
+)
 from saga.telemetry import Telemetry, inject
 from saga.telemetry.engine_spans import carry
 
@@ -41,6 +48,15 @@ def net_commands(commands: Sequence[Command]) -> list[Command]:
                 continue
         result.append(command)
     return result
+
+
+def replayed(commands: Sequence[Command]) -> list[Command]:
+    """An outbox sent again: its commands say so (``Saga-Replay``), since a participant
+    skips the reply-ledger read on a first delivery of a first attempt otherwise."""
+    return [
+        replace(c, headers={**c.headers, HEADER_REPLAY: "1"}) if isinstance(c, PublishEvent) else c
+        for c in commands
+    ]
 
 
 def status_event(

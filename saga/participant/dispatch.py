@@ -37,6 +37,7 @@ from saga.participant.settings import ParticipantSettings
 from saga.participant.stale import StaleUndos
 from saga.protocol import (
     HEADER_MSG_ID,
+    HEADER_REPLAY,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     HEADER_STEP,
@@ -50,6 +51,17 @@ from saga.telemetry.participant_spans import delivery_attributes, mark_business_
 from saga.telemetry.spans import consuming, mark_error, sending
 
 log = logging.getLogger("saga.participant")
+
+
+def first_answer(msg: Msg, envelope: Envelope) -> bool:
+    """No reply can be stored yet (create-first: skip the ledger read, one KV op per step):
+    the first delivery of a first attempt the engine did not send again from its outbox.
+    A copy that has one after all (a replay beyond the duplicate window) loses the
+    ``kv.create`` race and publishes the stored reply instead of its own."""
+    headers = msg.headers or {}
+    return (
+        envelope.attempt <= 1 and HEADER_REPLAY not in headers and msg.metadata.num_delivered <= 1
+    )
 
 
 class Dispatcher:
@@ -157,7 +169,7 @@ class Dispatcher:
         """Publish the stored reply, or run the handler and store its reply first."""
         key = envelope.idempotency_key
         async with self._locks.hold(key):
-            found = await self._ledger.find(key)
+            found = None if first_answer(msg, envelope) else await self._ledger.find(key)
             if found is not None and found.reply.answers(envelope.attempt):
                 log.debug("%s: replaying the stored reply %s", key, found.reply.subject)
                 trace.get_current_span().set_attribute("saga.reply.duplicate", True)

@@ -40,6 +40,7 @@ from saga.core.events import (
     Event,
     StepFailed,
     StepSucceeded,
+    Timer,
     TimerFired,
     TimerKind,
 )
@@ -187,7 +188,7 @@ def message_role(
         kind, step = COMPENSATION, event.step
         attempt = state.steps[event.step].compensation_attempt
     elif isinstance(event, TimerFired):
-        timer = event.timer
+        timer = due_timer(state, event.timer)
         name = "process saga.timer"
         attributes["saga.timer.kind"] = timer.kind.value
         if timer.step is not None:
@@ -202,6 +203,13 @@ def message_role(
     if kind is None or step is None:
         return MessageRole(name, root_context(saga_trace), attributes)
     return MessageRole(name, attempt_context(saga_trace, state, kind, step, attempt), attributes)
+
+
+def due_timer(state: InstanceState, timer: Timer) -> Timer:
+    """The timer a fire is about: for the instance's slot, the earliest one armed."""
+    if timer.kind is not TimerKind.WAKE or not state.timers:
+        return timer
+    return Timer.from_key(min(state.timers.items(), key=lambda kv: (kv[1], kv[0]))[0])
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ KEYS = (
     "compensation_sagas_per_s",
     "tracing_ratio",
     "rss_growth_pct",
+    "cpu_ratio",
 )
 SETTINGS = ("sagas", "inflight", "server_version", "python_version", "cpu_count")
 
@@ -58,3 +59,4 @@ def test_bench_runs_and_reports_every_key(tmp_path: Path) -> None:
     assert {k: settings.get(k) for k in SETTINGS if settings.get(k) in (None, "")} == {}
     assert settings["sagas"] == 200
     assert settings["inflight"] == 20
+    assert result["cpu_ratio"] > 0

@@ -412,7 +412,9 @@ async def test_duplicate_commands_get_one_reply_and_run_the_handler_once(
 
     await running(app)
     first = saga_headers()
-    copy = {**first, "Nats-Msg-Id": "another-id"}  # not deduplicated by the server
+    # The engine's outbox sent again after the duplicate window: not deduplicated by the
+    # server, and marked as sent again.
+    copy = {**first, "Nats-Msg-Id": "another-id", "Saga-Replay": "1"}
     await asyncio.gather(
         command(js, "t.cmd", {}, first), command(js, "t.cmd", {}, copy)
     )  # both may land in one batch
@@ -425,6 +427,33 @@ async def test_duplicate_commands_get_one_reply_and_run_the_handler_once(
     replies = await on_subject(js, "t.ok")
     assert len(replies) == 1
     assert replies[0].data == reply.data
+
+
+async def test_an_unmarked_copy_of_a_first_attempt_still_gets_the_stored_reply(
+    js: JetStreamContext, running: Any
+) -> None:
+    """A first delivery of attempt 1 skips the ledger read (create-first); a copy nobody
+    marked as sent again may run the handler again, but loses the create and publishes
+    the reply stored first: one answer, whatever the copies."""
+    app = App("copies")
+
+    @app.step("t.cmd", success="t.ok")
+    async def work(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"token": os.urandom(4).hex()}
+
+    await running(app)
+    first = saga_headers()
+    await command(js, "t.cmd", {}, first)
+    [reply] = await wait_messages(js, "t.ok")
+    await settled(js, "copies")
+    await command(js, "t.cmd", {}, {**first, "Nats-Msg-Id": "an-unmarked-copy"})
+    await settled(js, "copies")
+    kv = await js.key_value("saga_replies")
+    entry = await kv.get(token("test-saga:s-1:work:step"))
+    assert entry.value is not None
+    assert json.loads(entry.value)["data"] == reply.data.decode()
+    published = await on_subject(js, "t.ok")
+    assert {m.data for m in published} == {reply.data}  # the copy republished the first reply
 
 
 async def test_a_redelivered_command_keeps_its_first_side_effect(
@@ -470,7 +499,7 @@ async def test_a_failure_answers_only_its_attempt(js: JetStreamContext, running:
     await running(app)
     await command(js, "t.undo", {}, saga_headers(kind="compensation"))
     await wait_messages(js, "t.undo-failed")
-    redelivered = {**saga_headers(kind="compensation"), "Nats-Msg-Id": "again"}
+    redelivered = {**saga_headers(kind="compensation"), "Nats-Msg-Id": "again", "Saga-Replay": "1"}
     await command(js, "t.undo", {}, redelivered)  # same attempt: the stored failure again
     await settled(js, "retrying")
     await command(js, "t.undo", {}, saga_headers(kind="compensation", attempt=2))

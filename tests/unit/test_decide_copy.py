@@ -54,6 +54,8 @@ def full_state() -> InstanceState:
         failure_reason="declined",
         run=1,
         history=[HistoryEntry(at=T0, event="saga.started")],
+        timers={"step-timeout.a.2": T0},
+        wake_at=T0,
     )
 
 
@@ -103,4 +105,6 @@ def test_changing_the_copy_leaves_the_original_as_it_was() -> None:
     copy.completed.append("b")
     copy.compensation_queue.pop()
     copy.history.append(HistoryEntry(at=T0, event="x"))
+    assert copy.timers is not None
+    copy.timers["deadline._.1"] = T0
     assert state.model_dump() == before

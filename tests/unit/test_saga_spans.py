@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from opentelemetry import trace
@@ -232,3 +233,26 @@ def test_the_callers_sampling_decision_is_the_sagas(
     assert sampled(new_saga_trace(telemetry, "x", None))
     assert TRIGGER_KEY not in new_saga_trace(telemetry, "x", None)
     assert new_saga_trace(Telemetry.disabled(), "x", {"traceparent": CALLER}) == {}
+
+
+def test_a_slot_fire_is_processed_as_the_earliest_timer_it_wakes(
+    order: Run, traced: tuple[Telemetry, InMemorySpanExporter]
+) -> None:
+    telemetry, _ = traced
+    t = Traced(order, telemetry)
+    order_in_flight(order, "charge_payment")
+    due = t.state.started_at
+    state = t.state.model_copy(
+        update={
+            "timers": {
+                "deadline._.1": due + timedelta(hours=1),
+                "step-timeout.charge_payment.1": due,
+            }
+        }
+    )
+    role = message_role(t.trace, state, TimerFired(Timer(TimerKind.WAKE)), "saga.timer.fire.x")
+    assert role.attributes == {
+        "saga.timer.kind": "step-timeout",
+        "saga.step": "charge_payment",
+        "saga.attempt": 1,
+    }
