@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "saga.failing": "compensation",
     "saga.parked": "failure",
     "saga.reopened": "late",
+    "saga.undo-requested": "compensation",
     "saga.deadline-exceeded": "timer",
     "step.started": "attempt",
     "step.retried": "attempt",

@@ -54,6 +54,17 @@ class Outcome(BaseModel):
     reason: str | None = None
 
 
+class ParentLink(BaseModel):
+    """The parent step attempt that started this instance as a child saga."""
+
+    model_config = ConfigDict(frozen=True)
+
+    saga: str
+    saga_id: str
+    step: str
+    attempt: int = 1
+
+
 class StepState(BaseModel):
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
@@ -101,6 +112,13 @@ class InstanceState(BaseModel):
     failure_step: str | None = None
     failure_reason: str | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
+    parent: ParentLink | None = None
+    """Set on a child saga: the parent's step it answers (see ``Step.saga``)."""
+
+    @property
+    def undo_requested(self) -> bool:
+        """A child whose parent asked it to undo itself (its outcome is then ``undone``)."""
+        return any(h.event == "saga.undo-requested" for h in self.history)
 
     @property
     def reopened(self) -> bool:

@@ -12,6 +12,7 @@ from saga.core.state import (
     CompensationStatus,
     HistoryEntry,
     InstanceState,
+    ParentLink,
     Outcome,
     Status,
     StepState,
@@ -53,6 +54,7 @@ def full_state() -> InstanceState:
         failure_step="a",
         failure_reason="declined",
         history=[HistoryEntry(at=T0, event="saga.started")],
+        parent=ParentLink(saga="order", saga_id="o-0", step="pay", attempt=1),
     )
 
 
