@@ -119,9 +119,7 @@ async def test_a_failed_child_fails_the_parent_step(nc: Client, engine: Engine) 
     assert trip.steps["pay"].status.value == "pending"
 
 
-async def test_compensating_the_parent_undoes_a_completed_child(
-    nc: Client, engine: Engine
-) -> None:
+async def test_compensating_the_parent_undoes_a_completed_child(nc: Client, engine: Engine) -> None:
     await start(nc, "broke-3", 2)
     trip = await ended(engine, "trip", "broke-3", "compensated")
     child = await ended(engine, "booking", "broke-3-book", "compensated")
