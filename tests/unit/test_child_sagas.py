@@ -106,12 +106,14 @@ def test_a_child_reports_its_end_to_the_parents_step() -> None:
     # which the parent reads as its step succeeding
     parent = decide(PARENT, None, SagaTriggered("t-1", {}), NOW).state
     after = decide(PARENT, parent, StepSucceeded("book", hotel_done.data, 1), NOW).state
-    assert after is not None and after.steps["book"].status.value == "succeeded"
+    assert after is not None
+    assert after.steps["book"].status.value == "succeeded"
 
 
 def test_a_failed_child_fails_the_parents_step_with_its_reason() -> None:
     decision = decide(CHILD, child_run(), StepFailed("hotel", "full"), NOW)
-    assert decision.state is not None and decision.state.status is Status.COMPENSATED
+    assert decision.state is not None
+    assert decision.state.status is Status.COMPENSATED
     [failed] = [c for c in published(decision.commands) if c.subject.startswith("saga.child")]
     assert failed.subject == "saga.child.trip.book.failed"
     assert failed.data["reason"] == "full"
@@ -121,12 +123,15 @@ def test_an_undo_reopens_a_completed_child_and_reports_undone() -> None:
     done = child_run(StepSucceeded("hotel", {}))
     assert done.status is Status.COMPLETED
     undoing = decide(CHILD, done, UndoRequested(), NOW)
-    assert undoing.state is not None and undoing.state.status is Status.COMPENSATING
+    assert undoing.state is not None
+    assert undoing.state.status is Status.COMPENSATING
     assert [c.subject for c in published(undoing.commands)] == ["booking.hotel.cancel"]
     again = decide(CHILD, undoing.state, UndoRequested(), NOW)
-    assert not again.changed and again.note == "undo already requested: duplicate"
+    assert not again.changed
+    assert again.note == "undo already requested: duplicate"
     undone = decide(CHILD, undoing.state, CompensationSucceeded("hotel"), NOW)
-    assert undone.state is not None and undone.state.status is Status.COMPENSATED
+    assert undone.state is not None
+    assert undone.state.status is Status.COMPENSATED
     subjects = [c.subject for c in published(undone.commands)]
     assert subjects == ["saga.child.trip.book.undone"]
 
