@@ -317,9 +317,11 @@ class _Transition:
             self.commands.append(Finished(status.value))
         if status is Status.COMPLETED:
             self.tell_parent(CHILD_COMPLETED, _json_copy(self.state.context))
+        elif again:  # the parent heard this instance's end already
+            pass
         elif self.state.undo_requested:
             self.tell_parent(CHILD_UNDONE, {"reason": self.state.failure_reason})
-        elif not again:
+        else:
             self.tell_parent(CHILD_FAILED, {"reason": self.state.failure_reason or "failed"})
 
     # -- forward ------------------------------------------------------------
