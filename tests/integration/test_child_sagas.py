@@ -10,12 +10,18 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
+from saga.admin import AdminServer, AdminSettings
+from saga.client import SagaClient
 from saga.core.state import InstanceState, ParentLink
 from saga.definition import parse_definition
 from saga.definition.model import SagaDefinition
 from saga.engine import Engine, EngineSettings
+from saga.index.query import SagaQuery
 from saga.nats.topology import instance_key
+from tests.integration.test_console import TOKEN, Console, browser, signed_in
 from tests.support import ScriptedParticipant, wait_for
+
+__all__ = ["browser"]  # a fixture
 
 TRIP = """
 name: trip
@@ -138,3 +144,23 @@ async def test_a_resent_child_trigger_starts_nothing_new(nc: Client, engine: Eng
     assert engine.store is not None
     keys = [k for k in await engine.store.keys() if k.startswith("booking.")]
     assert keys == [instance_key("booking", "t-4-book")]
+
+
+async def test_the_console_links_parent_and_child(nc: Client, engine: Engine, browser: Any) -> None:
+    await start(nc, "t-5", 1)
+    await ended(engine, "trip", "t-5", "completed")
+    await ended(engine, "booking", "t-5-book", "completed")
+    server = AdminServer(engine.view(), AdminSettings(port=0, token=TOKEN))
+    url = await server.start()
+    try:
+        page = await signed_in(browser, Console(nc, url))
+        await page.goto(url + "/console/sagas/trip/t-5")
+        await page.click("a.child")
+        await page.wait_for_url("**/console/sagas/booking/t-5-book")
+        await page.click("a.parent")
+        await page.wait_for_url("**/console/sagas/trip/t-5")
+        assert page.errors == []
+    finally:
+        await server.stop()
+    found = await SagaClient(nc).list(SagaQuery(saga="booking"))  # the entry names the parent
+    assert [s.parent for s in found.items] == [ParentLink(saga="trip", saga_id="t-5", step="book")]
