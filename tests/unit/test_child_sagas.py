@@ -31,6 +31,7 @@ from saga.protocol import (
     HEADER_STEP,
     trigger_message_id,
 )
+from saga.testing import SagaHarness, reply
 
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
 PARENT = parse_definition(
@@ -191,3 +192,22 @@ def test_a_child_step_gets_its_events_from_the_engine() -> None:
             "name: a\ntrigger: {event: a.go}\nsteps:\n"
             "  - {name: s, saga: b, publish: {event: x.y}, retry: {attempts: 2}}\n"
         )
+
+
+# -- the example in docs/examples, in saga.testing ----------------------------------------------
+
+
+async def test_the_trip_example_runs_with_a_scripted_child() -> None:
+    """In ``saga.testing`` the child is a command like any other: script its outcome."""
+    h = SagaHarness.from_file(Path(__file__).parents[2] / "docs/examples/trip.yaml")
+    room = {"id": "t1-book_hotel", "saga": "hotel-booking", "steps": {"reserve": {"room": 7}}}
+    h.on("saga.child.hotel-booking.start", reply("saga.child.trip.book_hotel.completed", **room))
+    h.on("saga.child.hotel-booking.undo", reply("saga.child.trip.book_hotel.undone"))
+    h.on("trips.pay", reply("trips.declined", reason="card declined"))
+    result = await h.run({"trip_id": "t1", "city": "Oslo", "nights": 2})
+    assert result.status == "compensated"
+    start = next(m for m in result.commands if m.subject == "saga.child.hotel-booking.start")
+    assert start.payload == {"city": "Oslo", "nights": 2}
+    pay = next(m for m in result.commands if m.subject == "trips.pay")
+    assert pay.payload == {"trip_id": "t1", "room": 7}
+    assert "saga.child.hotel-booking.undo" in result.published_subjects
