@@ -749,6 +749,11 @@ class _Transition:
                         return f"cannot retry: step {step.name!r} is a wait; its timer ends it"
                     if not step.driven:
                         return f"cannot retry: step {step.name!r} is observed, the engine does not drive it"
+                    if step.saga is not None:  # one child per step: a second would be deduped
+                        return (
+                            f"cannot retry: step {step.name!r} runs the child saga "
+                            f"{step.saga!r}; act on the child instead"
+                        )
                     self.cancel_step_timers(step.name, s)
                     self.record("operator.retry", step.name, detail=event.reason, actor=event.actor)
                     self.drive(step, s, s.attempt + 1)

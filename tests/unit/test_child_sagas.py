@@ -14,6 +14,7 @@ from saga.core import decide
 from saga.core.commands import PublishEvent
 from saga.core.events import (
     CompensationSucceeded,
+    OperatorRetry,
     SagaTriggered,
     StepFailed,
     StepSucceeded,
@@ -211,3 +212,13 @@ async def test_the_trip_example_runs_with_a_scripted_child() -> None:
     pay = next(m for m in result.commands if m.subject == "trips.pay")
     assert pay.payload == {"trip_id": "t1", "room": 7}
     assert "saga.child.hotel-booking.undo" in result.published_subjects
+
+
+def test_an_operator_retry_of_a_running_child_step_is_refused() -> None:
+    """The child's id is per step, so a second attempt would start nothing and wait for ever."""
+    state = decide(PARENT, None, SagaTriggered("t-1", {}), NOW).state
+    refused = decide(PARENT, state, OperatorRetry(actor="ann"), NOW)
+    assert not refused.changed
+    assert refused.note == (
+        "cannot retry: step 'book' runs the child saga 'booking'; act on the child instead"
+    )
