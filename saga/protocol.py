@@ -27,6 +27,12 @@ is a new idempotency key, so a participant handles a step run again afresh."""
 KIND_STEP = "step"
 KIND_COMPENSATION = "compensation"
 
+HEADER_PARENT_NAME = "Saga-Parent-Name"
+"""On a child saga's trigger and undo request: the parent saga's name (the trigger's
+``Saga-Step`` and ``Saga-Attempt`` name the parent's step attempt that started it)."""
+HEADER_PARENT_ID = "Saga-Parent-Id"
+"""On a child saga's trigger and undo request: the parent instance's id."""
+
 HEADER_TRACEPARENT = "traceparent"
 TRACE_HEADERS = (HEADER_TRACEPARENT, "tracestate")
 """W3C trace context; a participant copies them from a command onto its reply."""
@@ -115,6 +121,18 @@ OPERATOR_SUBJECT = "saga.admin.action"
 """Operator requests (abort, retry, resume), answered by the engine (request-reply)."""
 OPERATOR_QUEUE = "saga-engine"
 """The queue group the engines answer operator requests in: one of them answers each."""
+CHILD_PREFIX = "saga.child"
+"""``saga.child.<saga>.start`` and ``.undo``: start a saga as a child of a step (or undo a
+completed child); ``saga.child.<parent>.<step>.<outcome>``: the child's outcome, for its
+parent (see :data:`CHILD_OUTCOMES`)."""
+CHILD_COMPLETED = "completed"
+CHILD_FAILED = "failed"
+"""The child compensated on its own (one of its steps failed): the parent's step failed."""
+CHILD_UNDONE = "undone"
+"""The parent asked to undo a completed child and it is compensated."""
+CHILD_UNDO_FAILED = "undo-failed"
+"""The parent asked to undo a completed child and one of its compensations parked it."""
+CHILD_OUTCOMES = (CHILD_COMPLETED, CHILD_FAILED, CHILD_UNDONE, CHILD_UNDO_FAILED)
 JS_API_PREFIX = "$JS.API."
 """JetStream's API subjects, for the requests nats-py has no call for."""
 
@@ -129,6 +147,27 @@ def schedule_subject(saga_name: str) -> str:
 
 def started_subject(saga_name: str, step: str) -> str:
     return f"{STARTED_PREFIX}.{saga_name}.{step}"
+
+
+def child_start_subject(saga_name: str) -> str:
+    """Where a parent's step starts ``saga_name`` as its child (each saga listens to it)."""
+    return f"{CHILD_PREFIX}.{saga_name}.start"
+
+
+def child_undo_subject(saga_name: str) -> str:
+    """Where a compensating parent asks a completed child of ``saga_name`` to undo itself."""
+    return f"{CHILD_PREFIX}.{saga_name}.undo"
+
+
+def child_outcome_subject(parent: str, step: str, outcome: str) -> str:
+    """A child's outcome (one of :data:`CHILD_OUTCOMES`), for its parent's step."""
+    return f"{CHILD_PREFIX}.{parent}.{step}.{outcome}"
+
+
+def child_saga_id(parent_id: str, step: str) -> str:
+    """The id of the child a parent's step starts: one child per parent step (step names
+    have no ``-``, so the last ``-`` splits it back)."""
+    return f"{parent_id}-{step}"
 
 
 # -- message ids (``Nats-Msg-Id``): deterministic, so the server drops a resend ----------------

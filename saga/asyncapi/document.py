@@ -32,10 +32,14 @@ from saga.definition.model import RetryPolicy, SagaDefinition, Step
 from saga.definition.subjects import Role
 from saga.protocol import (
     HEADER_MSG_ID,
+    HEADER_PARENT_ID,
+    HEADER_PARENT_NAME,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     KIND_COMPENSATION,
     KIND_STEP,
+    child_start_subject,
+    child_undo_subject,
     status_subject,
 )
 
@@ -163,7 +167,7 @@ def _exchanges(definition: SagaDefinition) -> list[_Exchange]:
     for step in undone:
         found += _compensation(definition, step)
     found += [_status(definition, status) for status in ANNOUNCED[definition.status_events]]
-    return found
+    return found + _as_child(definition)
 
 
 def _trigger(definition: SagaDefinition) -> _Exchange:
@@ -207,6 +211,43 @@ def _trigger(definition: SagaDefinition) -> _Exchange:
         payload,
         ("trigger",),
     )
+
+
+def _as_child(definition: SagaDefinition) -> list[_Exchange]:
+    """Any saga may be a child of another saga's step (``saga:``): started and undone there."""
+    trigger = _trigger(definition)
+    parent = headers_schema(
+        {
+            HEADER_SAGA_ID: text("The child's id: `<parent id>-<parent step>`."),
+            HEADER_PARENT_NAME: text("The parent saga."),
+            HEADER_PARENT_ID: text("The parent instance's id."),
+            **TRACE,
+        },
+        required=(HEADER_SAGA_ID, HEADER_PARENT_NAME, HEADER_PARENT_ID),
+    )
+    return [
+        _Exchange(
+            "child.start",
+            child_start_subject(definition.name),
+            "receive",
+            "Starts an instance as the child of a parent saga's step.",
+            "Published by the engine for a parent's `saga:` step; read like the trigger. "
+            "The instance reports its end to the parent's step.",
+            parent,
+            trigger.payload,
+            ("trigger", "child"),
+        ),
+        _Exchange(
+            "child.undo",
+            child_undo_subject(definition.name),
+            "receive",
+            "A compensating parent undoes its completed child.",
+            "The child runs its compensations and reports `undone` (or `undo-failed`).",
+            parent,
+            object_schema({}, "Empty."),
+            ("child",),
+        ),
+    ]
 
 
 def _step(definition: SagaDefinition, step: Step, number: int, total: int) -> list[_Exchange]:

@@ -52,8 +52,8 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
             }
         )
     warnings: list[str] = []
-    if not problems and len(files) > 1:
-        try:  # rules across files: saga names and consumed subjects must be unique
+    if not problems and files:
+        try:  # rules across files: unique saga names and consumed subjects, child sagas
             warnings = version_warnings(load_catalog(files))
         except DefinitionError as exc:
             problems.extend(exc.problems)

@@ -44,8 +44,10 @@ from saga.console.queries import ListQuery, Page, list_page, parse_query
 from saga.console.view import coloured_diagram, format_offset, timeline
 from saga.core.state import InstanceState, Status
 from saga.definition.catalog import Catalog
+from saga.definition.model import SagaDefinition
 from saga.engine.operator import ACTIONS, ActionRequest
 from saga.index import SagaSummary
+from saga.protocol import child_saga_id
 from saga.telemetry import trace_id_of
 
 log = logging.getLogger("saga.console")
@@ -197,6 +199,7 @@ async def instance(request: web.Request) -> web.Response:
     body = join(
         [
             _summary(state, trace_id_of(trace), settings_of(request).trace_url),
+            _family(definition, state),
             _actions(state),
             signals.signal_form(request, definition, state),
             Markup('<section class="card"><h2>Diagram</h2>'),
@@ -237,6 +240,31 @@ def _summary(state: InstanceState, trace_id: str | None, trace_url: str | None) 
         facts.append(("Trace", shown))
     rows = "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in facts)
     return Markup(f'<dl class="facts card">{rows}</dl>')
+
+
+def _family(definition: SagaDefinition | None, state: InstanceState) -> Markup:
+    """Child sagas link both ways: to the parent's instance, and to each started child."""
+    facts = []
+    parent = state.parent
+    if parent is not None:
+        target = url(f"sagas/{seg(parent.saga)}/{seg(parent.saga_id)}")
+        facts.append(
+            (
+                "Parent",
+                link(target, f"{parent.saga} {parent.saga_id} (step {parent.step})", "parent"),
+            )
+        )
+    for step in definition.steps if definition is not None else ():
+        s = state.steps.get(step.name)
+        if step.saga is None or s is None or s.attempt == 0:
+            continue
+        child = child_saga_id(state.saga_id, step.name)
+        target = url(f"sagas/{seg(step.saga)}/{seg(child)}")
+        facts.append((f"Child of {step.name}", link(target, f"{step.saga} {child}", "child")))
+    if not facts:
+        return Markup("")
+    rows = "".join(f"<dt>{e(k)}</dt><dd>{v}</dd>" for k, v in facts)
+    return Markup(f'<dl class="facts card family">{rows}</dl>')
 
 
 def _actions(state: InstanceState) -> Markup:

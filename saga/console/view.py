@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "saga.parked": "failure",
     "saga.terminated": "failure",
     "saga.reopened": "late",
+    "saga.undo-requested": "compensation",
     "saga.deadline-exceeded": "timer",
     "step.started": "attempt",
     "step.retried": "attempt",

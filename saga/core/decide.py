@@ -24,7 +24,9 @@ error becomes ``Decision.error``). The rules it keeps:
 - :class:`OperatorRedrive` runs a compensated, parked or terminated instance again from its
   failed step with the same trigger data: steps whose effect stands stay done, the others
   run again in a new run (``InstanceState.run``);
-- completed, compensated and terminated instances absorb every event but a redrive;
+- a child saga (``Step.saga``) reports its end to its parent's step; a completed one
+  reopens when its parent asks it to undo itself (:class:`UndoRequested`);
+- completed, compensated and terminated instances absorb every other event but a redrive;
 - a compensation that cannot succeed parks the instance for an operator.
 """
 
@@ -60,6 +62,7 @@ from saga.core.events import (
     Timer,
     TimerFired,
     TimerKind,
+    UndoRequested,
 )
 from saga.core.state import (
     CompensationStatus,
@@ -74,8 +77,14 @@ from saga.definition.contracts import success_violation
 from saga.definition.expressions import render
 from saga.definition.model import Publish, RetryPolicy, SagaDefinition, Step
 from saga.protocol import (
+    CHILD_COMPLETED,
+    CHILD_FAILED,
+    CHILD_UNDO_FAILED,
+    CHILD_UNDONE,
     HEADER_ATTEMPT,
     HEADER_KIND,
+    HEADER_PARENT_ID,
+    HEADER_PARENT_NAME,
     HEADER_RUN,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
@@ -83,7 +92,10 @@ from saga.protocol import (
     KIND_COMPENSATION,
     KIND_STEP,
     SCHEMA_VIOLATION,
+    child_outcome_subject,
+    child_saga_id,
     command_message_id,
+    trigger_message_id,
 )
 
 UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT)
@@ -123,6 +135,8 @@ def decide(
             return Decision(None, note="no such instance")
         if isinstance(event, SagaTriggered):
             return Decision(state, note="instance already exists")
+        if isinstance(event, UndoRequested):  # reopens a completed child
+            return _Transition(definition, state, now).undo(event)
         if state.status is Status.COMPENSATED and isinstance(event, StepSucceeded):
             reopened = _Transition(definition, state, now).reopen(event)
             if reopened is not None:
@@ -163,8 +177,11 @@ class _Transition:
             steps={s.name: StepState() for s in definition.steps},
         )
         state.context["trigger"] = _json_copy(_kept(event.data, definition.trigger.keep))
+        state.parent = event.parent
         t = cls(definition, state, now, own=True)
-        t.record("saga.started")
+        parent = event.parent
+        where = f"child of {parent.saga} {parent.saga_id} step {parent.step}" if parent else None
+        t.record("saga.started", detail=where)
         if definition.deadline is not None:
             t.schedule(Timer(TimerKind.DEADLINE), now + definition.deadline)
         t.advance()
@@ -193,6 +210,25 @@ class _Transition:
         self.state.compensation_queue = []
         self.queue_next(step.name)
         return self.done()
+
+    def undo(self, event: UndoRequested) -> Decision:
+        """The parent compensates the step that started this child: a completed child runs
+        its compensations (as an operator's abort would, had it still been running)."""
+        state = self.state
+        if state.undo_requested:
+            return Decision(state, note="undo already requested: duplicate")
+        self.record("saga.undo-requested", detail=event.reason)
+        if state.status is Status.COMPLETED:
+            state.status, state.finished_at = Status.COMPENSATING, None
+            self.begin_compensation(None, event.reason)
+        elif state.status is Status.COMPENSATED:
+            self.tell_parent(CHILD_UNDONE, {"reason": state.failure_reason})
+        elif state.status is Status.RUNNING:
+            self.abandon_in_flight()
+            self.begin_compensation(
+                self.state.failure_step, self.state.failure_reason or event.reason
+            )
+        return self.done()  # compensating or parked: reports undone when compensated
 
     def apply(self, event: Event) -> Decision:
         handler = _HANDLERS.get(type(event))
@@ -246,7 +282,28 @@ class _Transition:
         if run:
             headers[HEADER_RUN] = str(run)
         msg_id = command_message_id(self.definition.name, sid, step, kind, attempt, run)
+        child = self.step_def(step).saga
+        if child is not None:  # addressed to the child instance; Saga-Step/-Attempt stay ours
+            child_id = child_saga_id(sid, step)
+            headers[HEADER_SAGA_ID], headers[HEADER_SAGA_NAME] = child_id, child
+            headers[HEADER_PARENT_NAME], headers[HEADER_PARENT_ID] = self.definition.name, sid
+            if kind == KIND_STEP:  # the child's trigger: deduped like any trigger
+                msg_id = trigger_message_id(child, child_id)
         self.commands.append(PublishEvent(spec.event, data, headers, msg_id))
+
+    def tell_parent(self, outcome: str, data: dict[str, Any]) -> None:
+        """A child saga's outcome, published for the parent's step that started it."""
+        parent = self.state.parent
+        if parent is None:
+            return
+        headers = {HEADER_SAGA_ID: parent.saga_id, HEADER_SAGA_NAME: parent.saga}
+        if outcome in (CHILD_COMPLETED, CHILD_FAILED):  # answers the step's attempt
+            headers[HEADER_ATTEMPT] = str(parent.attempt)
+        subject = child_outcome_subject(parent.saga, parent.step, outcome)
+        me = f"{self.state.saga_name}:{self.state.saga_id}"
+        msg_id = f"{me}:outcome:{outcome}:{len(self.state.history)}"
+        payload = {"id": self.state.saga_id, "saga": self.state.saga_name, **data}
+        self.commands.append(PublishEvent(subject, payload, headers, msg_id))
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:
         step = self.step_def(name)
@@ -275,6 +332,14 @@ class _Transition:
         self.record(f"saga.{status.value}")
         if not again:  # announced once per instance: a reopened saga was announced already
             self.commands.append(Finished(status.value))
+        if status is Status.COMPLETED:
+            self.tell_parent(CHILD_COMPLETED, _json_copy(self.state.context))
+        elif again:  # the parent heard this instance's end already
+            pass
+        elif self.state.undo_requested:
+            self.tell_parent(CHILD_UNDONE, {"reason": self.state.failure_reason})
+        else:
+            self.tell_parent(CHILD_FAILED, {"reason": self.state.failure_reason or "failed"})
 
     # -- forward ------------------------------------------------------------
 
@@ -631,6 +696,8 @@ class _Transition:
         self.state.status = Status.PARKED
         self.record("saga.parked", name, s.compensation_attempt, reason)
         self.commands.append(Parked(name, reason))
+        if self.state.undo_requested:
+            self.tell_parent(CHILD_UNDO_FAILED, {"reason": f"{name}: {reason}"})
 
     def current_compensation(self, name: str) -> StepState | None:
         queue = self.state.compensation_queue
@@ -704,6 +771,11 @@ class _Transition:
                         return f"cannot retry: step {step.name!r} is a wait; its timer ends it"
                     if not step.driven:
                         return f"cannot retry: step {step.name!r} is observed, the engine does not drive it"
+                    if step.saga is not None:  # one child per step: a second would be deduped
+                        return (
+                            f"cannot retry: step {step.name!r} runs the child saga "
+                            f"{step.saga!r}; act on the child instead"
+                        )
                     self.cancel_step_timers(step.name, s)
                     self.record("operator.retry", step.name, detail=event.reason, actor=event.actor)
                     self.drive(step, s, s.attempt + 1)
@@ -735,6 +807,15 @@ class _Transition:
         """Run again from the failed step with the same trigger data, in a new run."""
         if self.state.status not in REDRIVABLE:
             return f"cannot redrive: instance is {self.state.status.value}"
+        for step in self.definition.steps:
+            s = self.state.steps[step.name]
+            standing = s.status is StepStatus.SUCCEEDED and s.compensation in STANDING
+            if step.saga is not None and s.attempt and not standing:
+                # one child per parent step: its id is taken, a new trigger would start nothing
+                return (
+                    f"cannot redrive: step {step.name!r} would start child saga {step.saga!r} "
+                    "again, and a parent's step starts its child once"
+                )
         queue = self.state.compensation_queue
         if queue:
             self.cancel_compensation_timers(queue[0], self.state.steps[queue[0]])
@@ -812,6 +893,7 @@ _HANDLERS: dict[type, Any] = {
     OperatorRedrive: _Transition.operator_redrive,
     Signal: _Transition.signal,
 }
+# UndoRequested is decided by _Transition.undo: it reopens completed instances too.
 
 
 def signalled(definition: SagaDefinition, signal: Signal) -> StepSucceeded | StepFailed | str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from saga.core.state import ParentLink
 from saga.definition.model import SagaDefinition
 from saga.definition.subjects import Role
 
@@ -48,6 +49,16 @@ class Timer:
 class SagaTriggered:
     saga_id: str
     data: dict[str, Any] = field(default_factory=dict)
+    parent: ParentLink | None = None
+    """Set when a parent's step started this instance as a child saga."""
+
+
+@dataclass(frozen=True)
+class UndoRequested:
+    """The parent of this child saga compensates the step that started it: a completed
+    child runs its compensations, and reports ``undone`` (or ``undo-failed``) to it."""
+
+    reason: str = "undone by its parent"
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,7 @@ Event = (
     | OperatorTerminate
     | OperatorRedrive
     | Signal
+    | UndoRequested
 )
 
 
@@ -180,6 +192,8 @@ def classify(
     if use is None:
         return None
     step = use.step
+    if use.role is Role.CHILD_UNDO:
+        return UndoRequested()
     if step is None:  # the trigger: the one subject the engine consumes that names no step
         return SagaTriggered(saga_id, payload)
     reason = payload.get("reason")

@@ -57,6 +57,17 @@ class Outcome(BaseModel):
     reason: str | None = None
 
 
+class ParentLink(BaseModel):
+    """The parent step attempt that started this instance as a child saga."""
+
+    model_config = ConfigDict(frozen=True)
+
+    saga: str
+    saga_id: str
+    step: str
+    attempt: int = 1
+
+
 class StepState(BaseModel):
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
@@ -113,6 +124,13 @@ class InstanceState(BaseModel):
     a message of their own."""
     wake_at: datetime | None = None
     """When the slot is set to fire (at or before the earliest armed timer); None: not set."""
+    parent: ParentLink | None = None
+    """Set on a child saga: the parent's step it answers (see ``Step.saga``)."""
+
+    @property
+    def undo_requested(self) -> bool:
+        """A child whose parent asked it to undo itself (its outcome is then ``undone``)."""
+        return any(h.event == "saga.undo-requested" for h in self.history)
 
     @property
     def reopened(self) -> bool:

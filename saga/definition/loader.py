@@ -89,9 +89,43 @@ def load_catalog(paths: Iterable[str | FsPath]) -> Catalog:
         others = [o for o in loaded.values() if o.definition.name != key[0]]
         problems.extend(_shared_subjects(found, others))
         loaded[key] = found
+    problems.extend(_child_sagas(list(loaded.values())))
     if problems:
         raise DefinitionError(problems)
     return Catalog([found.definition for found in loaded.values()])
+
+
+def _child_sagas(loaded: list[_Loaded]) -> Iterator[Problem]:
+    """A step's child saga (``saga:``) is loaded with it, and no saga is its own descendant
+    (it would start children for ever)."""
+    children = {f.definition.name: {s.saga for s in f.definition.steps if s.saga} for f in loaded}
+    for found in loaded:
+        for i, step in enumerate(found.definition.steps):
+            if step.saga is None:
+                continue
+            if step.saga not in children:
+                yield found.problem(
+                    ("steps", i, "saga"),
+                    f"child saga {step.saga!r} is not among the definitions loaded "
+                    f"({', '.join(sorted(children)) or 'none'})",
+                )
+            elif (path := _path_to(children, step.saga, found.definition.name)) is not None:
+                cycle = " -> ".join([found.definition.name, *path])
+                yield found.problem(("steps", i, "saga"), f"child sagas form a cycle: {cycle}")
+
+
+def _path_to(children: dict[str, set[str]], start: str, goal: str) -> list[str] | None:
+    """The chain of child sagas from ``start`` down to ``goal``, if there is one."""
+    todo, seen = [[start]], {start}
+    while todo:
+        path = todo.pop()
+        if path[-1] == goal:
+            return path
+        for child in sorted(children.get(path[-1], ())):
+            if child not in seen:
+                seen.add(child)
+                todo.append([*path, child])
+    return None
 
 
 def _shared_subjects(found: _Loaded, others: Iterable[_Loaded]) -> Iterator[Problem]:

@@ -24,7 +24,16 @@ from saga.definition.duration import Duration
 from saga.definition.expressions import TemplateError, template_problems
 from saga.definition.schedule import every_problem, parse_cron, server_pattern
 from saga.definition.subjects import SubjectIndex
-from saga.protocol import HEADER_SAGA_ID
+from saga.protocol import (
+    CHILD_COMPLETED,
+    CHILD_FAILED,
+    CHILD_UNDO_FAILED,
+    CHILD_UNDONE,
+    HEADER_SAGA_ID,
+    child_outcome_subject,
+    child_start_subject,
+    child_undo_subject,
+)
 
 SUBJECT_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 STEP_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -226,6 +235,14 @@ class Step(_Model):
     when: Annotated[str, AfterValidator(_validate_template)] | None = None
     """A JMESPath condition over the context; when false the step is skipped (and
     never compensated)."""
+    saga: Annotated[str, Field(pattern=SAGA_NAME_PATTERN)] | None = None
+    """A child saga: the step starts this saga (id ``<parent id>-<step>``) with ``data`` as
+    its trigger payload and succeeds when it completes (success payload: the child's kept
+    context, ``{id, saga, trigger, steps}``) or fails when it compensates. Compensating the
+    parent undoes a completed child (its compensations run). The loader fills in the step's
+    ``publish``, ``success``, ``failure`` and ``compensate``; give none of them."""
+    data: Template | None = None
+    """A child saga step's trigger payload, a template like ``publish.data``."""
 
     @property
     def driven(self) -> bool:
@@ -297,6 +314,19 @@ class SagaDefinition(_Model):
     evaluated at each status change and indexed, so ``saga list --where name=value`` finds
     the instances by a business key."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _child_steps(cls, data: Any) -> Any:
+        """Spell out each ``saga:`` step as the driven step it is (see :attr:`Step.saga`)."""
+        if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+            return data
+        parent = data.get("name")
+        steps = [
+            _child_step(str(parent), s) if isinstance(s, dict) and s.get("saga") else s
+            for s in data["steps"]
+        ]
+        return {**data, "steps": steps}
+
     @cached_property
     def subjects(self) -> SubjectIndex:
         """What each subject means to this saga, worked out once (a definition is frozen)."""
@@ -337,6 +367,36 @@ class SagaDefinition(_Model):
 
     def index(self, name: str) -> int:
         return [s.name for s in self.steps].index(name)
+
+
+_NOT_WITH_SAGA = ("publish", "success", "failure", "compensate", "wait", "retry", "queue_timeout")
+
+
+def _child_step(parent: str, step: dict[str, Any]) -> dict[str, Any]:
+    """A ``saga:`` step as a driven step: its command starts the child, the child's outcome
+    answers it, and its undo asks a completed child to compensate."""
+    given = [k for k in _NOT_WITH_SAGA if k in step]
+    if given:
+        raise ValueError(
+            f"step {step.get('name')!r} starts the child saga {step['saga']!r}: the engine "
+            f"supplies its {', '.join(given)} (a child saga retries and compensates itself)"
+        )
+    name, child = str(step.get("name")), str(step["saga"])
+
+    def outcome(what: str) -> str:
+        return child_outcome_subject(parent, name, what)
+
+    return {
+        **step,
+        "publish": {"event": child_start_subject(child), "data": step.get("data")},
+        "success": [outcome(CHILD_COMPLETED)],
+        "failure": [outcome(CHILD_FAILED)],
+        "compensate": {
+            "publish": {"event": child_undo_subject(child)},
+            "success": [outcome(CHILD_UNDONE)],
+            "failure": [outcome(CHILD_UNDO_FAILED)],
+        },
+    }
 
 
 def json_schema() -> dict[str, Any]:

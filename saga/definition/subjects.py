@@ -15,7 +15,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from saga.definition.yaml_source import Path
-from saga.protocol import KIND_COMPENSATION, KIND_STEP, started_subject, status_subject
+from saga.protocol import (
+    KIND_COMPENSATION,
+    KIND_STEP,
+    child_start_subject,
+    child_undo_subject,
+    started_subject,
+    status_subject,
+)
 
 if TYPE_CHECKING:
     from saga.definition.model import SagaDefinition
@@ -36,6 +43,8 @@ class Role(StrEnum):
     COMPENSATION_FAILED = "compensation-failed"
     STATUS = "status"
     """A lifecycle event on ``saga.status.<saga>.<status>``."""
+    CHILD_UNDO = "child-undo"
+    """A compensating parent asks this saga's completed instance (its child) to undo itself."""
     STARTED = "started"
     """A participant's report that it started a step's command (steps with ``queue_timeout``)."""
     OTHER = "other"
@@ -140,7 +149,12 @@ class SubjectIndex:
 
 
 def _uses(definition: SagaDefinition) -> list[Use]:
-    found = [Use(definition.trigger.event, Role.TRIGGER, None, ("trigger", "event"))]
+    found = [
+        Use(definition.trigger.event, Role.TRIGGER, None, ("trigger", "event")),
+        # any saga may be started as a child of another's step, and undone by it
+        Use(child_start_subject(definition.name), Role.TRIGGER, None, ("name",)),
+        Use(child_undo_subject(definition.name), Role.CHILD_UNDO, None, ("name",)),
+    ]
     for i, step in enumerate(definition.steps):
         here: Path = ("steps", i)
         if step.publish is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from saga import jsonwire
@@ -15,19 +15,24 @@ from saga.core.events import (
     TimerFired,
     classify,
 )
+from saga.core.state import ParentLink
 from saga.definition.catalog import Catalog
 from saga.definition.contracts import success_violation, trigger_violation
 from saga.definition.expressions import evaluator
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import saga_id_of
+from saga.definition.subjects import Role
 from saga.errors import ConfigError
 from saga.jsonwire import NonFiniteNumberError
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.settle import Term
 from saga.protocol import (
     HEADER_ATTEMPT,
+    HEADER_PARENT_ID,
+    HEADER_PARENT_NAME,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
+    HEADER_STEP,
     HEADER_TIMER,
     MAX_PAYLOAD_BYTES,
     MAX_SAGA_ID_LENGTH,
@@ -94,7 +99,7 @@ class Intake:
         payload = _payload(data)
         if isinstance(payload, Term):
             return payload
-        trigger = subject == definition.trigger.event
+        trigger = definition.subjects.consumed[subject].role is Role.TRIGGER
         saga_id = saga_id_of(definition, subject, payload, headers)
         if saga_id is None and trigger and definition.trigger.id.field is not None:
             given = evaluator(definition.trigger.id.field)(payload)
@@ -122,6 +127,8 @@ class Intake:
             )
         if trigger and (broken := broken_contract(definition, event)) is not None:
             return broken
+        if isinstance(event, SagaTriggered) and (parent := parent_of(headers)) is not None:
+            event = replace(event, parent=parent)
         return Work(definition, saga_id, event, subject, payload, attempt)
 
     def _timer(self, headers: dict[str, str]) -> Work | Term:
@@ -146,6 +153,21 @@ def attempt_of(headers: dict[str, str]) -> int | Term | None:
             DeadLetterCode.MALFORMED, f"{HEADER_ATTEMPT} must be a positive whole number: {text!r}"
         )
     return int(text)
+
+
+def parent_of(headers: dict[str, str]) -> ParentLink | None:
+    """The parent step attempt a child saga's trigger names (``Saga-Parent-*`` headers)."""
+    name, sid, step = (
+        headers.get(HEADER_PARENT_NAME),
+        headers.get(HEADER_PARENT_ID),
+        headers.get(HEADER_STEP),
+    )
+    if not (name and sid and step):
+        return None
+    attempt = attempt_of(headers)
+    return ParentLink(
+        saga=name, saga_id=sid, step=step, attempt=attempt if isinstance(attempt, int) else 1
+    )
 
 
 def _payload(data: bytes) -> dict[str, Any] | Term:

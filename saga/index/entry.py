@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from saga.core.state import InstanceState, Status
+from saga.core.state import InstanceState, ParentLink, Status
 from saga.definition.expressions import evaluator
 from saga.definition.model import SagaDefinition
 from saga.nats.topology import token
@@ -47,6 +47,8 @@ class SagaSummary(BaseModel):
     """The declared search attributes' values (``search:`` in the definition)."""
     failure_step: str | None = None
     failure_reason: str | None = None
+    parent: ParentLink | None = None
+    """A child saga's parent step (see ``Step.saga``)."""
     sequence: int = 0
     """The entry's sequence in the index stream: newer entries have higher ones (not stored)."""
 
@@ -64,6 +66,7 @@ class SagaSummary(BaseModel):
             search=search,
             failure_step=state.failure_step,
             failure_reason=reason[:REASON_CHARS] if reason else None,
+            parent=state.parent,
         )
 
     def to_json(self) -> bytes:

@@ -45,13 +45,17 @@ from saga.core.events import (
     TimerKind,
 )
 from saga.core.state import CompensationStatus, HistoryEntry, InstanceState, StepStatus
-from saga.protocol import HEADER_TRACEPARENT
+from saga.protocol import HEADER_PARENT_ID, HEADER_TRACEPARENT
 from saga.telemetry.ids import derived_span_id, forced_ids
 from saga.telemetry.propagation import extract, inject
 from saga.telemetry.setup import Telemetry
 
 TRIGGER_KEY = "saga-trigger"
 """Key, in the record's trace context, of the caller's ``traceparent`` (linked from the root)."""
+
+PARENT_KEY = "saga-parent"
+"""Key, in a child saga's trace context, of its parent's step attempt ``traceparent``: the
+child's root is that attempt's child, in the parent's trace (not a link)."""
 
 STEP, COMPENSATION = "step", "compensation"
 OPENERS = {
@@ -117,11 +121,14 @@ def new_saga_trace(
     span = telemetry.tracer.start_span(f"saga {name}", context=Context())  # never ended
     ids = span.get_span_context()
     flags = caller.trace_flags if caller.is_valid else ids.trace_flags
-    root = SpanContext(ids.trace_id, ids.span_id, False, flags)
+    child = caller.is_valid and bool(trigger_headers and trigger_headers.get(HEADER_PARENT_ID))
+    trace_id = caller.trace_id if child else ids.trace_id  # a child saga joins its parent's
+    root = SpanContext(trace_id, ids.span_id, False, flags)
     carrier: dict[str, str] = {}
     inject(carrier, trace.set_span_in_context(NonRecordingSpan(root)))
     if caller.is_valid and trigger_headers:
-        carrier[TRIGGER_KEY] = next(
+        key = PARENT_KEY if child else TRIGGER_KEY
+        carrier[key] = next(
             v for k, v in trigger_headers.items() if k.lower() == HEADER_TRACEPARENT
         )
     return carrier
@@ -384,7 +391,9 @@ def _write(
         if derived.span_id is None:
             context, span_id = Context(), root.span_id
             trigger = saga_trace.get(TRIGGER_KEY)
-            if trigger:
+            if PARENT_KEY in saga_trace:  # a child saga: under its parent's step attempt
+                context = extract({HEADER_TRACEPARENT: saga_trace[PARENT_KEY]})
+            elif trigger:
                 caller = trace.get_current_span(extract({HEADER_TRACEPARENT: trigger}))
                 links.append(Link(caller.get_span_context()))
         else:

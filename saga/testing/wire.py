@@ -18,6 +18,7 @@ from saga.protocol import (
     HEADER_ATTEMPT,
     HEADER_KIND,
     HEADER_MSG_ID,
+    HEADER_PARENT_ID,
     HEADER_RUN,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
@@ -105,8 +106,12 @@ class SubjectIndex:
     ) -> Message:
         """A message with its role and saga id filled in, as the engine would see them."""
         role = self.meaning(subject, headers).role
-        saga_id = headers.get(HEADER_SAGA_ID) or saga_id_of(
-            self.definition, subject, payload, headers
+        # a child saga's trigger and undo, and a scripted answer to them, belong to the parent:
+        # the harness runs one saga and plays its children like services
+        saga_id = (
+            headers.get(HEADER_PARENT_ID)
+            or headers.get(HEADER_SAGA_ID)
+            or saga_id_of(self.definition, subject, payload, headers)
         )
         return Message(subject, payload, dict(headers), role, saga_id, at)
 

@@ -182,6 +182,8 @@ def test_the_engine_sends_commands_and_receives_answers_in_flow_order() -> None:
         ("status.parked", "send"),
         ("status.reopened", "send"),
         ("status.terminated", "send"),
+        ("child.start", "receive"),
+        ("child.undo", "receive"),
     ]
     charge = document["operations"]["charge_payment.command"]["description"]
     assert "Step 2 of 3" in charge

@@ -13,6 +13,7 @@ from saga.core.state import (
     HistoryEntry,
     InstanceState,
     Outcome,
+    ParentLink,
     Status,
     StepState,
     StepStatus,
@@ -56,6 +57,7 @@ def full_state() -> InstanceState:
         history=[HistoryEntry(at=T0, event="saga.started")],
         timers={"step-timeout.a.2": T0},
         wake_at=T0,
+        parent=ParentLink(saga="order", saga_id="o-0", step="pay", attempt=1),
     )
 
 

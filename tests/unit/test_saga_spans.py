@@ -24,6 +24,7 @@ from saga.core import (
 )
 from saga.core.events import Event
 from saga.definition import load_definitions
+from saga.protocol import HEADER_PARENT_ID
 from saga.telemetry import Telemetry
 from saga.telemetry.saga_spans import (
     STEP,
@@ -256,3 +257,25 @@ def test_a_slot_fire_is_processed_as_the_earliest_timer_it_wakes(
         "saga.step": "charge_payment",
         "saga.attempt": 1,
     }
+
+
+def test_a_child_sagas_root_is_a_child_of_its_parents_step_attempt(
+    order: Run, traced: tuple[Telemetry, InMemorySpanExporter]
+) -> None:
+    """The child's trigger carries the parent's attempt context (``Saga-Parent-Id`` marks
+    it as a child): the child's whole trace hangs under that attempt, in the parent's trace."""
+    telemetry, exporter = traced
+    t = Traced(order, telemetry)
+    t.trace = new_saga_trace(
+        telemetry, "order-fulfilment", {"traceparent": CALLER, HEADER_PARENT_ID: "p-1"}
+    )
+    assert TRIGGER_KEY not in t.trace
+    compensated(order)
+    t.flush()
+    spans = exporter.get_finished_spans()
+    root = by_name(spans, "saga order-fulfilment")[0]
+    caller_trace, caller_span = (int(x, 16) for x in CALLER.split("-")[1:3])
+    assert root.parent is not None
+    assert (root.parent.trace_id, root.parent.span_id) == (caller_trace, caller_span)
+    assert root.links == ()
+    assert {s.context.trace_id for s in spans} == {caller_trace}

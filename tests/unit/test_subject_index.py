@@ -36,6 +36,8 @@ from saga.protocol import (
     KIND_COMPENSATION,
     KIND_STEP,
     STARTED_PREFIX,
+    child_start_subject,
+    child_undo_subject,
     started_subject,
 )
 from saga.testing.wire import SubjectIndex as HarnessIndex
@@ -115,7 +117,8 @@ def _was_classify(
 
 
 def _was_listened(definition: SagaDefinition) -> list[str]:
-    subjects = [definition.trigger.event]
+    name = definition.name  # and, since child sagas, where any saga is started and undone
+    subjects = [definition.trigger.event, child_start_subject(name), child_undo_subject(name)]
     for step in definition.steps:
         subjects += [*step.success, *step.failure]
         if step.queue_timeout is not None:
@@ -214,7 +217,13 @@ def test_listened_and_published_as_topology_had_them(definition: SagaDefinition)
 @given(definitions())
 def test_consumed_subjects_as_the_checks_had_them(definition: SagaDefinition) -> None:
     was = [(path, subject, str(role)) for path, subject, role in _was_consumed(definition)]
-    assert [(u.path, u.subject, str(u)) for u in definition.subjects.declared] == was
+    declared = definition.subjects.declared
+    child = [(u.subject, u.role) for u in declared if u.path == ("name",)]
+    assert child == [
+        (child_start_subject(definition.name), Role.TRIGGER),
+        (child_undo_subject(definition.name), Role.CHILD_UNDO),
+    ]
+    assert [(u.path, u.subject, str(u)) for u in declared if u.path != ("name",)] == was
 
 
 @settings(max_examples=300, deadline=None)
@@ -369,6 +378,10 @@ def test_intake_routes_every_listened_subject_to_its_saga() -> None:
         "a.one": one,
         "b.one": one,
         "saga.started.one.s0": one,
+        "saga.child.one.start": one,
+        "saga.child.one.undo": one,
         "a.two": two,
         "b.two": two,
+        "saga.child.two.start": two,
+        "saga.child.two.undo": two,
     }
