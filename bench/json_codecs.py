@@ -4,13 +4,15 @@
 
 Times, in µs per call (best of 7 repeats), the instance record of the bench saga after
 its last step (``saga_instances``' value) and the bench's trigger payload, encoded and
-decoded by pydantic's serializer (what ``saga.store.kv`` uses), ``saga.jsonwire`` (the
-standard library, refusing NaN and infinities), orjson and msgspec. orjson and msgspec
+decoded by pydantic's serializer (what ``saga.store.kv`` uses), the standard library as
+``saga.jsonwire`` used it before, ``saga.jsonwire`` now (orjson and msgspec, with the
+standard library for what they would treat differently), orjson and msgspec alone. orjson and msgspec
 are optional here: a codec that is not installed is left out.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import timeit
 from collections.abc import Callable
@@ -75,8 +77,18 @@ def codecs() -> dict[str, dict[str, Callable[[], Any]]]:
                 jsonwire.loads(stored)
             ),
         },
-        "payload encode": {"jsonwire.dumps": lambda: jsonwire.dumps(payload)},
-        "payload decode": {"jsonwire.loads": lambda: jsonwire.loads(wire)},
+        "payload encode": {
+            "json (jsonwire before)": lambda: json.dumps(
+                payload, allow_nan=False, separators=(",", ":")
+            ).encode(),
+            "jsonwire.dumps": lambda: jsonwire.dumps(payload),
+        },
+        "payload decode": {
+            "json (jsonwire before)": lambda: json.loads(
+                wire, parse_constant=float, parse_float=float
+            ),
+            "jsonwire.loads": lambda: jsonwire.loads(wire),
+        },
     }
     try:
         import orjson
