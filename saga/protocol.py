@@ -230,3 +230,8 @@ def kv_stream(bucket: str) -> str:
 def kv_prefix(bucket: str) -> str:
     """The subject prefix of a bucket's keys: ``$KV.<bucket>.<key>``."""
     return f"$KV.{bucket}."
+
+
+JS_ACK_PREFIX = "$JS.ACK."
+"""The reply subject of a message delivered by a JetStream consumer: its metadata and where
+its ack goes (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``)."""

@@ -44,9 +44,11 @@ from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
+from saga.nats.delivery import delivery_of
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
+from saga.nats.pull import RawPull
 from saga.nats.schedules import provision_schedules
 from saga.nats.served import serve_definitions
 from saga.nats.settle import ACK, Ack, Nak, Term, Verdict, at_last_delivery, settle
@@ -100,7 +102,7 @@ class Engine:
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._subs: list[JetStreamContext.PullSubscription] = []
+        self._subs: list[RawPull] = []
         self._operator: Subscription | None = None
         self._stranded: list[Stranded] = []
         """Unfinished instances whose version's file is gone (found at start or reload)."""
@@ -186,14 +188,10 @@ class Engine:
         await self._refuse_stranded()
         for sub in self._subs:  # from a failed earlier attempt
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await sub.close()
         self._subs = [
-            await self.js.pull_subscribe_bind(
-                durable=topology.engine_consumer, stream=topology.events_stream
-            ),
-            await self.js.pull_subscribe_bind(
-                durable=topology.timer_consumer, stream=topology.timers_stream
-            ),
+            RawPull(self.nc, topology.events_stream, topology.engine_consumer),
+            RawPull(self.nc, topology.timers_stream, topology.timer_consumer),
         ]
         self._operator = await serve_operator_requests(self.nc, self.act, self.settings.admin_token)
         events, timers = self._subs
@@ -320,18 +318,16 @@ class Engine:
             await self.ownership.leave()
         for sub in self._subs:
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await sub.close()
         if self._operator is not None:
             with contextlib.suppress(Exception):
                 await self._operator.unsubscribe()
             self._operator = None
         self._tasks, self._subs = [], []
 
-    def _fetcher(
-        self, sub: JetStreamContext.PullSubscription
-    ) -> Callable[[], Awaitable[list[Msg]]]:
+    def _fetcher(self, sub: RawPull) -> Callable[[], Awaitable[list[Msg]]]:
         batch, wait = self.settings.fetch_batch, self.settings.fetch_wait
-        return lambda: sub.fetch(batch, timeout=wait)
+        return lambda: sub.fetch(batch, wait)
 
     @property
     def owned(self) -> list[int]:
@@ -363,7 +359,7 @@ class Engine:
                     log.error("unexpected error handling a message", exc_info=result)
 
     async def _handle(self, msg: Msg) -> None:
-        meta = msg.metadata
+        meta = delivery_of(msg)
         if meta.stream == self.settings.topology.work_stream:
             await self._handle_routed(msg)
             return
@@ -374,11 +370,9 @@ class Engine:
                 await msg.nak(delay=wait)  # not due yet: the server holds it back
                 return
         received = Received(
-            msg.subject, msg.headers or {}, time.time_ns(), f"{meta.stream}:{meta.sequence.stream}"
+            msg.subject, msg.headers or {}, time.time_ns(), f"{meta.stream}:{meta.sequence}"
         )
-        parsed = self.intake.parse(
-            msg.subject, msg.data, msg.headers, meta.stream, meta.sequence.stream
-        )
+        parsed = self.intake.parse(msg.subject, msg.data, msg.headers, meta.stream, meta.sequence)
         if isinstance(parsed, Term):
             await self._settle(msg, parsed, received)
             return
@@ -455,10 +449,10 @@ class Engine:
         self, msg: Msg, verdict: Verdict, received: Received, saga_id: str | None = None
     ) -> None:
         """The one place where a consumed message is acked, retried or dead-lettered."""
-        meta = msg.metadata
+        meta = delivery_of(msg)
         max_deliver = self.settings.streams.max_deliver
         verdict = at_last_delivery(
-            verdict, meta.num_delivered, max_deliver, DeadLetterCode.ENGINE_ERROR
+            verdict, meta.delivered, max_deliver, DeadLetterCode.ENGINE_ERROR
         )
         if isinstance(verdict, Term):
             self._trace_rejection(received, verdict, saga_id)
@@ -467,7 +461,7 @@ class Engine:
         timer = meta.stream == self.settings.topology.timers_stream and not self.timers.native
         if settled and timer and isinstance(verdict, Ack):
             with contextlib.suppress(Exception):
-                await self.timers.forget_fired(meta.sequence.stream)
+                await self.timers.forget_fired(meta.sequence)
 
     def _backoff(self, delivered: int) -> float:
         return self.settings.retry_delay * delivered

@@ -19,7 +19,6 @@ send order, and one sweep a second fails those older than ``timeout`` with
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import weakref
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, NoStreamResponseError
+
+from saga import jsonwire
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a publish may wait for its ack."""
@@ -107,7 +108,7 @@ class Acks:
             ack.set_exception(NoStreamResponseError())  # no stream captures the subject
             return
         try:
-            data = json.loads(msg.data)
+            data = jsonwire.loads(msg.data)
             error = data.get("error")
             if error is not None:
                 ack.set_exception(_api_error(error))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from saga.nats.delivery import delivery_of
 from saga.nats.dlq import DeadLetterCode, dead_letter
 
 
@@ -67,30 +68,29 @@ async def settle(
     when the server did not take it. ``backoff(deliveries)`` is a nak's delay when it names
     none; ``subject`` is recorded on a dead letter when it is not the message's own;
     ``nak_level``: how loudly a nak is logged (a participant's retry is ordinary business)."""
-    meta = msg.metadata
     try:
         if isinstance(verdict, Ack):
-            await msg.ack()
+            await msg.ack()  # an empty message to the reply subject, no ack of the ack
         elif isinstance(verdict, Term):
             await dead_letter(js, msg, verdict.code, verdict.reason, subject)
         else:
-            delivered = meta.num_delivered
-            delay = verdict.delay if verdict.delay is not None else backoff(delivered)
+            meta = delivery_of(msg)
+            delay = verdict.delay if verdict.delay is not None else backoff(meta.delivered)
             log.log(
                 nak_level,
                 "%s seq %s, delivery %d: %s; again in %.1fs",
                 msg.subject,
-                meta.sequence.stream,
-                delivered,
+                meta.sequence,
+                meta.delivered,
                 verdict.reason,
                 delay,
             )
             await msg.nak(delay=delay)
     except Exception as exc:
         log.error(
-            "could not settle %s seq %s (%s): %r; it returns after the ack wait",
+            "could not settle %s (ack subject %s, %s): %r; it returns after the ack wait",
             msg.subject,
-            meta.sequence.stream,
+            msg.reply,
             type(verdict).__name__,
             exc,
         )

@@ -17,6 +17,8 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 
 from saga.logs import CURRENT_SAGA
+from saga.nats.acks import Acks
+from saga.nats.delivery import delivery_of
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.settle import ACK, Nak, Term, Verdict, at_last_delivery, settle
 from saga.participant.context import Context, Runtime
@@ -84,6 +86,9 @@ class Dispatcher:
         self._locks = KeyedLocks()
         self._telemetry = telemetry or Telemetry.disabled()
         self._stale = StaleUndos(runtime.js, settings.topology)
+        self._acks = Acks(runtime.nc, settings.publish_timeout) if runtime.nc else None
+        """Replies are pipelined through one ack inbox (``publish_async`` costs about twice as
+        much per message); without a connection (the testing kit) through ``js``."""
 
     @property
     def js(self) -> JetStreamContext:
@@ -93,16 +98,16 @@ class Dispatcher:
         headers = msg.headers or {}
         saga_id = headers.get(HEADER_SAGA_ID)
         token = CURRENT_SAGA.set((headers.get(HEADER_SAGA_NAME, ""), saga_id) if saga_id else None)
-        meta = msg.metadata
+        meta = delivery_of(msg)
         try:
             with consuming(
                 self._telemetry,
                 msg.subject,
                 headers,
                 saga_id=saga_id,
-                message_id=f"{meta.stream}:{meta.sequence.stream}",
+                message_id=f"{meta.stream}:{meta.sequence}",
                 attributes=(
-                    delivery_attributes(headers, meta.num_delivered)
+                    delivery_attributes(headers, meta.delivered)
                     if self._telemetry.enabled
                     else None
                 ),
@@ -118,7 +123,7 @@ class Dispatcher:
 
     def _final(self, msg: Msg, verdict: Verdict) -> Verdict:
         """A redelivery past the last allowed delivery is a dead letter (and is marked so)."""
-        delivered = msg.metadata.num_delivered
+        delivered = delivery_of(msg).delivered
         max_deliver = self._settings.stream.max_deliver
         return at_last_delivery(verdict, delivered, max_deliver, DeadLetterCode.HANDLER_FAILED)
 
@@ -153,7 +158,7 @@ class Dispatcher:
     def _unhandled(self, msg: Msg) -> Verdict:
         """Another copy of the app (another version) handles this subject: leave it to it,
         and dead-letter it only once no copy took it in ``max_deliver`` deliveries."""
-        delivered = msg.metadata.num_delivered
+        delivered = delivery_of(msg).delivered
         max_deliver = self._settings.stream.max_deliver
         reason = f"no handler for {msg.subject} in this copy of {self._service}"
         if 0 < max_deliver <= delivered:
@@ -175,7 +180,7 @@ class Dispatcher:
                 trace.get_current_span().set_attribute("saga.reply.duplicate", True)
                 await self._publish(found.reply)
                 return ACK
-            stale = await self._stale.resolved(envelope, msg.metadata.num_delivered)
+            stale = await self._stale.resolved(envelope, delivery_of(msg).delivered)
             if stale is not None:
                 log.info("%s: not run again, %s", key, stale)
                 trace.get_current_span().set_attribute("saga.delivery.stale", stale)
@@ -242,6 +247,9 @@ class Dispatcher:
             saga_id=headers.get(HEADER_SAGA_ID),
             message_id=headers.get(HEADER_MSG_ID),
         ):
+            if self._acks is not None:
+                await (await self._acks.send(reply.subject, reply.data, headers))
+                return
             future = await self.js.publish_async(reply.subject, reply.data, headers=headers)
             await asyncio.wait_for(future, self._settings.publish_timeout)
 
@@ -254,14 +262,14 @@ class Dispatcher:
             step=envelope.step,
             kind=envelope.kind,
             attempt=envelope.attempt,
-            delivery=msg.metadata.num_delivered,
+            delivery=delivery_of(msg).delivered,
             idempotency_key=envelope.idempotency_key,
             headers=MappingProxyType(dict(msg.headers or {})),
             _runtime=self._runtime,
         )
 
     def _listener_context(self, msg: Msg, route: Route, headers: Mapping[str, str]) -> Context:
-        meta = msg.metadata
+        meta = delivery_of(msg)
         return Context(
             service=self._service,
             subject=msg.subject,
@@ -270,8 +278,8 @@ class Dispatcher:
             step=route.step or headers.get(HEADER_STEP, ""),
             kind=KIND_EVENT,
             attempt=1,
-            delivery=meta.num_delivered,
-            idempotency_key=f"{meta.stream}:{meta.sequence.stream}",
+            delivery=meta.delivered,
+            idempotency_key=f"{meta.stream}:{meta.sequence}",
             headers=MappingProxyType(dict(headers)),
             _runtime=self._runtime,
         )

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from saga.nats.outage import until_available
+from saga.nats.pull import RawPull
 from saga.participant.buckets import Buckets
 from saga.participant.consumer import bind_consumer
 from saga.participant.context import Runtime
@@ -51,7 +52,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._inflight: dict[asyncio.Task[None], tuple[Msg, float]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._sub: RawPull | None = None
         self.handled = 0
         """Messages settled so far (acked, nakked or dead-lettered)."""
 
@@ -106,9 +107,7 @@ class Worker:
         dispatcher = Dispatcher(
             self.name, self._routes, runtime, ledger, bound.settings, self._telemetry
         )
-        self._sub = await self._js.pull_subscribe_bind(
-            durable=self.name, stream=topology.events_stream
-        )
+        self._sub = RawPull(self._nc, topology.events_stream, self.name)
         return dispatcher
 
     async def stop(self) -> None:
@@ -126,7 +125,7 @@ class Worker:
                 await task
         if self._sub is not None:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                await self._sub.close()
             self._sub = None
 
     async def _wait_for_streams(self, names: list[str]) -> None:
@@ -165,7 +164,7 @@ class Worker:
                 continue
             try:
                 msgs = await self._sub.fetch(
-                    min(self._settings.batch, free), timeout=self._settings.fetch_timeout
+                    min(self._settings.batch, free), self._settings.fetch_timeout
                 )
             except (NatsTimeoutError, TimeoutError):
                 continue

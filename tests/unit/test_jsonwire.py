@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,40 @@ def test_no_module_that_publishes_encodes_json_that_allows_nan() -> None:
         for line in _json_dumps_without_allow_nan(p)
     }
     assert not found, "use saga.jsonwire.dumps (or allow_nan=False) for what goes on the wire"
+
+
+FAST_PATH_CASES = [
+    {"order_id": "o-1", "items": [{"sku": "A", "qty": 2}], "total": 42.5, "ok": True},
+    {"note": "null is a word", "none": None, "nested": [None, {"x": None}]},
+    {"big": 10**30, "small": -(10**25), "e": 1e16, "tiny": 5e-324},
+    {"text": "café ☕ \u2028", "empty": {}, "list": []},
+]
+"""Values orjson and msgspec handle, and ones they hand back to ``json``."""
+
+
+@pytest.mark.parametrize("value", FAST_PATH_CASES)
+def test_the_fast_codecs_give_what_json_gives(value: dict[str, object]) -> None:
+    assert jsonwire.loads(jsonwire.dumps(value)) == value
+    assert json.loads(jsonwire.dumps(value)) == value
+    assert jsonwire.loads(json.dumps(value)) == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_number_deep_inside_is_refused_not_written_as_null(value: float) -> None:
+    with pytest.raises(ValueError, match="Out of range float"):
+        jsonwire.dumps({"a": [1, {"b": value}]})
+    with pytest.raises(ValueError, match="Out of range float"):
+        jsonwire.dumps({"a": value}, default=str)
+
+
+def test_a_lone_surrogate_is_read_as_json_reads_it() -> None:
+    assert jsonwire.loads(b'{"s": "\\ud800"}') == {"s": "\ud800"}
+
+
+def test_default_is_used_for_what_json_cannot_write() -> None:
+    when = datetime(2026, 12, 3, tzinfo=UTC)
+    assert jsonwire.loads(jsonwire.dumps({"at": when}, default=str)) == {"at": str(when)}
+    with pytest.raises(TypeError):
+        jsonwire.dumps({"at": when})
+    with pytest.raises(TypeError):
+        jsonwire.dumps({"s": {1, 2}})
