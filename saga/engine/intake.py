@@ -53,6 +53,9 @@ class Work:
     payload: dict[str, Any] | None = None
     attempt: int | None = None
     """The reply's ``Saga-Attempt``, when it had one."""
+    broken: Term | None = None
+    """A success that breaks its step's ``schema``: the copy for the dead letters (the event
+    is still used: :func:`saga.core.decide` fails the step)."""
 
     def for_version(self, definition: SagaDefinition) -> Work | None:
         """The same message read by another version of the saga; None if it means nothing there."""
@@ -125,11 +128,12 @@ class Intake:
             return Term(
                 DeadLetterCode.UNKNOWN_EVENT, f"{subject!r} means nothing in {definition.name}"
             )
-        if trigger and (broken := broken_contract(definition, event)) is not None:
+        broken = broken_contract(definition, event)
+        if trigger and broken is not None:
             return broken
         if isinstance(event, SagaTriggered) and (parent := parent_of(headers)) is not None:
             event = replace(event, parent=parent)
-        return Work(definition, saga_id, event, subject, payload, attempt)
+        return Work(definition, saga_id, event, subject, payload, attempt, broken)
 
     def _timer(self, headers: dict[str, str]) -> Work | Term:
         definition = self.catalog.latest(headers.get(HEADER_SAGA_NAME, ""))

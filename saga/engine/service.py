@@ -30,7 +30,7 @@ from saga.definition.model import SagaDefinition
 from saga.engine.apply import Applier, Received
 from saga.engine.cache import InstanceCache
 from saga.engine.effects import CommandSender
-from saga.engine.intake import Intake, Work, broken_contract
+from saga.engine.intake import Intake, Work
 from saga.engine.keyed import KeyedSerializer
 from saga.engine.observe import Observer
 from saga.engine.operator import ActionResult, serve_operator_requests
@@ -427,7 +427,7 @@ class Engine:
     async def _process(self, msg: Msg, work: Work, received: Received) -> None:
         assert self.applier is not None
         applier = self.applier
-        if (broken := broken_contract(work.definition, work.event)) is not None:
+        if (broken := work.broken) is not None:
             # a success that breaks its schema: a copy for the operator; decide fails the step
             await dead_letter(
                 self.js, msg, broken.code, broken.reason, received.subject, term=False
