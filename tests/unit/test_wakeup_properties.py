@@ -202,17 +202,18 @@ def test_parallel_branches_share_one_slot_at_the_earliest_timeout() -> None:
     assert sim.state.status is not Status.RUNNING or sim.slot == T0 + timedelta(seconds=5)
 
 
+ONE_STEP = SagaDefinition.model_validate(
+    {
+        "name": "one",
+        "trigger": {"event": "go"},
+        "steps": [{"name": "a", "publish": {"event": "a.do"}, "success": "a.ok", "timeout": "5s"}],
+    }
+)
+"""One step with a 5 s timeout."""
+
+
 def test_a_fire_with_nothing_due_changes_nothing() -> None:
-    definition = SagaDefinition.model_validate(
-        {
-            "name": "one",
-            "trigger": {"event": "go"},
-            "steps": [
-                {"name": "a", "publish": {"event": "a.do"}, "success": "a.ok", "timeout": "5s"}
-            ],
-        }
-    )
-    sim = SlotSim(definition)
+    sim = SlotSim(ONE_STEP)
     sim.deliver(SagaTriggered("id-1", {}))
     before = sim.state
 
@@ -224,16 +225,7 @@ def test_a_fire_with_nothing_due_changes_nothing() -> None:
 
 
 def test_a_slot_firing_before_its_timers_by_our_clock_is_set_again() -> None:
-    definition = SagaDefinition.model_validate(
-        {
-            "name": "one",
-            "trigger": {"event": "go"},
-            "steps": [
-                {"name": "a", "publish": {"event": "a.do"}, "success": "a.ok", "timeout": "5s"}
-            ],
-        }
-    )
-    sim = SlotSim(definition)
+    sim = SlotSim(ONE_STEP)
     sim.deliver(SagaTriggered("id-1", {}))
     sim.now = T0 + timedelta(seconds=5) - timedelta(milliseconds=3)  # the server runs ahead
     sim.slot = None
