@@ -13,7 +13,6 @@ module-level app can run on many connections (tests do exactly that).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import logging
@@ -23,18 +22,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from nats.aio.client import Client
-
 from saga.address import AdminSettings
 from saga.errors import ConfigError
 from saga.participant.health import HealthServer
 from saga.participant.routes import Handler, Route, RouteKind
 from saga.participant.settings import ParticipantSettings
-from saga.participant.worker import Worker
 from saga.telemetry import Telemetry
 
-if TYPE_CHECKING:  # loaded by ``run``: a handler's tests never need the settings model
+if TYPE_CHECKING:  # loaded when the app runs: importing the SDK loads no nats-py (issue 17)
+    from nats.aio.client import Client
+
     from saga.nats.connection import NatsSettings
+    from saga.participant.worker import Worker
 
 log = logging.getLogger("saga.participant")
 
@@ -135,6 +134,8 @@ class App:
 
         Entering waits until the engine's streams exist (logging while it waits).
         """
+        from saga.participant.worker import Worker
+
         if not self.routes:
             raise ConfigError(f"app {self.name} has no handlers")
         worker = Worker(self.name, dict(self.routes), nc, settings or self.settings, self.telemetry)
@@ -153,7 +154,10 @@ class App:
         """Consume until SIGTERM/SIGINT (or ``worker.request_stop()``), then stop and drain.
 
         ``health``: where to serve ``/healthz`` and ``/readyz`` (none when ``None``)."""
+        import asyncio  # here, not at the top: importing the SDK stays light (issue 17)
+
         from saga.nats.connection import NatsSettings, connect
+        from saga.participant.worker import Worker
 
         own = isinstance(connection, NatsSettings)
         nc = await connect(connection) if isinstance(connection, NatsSettings) else connection

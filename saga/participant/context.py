@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from nats.aio.client import Client
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
+if TYPE_CHECKING:  # annotations only: importing the SDK loads no nats-py (issue 17)
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
 
-from saga.participant.buckets import Buckets
-from saga.participant.effects import Effects
+    from saga.participant.buckets import Buckets
+    from saga.participant.effects import Effects
 
 T = TypeVar("T")
 

@@ -12,12 +12,11 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from nats.aio.client import Client
-
 from saga.address import AdminSettings
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from nats.aio.client import Client
 
 log = logging.getLogger("saga.participant")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -60,6 +59,8 @@ def run_app(
         configure_logging(log_level)
     if not app.telemetry.enabled:
         app.telemetry = telemetry_from_env(app.name)
+    import asyncio  # here, not at the top: importing the SDK stays light (issue 17)
+
     probes = parse_address(health or os.environ.get(HEALTH_ENV) or "off")
     try:
         asyncio.run(app.run(nats_settings(app, nats_url), health=probes))

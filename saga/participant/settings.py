@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from saga.errors import ConfigError
-from saga.nats.provision import StreamSettings
 from saga.nats.topology import Topology
 from saga.protocol import EFFECTS_BUCKET
+
+if TYPE_CHECKING:
+    from saga.nats.provision import StreamSettings
+
+
+def _default_stream() -> StreamSettings:
+    """nats-py (``StreamSettings.storage``'s type) loads with the first settings object made,
+    not with the SDK."""
+    from saga.nats.provision import StreamSettings
+
+    return StreamSettings()
 
 
 @dataclass(frozen=True)
@@ -16,7 +27,7 @@ class ParticipantSettings:
 
     topology: Topology = field(default_factory=Topology)
     """Names of the engine's streams and buckets (must match the engine's)."""
-    stream: StreamSettings = field(default_factory=StreamSettings)
+    stream: StreamSettings = field(default_factory=_default_stream)
     """Ack backoff, ``max_deliver`` and replicas of the participant's consumer and buckets."""
     effects_bucket: str = EFFECTS_BUCKET
     """Bucket behind ``ctx.once``."""
