@@ -30,12 +30,12 @@ from saga.testing.answers import (
 from saga.testing.errors import HarnessError, ScenarioTimeout, UnhandledCommand
 from saga.testing.harness import SagaHarness
 from saga.testing.result import SagaResult
-from saga.testing.wire import DeadLetter, Message
+from saga.testing.wire import DeadLettered, Message
 
 __all__ = [
     "Answer",
     "Behaviour",
-    "DeadLetter",
+    "DeadLettered",
     "HarnessError",
     "Message",
     "NoAnswer",

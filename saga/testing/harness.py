@@ -41,9 +41,9 @@ from saga.testing.memory import MemoryTransport
 from saga.testing.result import SagaResult
 from saga.testing.script import Script
 from saga.testing.wire import (
-    DeadLetter,
+    DeadLettered,
     Message,
-    SubjectIndex,
+    WireReader,
     emitted_headers,
     trigger_headers,
 )
@@ -56,7 +56,7 @@ class Transport(Protocol):
     """Where a scenario runs; both implementations pass the same tests."""
 
     messages: list[Message]
-    dead_letters: list[DeadLetter]
+    dead_letters: list[DeadLettered]
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -89,7 +89,7 @@ class SagaHarness:
         ``start`` is the in-memory clock's first reading; ``timeout`` bounds each wait on
         nats-server, in real seconds."""
         self.definition = definition
-        self.index = SubjectIndex(definition)
+        self.index = WireReader(definition)
         self.script = Script(self.index)
         self.nats = nats
         self._opened = False
@@ -339,7 +339,7 @@ class SagaHarness:
         return list(self.transport.messages)
 
     @property
-    def dead_letters(self) -> list[DeadLetter]:
+    def dead_letters(self) -> list[DeadLettered]:
         """Messages the engine could not use (no saga id, unknown instance, ...)."""
         return list(self.transport.dead_letters)
 

@@ -42,7 +42,7 @@ from saga.protocol import (
 )
 from saga.testing.errors import HarnessError, ScenarioTimeout
 from saga.testing.script import Outgoing, Script
-from saga.testing.wire import DeadLetter, Message, SubjectIndex
+from saga.testing.wire import DeadLettered, Message, WireReader
 
 PARTICIPANTS = "saga-harness"
 """The durable consumer that records the transcript and plays the participants."""
@@ -58,14 +58,14 @@ HARNESS_SETTINGS = EngineSettings(
 
 
 class NatsTransport:
-    def __init__(self, index: SubjectIndex, script: Script, timeout: float) -> None:
+    def __init__(self, index: WireReader, script: Script, timeout: float) -> None:
         self.index = index
         self.definition = index.definition
         self.script = script
         self.timeout = timeout
         self.settings = HARNESS_SETTINGS
         self.messages: list[Message] = []
-        self.dead_letters: list[DeadLetter] = []
+        self.dead_letters: list[DeadLettered] = []
         self._failures: list[BaseException] = []
         self._delayed: set[asyncio.Task[None]] = set()
         self._server: EmbeddedServer | None = None
@@ -231,7 +231,7 @@ class NatsTransport:
         original = self.index.message(
             headers.get(HEADER_DLQ_SUBJECT, msg.subject), payload, headers
         )
-        letter = DeadLetter(
+        letter = DeadLettered(
             headers.get(HEADER_DLQ_CODE, ""), headers.get(HEADER_DLQ_REASON, ""), original
         )
         self.dead_letters.append(letter)

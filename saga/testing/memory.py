@@ -41,7 +41,7 @@ from saga.protocol import HEADER_MSG_ID, TIMER_FIRE_PREFIX
 from saga.store import MemoryInstanceStore
 from saga.testing.errors import HarnessError
 from saga.testing.script import Outgoing, Script
-from saga.testing.wire import DeadLetter, Message, SubjectIndex
+from saga.testing.wire import DeadLettered, Message, WireReader
 
 DUPLICATE_WINDOW = timedelta(seconds=120)
 """As the engine provisions ``SAGA_EVENTS``: a repeated ``Nats-Msg-Id`` within it is dropped."""
@@ -64,7 +64,7 @@ class _Due:
 
 
 class MemoryTransport:
-    def __init__(self, index: SubjectIndex, script: Script, start: datetime) -> None:
+    def __init__(self, index: WireReader, script: Script, start: datetime) -> None:
         self.index = index
         self.definition = index.definition
         self.script = script
@@ -78,7 +78,7 @@ class MemoryTransport:
         )
         self.clock = start
         self.messages: list[Message] = []
-        self.dead_letters: list[DeadLetter] = []
+        self.dead_letters: list[DeadLettered] = []
         self._inbox: deque[Message] = deque()
         self._agenda: list[_Due] = []
         self._timers: dict[tuple[str, Timer], _Due] = {}
@@ -274,4 +274,4 @@ class MemoryTransport:
             raise HarnessError(f"the harness cannot carry out {command!r}")
 
     def _dead_letter(self, message: Message, code: DeadLetterCode, reason: str) -> None:
-        self.dead_letters.append(DeadLetter(code.value, reason, message))
+        self.dead_letters.append(DeadLettered(code.value, reason, message))

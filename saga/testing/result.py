@@ -7,7 +7,7 @@ from typing import Any
 
 from saga.core.state import InstanceState, Status, StepState
 from saga.definition.subjects import SENT, Role
-from saga.testing.wire import DeadLetter, Message
+from saga.testing.wire import DeadLettered, Message
 
 ANSWERS = (Role.SUCCESS, Role.FAILURE, Role.COMPENSATED, Role.COMPENSATION_FAILED)
 
@@ -21,7 +21,7 @@ class SagaResult:
     """``None`` when the trigger started nothing (e.g. it was dead-lettered)."""
     messages: tuple[Message, ...]
     """Every message of this saga on the wire: trigger, commands, answers, lifecycle events."""
-    dead_letters: tuple[DeadLetter, ...] = ()
+    dead_letters: tuple[DeadLettered, ...] = ()
 
     @property
     def status(self) -> Status | None:

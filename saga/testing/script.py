@@ -21,7 +21,7 @@ from saga.protocol import (
 )
 from saga.testing.answers import Behaviour, Reply, resolve
 from saga.testing.errors import HarnessError, UnhandledCommand
-from saga.testing.wire import Message, SubjectIndex, answer_headers, run_of
+from saga.testing.wire import Message, WireReader, answer_headers, run_of
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Outgoing:
 class Script:
     """Handlers by subject, each a fixed answer or a function of the received message."""
 
-    def __init__(self, index: SubjectIndex) -> None:
+    def __init__(self, index: WireReader) -> None:
         self.index = index
         self.handlers: dict[str, Behaviour] = {}
 

@@ -71,8 +71,10 @@ class Message:
         return f"{self.role.value:<19} {self.subject}{where} {body}"
 
 
-class SubjectIndex:
-    """The harness's reading of one definition's subjects (:mod:`saga.definition.subjects`)."""
+class WireReader:
+    """How the harness reads one saga's traffic: what a message means (the definition's
+    :class:`~saga.definition.subjects.SubjectIndex`, told apart by headers), whether it
+    wants an answer, and the :class:`Message` it is recorded as."""
 
     def __init__(self, definition: SagaDefinition) -> None:
         self.definition = definition
@@ -144,7 +146,7 @@ def run_of(cause: Message) -> int:
     return int(text) if text.isascii() and text.isdigit() else 0
 
 
-def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[str, str]:
+def answer_headers(index: WireReader, subject: str, cause: Message) -> dict[str, str]:
     """The headers a participant puts on an answer, per docs/protocol.md.
 
     ``Saga-Step`` and ``Saga-Kind`` come from what the answer means in the definition, so an
@@ -172,7 +174,7 @@ def answer_headers(index: SubjectIndex, subject: str, cause: Message) -> dict[st
 
 
 def emitted_headers(
-    index: SubjectIndex, subject: str, saga_id: str, extra: dict[str, str], serial: int
+    index: WireReader, subject: str, saga_id: str, extra: dict[str, str], serial: int
 ) -> dict[str, str]:
     """Headers of an event the test publishes itself, as the service that owns it would."""
     meaning = index.meaning(subject)
@@ -191,8 +193,9 @@ def emitted_headers(
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """A message the engine could not use and moved to ``saga.dlq.<code>``."""
+class DeadLettered:
+    """A message of the run the engine could not use and moved to ``saga.dlq.<code>``, as the
+    harness saw it (an operator's view of the dead-letter stream is ``saga.nats.dlq.DeadLetter``)."""
 
     code: str
     """``no-saga-id``, ``unknown-instance``, ... (``saga.nats.dlq.DeadLetterCode``)."""

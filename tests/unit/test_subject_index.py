@@ -2,7 +2,7 @@
 
 The ``_was_*`` functions are the five readers as they were before they read
 :mod:`saga.definition.subjects` (intake's ``classify``, topology's listened and published
-subjects, the checks' consumed subjects, the harness's ``SubjectIndex``); random definitions
+subjects, the checks' consumed subjects, the harness's ``WireReader``); random definitions
 whose steps share subjects from a small pool check the index against each of them, clashes
 included.
 """
@@ -40,7 +40,7 @@ from saga.protocol import (
     child_undo_subject,
     started_subject,
 )
-from saga.testing.wire import SubjectIndex as HarnessIndex
+from saga.testing.wire import WireReader
 
 POOL = ("a.one", "a.two", "b.one", "b.two", "c.one")
 NAME = "pool"
@@ -171,7 +171,7 @@ def _was_consumed(definition: SagaDefinition) -> Iterator[tuple[tuple[str | int,
 def _was_harness_meaning(
     definition: SagaDefinition, subject: str, headers: dict[str, str]
 ) -> tuple[str, str | None]:
-    """testing/wire.SubjectIndex.meaning: (role, step); later steps overwrite earlier ones."""
+    """testing/wire.WireReader.meaning: (role, step); later steps overwrite earlier ones."""
     consumed: dict[str, tuple[str, str | None]] = {definition.trigger.event: ("trigger", None)}
     commands: dict[str, list[tuple[str, str | None]]] = {}
     for step in definition.steps:
@@ -343,7 +343,7 @@ def test_the_harness_means_the_same(
     if check_definition(definition):
         return
     headers = {k: v for k, v in ((HEADER_STEP, step), (HEADER_KIND, kind)) if v is not None}
-    harness = HarnessIndex(definition)
+    harness = WireReader(definition)
     for subject in candidates(definition):
         meaning = harness.meaning(subject, headers)
         assert (meaning.role.value, meaning.step) == _was_harness_meaning(

@@ -83,7 +83,7 @@ def test_the_public_api_is_pinned() -> None:
     assert sorted(saga.testing.__all__) == [
         "Answer",
         "Behaviour",
-        "DeadLetter",
+        "DeadLettered",
         "HarnessError",
         "Message",
         "NoAnswer",
