@@ -26,11 +26,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from saga.client import SagaClient
 from saga.core.state import InstanceState
 from saga.definition import SagaDefinition, load_definitions
-from saga.nats.reader import read_stream
 from saga.nats.topology import Topology
-from saga.store import InstanceRecord
+from saga.protocol import kv_prefix
 from saga.testing.invariants import Report, check_live
 from services.orders import new_order, place_orders
 from services.trips import new_trip, request_trips
@@ -243,7 +243,7 @@ class Progress:
         async def seen(_: Msg) -> None:
             self.writes.append(time.monotonic())
 
-        await nc.subscribe(f"$KV.{bucket}.>", cb=seen)
+        await nc.subscribe(f"{kv_prefix(bucket)}>", cb=seen)
 
     async def recovery_after(self, since: float, timeout: float = RECOVERY_BOUND) -> float:
         """Seconds from ``since`` to the first write after it (fails after ``timeout``)."""
@@ -275,30 +275,35 @@ async def fleet_ready(js: JetStreamContext, progress: Progress, since: float) ->
     await wait_for(ready, timeout=90, interval=0.2, message="the services and engines to work")
 
 
-async def instance_states(
-    js: JetStreamContext, topology: Topology | None = None
-) -> list[InstanceState]:
-    bucket = (topology or Topology()).instances_bucket
-    messages = await read_stream(js, f"KV_{bucket}")
-    return [InstanceRecord.model_validate_json(m.data).state for m in messages if m.data]
+async def planned_states(
+    client: SagaClient, planned: Sequence[Planned]
+) -> dict[tuple[str, str], InstanceState]:
+    """The state of each planned saga that has one, by (saga, id): read by key from the
+    instances bucket (the truth; the index may miss what a killed engine did not index)."""
+    states = await asyncio.gather(*(client.get(p.saga_id, p.saga) for p in planned))
+    return {(p.saga, p.saga_id): s for p, s in zip(planned, states, strict=True) if s is not None}
 
 
 async def wait_all_ended(
-    js: JetStreamContext, planned: Sequence[Planned], timeout: float, stall: float = 30.0
+    nc: Client, planned: Sequence[Planned], timeout: float, stall: float = 30.0
 ) -> bool:
     """True once every planned saga has ended. False after ``timeout``, or once no saga has
     ended for ``stall`` seconds (longer than any timeout chain in the chaos definitions):
     the verdict then names the stuck ones."""
-    wanted = {p.saga_id for p in planned}
+    client = SagaClient(nc)
+    wanted = {(p.saga, p.saga_id) for p in planned}
+    seen_ended: set[tuple[str, str]] = set()
     last = (-1, time.monotonic())
 
     async def ended() -> bool:
         nonlocal last
+        waiting = [p for p in planned if (p.saga, p.saga_id) not in seen_ended]
         try:
-            states = await instance_states(js)
+            states = await planned_states(client, waiting)
         except Exception:
-            return False  # the server is away for a moment
-        done = len(wanted & {s.saga_id for s in states if s.status.value in ENDED})
+            return False  # the server is away for a moment, or no engine made the bucket yet
+        seen_ended.update(key for key, s in states.items() if s.status.value in ENDED)
+        done = len(seen_ended)
         if done != last[0]:
             last = (done, time.monotonic())
         elif time.monotonic() - last[1] > stall:
@@ -355,7 +360,7 @@ class Figures:
 
 
 async def verdict(
-    js: JetStreamContext,
+    nc: Client,
     planned: Sequence[Planned],
     figures: Figures,
     log_dir: Path,
@@ -363,9 +368,10 @@ async def verdict(
     """Invariants over everything recorded, and each saga's outcome against its plan."""
     definitions = chaos_definitions()
     expected = [(p.saga, p.saga_id) for p in planned]
-    report = await check_live(js, definitions, expected)
-    states = {(s.saga_name, s.saga_id): s for s in await instance_states(js)}
-    mismatches, timed_out = [], []
+    report = await check_live(nc.jetstream(timeout=10), definitions, expected)
+    states = await planned_states(SagaClient(nc), planned)
+    mismatches: list[str] = []
+    timed_out: list[str] = []
     for p in planned:
         state = states.get((p.saga, p.saga_id))
         got = state.status.value if state else "missing"

@@ -114,11 +114,11 @@ async def test_cluster_node_killed_and_brought_back(
             ready_since = time.monotonic()
             fleet.check_alive()
         await feeder
-        await wait_all_ended(js, planned, timeout=scale.seconds(120, 400))
+        await wait_all_ended(nc, planned, timeout=scale.seconds(120, 400))
     figures.seconds = time.monotonic() - started
     figures.notes = (
         "2 partitioned engine replicas; recovery measured from the kill of the SAGA_EVENTS leader"
     )
-    report, mismatches = await verdict(js, planned, figures, tmp_path)
+    report, mismatches = await verdict(nc, planned, figures, tmp_path)
     await nc.close()
     assert_clean(report, mismatches)

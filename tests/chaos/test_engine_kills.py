@@ -51,9 +51,9 @@ async def test_engine_sigkilled_every_few_seconds(
             figures.recoveries.append(await progress.recovery_after(restarted))
         await feeder
         figures.kills = fleet.kills
-        await wait_all_ended(js, planned, timeout=scale.seconds(90, 300))
+        await wait_all_ended(nc, planned, timeout=scale.seconds(90, 300))
     figures.seconds = time.monotonic() - started
-    report, mismatches = await verdict(js, planned, figures, tmp_path)
+    report, mismatches = await verdict(nc, planned, figures, tmp_path)
     await nc.close()
     assert figures.kills >= 3
     assert_clean(report, mismatches)

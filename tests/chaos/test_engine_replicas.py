@@ -47,11 +47,11 @@ async def test_engine_replicas_share_the_work(
             fleet.start_engine(index)
         fleet.start_services()
         await feed(js, planned, scale.seconds(5, 40))
-        await wait_all_ended(js, planned, timeout=scale.seconds(60, 300))
+        await wait_all_ended(nc, planned, timeout=scale.seconds(60, 300))
         fleet.check_alive()
     figures.seconds = time.monotonic() - started
     figures.notes = f"{replicas} engine replicas"
-    report, mismatches = await verdict(js, planned, figures, tmp_path)
+    report, mismatches = await verdict(nc, planned, figures, tmp_path)
     await nc.close()
     assert_clean(report, mismatches)
 
@@ -96,11 +96,11 @@ async def test_partitioned_replicas_join_leave_and_die_without_losing_a_saga(
         fleet.stop_engine(2)
         fleet.start_engine(3, *options)
         await feeder
-        await wait_all_ended(js, planned, timeout=scale.seconds(90, 300))
+        await wait_all_ended(nc, planned, timeout=scale.seconds(90, 300))
         fleet.check_alive()
     figures.seconds = time.monotonic() - started
     figures.notes = "partitioned replicas: 2 joined, 1 SIGKILLed, 1 stopped, 6 partitions"
-    report, mismatches = await verdict(js, planned, figures, tmp_path)
+    report, mismatches = await verdict(nc, planned, figures, tmp_path)
     await nc.close()
     assert_clean(report, mismatches)
 

@@ -97,14 +97,14 @@ async def test_duplicate_reordered_and_late_events(
         fleet.start_services()
         await injector.start()
         await feed(js, planned, scale.seconds(5, 40))
-        await wait_all_ended(js, planned, timeout=scale.seconds(90, 300))
+        await wait_all_ended(nc, planned, timeout=scale.seconds(90, 300))
         await injector.drain()
-        await wait_all_ended(js, planned, timeout=10)  # late copies changed nothing
+        await wait_all_ended(nc, planned, timeout=10)  # late copies changed nothing
         fleet.check_alive()
     await injector_nc.close()
     figures.seconds = time.monotonic() - started
     figures.notes = f"{injector.copies} copies injected"
-    report, mismatches = await verdict(js, planned, figures, tmp_path)
+    report, mismatches = await verdict(nc, planned, figures, tmp_path)
     await nc.close()
     assert injector.copies > len(planned)
     assert_clean(report, mismatches)

@@ -51,8 +51,8 @@ async def test_server_killed_and_restarted_on_its_store(
             figures.recoveries.append(await progress.recovery_after(back))
             fleet.check_alive()
         await feeder
-        await wait_all_ended(js, planned, timeout=scale.seconds(90, 300))
+        await wait_all_ended(nc, planned, timeout=scale.seconds(90, 300))
     figures.seconds = time.monotonic() - started
-    report, mismatches = await verdict(js, planned, figures, tmp_path)
+    report, mismatches = await verdict(nc, planned, figures, tmp_path)
     await nc.close()
     assert_clean(report, mismatches)
