@@ -60,13 +60,25 @@ class App:
                 f"app name {name!r}: use 1-64 of A-Z a-z 0-9 _ - (it names a consumer)"
             )
         self.name = name
-        self.settings = settings or ParticipantSettings()
+        self._settings = settings
         self.routes: dict[str, Route] = {}
         self.wrap = tuple(wrap)
         self.telemetry = Telemetry.disabled()
         self.health: HealthServer | None = None
         """The probes' server while :meth:`run` serves them."""
         """Set to trace this app's handling (``run`` reads the OTEL_* environment)."""
+
+    @property
+    def settings(self) -> ParticipantSettings:
+        """The app's settings; the defaults are made on first use (they load nats-py, which
+        declaring an app and its handlers does not need)."""
+        if self._settings is None:
+            self._settings = ParticipantSettings()
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: ParticipantSettings) -> None:
+        self._settings = value
 
     # -- registration -------------------------------------------------------
 
