@@ -134,6 +134,7 @@ FORBIDDEN_AT_IMPORT = (
     "aiohttp",  # the probes' server starts only with --health
     "pydantic",  # NatsSettings: loaded when the app connects
     "opentelemetry.sdk",  # loaded when tracing is configured
+    "opentelemetry.propagate",  # its entry points are read at import: with the first message
     "click",
 )
 
