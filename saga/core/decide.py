@@ -835,9 +835,16 @@ class _Transition:
         self.state.status, self.state.finished_at = Status.RUNNING, None
         why = f"run {self.state.run}" + (f": {event.reason}" if event.reason else "")
         self.record("operator.redrive", failed, detail=why, actor=event.actor)
+        deadline = Timer(TimerKind.DEADLINE)
         if self.definition.deadline is not None:
-            self.schedule(Timer(TimerKind.DEADLINE), self.now + self.definition.deadline)
+            self.schedule(deadline, self.now + self.definition.deadline)
         self.advance()
+        if CancelTimer(deadline) in self.commands:  # the new run ended or failed at once
+            self.commands = [
+                c
+                for c in self.commands
+                if not isinstance(c, ScheduleTimer | CancelTimer) or c.timer != deadline
+            ]
         return None
 
     def signal(self, event: Signal) -> str | None:

@@ -10,21 +10,26 @@ from hypothesis import strategies as st
 
 from saga.core import (
     CancelTimer,
+    CompensationFailed,
     CompensationStatus,
     Finished,
     OperatorRedrive,
     OperatorTerminate,
     PublishEvent,
+    SagaTriggered,
     ScheduleTimer,
     Status,
     StepStatus,
+    StepSucceeded,
+    Timer,
     TimerFired,
+    TimerKind,
     decide,
 )
 from saga.core.decide import REDRIVABLE, STANDING
 from saga.definition import SagaDefinition
 from saga.protocol import HEADER_RUN
-from tests.unit.test_core_properties import QUIET, definitions, play
+from tests.unit.test_core_properties import QUIET, Sim, definitions, play
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=QUIET)
@@ -138,3 +143,48 @@ def test_a_redriven_saga_settles_again(definition: SagaDefinition, data: st.Data
             definition.step(sim.state.compensation_queue[0]).compensate.timeout is None  # type: ignore[union-attr]
         )
     )
+
+
+def test_a_redriven_run_that_fails_at_once_arms_no_deadline() -> None:
+    """Found by hypothesis: a parked saga whose last step had answered late is redriven; the
+    new run completes at once, so its deadline was scheduled and cancelled in one transition.
+    The decision must carry neither (a timer the new run never armed)."""
+    definition = SagaDefinition.model_validate(
+        {
+            "name": "prop",
+            "trigger": {"event": "prop.start"},
+            "deadline": "10s",
+            "steps": [
+                {"name": "s0", "success": "s0.ok"},
+                {"name": "s1", "success": "s1.ok", "when": "trigger.x"},
+                {
+                    "name": "s2",
+                    "success": "s2.ok",
+                    "compensate": {
+                        "publish": {"event": "s2.undo"},
+                        "success": "s2.undone",
+                        "failure": "s2.undo_failed",
+                    },
+                },
+                {"name": "s3", "success": "s3.ok", "timeout": "100ms", "when": "trigger.x"},
+            ],
+        }
+    )
+    sim = Sim(definition)
+    sim.deliver(SagaTriggered("id-1", {"x": 1, "y": "two"}))
+    for step in ("s0", "s1", "s2"):
+        sim.deliver(StepSucceeded(step, {"v": 1}))
+    sim.deliver(TimerFired(Timer(TimerKind.DEADLINE)))
+    for _ in range(3):
+        sim.deliver(CompensationFailed("s2", "no", attempt=1))
+    sim.deliver(StepSucceeded("s3", {"v": 0}))
+    assert sim.state is not None
+    assert sim.state.status in REDRIVABLE
+
+    decision = decide(definition, sim.state, OperatorRedrive(), sim.now + timedelta(seconds=5))
+
+    assert decision.changed
+    assert decision.state is not None
+    assert decision.state.status is Status.COMPLETED
+    timers = [c for c in decision.commands if isinstance(c, ScheduleTimer | CancelTimer)]
+    assert not [c for c in timers if c.timer.kind is TimerKind.DEADLINE]
