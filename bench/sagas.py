@@ -79,6 +79,7 @@ class Options:
     stall: float
     as_json: bool
     profile: Path | None = None
+    profile_participant: Path | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -109,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="py-spy the engine during the first engine run and the traced run "
         "(FILE.svg: flame graph, FILE.txt: collapsed stacks, FILE.json: speedscope)",
     )
+    parser.add_argument(
+        "--profile-participant",
+        type=Path,
+        metavar="FILE",
+        help="py-spy the first participant (inventory) during the first engine run "
+        "(formats as for --profile)",
+    )
     args = parser.parse_args(argv)
     for name in ("sagas", "inflight", "solo", "replicas"):
         if getattr(args, name) < 1:
@@ -125,6 +133,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         stall=args.stall,
         as_json=args.json,
         profile=args.profile,
+        profile_participant=args.profile_participant,
     )
 
 
@@ -193,14 +202,17 @@ class Run:
         tag: str,
         fail: bool = False,
         profile: Path | None = None,
+        profile_participant: Path | None = None,
     ) -> RunStats:
-        spy = self.spy(profile) if profile else None
+        spies = [self.spy(profile, "engine") if profile else None]
+        spies.append(self.spy(profile_participant, "participants") if profile_participant else None)
         before = await self.server_counters()
         try:
             stats = await driver.run(flow, count, self.opts.inflight, tag, fail)
         finally:
-            if spy is not None:
-                stop_spy(spy)
+            for spy in spies:
+                if spy is not None:
+                    stop_spy(spy)
         after = await self.server_counters()
         self.server_ops.setdefault(key, []).append(
             {k: (after[k] - before.get(k, 0)) / count for k in after}
@@ -224,17 +236,17 @@ class Run:
         counters["JetStream API requests"] = (await js.account_info()).api.total
         return counters
 
-    def spy(self, out: Path) -> subprocess.Popen[bytes] | None:
-        """py-spy on the (first) engine process until :func:`stop_spy`; None without py-spy."""
+    def spy(self, out: Path, role: str) -> subprocess.Popen[bytes] | None:
+        """py-spy on the first process of ``role`` until :func:`stop_spy`; None without py-spy."""
         binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(binary).exists():
             say(self.opts, "  (py-spy not found: pip install py-spy; no profile taken)")
             return None
         formats = {".svg": "flamegraph", ".txt": "raw", ".json": "speedscope"}
-        pid = self.procs.first("engine").process.pid
+        pid = self.procs.first(role).process.pid
         args = [binary, "record", "--pid", str(pid), "--rate", "100", "--output", str(out)]
         args += ["--format", formats.get(out.suffix, "flamegraph")]
-        log = (self.procs.log_dir / "py-spy.log").open("ab")
+        log = (self.procs.log_dir / f"py-spy-{role}.log").open("ab")
         with log:
             return subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
 
@@ -272,7 +284,15 @@ class Run:
         say(opts, f"throughput: {opts.sagas} sagas, {opts.inflight} in flight")
         await self.measure(driver, "raw", RAW, opts.sagas, "raw-1")
         engine_profile = profile_path(opts.profile, "engine")
-        await self.measure(driver, "engine", ENGINE, opts.sagas, "engine-1", profile=engine_profile)
+        await self.measure(
+            driver,
+            "engine",
+            ENGINE,
+            opts.sagas,
+            "engine-1",
+            profile=engine_profile,
+            profile_participant=opts.profile_participant,
+        )
         await self.measure(driver, "compensation", ENGINE, opts.sagas, "comp-1", fail=True)
         await self.measure(driver, "engine", ENGINE, opts.sagas, "engine-2")
         await self.measure(driver, "raw", RAW, opts.sagas, "raw-2")
