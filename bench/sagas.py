@@ -53,6 +53,7 @@ from bench.measure import ENGINE, OBSERVED, RAW, Driver, Flow, RunStats, percent
 from bench.otlp import OtlpReceiver
 from bench.procs import BenchError, Processes, cpu_seconds, rss_mib
 from bench.stacks import EVENTS_STREAM, OTEL_OFF, ROOT, EngineStack, otel_on, start_raw
+from saga.errors import ServerNotFoundError
 from saga.nats.server import EmbeddedServer, find_server_binary, free_port
 
 LONG_SAGAS = 100_000
@@ -656,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     except asyncio.CancelledError:
         print("terminated; everything started was stopped", file=sys.stderr)
         return 143
-    except BenchError as exc:
+    except (BenchError, ServerNotFoundError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2) if opts.as_json else table(result))
