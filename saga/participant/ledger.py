@@ -19,13 +19,13 @@ ack inbox instead of a request round trip each.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from saga import jsonwire
 from saga.nats.acks import Acks
 from saga.nats.guarded import StaleRevision, guarded_put
 from saga.nats.topology import token
@@ -48,20 +48,19 @@ class StoredReply:
         return not self.failed or attempt <= self.attempt
 
     def to_json(self) -> bytes:
-        return json.dumps(
+        return jsonwire.dumps(
             {
                 "subject": self.subject,
                 "data": self.data.decode(),
                 "headers": self.headers,
                 "failed": self.failed,
                 "attempt": self.attempt,
-            },
-            allow_nan=False,
-        ).encode()
+            }
+        )
 
     @classmethod
     def from_json(cls, raw: bytes) -> StoredReply:
-        doc: dict[str, Any] = json.loads(raw)
+        doc: dict[str, Any] = jsonwire.loads(raw)
         return cls(
             subject=str(doc["subject"]),
             data=str(doc["data"]).encode(),
