@@ -23,9 +23,12 @@ from bench import raw
 from bench.procs import BenchError
 
 SAGA = "bench-order"
+OBSERVED_SAGA = "bench-observed"
 ENGINE_TRIGGER = "bench.orders.placed"
+OBSERVED_TRIGGER = "bench.observed.placed"
 STATUS_PREFIX = f"saga.status.{SAGA}"
 ID_HEADER = "Saga-Id"
+NAME_HEADER = "Saga-Name"
 T = TypeVar("T")
 
 
@@ -36,10 +39,16 @@ class Flow:
     id_header: bool
     """Whether the trigger carries ``Saga-Id`` (the raw services copy it onto every event;
     the engine takes the id from the payload's ``order_id``, as a producer would send it)."""
+    saga: str | None = None
+    """The saga named in a ``Saga-Name`` header, for services that react to the trigger
+    itself (observed steps); None: no such header."""
 
 
 RAW = Flow("raw", raw.TRIGGER, id_header=True)
 ENGINE = Flow("engine", ENGINE_TRIGGER, id_header=False)
+OBSERVED = Flow("observed", OBSERVED_TRIGGER, id_header=True, saga=OBSERVED_SAGA)
+"""Observed steps (pure choreography): the first service reacts to the trigger, so it
+carries the saga headers a front end sends (``SagaClient.start`` does the same)."""
 
 
 def order(saga_id: str, fail: bool) -> bytes:
@@ -148,6 +157,7 @@ class Driver:
 
     async def start(self) -> None:
         await self.nc.subscribe(f"{STATUS_PREFIX}.*", cb=self._outcome)
+        await self.nc.subscribe(f"saga.status.{OBSERVED_SAGA}.*", cb=self._outcome)
         await self.nc.subscribe(raw.FINAL, cb=self._outcome)
 
     async def _outcome(self, msg: Msg) -> None:
@@ -166,6 +176,8 @@ class Driver:
 
     async def _trigger(self, flow: Flow, saga_id: str, batch: Batch, fail: bool) -> None:
         headers = {ID_HEADER: saga_id} if flow.id_header else None
+        if headers is not None and flow.saga is not None:
+            headers[NAME_HEADER] = flow.saga
         self.pending[saga_id] = (time.perf_counter(), batch)
         ack = await self.js.publish_async(flow.trigger, order(saga_id, fail), headers=headers)
         ack.add_done_callback(self._published)

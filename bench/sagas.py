@@ -9,7 +9,10 @@ drift on a shared machine cancels out:
 
 - throughput: N sagas with K in flight, raw vs engine (sagas/s, p50/p99 latency
   from trigger publish to completion event);
-- solo latency: one saga at a time, raw and engine alternating;
+- solo latency: one saga at a time, raw, engine and observed alternating;
+- observed steps (``bench-observed``, pure choreography: each service reacts to the
+  previous step's event and the engine only watches): throughput, solo latency and CPU
+  per saga beside the driven engine flow's;
 - compensation: engine sagas whose last step fails (two undos each);
 - tracing cost: the engine and participants restarted with OpenTelemetry
   exporting to a local OTLP/HTTP receiver, vs tracing off (before and after);
@@ -34,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -45,11 +49,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import nats
 from nats.aio.client import Client
 
-from bench.measure import ENGINE, RAW, Driver, Flow, RunStats, percentile
+from bench.measure import ENGINE, OBSERVED, RAW, Driver, Flow, RunStats, percentile
 from bench.otlp import OtlpReceiver
 from bench.procs import BenchError, Processes, cpu_seconds, rss_mib
-from bench.stacks import OTEL_OFF, ROOT, EngineStack, otel_on, start_raw
-from saga.nats.server import EmbeddedServer, find_server_binary
+from bench.stacks import EVENTS_STREAM, OTEL_OFF, ROOT, EngineStack, otel_on, start_raw
+from saga.errors import ServerNotFoundError
+from saga.nats.server import EmbeddedServer, find_server_binary, free_port
 
 LONG_SAGAS = 100_000
 REQUIRED_KEYS = (
@@ -63,6 +68,9 @@ REQUIRED_KEYS = (
     "tracing_ratio",
     "rss_growth_pct",
     "cpu_ratio",
+    "observed_throughput_ratio",
+    "observed_solo_latency_ratio",
+    "observed_cpu_ratio",
 )
 """Keys ``--json`` always reports with a number (the smoke test checks them)."""
 
@@ -79,6 +87,7 @@ class Options:
     stall: float
     as_json: bool
     profile: Path | None = None
+    profile_participant: Path | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -109,6 +118,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="py-spy the engine during the first engine run and the traced run "
         "(FILE.svg: flame graph, FILE.txt: collapsed stacks, FILE.json: speedscope)",
     )
+    parser.add_argument(
+        "--profile-participant",
+        type=Path,
+        metavar="FILE",
+        help="py-spy the first participant (inventory) during the first engine run "
+        "(formats as for --profile)",
+    )
     args = parser.parse_args(argv)
     for name in ("sagas", "inflight", "solo", "replicas"):
         if getattr(args, name) < 1:
@@ -125,6 +141,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         stall=args.stall,
         as_json=args.json,
         profile=args.profile,
+        profile_participant=args.profile_participant,
     )
 
 
@@ -163,7 +180,12 @@ class Run:
 
     def __init__(self, opts: Options, work: Path) -> None:
         self.opts = opts
-        self.server = EmbeddedServer(store_dir=work / "nats")
+        self.monitor_port = free_port()
+        """The server's HTTP monitoring port (loopback, as its client port): ``/varz`` counts
+        every message in and out, pulls, acks and pub acks included."""
+        self.server = EmbeddedServer(
+            store_dir=work / "nats", extra_args=["-m", str(self.monitor_port)]
+        )
         self.procs = Processes(log_dir=work, cwd=ROOT)
         self.receiver = OtlpReceiver()
         self.nc: Client | None = None
@@ -172,6 +194,8 @@ class Run:
         self.rss_sagas_between = 0
         self.traced_sagas = 0
         self.server_ops: dict[str, list[dict[str, float]]] = {}
+        self.counting_requests = 0
+        """JetStream API requests made by :meth:`server_counters` itself so far."""
 
     def cpu(self) -> dict[str, float]:
         assert self.server.process is not None
@@ -193,14 +217,17 @@ class Run:
         tag: str,
         fail: bool = False,
         profile: Path | None = None,
+        profile_participant: Path | None = None,
     ) -> RunStats:
-        spy = self.spy(profile) if profile else None
+        spies = [self.spy(profile, "engine") if profile else None]
+        spies.append(self.spy(profile_participant, "participants") if profile_participant else None)
         before = await self.server_counters()
         try:
             stats = await driver.run(flow, count, self.opts.inflight, tag, fail)
         finally:
-            if spy is not None:
-                stop_spy(spy)
+            for spy in spies:
+                if spy is not None:
+                    stop_spy(spy)
         after = await self.server_counters()
         self.server_ops.setdefault(key, []).append(
             {k: (after[k] - before.get(k, 0)) / count for k in after}
@@ -215,26 +242,54 @@ class Run:
         return stats
 
     async def server_counters(self) -> dict[str, int]:
-        """Messages ever stored per stream (last sequence) and JetStream API calls so far."""
+        """What the server did so far: per stream, messages ever stored (last sequence) and
+        removed (stored minus held: expired TTLs, tombstones, replaced per-subject entries);
+        the events stream's status events apart; deliveries to and acks from every consumer;
+        JetStream API requests."""
         assert self.nc is not None
         js = self.nc.jetstream()
-        counters = {
-            f"stored {info.config.name}": info.state.last_seq for info in await js.streams_info()
-        }
-        counters["JetStream API requests"] = (await js.account_info()).api.total
+        counters: dict[str, int] = {}
+        api_before = (await js.account_info()).api.total
+        for info in await js.streams_info():
+            name, state = info.config.name, info.state
+            counters[f"stored {name}"] = state.last_seq
+            counters[f"removed {name}"] = state.last_seq - state.first_seq + 1 - state.messages
+            if name == EVENTS_STREAM:
+                status = await js.stream_info(name, subjects_filter="saga.status.>")
+                counters[f"stored {name} status"] = sum((status.state.subjects or {}).values())
+            for consumer in await js.consumers_info(name):
+                counters["consumer deliveries"] = (
+                    counters.get("consumer deliveries", 0) + consumer.delivered.consumer_seq
+                )
+                counters["consumer acks (floor)"] = (
+                    counters.get("consumer acks (floor)", 0) + consumer.ack_floor.consumer_seq
+                )
+        varz = await asyncio.to_thread(self.varz)
+        counters["server messages in"] = varz["in_msgs"]
+        counters["server messages out"] = varz["out_msgs"]
+        api_after = (await js.account_info()).api.total
+        # The requests of these reads themselves are not the flows' work: left out.
+        counters["JetStream API requests"] = api_before - self.counting_requests
+        self.counting_requests += api_after - api_before + 1
         return counters
 
-    def spy(self, out: Path) -> subprocess.Popen[bytes] | None:
-        """py-spy on the (first) engine process until :func:`stop_spy`; None without py-spy."""
+    def varz(self) -> dict[str, Any]:
+        url = f"http://{self.server.host}:{self.monitor_port}/varz"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            found: dict[str, Any] = json.load(answer)
+        return found
+
+    def spy(self, out: Path, role: str) -> subprocess.Popen[bytes] | None:
+        """py-spy on the first process of ``role`` until :func:`stop_spy`; None without py-spy."""
         binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(binary).exists():
             say(self.opts, "  (py-spy not found: pip install py-spy; no profile taken)")
             return None
         formats = {".svg": "flamegraph", ".txt": "raw", ".json": "speedscope"}
-        pid = self.procs.first("engine").process.pid
+        pid = self.procs.first(role).process.pid
         args = [binary, "record", "--pid", str(pid), "--rate", "100", "--output", str(out)]
         args += ["--format", formats.get(out.suffix, "flamegraph")]
-        log = (self.procs.log_dir / "py-spy.log").open("ab")
+        log = (self.procs.log_dir / f"py-spy-{role}.log").open("ab")
         with log:
             return subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
 
@@ -260,27 +315,39 @@ class Run:
         await self.stack.start(OTEL_OFF)
         await driver.run(RAW, 1, 1, "probe-raw")
         await driver.run(ENGINE, 1, 1, "probe-engine")
+        await driver.run(OBSERVED, 1, 1, "probe-observed")
         say(opts, f"warm-up: {opts.warmup} sagas each")
         await driver.run(RAW, opts.warmup, opts.inflight, "warm-raw")
         await driver.run(ENGINE, opts.warmup, opts.inflight, "warm-engine")
+        await driver.run(OBSERVED, opts.warmup, opts.inflight, "warm-observed")
         engine_pid = self.procs.first("engine").process.pid
         rss_warm = rss_mib(engine_pid)
 
         say(opts, f"solo latency: {opts.solo} sagas each, one at a time, alternating")
-        solo = await driver.solo([RAW, ENGINE], opts.solo, "solo")
+        solo = await driver.solo([RAW, ENGINE, OBSERVED], opts.solo, "solo")
 
         say(opts, f"throughput: {opts.sagas} sagas, {opts.inflight} in flight")
         await self.measure(driver, "raw", RAW, opts.sagas, "raw-1")
         engine_profile = profile_path(opts.profile, "engine")
-        await self.measure(driver, "engine", ENGINE, opts.sagas, "engine-1", profile=engine_profile)
+        await self.measure(
+            driver,
+            "engine",
+            ENGINE,
+            opts.sagas,
+            "engine-1",
+            profile=engine_profile,
+            profile_participant=opts.profile_participant,
+        )
+        await self.measure(driver, "observed", OBSERVED, opts.sagas, "observed-1")
         await self.measure(driver, "compensation", ENGINE, opts.sagas, "comp-1", fail=True)
+        await self.measure(driver, "observed", OBSERVED, opts.sagas, "observed-2")
         await self.measure(driver, "engine", ENGINE, opts.sagas, "engine-2")
         await self.measure(driver, "raw", RAW, opts.sagas, "raw-2")
         if opts.long:
             say(opts, f"long run: {LONG_SAGAS:,} engine sagas")
             await self.measure(driver, "long", ENGINE, LONG_SAGAS, "long")
         rss_end = rss_mib(engine_pid)
-        self.rss_sagas_between = opts.solo + 3 * opts.sagas + (LONG_SAGAS if opts.long else 0)
+        self.rss_sagas_between = 2 * opts.solo + 5 * opts.sagas + (LONG_SAGAS if opts.long else 0)
 
         say(opts, "tracing: engine and participants restarted with OTLP export on, then off")
         await self.restart_engine(driver, otel_on(self.receiver.endpoint), "on")
@@ -314,6 +381,7 @@ class Run:
         # Tracing on is compared with the two engine runs on either side of it (ABA).
         untraced = statistics.fmean(s.per_s for s in stats["engine"][-2:])
         raw_solo, engine_solo = percentile(solo["raw"], 0.5), percentile(solo["engine"], 0.5)
+        observed_rate, observed_solo = rate("observed"), percentile(solo["observed"], 0.5)
         result: dict[str, Any] = {
             "raw_sagas_per_s": round(raw_rate, 1),
             "engine_sagas_per_s": round(engine_rate, 1),
@@ -327,6 +395,12 @@ class Run:
             "engine_solo_p50_ms": round(engine_solo, 2),
             "engine_solo_p99_ms": round(percentile(solo["engine"], 0.99), 2),
             "solo_latency_ratio": ratio(engine_solo, raw_solo),
+            "observed_sagas_per_s": round(observed_rate, 1),
+            "observed_throughput_ratio": ratio(observed_rate, raw_rate),
+            "observed_p50_ms": round(pooled("observed", "p50_ms"), 1),
+            "observed_solo_p50_ms": round(observed_solo, 2),
+            "observed_solo_p99_ms": round(percentile(solo["observed"], 0.99), 2),
+            "observed_solo_latency_ratio": ratio(observed_solo, raw_solo),
             "compensation_sagas_per_s": round(comp_rate, 1),
             "compensation_p50_ms": round(pooled("compensation", "p50_ms"), 1),
             "compensation_p99_ms": round(pooled("compensation", "p99_ms"), 1),
@@ -346,17 +420,18 @@ class Run:
             "long_sagas_per_s_by_tenth": stats["long"][0].tenths if "long" in stats else None,
             "cpu_us_per_saga": {
                 key: _mean_cpu(stats[key])
-                for key in ("raw", "engine", "compensation", "tracing_on")
+                for key in ("raw", "engine", "observed", "compensation", "tracing_on")
             },
             "cpu_ratio": cpu_ratio(stats["engine"], stats["raw"]),
+            "observed_cpu_ratio": cpu_ratio(stats["observed"], stats["raw"]),
             "cpu_cores_busy": {
                 key: _mean_cores(stats[key])
-                for key in ("raw", "engine", "compensation", "tracing_on")
+                for key in ("raw", "engine", "observed", "compensation", "tracing_on")
             },
             "server_ops_per_saga": {
                 key: {k: round(v, 2) for k, v in runs[0].items() if v}
                 for key, runs in self.server_ops.items()
-                if key in ("raw", "engine", "compensation")
+                if key in ("raw", "engine", "observed", "compensation")
             },
             "runs": {key: [round(s.per_s, 1) for s in runs] for key, runs in stats.items()},
             "unexpected_outcomes": {
@@ -447,33 +522,79 @@ def _mean_cpu(runs: list[RunStats]) -> dict[str, float]:
 
 def table(result: dict[str, Any]) -> str:
     r, cpu = result, result["cpu_us_per_saga"]
-    rows = [
+    obs = cpu.get("observed", {})
+    rows: list[tuple[Any, ...]] = [
         (
             "throughput, sagas/s",
             r["raw_sagas_per_s"],
             r["engine_sagas_per_s"],
             r["throughput_ratio"],
+            r["observed_sagas_per_s"],
+            r["observed_throughput_ratio"],
         ),
-        ("  p50 latency, ms", r["raw_p50_ms"], r["engine_p50_ms"], _ratio(r, "p50_ms")),
-        ("  p99 latency, ms", r["raw_p99_ms"], r["engine_p99_ms"], _ratio(r, "p99_ms")),
-        ("solo p50, ms", r["raw_solo_p50_ms"], r["engine_solo_p50_ms"], r["solo_latency_ratio"]),
-        ("solo p99, ms", r["raw_solo_p99_ms"], r["engine_solo_p99_ms"], _ratio(r, "solo_p99_ms")),
-        ("compensation, sagas/s", "", r["compensation_sagas_per_s"], r["compensation_ratio"]),
-        ("  compensation p50, ms", "", r["compensation_p50_ms"], ""),
-        ("tracing on, sagas/s", "", r["tracing_on_sagas_per_s"], r["tracing_ratio"]),
-        ("engine RSS, MiB", "", f"{r['rss_warm_mib']} -> {r['rss_end_mib']}", ""),
-        ("  RSS growth, %", "", r["rss_growth_pct"], ""),
+        (
+            "  p50 latency, ms",
+            r["raw_p50_ms"],
+            r["engine_p50_ms"],
+            _ratio(r, "p50_ms"),
+            r["observed_p50_ms"],
+            "",
+        ),
+        ("  p99 latency, ms", r["raw_p99_ms"], r["engine_p99_ms"], _ratio(r, "p99_ms"), "", ""),
+        (
+            "solo p50, ms",
+            r["raw_solo_p50_ms"],
+            r["engine_solo_p50_ms"],
+            r["solo_latency_ratio"],
+            r["observed_solo_p50_ms"],
+            r["observed_solo_latency_ratio"],
+        ),
+        (
+            "solo p99, ms",
+            r["raw_solo_p99_ms"],
+            r["engine_solo_p99_ms"],
+            _ratio(r, "solo_p99_ms"),
+            r["observed_solo_p99_ms"],
+            "",
+        ),
+        (
+            "compensation, sagas/s",
+            "",
+            r["compensation_sagas_per_s"],
+            r["compensation_ratio"],
+            "",
+            "",
+        ),
+        ("  compensation p50, ms", "", r["compensation_p50_ms"], "", "", ""),
+        ("tracing on, sagas/s", "", r["tracing_on_sagas_per_s"], r["tracing_ratio"], "", ""),
+        ("engine RSS, MiB", "", f"{r['rss_warm_mib']} -> {r['rss_end_mib']}", "", "", ""),
+        ("  RSS growth, %", "", r["rss_growth_pct"], "", "", ""),
     ]
     for role in ("driver", "server", "raw", "engine", "participants"):
         raw_cpu = cpu["raw"].get(role, 0) if role != "engine" and role != "participants" else ""
         eng_cpu = cpu["engine"].get(role, 0) if role != "raw" else ""
-        rows.append((f"CPU/saga {role}, µs", raw_cpu, eng_cpu, ""))
+        obs_cpu = obs.get(role, 0) if role != "raw" else ""
+        rows.append((f"CPU/saga {role}, µs", raw_cpu, eng_cpu, "", obs_cpu, ""))
     raw_total = sum(cpu["raw"].get(role, 0) for role in RAW_ROLES)
     engine_total = sum(cpu["engine"].get(role, 0) for role in ENGINE_ROLES)
-    rows.append(("CPU/saga total, µs", raw_total, engine_total, r["cpu_ratio"]))
-    width = [max(len(str(row[i])) for row in rows) for i in range(4)]
-    head = ("", "raw", "engine", "ratio")
-    width = [max(w, len(h)) for w, h in zip(width, head, strict=True)]
+    observed_total = sum(obs.get(role, 0) for role in ENGINE_ROLES)
+    rows.append(
+        (
+            "CPU/saga total, µs",
+            raw_total,
+            engine_total,
+            r["cpu_ratio"],
+            observed_total,
+            r["observed_cpu_ratio"],
+        )
+    )
+    ops = r["server_ops_per_saga"]
+    counted = sorted({k for flow in ops.values() for k in flow})
+    for name in counted:
+        row = [ops.get(flow, {}).get(name, "") for flow in ("raw", "engine", "observed")]
+        rows.append((f"per saga: {name}", row[0], row[1], "", row[2], ""))
+    head = ("", "raw", "engine", "ratio", "observed", "ratio")
+    width = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
     lines = [
         "  ".join(
             str(c).ljust(w) if i == 0 else str(c).rjust(w)
@@ -536,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     except asyncio.CancelledError:
         print("terminated; everything started was stopped", file=sys.stderr)
         return 143
-    except BenchError as exc:
+    except (BenchError, ServerNotFoundError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2) if opts.as_json else table(result))

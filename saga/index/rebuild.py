@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from saga.definition.catalog import Catalog
 from saga.index.entry import TOMBSTONE_TTL, IndexWrite, index_writes, search_values
 from saga.nats.acks import PubAck, acks_for
+from saga.nats.guarded import WRONG_LAST_SEQUENCE
 from saga.nats.provision import StreamSettings, ensure_index_stream
 from saga.nats.reader import iter_stream
 from saga.nats.topology import Topology
@@ -35,7 +36,6 @@ from saga.protocol import (
     kv_stream,
 )
 from saga.store.base import InstanceRecord
-from saga.store.kv import WRONG_LAST_SEQUENCE
 
 log = logging.getLogger("saga.index")
 WINDOW = 2000

@@ -62,7 +62,7 @@ def first_answer(msg: Msg, envelope: Envelope) -> bool:
     ``kv.create`` race and publishes the stored reply instead of its own."""
     headers = msg.headers or {}
     return (
-        envelope.attempt <= 1 and HEADER_REPLAY not in headers and msg.metadata.num_delivered <= 1
+        envelope.attempt <= 1 and HEADER_REPLAY not in headers and delivery_of(msg).delivered <= 1
     )
 
 
@@ -77,6 +77,7 @@ class Dispatcher:
         ledger: ReplyLedger,
         settings: ParticipantSettings,
         telemetry: Telemetry | None = None,
+        acks: Acks | None = None,
     ) -> None:
         self._service = service
         self._routes = routes
@@ -86,9 +87,12 @@ class Dispatcher:
         self._locks = KeyedLocks()
         self._telemetry = telemetry or Telemetry.disabled()
         self._stale = StaleUndos(runtime.js, settings.topology)
-        self._acks = Acks(runtime.nc, settings.publish_timeout) if runtime.nc else None
+        if acks is None and runtime.nc is not None:
+            acks = Acks(runtime.nc, settings.publish_timeout)
+        self._acks = acks
         """Replies are pipelined through one ack inbox (``publish_async`` costs about twice as
-        much per message); without a connection (the testing kit) through ``js``."""
+        much per message), the app's ledger writes too; without a connection (the testing
+        kit) through ``js``."""
 
     @property
     def js(self) -> JetStreamContext:

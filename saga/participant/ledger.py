@@ -11,18 +11,25 @@ One exception: a failure answers only the attempt that produced it. When the
 engine retries a step after a failure (``retry.on_failure``, or a failed
 compensation), the newer attempt runs the handler again and replaces the entry
 with a revision check.
+
+The writes are pipelined publishes with a revision check (:mod:`saga.nats.guarded`, the
+server operation of ``kv.create``/``kv.update``), whose acks come back on the app's one
+ack inbox instead of a request round trip each.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from saga import jsonwire
+from saga.nats.acks import Acks
+from saga.nats.guarded import StaleRevision, guarded_put
 from saga.nats.topology import token
+from saga.protocol import kv_prefix
 
 
 @dataclass(frozen=True)
@@ -41,20 +48,19 @@ class StoredReply:
         return not self.failed or attempt <= self.attempt
 
     def to_json(self) -> bytes:
-        return json.dumps(
+        return jsonwire.dumps(
             {
                 "subject": self.subject,
                 "data": self.data.decode(),
                 "headers": self.headers,
                 "failed": self.failed,
                 "attempt": self.attempt,
-            },
-            allow_nan=False,
-        ).encode()
+            }
+        )
 
     @classmethod
     def from_json(cls, raw: bytes) -> StoredReply:
-        doc: dict[str, Any] = json.loads(raw)
+        doc: dict[str, Any] = jsonwire.loads(raw)
         return cls(
             subject=str(doc["subject"]),
             data=str(doc["data"]).encode(),
@@ -71,33 +77,58 @@ class Found:
 
 
 class ReplyLedger:
-    """Replies by ``token(idempotency key)`` in one KV bucket."""
+    """Replies by ``token(idempotency key)`` in one KV bucket.
 
-    def __init__(self, kv: KeyValue) -> None:
+    ``bucket`` and ``acks`` given: writes are pipelined publishes through ``acks``; without
+    them (the testing kit's memory JetStream) through ``kv.create``/``kv.update``."""
+
+    def __init__(self, kv: KeyValue, bucket: str | None = None, acks: Acks | None = None) -> None:
         self._kv = kv
+        self._prefix = kv_prefix(bucket) if bucket is not None and acks is not None else None
+        self._acks = acks
 
     async def find(self, idempotency_key: str) -> Found | None:
+        found, _ = await self._lookup(token(idempotency_key))
+        return found
+
+    async def _lookup(self, key: str) -> tuple[Found | None, int]:
+        """The stored reply, or None and the revision of a delete marker (0: none)."""
         try:
-            entry = await self._kv.get(token(idempotency_key))
-        except KeyNotFoundError:
-            return None
+            entry = await self._kv.get(key)
+        except KeyNotFoundError as missing:
+            marker = missing.entry.revision if missing.entry is not None and missing.op else None
+            return None, marker or 0
         if entry.value is None or entry.revision is None:
-            return None
-        return Found(StoredReply.from_json(entry.value), entry.revision)
+            return None, 0
+        return Found(StoredReply.from_json(entry.value), entry.revision), 0
 
     async def record(
         self, idempotency_key: str, reply: StoredReply, replaces: Found | None
     ) -> StoredReply:
         """Store ``reply`` unless another delivery stored one first; return the one to publish."""
         key = token(idempotency_key)
+        data = reply.to_json()
+        last = replaces.revision if replaces is not None else 0
         try:
-            if replaces is None:
-                await self._kv.create(key, reply.to_json())
-            else:
-                await self._kv.update(key, reply.to_json(), last=replaces.revision)
-        except KeyWrongLastSequenceError:
-            winner = await self.find(idempotency_key)
-            if winner is None:
+            await self._write(key, data, last)
+        except StaleRevision:
+            winner, marker = await self._lookup(key)
+            if winner is not None:
+                return winner.reply
+            if not marker:
                 raise
-            return winner.reply
+            # A purged or deleted key keeps a marker: writing over it names the marker.
+            await self._write(key, data, marker)
         return reply
+
+    async def _write(self, key: str, data: bytes, last: int) -> None:
+        if self._prefix is not None and self._acks is not None:
+            await guarded_put(self._acks, self._prefix + key, data, last)
+            return
+        try:
+            if last == 0:
+                await self._kv.create(key, data)
+            else:
+                await self._kv.update(key, data, last=last)
+        except KeyWrongLastSequenceError as exc:
+            raise StaleRevision(str(exc)) from exc

@@ -16,6 +16,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from saga.nats.acks import Acks
 from saga.nats.outage import until_available
 from saga.nats.pull import RawPull
 from saga.participant.buckets import Buckets
@@ -103,9 +104,12 @@ class Worker:
         buckets = Buckets(self._js, self._settings.stream)
         effects = Effects(await buckets.get(self._settings.effects_bucket), self.name)
         runtime = Runtime(self._js, effects, buckets, self._nc)
-        ledger = ReplyLedger(await buckets.get(topology.replies_bucket))
+        acks = Acks(self._nc, bound.settings.publish_timeout)
+        ledger = ReplyLedger(
+            await buckets.get(topology.replies_bucket), topology.replies_bucket, acks
+        )
         dispatcher = Dispatcher(
-            self.name, self._routes, runtime, ledger, bound.settings, self._telemetry
+            self.name, self._routes, runtime, ledger, bound.settings, self._telemetry, acks
         )
         self._sub = RawPull(self._nc, topology.events_stream, self.name)
         return dispatcher

@@ -20,25 +20,20 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
-from nats.js.errors import APIError, KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from saga.errors import RevisionConflict
 from saga.nats.acks import Acks, acks_for
-from saga.protocol import HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, HEADER_TTL, kv_prefix
+from saga.nats.guarded import StaleRevision, guarded_put
+from saga.protocol import kv_prefix
 from saga.store.base import InstanceRecord, Stored
 
 if TYPE_CHECKING:
     from saga.index import SagaIndex
 
-WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
-"""Server error codes of a failed ``Nats-Expected-Last-Subject-Sequence`` check."""
 _VALID_KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
 _SERIALIZER = InstanceRecord.__pydantic_serializer__
-
-
-class _Stale(Exception):
-    """The key's last revision is not the one the write expected."""
 
 
 class KvInstanceStore:
@@ -84,7 +79,7 @@ class KvInstanceStore:
         data = _SERIALIZER.to_json(record)
         try:
             return await self._write(key, data, 0, self._ttl(record))
-        except _Stale:
+        except StaleRevision:
             pass
         # A deleted or purged key keeps a marker: writing over it names the marker's revision
         # (nats-py's get reports a marker as not found, with the marker as its entry).
@@ -95,14 +90,14 @@ class KvInstanceStore:
             if marker:
                 try:
                     return await self._write(key, data, marker, self._ttl(record))
-                except _Stale:
+                except StaleRevision:
                     pass
         raise RevisionConflict(f"{key} already exists")
 
     async def update(self, key: str, record: InstanceRecord, revision: int) -> int:
         try:
             return await self._write(key, _SERIALIZER.to_json(record), revision, self._ttl(record))
-        except _Stale as exc:
+        except StaleRevision as exc:
             raise RevisionConflict(f"{key} changed since revision {revision}") from exc
 
     def _ttl(self, record: InstanceRecord) -> int | None:
@@ -114,16 +109,7 @@ class KvInstanceStore:
         """Store ``data`` as the key's next revision if its last one is ``last``."""
         if not _VALID_KEY.match(key):
             raise ValueError(f"invalid key {key!r}")
-        headers = {HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)}
-        if ttl is not None:
-            headers[HEADER_TTL] = str(ttl)
-        ack = await self._acks.send(self._prefix + key, data, headers)
-        try:
-            return (await ack).seq
-        except APIError as exc:
-            if exc.err_code in WRONG_LAST_SEQUENCE:
-                raise _Stale(exc.description) from exc
-            raise
+        return await guarded_put(self._acks, self._prefix + key, data, last, ttl)
 
     async def keys(self) -> list[str]:
         try:

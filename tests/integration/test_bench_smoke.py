@@ -27,6 +27,9 @@ KEYS = (
     "tracing_ratio",
     "rss_growth_pct",
     "cpu_ratio",
+    "observed_throughput_ratio",
+    "observed_solo_latency_ratio",
+    "observed_cpu_ratio",
 )
 SETTINGS = ("sagas", "inflight", "server_version", "python_version", "cpu_count")
 
@@ -60,3 +63,7 @@ def test_bench_runs_and_reports_every_key(tmp_path: Path) -> None:
     assert settings["sagas"] == 200
     assert settings["inflight"] == 20
     assert result["cpu_ratio"] > 0
+    # the observed flow ran to completion and sent no commands: fewer stored events per saga
+    assert result["unexpected_outcomes"]["observed"] == 0
+    ops = result["server_ops_per_saga"]
+    assert ops["observed"]["stored SAGA_EVENTS"] < ops["engine"]["stored SAGA_EVENTS"]

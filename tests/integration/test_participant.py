@@ -456,6 +456,43 @@ async def test_an_unmarked_copy_of_a_first_attempt_still_gets_the_stored_reply(
     assert {m.data for m in published} == {reply.data}  # the copy republished the first reply
 
 
+async def test_a_purged_ledger_entry_is_written_again_over_its_marker(
+    js: JetStreamContext, running: Any
+) -> None:
+    """The ledger's pipelined create (``Nats-Expected-Last-Subject-Sequence: 0``) fails on a
+    key an operator purged (the purge leaves a marker); the write then names the marker's
+    revision, as ``kv.create`` does, instead of retrying the command for ever."""
+    app = App("purged")
+    calls: list[int] = []
+
+    @app.step("t.cmd", success="t.ok")
+    async def work(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append(ctx.attempt)
+        return {"n": len(calls)}
+
+    await running(app)
+    first = saga_headers()
+    await command(js, "t.cmd", {}, first)
+    await wait_messages(js, "t.ok")
+    await settled(js, "purged")
+    kv = await js.key_value("saga_replies")
+    await kv.purge(token("test-saga:s-1:work:step"))
+    await command(js, "t.cmd", {}, {**first, "Nats-Msg-Id": "after-the-purge"})
+
+    async def stored_again() -> bool:
+        try:
+            entry = await kv.get(token("test-saga:s-1:work:step"))
+        except NotFoundError:  # only the marker
+            return False
+        return entry.value is not None and json.loads(json.loads(entry.value)["data"]) == {"n": 2}
+
+    await wait_for(stored_again, timeout=10, message="the reply stored over the marker")
+    await settled(js, "purged")
+    assert calls == [1, 1]
+    info = await js.consumer_info(EVENTS, "purged")
+    assert info.num_redelivered == 0  # the second copy was answered on its first delivery
+
+
 async def test_a_redelivered_command_keeps_its_first_side_effect(
     js: JetStreamContext, running: Any, nc: Client
 ) -> None:
