@@ -25,6 +25,7 @@ def check_definition(definition: SagaDefinition) -> list[Finding]:
         *_wait_steps(definition),
         *_dependencies(definition),
         *_references(definition),
+        *_limits(definition),
     ]
 
 
@@ -253,3 +254,9 @@ def _root_hint(definition: SagaDefinition, chain: tuple[str, ...], expression: s
 
 def _names(names: Iterable[str]) -> str:
     return ", ".join(names) or "nothing"
+
+
+def _limits(definition: SagaDefinition) -> Iterator[Finding]:
+    limits = definition.limits
+    if limits is not None and limits.max_running is None and limits.start_rate is None:
+        yield ("limits",), "'limits' needs 'max_running', 'start_rate' or both"

@@ -22,6 +22,7 @@ from pydantic import (
 
 from saga.definition.duration import Duration
 from saga.definition.expressions import TemplateError, template_problems
+from saga.definition.limits import Limits
 from saga.definition.schedule import every_problem, parse_cron, server_pattern
 from saga.definition.subjects import SubjectIndex
 from saga.protocol import (
@@ -292,6 +293,9 @@ class SagaDefinition(_Model):
     """The forward path must complete within this, or the saga is compensated."""
     schedule: Schedule | None = None
     """Start an instance on a timetable (cron or interval), besides the trigger event."""
+    limits: Limits | None = None
+    """At most ``max_running`` instances at once, started at most ``start_rate``: triggers
+    beyond a limit wait in the events stream, in order (see :mod:`saga.engine.admission`)."""
     steps: list[Step] = Field(min_length=1)
     """The steps, in an order they can run in: each after the one before it unless its
     ``after`` says otherwise."""

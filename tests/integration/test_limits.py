@@ -1,0 +1,154 @@
+"""``limits.max_running`` against a real nats-server: triggers beyond the limit wait in the
+stream, in order, and start as running instances end (issue 16, item 1).
+
+How many instances ran at once is read afterwards from the events stream itself: an
+instance runs from its first command to its ``completed`` status event (published before
+its slot is given back), so at no stream position may more than ``max_running`` of these
+intervals overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy, StorageType
+
+from saga.definition import parse_definition
+from saga.engine import Engine, EngineSettings
+from saga.nats.provision import StreamSettings
+from saga.nats.server import EmbeddedServer
+from saga.participant import App, Context, ParticipantSettings
+from saga.protocol import HEADER_SAGA_ID
+from tests.support import wait_for
+
+CAPPED = """
+name: capped
+trigger: {event: capped.ordered, id: {field: id}}
+limits: {max_running: LIMIT}
+steps:
+  - name: reserve
+    publish: {event: capped.reserve, data: {id: trigger.id}}
+    success: capped.reserved
+    timeout: 10s
+  - name: charge
+    publish: {event: capped.charge, data: {id: trigger.id}}
+    success: capped.charged
+    timeout: 10s
+"""
+SETTINGS = EngineSettings(fetch_wait=0.2)
+PARTICIPANT = ParticipantSettings(
+    stream=StreamSettings(ack_wait_backoff=(5.0,), max_deliver=3, storage=StorageType.FILE),
+    fetch_timeout=0.2,
+)
+
+
+@pytest.fixture
+async def client(nats_server: EmbeddedServer) -> AsyncIterator[Client]:
+    nc = await nats.connect(nats_server.url)
+    yield nc
+    await nc.close()
+
+
+def capped(limit: int) -> Any:
+    return parse_definition(CAPPED.replace("LIMIT", str(limit)))
+
+
+def participant(pause: float = 0.0) -> App:
+    app = App("capped-services")
+
+    @app.step("capped.reserve", success="capped.reserved")
+    async def reserve(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        if pause:
+            await asyncio.sleep(pause)
+        return {"reserved": payload["id"]}
+
+    @app.step("capped.charge", success="capped.charged")
+    async def charge(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"charged": payload["id"]}
+
+    return app
+
+
+async def trigger(nc: Client, ids: list[str]) -> float:
+    """Publish the triggers pipelined; the seconds it took."""
+    js = nc.jetstream()
+    began = time.monotonic()
+    acks = [await js.publish_async("capped.ordered", json.dumps({"id": i}).encode()) for i in ids]
+    await asyncio.gather(*acks)
+    return time.monotonic() - began
+
+
+async def completions(nc: Client) -> tuple[set[str], Any]:
+    done: set[str] = set()
+
+    async def seen(msg: Msg) -> None:
+        done.add((msg.headers or {}).get(HEADER_SAGA_ID, ""))
+
+    sub = await nc.subscribe("saga.status.capped.completed", cb=seen)
+    return done, sub
+
+
+async def stream_positions(nc: Client, subject: str, count: int) -> dict[str, int]:
+    """Saga id -> stream sequence of its first message on ``subject``."""
+    js = nc.jetstream()
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    found: dict[str, int] = {}
+    try:
+        while len(found) < count:
+            msg = await sub.next_msg(timeout=10)
+            found.setdefault((msg.headers or {})[HEADER_SAGA_ID], msg.metadata.sequence.stream)
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+def most_at_once(starts: dict[str, int], ends: dict[str, int]) -> int:
+    marks = sorted([(s, 1) for s in starts.values()] + [(e, -1) for e in ends.values()])
+    running = most = 0
+    for _, change in marks:
+        running += change
+        most = max(most, running)
+    return most
+
+
+async def test_2000_triggers_against_100_running_all_complete_none_beyond_the_limit(
+    client: Client,
+) -> None:
+    sagas, limit = 2000, 100
+    engine = Engine(client, {"capped": capped(limit)}, SETTINGS)
+    await engine.start()
+    done, sub = await completions(client)
+    waiting_seen: list[int] = []
+    try:
+        async with participant().running(client, PARTICIPANT):
+            ids = [f"o-{n:04d}" for n in range(sagas)]
+            seconds = await trigger(client, ids)
+            print(f"published {sagas} triggers in {seconds:.2f}s")
+
+            async def all_done() -> bool:
+                counts = engine.admission.counts.get("capped")
+                if counts is not None:
+                    waiting_seen.append(counts.waiting)
+                return len(done) == sagas
+
+            await wait_for(all_done, timeout=240, interval=0.2, message="every saga to complete")
+    finally:
+        await sub.unsubscribe()
+        await engine.stop()
+
+    assert done == set(ids)  # completed: no step timed out (no retry: it would compensate)
+    assert max(waiting_seen) > 0, "triggers never waited: the limit was not in the way"
+    starts = await stream_positions(client, "capped.reserve", sagas)
+    ends = await stream_positions(client, "saga.status.capped.completed", sagas)
+    most = most_at_once(starts, ends)
+    print(f"at most {most} instances running at once")
+    assert most <= limit
+    assert most > limit // 2, "the limit is a ceiling, not a queue of one"
