@@ -301,9 +301,10 @@ class Admission:
             config = info.config
             wanted = sorted(gate.subjects)
             have = sorted(config.filter_subjects or [config.filter_subject or ""])
-            if (config.max_ack_pending, have) == (slots, wanted):
+            ack_wait = self.settings.admission_ack_wait
+            if (config.max_ack_pending, have, config.ack_wait) == (slots, wanted, ack_wait):
                 return
-            config.max_ack_pending = slots
+            config.max_ack_pending, config.ack_wait = slots, ack_wait
             config.filter_subject, config.filter_subjects = _filters(gate.subjects)
             await self._add(stream, config)
             return

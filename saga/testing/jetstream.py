@@ -255,6 +255,14 @@ class NatsTransport:
             info = await js.consumer_info(stream, durable)
             if info.num_pending or info.num_ack_pending:
                 return False
+        if self._engine is not None and self._engine.admission.gates:
+            # a limited saga's triggers: none waiting, and every one delivered is held by
+            # a running instance (see saga.engine.admission)
+            admission = self._engine.admission
+            for gate in admission.gates.values():
+                info = await js.consumer_info(topology.events_stream, gate.consumer)
+                if info.num_pending or (info.num_ack_pending or 0) > len(admission.held):
+                    return False
         if self._delayed:
             return False
         dead = (await js.stream_info(topology.dlq_stream)).state.messages

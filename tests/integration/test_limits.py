@@ -27,6 +27,7 @@ from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.participant import App, Context, ParticipantSettings
 from saga.protocol import HEADER_SAGA_ID
+from saga.testing import SagaHarness, fail, reply
 from tests.support import wait_for
 
 CAPPED = """
@@ -152,3 +153,36 @@ async def test_2000_triggers_against_100_running_all_complete_none_beyond_the_li
     print(f"at most {most} instances running at once")
     assert most <= limit
     assert most > limit // 2, "the limit is a ceiling, not a queue of one"
+
+
+LIMITED_SHOP = """
+name: shop
+trigger: {event: shop.ordered, id: {field: id}}
+limits: {max_running: 1, start_rate: 50/s}
+steps:
+  - name: reserve
+    publish: {event: stock.reserve, data: {id: trigger.id}}
+    success: stock.reserved
+    failure: stock.rejected
+    compensate: {publish: {event: stock.release}, success: stock.released}
+  - name: charge
+    publish: {event: pay.charge, data: {id: trigger.id}}
+    success: pay.charged
+    failure: pay.declined
+"""
+
+
+@pytest.mark.parametrize("on_nats", [False, True], ids=["memory", "nats"])
+async def test_the_harness_runs_a_limited_saga(on_nats: bool) -> None:
+    """In memory limits change nothing (instances run one by one there); on a server the
+    trigger goes through the admission consumer, and the harness waits for it."""
+    async with SagaHarness.from_text(LIMITED_SHOP, nats=on_nats, timeout=30) as h:
+        h.on("stock.reserve", reply("stock.reserved"))
+        h.on("stock.release", reply("stock.released"))
+        h.on("pay.charge", fail("pay.declined", "no funds"))
+        first = await h.run({"id": "o1"})
+        h.on("pay.charge", reply("pay.charged"))
+        second = await h.run({"id": "o2"})  # o1's slot was given back when it compensated
+
+    assert (first.status, second.status) == ("compensated", "completed")
+    assert second.published_subjects == ["stock.reserve", "pay.charge"]

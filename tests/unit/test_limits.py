@@ -1,0 +1,80 @@
+"""``limits``: parsing of a saga's rate and running limits, and which subjects they gate.
+
+Bad values are refused with their place by ``tests/unit/broken/limits-*.yaml``."""
+
+from __future__ import annotations
+
+import pytest
+
+from saga.core.state import InstanceState, Status
+from saga.definition import parse_definition
+from saga.definition.catalog import Catalog
+from saga.definition.limits import rate_per_second
+from saga.engine.admission import gated_subjects, gates_of, holds_slot
+from saga.nats.delivery import delivery_in
+
+LIMITED = """\
+name: capped
+trigger: {event: orders.placed}
+limits: {max_running: 500, start_rate: 100/s}
+steps:
+  - name: reserve
+    publish: {event: inventory.reserve}
+    success: inventory.reserved
+"""
+FREE = (
+    LIMITED.replace("name: capped", "name: free")
+    .replace("limits: {max_running: 500, start_rate: 100/s}\n", "")
+    .replace("orders.placed", "orders.free")
+    .replace("inventory.", "stock.")
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "per_second"),
+    [("100/s", 100.0), ("30/m", 0.5), ("360/h", 0.1), ("2.5/s", 2.5), (" 5 / s ", 5.0)],
+)
+def test_a_rate_is_starts_per_second(text: str, per_second: float) -> None:
+    assert rate_per_second(text) == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize("text", ["fast", "100", "100/d", "0/s", "-1/s", "1e3/s", ""])
+def test_a_rate_that_is_not_one_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        rate_per_second(text)
+
+
+def test_a_number_is_refused_for_want_of_a_unit() -> None:
+    with pytest.raises(ValueError, match="no unit: write '100/s'"):
+        rate_per_second(100)
+
+
+def test_limits_parse_and_serialize_as_written() -> None:
+    definition = parse_definition(LIMITED)
+    assert definition.limits is not None
+    assert definition.limits.max_running == 500
+    assert definition.limits.starts_per_second == 100.0
+    assert definition.model_dump()["limits"] == {"max_running": 500, "start_rate": "100/s"}
+
+
+def test_only_a_limited_sagas_triggers_are_gated() -> None:
+    catalog = Catalog.of({"capped": parse_definition(LIMITED), "free": parse_definition(FREE)})
+    gates = gates_of(catalog, "saga-engine")
+    assert list(gates) == ["capped"]
+    gate = gates["capped"]
+    assert gate.consumer == "saga-engine-limit-capped"
+    assert (gate.max_running, gate.per_second) == (500, 100.0)
+    assert gated_subjects(catalog, "saga-engine") == {"orders.placed", "saga.child.capped.start"}
+
+
+def test_running_and_compensating_instances_hold_their_slot() -> None:
+    held = {s for s in Status if holds_slot(InstanceState.model_construct(status=s))}
+    assert held == {Status.RUNNING, Status.COMPENSATING}
+
+
+def test_a_stored_ack_subject_names_its_message() -> None:
+    first = "$JS.ACK.SAGA_EVENTS.saga-engine-limit-capped.1.42.7.1796278917949091259.0"
+    again = "$JS.ACK.SAGA_EVENTS.saga-engine-limit-capped.3.42.19.1796278917949999999.5"
+    assert delivery_in(first) is not None
+    assert delivery_in(first).sequence == delivery_in(again).sequence == 42  # type: ignore[union-attr]
+    assert delivery_in("_INBOX.x") is None
