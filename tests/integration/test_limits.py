@@ -186,3 +186,80 @@ async def test_the_harness_runs_a_limited_saga(on_nats: bool) -> None:
 
     assert (first.status, second.status) == ("compensated", "completed")
     assert second.published_subjects == ["stock.reserve", "pay.charge"]
+
+
+async def test_the_limit_is_global_across_two_engine_replicas(nats_server: EmbeddedServer) -> None:
+    sagas, limit = 400, 20
+    connections = [await nats.connect(nats_server.url) for _ in range(3)]
+    client, *replicas = connections
+    engines = [Engine(nc, {"capped": capped(limit)}, SETTINGS) for nc in replicas]
+    for engine in engines:
+        await engine.start()
+    done, sub = await completions(client)
+    held: list[list[int]] = [[], []]
+    try:
+        async with participant(pause=0.01).running(client, PARTICIPANT):
+            ids = [f"o-{n:04d}" for n in range(sagas)]
+            await trigger(client, ids)
+
+            async def all_done() -> bool:
+                for seen, engine in zip(held, engines, strict=True):
+                    seen.append(len(engine.admission.held))
+                return len(done) == sagas
+
+            await wait_for(all_done, timeout=240, interval=0.05, message="every saga to complete")
+        starts = await stream_positions(client, "capped.reserve", sagas)
+        ends = await stream_positions(client, "saga.status.capped.completed", sagas)
+    finally:
+        await sub.unsubscribe()
+        for engine in engines:
+            await engine.stop()
+        for nc in connections:
+            await nc.close()
+
+    assert done == set(ids)
+    assert all(max(seen) > 0 for seen in held), "both replicas admitted triggers"
+    most = most_at_once(starts, ends)
+    print(f"at most {most} instances running at once over two replicas")
+    assert most <= limit
+
+
+async def test_a_killed_replicas_slots_are_taken_up_after_the_ack_wait(
+    nats_server: EmbeddedServer,
+) -> None:
+    """A replica dies holding every slot (its instances wait for a participant not yet
+    there). Another replica gets the held triggers back after the ack wait, finds their
+    instances running and holds them; once they complete, the waiting triggers start."""
+    sagas, limit = 10, 5
+    settings = EngineSettings(fetch_wait=0.2, admission_ack_wait=2.0)
+    client = await nats.connect(nats_server.url)
+    doomed_nc = await nats.connect(nats_server.url)
+    survivor_nc = await nats.connect(nats_server.url)
+    doomed = Engine(doomed_nc, {"capped": capped(limit)}, settings)
+    survivor = Engine(survivor_nc, {"capped": capped(limit)}, settings)
+    done, sub = await completions(client)
+    try:
+        await doomed.start()
+        ids = [f"o-{n:04d}" for n in range(sagas)]
+        await trigger(client, ids)
+        await wait_for(lambda: len(doomed.admission.held) == limit, message="slots all held")
+        await doomed_nc.close()  # killed: no hand-back, no more in-progress acks
+
+        await survivor.start()
+        await wait_for(
+            lambda: len(survivor.admission.held) == limit,
+            timeout=30,
+            message="the dead replica's triggers held by the survivor",
+        )
+        assert done == set()
+        async with participant().running(client, PARTICIPANT):
+            await wait_for(lambda: len(done) == sagas, timeout=60, message="every saga done")
+        starts = await stream_positions(client, "capped.reserve", sagas)
+        ends = await stream_positions(client, "saga.status.capped.completed", sagas)
+    finally:
+        await sub.unsubscribe()
+        await survivor.stop()
+        await survivor_nc.close()
+        await client.close()
+
+    assert most_at_once(starts, ends) <= limit
