@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -34,6 +34,7 @@ from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from saga.core.state import InstanceState, Status
 from saga.definition.catalog import Catalog
@@ -112,7 +113,7 @@ def gated_subjects(catalog: Catalog, engine_consumer: str) -> set[str]:
 class Admission:
     """The admission consumers of the limited sagas, and the triggers this replica holds."""
 
-    def __init__(self, nc: Client, settings: EngineSettings) -> None:
+    def __init__(self, nc: Client, settings: EngineSettings, meter: Meter | None = None) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.settings = settings
@@ -125,6 +126,8 @@ class Admission:
         self._stopping = asyncio.Event()
         self._pulls: dict[str, asyncio.Task[None]] = {}
         self._keeper: asyncio.Task[None] | None = None
+        if meter is not None:
+            self._observe(meter)
 
     async def provision(self, catalog: Catalog) -> None:
         """Create or update the admission consumers; pull from new ones once started."""
@@ -194,6 +197,32 @@ class Admission:
             log.warning("could not release the slot of %s: %r", record.state.saga_id, exc)
 
     # -- inside ------------------------------------------------------------------------------
+
+    def _observe(self, meter: Meter) -> None:
+        """``saga.waiting`` and ``saga.admitted`` per limited saga: the consumer's counts, the
+        same on every replica (take the max over replicas, not the sum)."""
+
+        def reader(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+            def observe(_: CallbackOptions) -> Iterable[Observation]:
+                return [
+                    Observation(getattr(c, field), {"saga.name": c.saga}) for c in self.health()
+                ]
+
+            return observe
+
+        meter.create_observable_gauge(
+            "saga.waiting",
+            [reader("waiting")],
+            unit="{trigger}",
+            description="Triggers of a limited saga waiting for a slot (limits.max_running) "
+            "or their turn (limits.start_rate)",
+        )
+        meter.create_observable_gauge(
+            "saga.admitted",
+            [reader("admitted")],
+            unit="{saga}",
+            description="Instances of a limited saga holding a slot (running or compensating)",
+        )
 
     def _spawn(self) -> None:
         if self._handle is None or self._stopping.is_set():

@@ -98,7 +98,7 @@ class Engine:
         self.observer = Observer(self.telemetry)
         self.marks = SpanMarks(self.telemetry)
         self.effects = CommandSender(self.nc, self.timers, self.telemetry)
-        self.admission = Admission(nc, self.settings)
+        self.admission = Admission(nc, self.settings, self.telemetry.meter)
         self.store: InstanceStore | None = None
         self.applier: Applier | None = None
         self._ready = asyncio.Event()

@@ -141,6 +141,13 @@ async def test_2000_triggers_against_100_running_all_complete_none_beyond_the_li
                 return len(done) == sagas
 
             await wait_for(all_done, timeout=240, interval=0.2, message="every saga to complete")
+            await wait_for(
+                lambda: (
+                    [c.to_json() for c in engine.health().limits]
+                    == [{"waiting": 0, "running": 0, "max_running": limit}]
+                ),
+                message="/readyz's counts to show nothing waiting or running",
+            )
     finally:
         await sub.unsubscribe()
         await engine.stop()

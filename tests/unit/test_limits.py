@@ -4,14 +4,21 @@ Bad values are refused with their place by ``tests/unit/broken/limits-*.yaml``."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+from nats.aio.client import Client
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.resources import Resource
 
 from saga.core.state import InstanceState, Status
 from saga.definition import parse_definition
 from saga.definition.catalog import Catalog
 from saga.definition.limits import rate_per_second
-from saga.engine.admission import gated_subjects, gates_of, holds_slot
+from saga.engine.admission import Admission, GateCount, gated_subjects, gates_of, holds_slot
+from saga.engine.settings import EngineSettings
 from saga.nats.delivery import delivery_in
+from saga.telemetry.setup import new_meter_provider
 
 LIMITED = """\
 name: capped
@@ -68,7 +75,11 @@ def test_only_a_limited_sagas_triggers_are_gated() -> None:
 
 
 def test_running_and_compensating_instances_hold_their_slot() -> None:
-    held = {s for s in Status if holds_slot(InstanceState.model_construct(status=s))}
+    now = datetime.now(UTC)
+    state = InstanceState(
+        saga_id="x", saga_name="capped", saga_version=1, started_at=now, updated_at=now
+    )
+    held = {s for s in Status if holds_slot(state.model_copy(update={"status": s}))}
     assert held == {Status.RUNNING, Status.COMPENSATING}
 
 
@@ -78,3 +89,25 @@ def test_a_stored_ack_subject_names_its_message() -> None:
     assert delivery_in(first) is not None
     assert delivery_in(first).sequence == delivery_in(again).sequence == 42  # type: ignore[union-attr]
     assert delivery_in("_INBOX.x") is None
+
+
+def test_waiting_and_admitted_counts_are_gauges_per_saga() -> None:
+    reader = InMemoryMetricReader()
+    provider = new_meter_provider(Resource.create({}), [reader])
+    admission = Admission(Client(), EngineSettings(), provider.get_meter("test"))
+    catalog = Catalog.of({"capped": parse_definition(LIMITED)})
+    admission.gates = gates_of(catalog, "saga-engine")
+    admission.counts["capped"] = GateCount("capped", waiting=1500, admitted=500, max_running=500)
+
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    assert data is not None
+    seen = {
+        (metric.name, dict(point.attributes or {})["saga.name"]): point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+        if isinstance(point, NumberDataPoint)
+    }
+    assert seen == {("saga.waiting", "capped"): 1500, ("saga.admitted", "capped"): 500}
