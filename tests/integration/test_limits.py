@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy, StorageType
 
 from saga.definition import parse_definition
+from saga.definition.catalog import Catalog
 from saga.engine import Engine, EngineSettings
 from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
@@ -270,3 +271,63 @@ async def test_a_killed_replicas_slots_are_taken_up_after_the_ack_wait(
         await client.close()
 
     assert most_at_once(starts, ends) <= limit
+
+
+async def test_start_rate_paces_new_instances(client: Client) -> None:
+    """``start_rate: 10/s`` (a bucket of 10): over any span of t seconds at most 10 + 10·t
+    instances start (their first command's time in the stream); the rest wait."""
+    sagas, rate = 40, 10.0
+    definition = CAPPED.replace("limits: {max_running: LIMIT}", "limits: {start_rate: 10/s}")
+    engine = Engine(client, {"capped": parse_definition(definition)}, SETTINGS)
+    await engine.start()
+    done, sub = await completions(client)
+    try:
+        async with participant().running(client, PARTICIPANT):
+            await trigger(client, [f"o-{n:04d}" for n in range(sagas)])
+            await wait_for(lambda: len(done) == sagas, timeout=60, message="every saga done")
+        js = client.jetstream()
+        first = await js.subscribe(
+            "capped.reserve", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        times = sorted(
+            [(await first.next_msg(timeout=10)).metadata.timestamp for _ in range(sagas)]
+        )
+        await first.unsubscribe()
+    finally:
+        await sub.unsubscribe()
+        await engine.stop()
+
+    slack = 2  # an instance admitted at a bucket's edge may log its command a little later
+    for i, began in enumerate(times):
+        for j in range(i + 1, sagas):
+            span = (times[j] - began).total_seconds()
+            assert j - i + 1 <= rate + rate * span + slack, (i, j, span)
+
+
+async def test_limits_added_by_a_reload_take_each_trigger_once(client: Client) -> None:
+    """The admission consumer made by a reload starts where the engine's consumer stopped
+    delivering the trigger: triggers started before are not started again, none is skipped."""
+    free = CAPPED.replace("limits: {max_running: LIMIT}\n", "")
+    engine = Engine(client, Catalog.of({"capped": parse_definition(free)}), SETTINGS)
+    await engine.start()
+    done, sub = await completions(client)
+    js = client.jetstream()
+    try:
+        async with participant().running(client, PARTICIPANT):
+            await trigger(client, [f"before-{n}" for n in range(3)])
+            await wait_for(lambda: len(done) == 3, message="the sagas before the reload")
+            await engine.reload(Catalog.of({"capped": capped(2)}))
+            await trigger(client, [f"after-{n}" for n in range(5)])
+            await wait_for(lambda: len(done) == 8, message="the sagas after the reload")
+
+        async def slots_free() -> bool:
+            info = await js.consumer_info("SAGA_EVENTS", "saga-engine-limit-capped")
+            return (info.num_pending, info.num_ack_pending) == (0, 0)
+
+        await wait_for(slots_free, message="every slot given back")
+        info = await js.consumer_info("SAGA_EVENTS", "saga-engine-limit-capped")
+    finally:
+        await sub.unsubscribe()
+        await engine.stop()
+
+    assert info.delivered.consumer_seq == 5  # the five after the reload, each once
