@@ -25,6 +25,7 @@ from saga.console.queries import counts_by_state
 from saga.console.view import coloured_diagram
 from saga.definition.model import SagaDefinition
 from saga.definition.schedule import following_tick
+from saga.engine.admission import GateCount
 
 
 def routes(router: web.UrlDispatcher) -> None:
@@ -100,6 +101,24 @@ def _schedule(definition: SagaDefinition) -> Markup:
     )
 
 
+def _limits(definition: SagaDefinition, count: GateCount | None) -> Markup:
+    """The newest version's ``limits`` in one line, with the triggers waiting and the
+    instances holding a slot now (as of the engine's last look, about every second)."""
+    limits = definition.limits
+    if limits is None:
+        return Markup("")
+    given = [
+        f"{key} {value}"
+        for key, value in (("max_running", limits.max_running), ("start_rate", limits.start_rate))
+        if value is not None
+    ]
+    now = f" · {count.waiting} waiting, {count.admitted} running" if count is not None else ""
+    return Markup(
+        f'<p class="limits card">Limits: <span class="mono">{e(", ".join(given))}</span>'
+        f"{e(now)}</p>"
+    )
+
+
 async def versions(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     found = [d for d in engine_of(request).catalog if d.name == name]
@@ -113,7 +132,9 @@ async def versions(request: web.Request) -> web.Response:
         )
         + "</p>"
     )
-    body = join([summary, *(_version(d) for d in reversed(found))])
+    count = next((c for c in engine_of(request).health().limits if c.saga == name), None)
+    limits = _limits(found[-1], count)
+    body = join([summary, limits, *(_version(d) for d in reversed(found))])
     return html_response(request, page(f"Saga {name}", body, "definitions"))
 
 

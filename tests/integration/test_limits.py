@@ -15,12 +15,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy, StorageType
 
+from saga.admin import AdminServer, AdminSettings
 from saga.definition import parse_definition
 from saga.definition.catalog import Catalog
 from saga.engine import Engine, EngineSettings
@@ -331,3 +333,38 @@ async def test_limits_added_by_a_reload_take_each_trigger_once(client: Client) -
         await engine.stop()
 
     assert info.delivered.consumer_seq == 5  # the five after the reload, each once
+
+
+async def test_waiting_triggers_show_in_readyz_and_the_console_and_start_in_order(
+    client: Client,
+) -> None:
+    engine = Engine(client, {"capped": capped(1)}, SETTINGS)
+    server = AdminServer(engine.view(), AdminSettings(port=0, token="t0ken"))
+    url = await server.start()
+    await engine.start()
+    done, sub = await completions(client)
+    bearer = {"Authorization": "Bearer t0ken"}
+    try:
+        ids = [f"o-{n}" for n in range(4)]
+        await trigger(client, ids)
+        wanted = {"capped": {"waiting": 3, "running": 1, "max_running": 1}}
+
+        async def counted() -> bool:
+            async with aiohttp.ClientSession() as http, http.get(url + "/readyz") as r:
+                return bool((await r.json()).get("limits") == wanted)
+
+        await wait_for(counted, message="/readyz to count 3 waiting and 1 running")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + "/console/definitions/capped", headers=bearer) as r,
+        ):
+            assert "3 waiting, 1 running" in await r.text()
+        async with participant().running(client, PARTICIPANT):
+            await wait_for(lambda: len(done) == 4, message="every saga done")
+        starts = await stream_positions(client, "capped.reserve", 4)
+    finally:
+        await sub.unsubscribe()
+        await server.stop()
+        await engine.stop()
+
+    assert sorted(starts, key=starts.__getitem__) == ids  # admitted in trigger order

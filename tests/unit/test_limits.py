@@ -111,3 +111,14 @@ def test_waiting_and_admitted_counts_are_gauges_per_saga() -> None:
         if isinstance(point, NumberDataPoint)
     }
     assert seen == {("saga.waiting", "capped"): 1500, ("saga.admitted", "capped"): 500}
+
+
+def test_the_console_shows_limits_and_counts_on_the_definition_page() -> None:
+    from saga.console.definitions import _limits
+
+    definition = parse_definition(LIMITED)
+    shown = str(_limits(definition, GateCount("capped", waiting=7, admitted=500, max_running=500)))
+    assert 'Limits: <span class="mono">max_running 500, start_rate 100/s</span>' in shown
+    assert "7 waiting, 500 running" in shown
+    assert "waiting" not in str(_limits(definition, None))
+    assert str(_limits(parse_definition(FREE), None)) == ""
