@@ -152,7 +152,7 @@ class AdminServer:
         if health.partitions:
             body["partitions"] = {"count": health.partitions, "owned": list(health.owned)}
         if health.limits:
-            body["limits"] = {c.saga: c.to_json() for c in health.limits}
+            body["limits"] = {c.key: c.to_json() for c in health.limits}
         return web.json_response(body)
 
     async def metrics(self, _: web.Request) -> web.Response:

@@ -132,7 +132,7 @@ async def versions(request: web.Request) -> web.Response:
         )
         + "</p>"
     )
-    count = next((c for c in engine_of(request).health().limits if c.saga == name), None)
+    count = next((c for c in engine_of(request).health().limits if c.key == name), None)
     limits = _limits(found[-1], count)
     body = join([summary, limits, *(_version(d) for d in reversed(found))])
     return html_response(request, page(f"Saga {name}", body, "definitions"))

@@ -63,6 +63,19 @@ def _subject_roles(definition: SagaDefinition) -> Iterator[Finding]:
 
 def _step_policies(definition: SagaDefinition) -> Iterator[Finding]:
     for i, step in enumerate(definition.steps):
+        if step.max_in_flight is not None and step.saga is not None:
+            yield (
+                ("steps", i, "max_in_flight"),
+                (
+                    f"step {step.name!r} starts the child saga {step.saga!r}: limit it with "
+                    f"'limits: {{max_running: {step.max_in_flight}}}' on {step.saga!r}"
+                ),
+            )
+        elif step.max_in_flight is not None and not step.driven:
+            yield (
+                ("steps", i, "max_in_flight"),
+                ("an observed step has no command to hold back: 'max_in_flight' needs 'publish'"),
+            )
         if step.queue_timeout is not None and not step.driven:
             yield (
                 ("steps", i, "queue_timeout"),

@@ -227,6 +227,10 @@ class Step(_Model):
     Without it, ``timeout`` counts from when the command was sent, queueing included."""
     retry: RetryPolicy | None = None
     """Retry policy of a driven step."""
+    max_in_flight: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    """Driven steps: at most this many of the step's commands outstanding at once, over every
+    instance and engine replica. A command beyond it waits, in order, in the events stream;
+    the step's ``timeout`` (or ``queue_timeout``) starts when it is sent."""
     compensate: Compensation | None = None
     """How to undo this step when a later one fails."""
     after: list[Annotated[str, Field(pattern=STEP_NAME_PATTERN)]] | None = None

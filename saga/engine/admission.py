@@ -36,13 +36,19 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from saga.core.state import InstanceState, Status
+from saga import jsonwire
+from saga.core.events import CommandAdmitted
+from saga.core.state import InstanceState, Status, StepStatus
 from saga.definition.catalog import Catalog
 from saga.definition.subjects import Role
+from saga.engine.intake import Work, attempt_of
 from saga.engine.settings import EngineSettings
 from saga.errors import ProvisioningError
 from saga.nats.delivery import delivery_in
+from saga.nats.dlq import DeadLetterCode
 from saga.nats.pull import RawPull
+from saga.nats.settle import Term
+from saga.protocol import HEADER_SAGA_ID, HEADER_SAGA_NAME, HEADER_STEP, admit_subject
 from saga.store import InstanceRecord, Stored
 
 log = logging.getLogger("saga.engine")
@@ -60,14 +66,22 @@ def holds_slot(state: InstanceState) -> bool:
 
 @dataclass(frozen=True)
 class Gate:
-    """One limited saga: its admission consumer and limits (of its newest version)."""
+    """One limited saga (or step): its admission consumer and limits (of its newest version)."""
 
     saga: str
     consumer: str
     subjects: tuple[str, ...]
-    """The subjects that start an instance: its trigger and ``saga.child.<saga>.start``."""
+    """The subjects that start an instance (its trigger and ``saga.child.<saga>.start``), or
+    a step's held-back commands (``saga.admit.<saga>.<step>``)."""
     max_running: int | None
+    """``limits.max_running``, or the step's ``max_in_flight``."""
     per_second: float | None
+    step: str | None = None
+    """Set for a step's ``max_in_flight``."""
+
+    @property
+    def key(self) -> str:
+        return self.saga if self.step is None else f"{self.saga}.{self.step}"
 
 
 @dataclass(frozen=True)
@@ -80,14 +94,39 @@ class GateCount:
     admitted: int
     """Triggers delivered and not acked: running instances, plus those being started."""
     max_running: int | None
+    step: str | None = None
+    """A step's ``max_in_flight`` (``admitted``: its commands sent and not yet answered)."""
+
+    @property
+    def key(self) -> str:
+        return self.saga if self.step is None else f"{self.saga}.{self.step}"
 
     def to_json(self) -> dict[str, int | None]:
+        if self.step is not None:
+            return {
+                "waiting": self.waiting,
+                "in_flight": self.admitted,
+                "max_in_flight": self.max_running,
+            }
         return {"waiting": self.waiting, "running": self.admitted, "max_running": self.max_running}
 
 
 def gates_of(catalog: Catalog, engine_consumer: str) -> dict[str, Gate]:
-    """The sagas whose newest version has ``limits``."""
+    """The sagas whose newest version has ``limits``, and the steps with ``max_in_flight``
+    (of any loaded version: an instance on an older one may still drive them)."""
     found = {}
+    for definition in catalog:
+        for step in definition.steps:
+            if step.max_in_flight is not None and step.publish is not None:
+                gate = Gate(
+                    definition.name,
+                    f"{engine_consumer}-limit-{definition.name}-{step.name}",
+                    (admit_subject(definition.name, step.name),),
+                    step.max_in_flight,
+                    None,
+                    step.name,
+                )
+                found[gate.key] = gate
     for name, definition in catalog.newest().items():
         limits = definition.limits
         if limits is None:
@@ -163,7 +202,7 @@ class Admission:
                 await self.nc.publish(subject, b"-NAK")
 
     def health(self) -> tuple[GateCount, ...]:
-        return tuple(self.counts[name] for name in sorted(self.counts) if name in self.gates)
+        return tuple(self.counts[key] for key in sorted(self.counts) if key in self.gates)
 
     async def holds(self, key: str, admitted: str, cached: Stored | None) -> bool:
         """After a trigger of a ``max_running`` saga was applied: True (keep it unacked, it
@@ -172,14 +211,12 @@ class Admission:
         ``cached``: the record as this replica last wrote it, if it has it."""
         assert self._lookup is not None
         stored = cached or await self._lookup(key)
-        if stored is None or stored.record.admitted is None:
+        if stored is None:
             return False
-        ours, given = delivery_in(stored.record.admitted), delivery_in(admitted)
-        if ours is None or given is None or ours.sequence != given.sequence:
+        subject = holder(stored, admitted)
+        if subject is None:
             return False
-        if not holds_slot(stored.record.state):
-            return False
-        self.held[stored.record.admitted] = key
+        self.held[subject] = key
         return True
 
     async def release(self, before: InstanceState | None, record: InstanceRecord) -> None:
@@ -205,7 +242,11 @@ class Admission:
         def reader(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
             def observe(_: CallbackOptions) -> Iterable[Observation]:
                 return [
-                    Observation(getattr(c, field), {"saga.name": c.saga}) for c in self.health()
+                    Observation(
+                        getattr(c, field),
+                        {"saga.name": c.saga} | ({"saga.step": c.step} if c.step else {}),
+                    )
+                    for c in self.health()
                 ]
 
             return observe
@@ -297,11 +338,7 @@ class Admission:
             await self.nc.publish(subject, IN_PROGRESS)
         for subject, key in list(self.held.items()):
             stored = await self._lookup(key)
-            if (
-                stored is None
-                or stored.record.admitted != subject
-                or not holds_slot(stored.record.state)
-            ):
+            if stored is None or holder(stored, subject) != subject:
                 self.held.pop(subject, None)
                 await self.nc.publish(subject, ACK)
 
@@ -309,11 +346,12 @@ class Admission:
         stream = self.settings.topology.events_stream
         for gate in list(self.gates.values()):
             info = await self.js.consumer_info(stream, gate.consumer)
-            self.counts[gate.saga] = GateCount(
+            self.counts[gate.key] = GateCount(
                 gate.saga,
                 int(info.num_pending or 0),
                 int(info.num_ack_pending or 0),
                 gate.max_running,
+                gate.step,
             )
 
     async def _ensure_consumer(self, gate: Gate) -> None:
@@ -375,6 +413,43 @@ class Admission:
             raise ProvisioningError(
                 f"cannot create consumer {config.durable_name} on {stream}: {exc.description}"
             ) from exc
+
+
+def holder(stored: Stored, admitted: str) -> str | None:
+    """The ack subject (as first stored) of the message ``admitted`` names, when it still
+    holds a slot of this instance: its trigger while the instance runs, or a step's
+    command while that attempt is in flight. None: it holds nothing (ack it)."""
+    given = delivery_in(admitted)
+    if given is None:
+        return None
+
+    def same(subject: str | None) -> bool:
+        found = delivery_in(subject)
+        return found is not None and found.sequence == given.sequence
+
+    record = stored.record
+    if same(record.admitted) and holds_slot(record.state):
+        return record.admitted
+    running = record.state.status is Status.RUNNING
+    for s in record.state.steps.values():
+        if same(s.slot) and s.status is StepStatus.ACTIVE and running:
+            return s.slot
+    return None
+
+
+def admitted_command(catalog: Catalog, msg: Msg) -> Work | Term:
+    """A held-back step command that got its slot, as the event that sends it."""
+    headers = msg.headers or {}
+    definition = catalog.latest(headers.get(HEADER_SAGA_NAME, ""))
+    saga_id, step = headers.get(HEADER_SAGA_ID), headers.get(HEADER_STEP)
+    attempt = attempt_of(headers)
+    if definition is None or not saga_id or not step or not isinstance(attempt, int):
+        return Term(DeadLetterCode.MALFORMED, "a held-back command without its saga headers")
+    try:
+        data = jsonwire.loads(msg.data) if msg.data else {}
+    except ValueError as exc:
+        return Term(DeadLetterCode.MALFORMED, f"payload is not JSON: {exc}")
+    return Work(definition, saga_id, CommandAdmitted(step, attempt, msg.reply or "", data))
 
 
 def _filters(subjects: tuple[str, ...]) -> tuple[str | None, list[str] | None]:

@@ -27,7 +27,7 @@ from saga.client import find_record
 from saga.core.events import Event
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
-from saga.engine.admission import Admission, gated_subjects
+from saga.engine.admission import Admission, admitted_command, gated_subjects
 from saga.engine.apply import Applier, Received
 from saga.engine.cache import InstanceCache
 from saga.engine.effects import CommandSender
@@ -56,6 +56,7 @@ from saga.nats.settle import ACK, Ack, Nak, Term, Verdict, at_last_delivery, set
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import instance_key, unwrap_work_subject, work_subject
 from saga.protocol import (
+    ADMIT_PREFIX,
     HEADER_MSG_ID,
     HEADER_ORIGIN,
     HEADER_PIN_ID,
@@ -400,11 +401,19 @@ class Engine:
         got it, whatever the partition (its instance is new; the write is revision-checked)."""
         meta = delivery_of(msg)
         origin = f"{meta.stream}:{meta.sequence}"
-        parsed = self.intake.parse(msg.subject, msg.data, msg.headers, meta.stream, meta.sequence)
-        gate = (
-            self.admission.gates.get(parsed.definition.name) if isinstance(parsed, Work) else None
-        )
-        admitted = msg.reply if gate is not None and gate.max_running is not None else None
+        if msg.subject.startswith(ADMIT_PREFIX + "."):  # a step's command (max_in_flight)
+            parsed: Work | Term = admitted_command(self.catalog, msg)
+            admitted: str | None = msg.reply
+        else:
+            parsed = self.intake.parse(
+                msg.subject, msg.data, msg.headers, meta.stream, meta.sequence
+            )
+            gate = (
+                self.admission.gates.get(parsed.definition.name)
+                if isinstance(parsed, Work)
+                else None
+            )
+            admitted = msg.reply if gate is not None and gate.max_running is not None else None
         received = Received(msg.subject, msg.headers or {}, time.time_ns(), origin, admitted)
         if isinstance(parsed, Term):
             await self._settle(msg, parsed, received)

@@ -33,6 +33,7 @@ from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import instance_key
 from saga.protocol import (
+    ADMIT_PREFIX,
     DLQ_PREFIX,
     HEADER_DLQ_CODE,
     HEADER_DLQ_REASON,
@@ -191,6 +192,9 @@ class NatsTransport:
 
     async def _handle(self, msg: Msg) -> None:
         """Record, answer, ack: the reply is in the stream before the command is acked."""
+        if msg.subject.startswith(ADMIT_PREFIX + "."):  # the engine's own (max_in_flight)
+            await msg.ack()
+            return
         try:
             payload = json.loads(msg.data) if msg.data else {}
             message = self.index.message(

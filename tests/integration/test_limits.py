@@ -368,3 +368,81 @@ async def test_waiting_triggers_show_in_readyz_and_the_console_and_start_in_orde
         await engine.stop()
 
     assert sorted(starts, key=starts.__getitem__) == ids  # admitted in trigger order
+
+
+GATED = """
+name: gated
+trigger: {event: gated.ordered, id: {field: id}}
+steps:
+  - name: reserve
+    publish: {event: gated.reserve, data: {id: trigger.id}}
+    success: gated.reserved
+    timeout: 1s
+    max_in_flight: 5
+"""
+
+
+async def test_max_in_flight_holds_commands_back_and_their_timeout_starts_at_the_send(
+    client: Client,
+) -> None:
+    """100 sagas at once, a step taking 0.1 s with at most 5 in flight: the last command
+    waits about 2 s, twice the step's timeout, yet every saga completes; and at no point
+    are more than 5 commands out without their reply."""
+    sagas = 100
+    engine = Engine(client, {"gated": parse_definition(GATED)}, SETTINGS)
+    await engine.start()
+    app = App("gated-services")
+
+    @app.step("gated.reserve", success="gated.reserved")
+    async def reserve(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.1)
+        return {"reserved": payload["id"]}
+
+    done: set[str] = set()
+
+    async def seen(msg: Msg) -> None:
+        done.add((msg.headers or {}).get(HEADER_SAGA_ID, ""))
+
+    sub = await client.subscribe("saga.status.gated.completed", cb=seen)
+    waiting: list[int] = []
+    try:
+        async with app.running(client, PARTICIPANT):
+            ids = [f"g-{n:03d}" for n in range(sagas)]
+            acks = [
+                await client.jetstream().publish_async(
+                    "gated.ordered", json.dumps({"id": i}).encode()
+                )
+                for i in ids
+            ]
+            await asyncio.gather(*acks)
+
+            async def all_done() -> bool:
+                count = engine.admission.counts.get("gated.reserve")
+                if count is not None:
+                    waiting.append(count.waiting)
+                return len(done) == sagas
+
+            await wait_for(all_done, timeout=120, interval=0.1, message="every saga to complete")
+        sent = await stream_positions(client, "gated.reserve", sagas)
+        answered = await stream_positions(client, "gated.reserved", sagas)
+    finally:
+        await sub.unsubscribe()
+        await engine.stop()
+
+    assert done == set(ids)  # a timeout would have compensated them (no retry)
+    assert max(waiting) > 0, "commands never waited: max_in_flight was not in the way"
+    assert most_at_once(sent, answered) <= 5
+
+
+@pytest.mark.parametrize("on_nats", [False, True], ids=["memory", "nats"])
+async def test_the_harness_runs_a_step_with_max_in_flight(on_nats: bool) -> None:
+    """The held-back command is the engine's own traffic: the transcript shows the command
+    as sent, in both transports."""
+    async with SagaHarness.from_text(GATED, nats=on_nats, timeout=30) as h:
+        h.on("gated.reserve", reply("gated.reserved"))
+        result = await h.run({"id": "g1"})
+
+    assert result.status == "completed"
+    assert result.published_subjects == ["gated.reserve"]
+    assert result.state is not None
+    assert "step.sent" in [e.event for e in result.state.history]

@@ -4,13 +4,25 @@ Bad values are refused with their place by ``tests/unit/broken/limits-*.yaml``."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from nats.aio.client import Client
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.resources import Resource
 
+from saga.core.commands import PublishEvent, ReleaseSlot, ScheduleTimer
+from saga.core.decide import decide
+from saga.core.events import (
+    CommandAdmitted,
+    SagaTriggered,
+    StepFailed,
+    StepSucceeded,
+    Timer,
+    TimerFired,
+    TimerKind,
+)
 from saga.core.state import InstanceState, Status
 from saga.definition import parse_definition
 from saga.definition.catalog import Catalog
@@ -18,6 +30,7 @@ from saga.definition.limits import rate_per_second
 from saga.engine.admission import Admission, GateCount, gated_subjects, gates_of, holds_slot
 from saga.engine.settings import EngineSettings
 from saga.nats.delivery import delivery_in
+from saga.protocol import HEADER_TARGET
 from saga.telemetry.setup import new_meter_provider
 
 LIMITED = """\
@@ -122,3 +135,91 @@ def test_the_console_shows_limits_and_counts_on_the_definition_page() -> None:
     assert "7 waiting, 500 running" in shown
     assert "waiting" not in str(_limits(definition, None))
     assert str(_limits(parse_definition(FREE), None)) == ""
+
+
+# -- max_in_flight in the core: the command waits for its slot, the timers start at the send --
+
+GATED = """\
+name: gated
+trigger: {event: orders.placed}
+steps:
+  - name: reserve
+    publish: {event: inventory.reserve, data: {n: trigger.n}}
+    success: inventory.reserved
+    failure: inventory.rejected
+    timeout: 10s
+    retry: {attempts: 2, backoff: 1s}
+    max_in_flight: 5
+"""
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SLOT = "$JS.ACK.SAGA_EVENTS.saga-engine-limit-gated-reserve.1.7.1.1.0"
+
+
+def started() -> tuple[Any, InstanceState]:
+    definition = parse_definition(GATED)
+    decision = decide(definition, None, SagaTriggered("g1", {"n": 3}), T0)
+    assert decision.state is not None
+    return definition, decision.state
+
+
+def test_a_gated_command_waits_for_its_slot_without_a_timer() -> None:
+    definition = parse_definition(GATED)
+    decision = decide(definition, None, SagaTriggered("g1", {"n": 3}), T0)
+    [held] = decision.commands
+    assert isinstance(held, PublishEvent)
+    assert held.subject == "saga.admit.gated.reserve"
+    assert held.headers[HEADER_TARGET] == "inventory.reserve"
+    assert held.msg_id == "gated:g1:reserve:step:1:admit"
+    assert held.data == {"n": 3}
+
+
+def test_the_admitted_command_is_sent_and_its_timeout_starts_then() -> None:
+    definition, state = started()
+    later = T0 + timedelta(minutes=5)
+    decision = decide(definition, state, CommandAdmitted("reserve", 1, SLOT, {"n": 3}), later)
+    sent, timer = decision.commands
+    assert isinstance(sent, PublishEvent)
+    assert isinstance(timer, ScheduleTimer)
+    assert (sent.subject, sent.data, sent.msg_id) == (
+        "inventory.reserve",
+        {"n": 3},
+        "gated:g1:reserve:step:1",
+    )
+    assert timer.fire_at == later + timedelta(seconds=10)
+    assert decision.state is not None
+    assert decision.state.steps["reserve"].slot == SLOT
+    again = decide(definition, decision.state, CommandAdmitted("reserve", 1, SLOT), later)
+    assert not again.changed  # a redelivered admission sends nothing twice
+
+
+def test_the_slot_is_given_back_when_the_attempt_ends() -> None:
+    definition, state = started()
+    admitted = decide(definition, state, CommandAdmitted("reserve", 1, SLOT, {}), T0).state
+    assert admitted is not None
+    done = decide(definition, admitted, StepSucceeded("reserve", {}, 1), T0)
+    assert ReleaseSlot(SLOT) in done.commands
+    assert done.state is not None
+    assert done.state.steps["reserve"].slot is None
+    failed = decide(definition, admitted, StepFailed("reserve", "no", {}, 1), T0)
+    assert ReleaseSlot(SLOT) in failed.commands
+
+
+def test_a_timeout_gives_the_slot_back_and_the_retry_waits_for_a_new_one() -> None:
+    definition, state = started()
+    admitted = decide(definition, state, CommandAdmitted("reserve", 1, SLOT, {}), T0).state
+    timeout = TimerFired(Timer(TimerKind.STEP_TIMEOUT, "reserve", 1))
+    timed_out = decide(definition, admitted, timeout, T0 + timedelta(seconds=10))
+    assert ReleaseSlot(SLOT) in timed_out.commands
+    retry = TimerFired(Timer(TimerKind.STEP_RETRY, "reserve", 1))
+    retried = decide(definition, timed_out.state, retry, T0 + timedelta(seconds=11))
+    [held] = [c for c in retried.commands if isinstance(c, PublishEvent)]
+    assert held.subject == "saga.admit.gated.reserve"
+    assert not any(isinstance(c, ScheduleTimer) for c in retried.commands)
+
+
+def test_an_admission_for_an_attempt_that_ended_is_dropped() -> None:
+    definition, state = started()
+    failed = decide(definition, state, StepFailed("reserve", "no", {}, 1), T0).state
+    late = decide(definition, failed, CommandAdmitted("reserve", 1, SLOT, {}), T0)
+    assert not late.changed
+    assert late.commands == []
