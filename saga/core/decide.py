@@ -498,7 +498,7 @@ class _Transition:
             return f"unknown step {event.step!r}"
         step = self.step_def(event.step)
         current = event.attempt is None or event.attempt == s.attempt
-        waiting = s.status is StepStatus.ACTIVE and _queued(step, s)
+        waiting = s.status is StepStatus.ACTIVE and _queued(step, s) and not _held_back(step, s)
         if self.state.status is not Status.RUNNING or not waiting or not current:
             return f"step {event.step!r} is {s.status.value}: start report ignored"
         self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt))

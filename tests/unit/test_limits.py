@@ -8,29 +8,34 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nats.aio.client import Client
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.resources import Resource
 
-from saga.core.commands import PublishEvent, ReleaseSlot, ScheduleTimer
+from saga.core.commands import CancelTimer, PublishEvent, ReleaseSlot, ScheduleTimer
 from saga.core.decide import decide
 from saga.core.events import (
     CommandAdmitted,
+    OperatorAbort,
+    OperatorRetry,
     SagaTriggered,
     StepFailed,
+    StepStarted,
     StepSucceeded,
     Timer,
     TimerFired,
     TimerKind,
 )
-from saga.core.state import InstanceState, Status
+from saga.core.state import InstanceState, Status, StepStatus
 from saga.definition import parse_definition
 from saga.definition.catalog import Catalog
 from saga.definition.limits import rate_per_second
 from saga.engine.admission import Admission, GateCount, gated_subjects, gates_of, holds_slot
 from saga.engine.settings import EngineSettings
 from saga.nats.delivery import delivery_in
-from saga.protocol import HEADER_TARGET
+from saga.protocol import HEADER_KIND, HEADER_TARGET
 from saga.telemetry.setup import new_meter_provider
 
 LIMITED = """\
@@ -223,3 +228,127 @@ def test_an_admission_for_an_attempt_that_ended_is_dropped() -> None:
     late = decide(definition, failed, CommandAdmitted("reserve", 1, SLOT, {}), T0)
     assert not late.changed
     assert late.commands == []
+
+
+# -- max_in_flight, properties over random event sequences ---------------------------------------
+
+GATED_TWO = """\
+name: gated
+trigger: {event: orders.placed}
+steps:
+  - name: reserve
+    publish: {event: inventory.reserve}
+    success: inventory.reserved
+    failure: inventory.rejected
+    timeout: 1s
+    queue_timeout: QUEUE
+    retry: {attempts: 3, backoff: 100ms, on_failure: true}
+    max_in_flight: 2
+    compensate: {publish: {event: inventory.release}}
+  - name: charge
+    publish: {event: pay.charge}
+    success: pay.charged
+    timeout: 1s
+    max_in_flight: 1
+"""
+STEP_TIMER_KINDS = (TimerKind.STEP_TIMEOUT, TimerKind.QUEUE_TIMEOUT)
+
+
+def slot_events(definition: Any) -> st.SearchStrategy[Any]:
+    steps = st.sampled_from([s.name for s in definition.steps])
+    attempts = st.integers(1, 4)
+    return st.one_of(
+        st.builds(
+            CommandAdmitted,
+            steps,
+            attempts,
+            st.sampled_from(["slot-a", "slot-b", "slot-c"]),
+            st.just({}),
+        ),
+        st.builds(StepSucceeded, steps, st.just({}), attempts | st.none()),
+        st.builds(StepFailed, steps, st.just("no"), st.just({}), attempts | st.none()),
+        st.builds(StepStarted, steps, attempts | st.none()),
+        st.builds(OperatorAbort),
+        st.builds(OperatorRetry),
+        st.just("fire"),
+    )
+
+
+@pytest.mark.parametrize("queue", [None, "5s"])
+@given(data=st.data())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_slots_are_held_only_while_sent_and_given_back_once(queue: str | None, data: Any) -> None:
+    """Whatever happens: a slot is held only by an in-flight attempt of a running instance,
+    each slot taken is given back exactly once, a command goes to its participant only when
+    admitted, and no run or queue timer is pending while a command is held back (a start
+    report for a command not yet sent once armed the run timeout: found by this test)."""
+    text = (
+        GATED_TWO.replace("QUEUE", queue)
+        if queue
+        else GATED_TWO.replace("    queue_timeout: QUEUE\n", "")
+    )
+    definition = parse_definition(text)
+    now = T0
+    decision = decide(definition, None, SagaTriggered("g1", {}), now)
+    state = decision.state
+    pending: dict[Timer, datetime] = {}
+    held: set[str] = set()
+    for _ in range(data.draw(st.integers(1, 25))):
+        assert state is not None
+        for command in decision.commands:
+            if isinstance(command, ScheduleTimer):
+                pending[command.timer] = command.fire_at
+            elif isinstance(command, CancelTimer):
+                pending.pop(command.timer, None)
+        event = data.draw(slot_events(definition))
+        if event == "fire":
+            if not pending:
+                continue
+            timer = data.draw(st.sampled_from(sorted(pending, key=lambda t: t.key)))
+            now = max(now, pending.pop(timer))
+            event = TimerFired(timer)
+        now += timedelta(milliseconds=10)
+        before = {n: s.slot for n, s in state.steps.items()}
+        decision = decide(definition, state, event, now)
+        assert decision.error is None, decision.error
+        assert decision.state is not None
+        state = decision.state
+        released = [c.slot for c in decision.commands if isinstance(c, ReleaseSlot)]
+        assert len(released) == len(set(released))
+        for name, s in state.steps.items():
+            if s.slot is not None:
+                assert s.status is StepStatus.ACTIVE
+                assert state.status is Status.RUNNING
+            if before[name] is not None and s.slot != before[name]:
+                assert before[name] in released, f"{name}'s slot was dropped, not given back"
+            if before[name] is None and s.slot is not None:
+                assert isinstance(event, CommandAdmitted)
+                held.add(s.slot)
+        for slot in released:
+            assert slot in held
+            held.discard(slot)
+        for command in decision.commands:
+            if isinstance(command, PublishEvent) and command.headers.get(HEADER_KIND) == "step":
+                assert command.subject.startswith("saga.admit.") or isinstance(
+                    event, CommandAdmitted
+                )
+        for name, s in state.steps.items():
+            if s.status is StepStatus.ACTIVE and s.slot is None:
+                armed = [t for t in pending if t.step == name and t.kind in STEP_TIMER_KINDS]
+                armed += [
+                    c.timer
+                    for c in decision.commands
+                    if isinstance(c, ScheduleTimer)
+                    and c.timer.step == name
+                    and c.timer.kind in STEP_TIMER_KINDS
+                ]
+                cancelled = {c.timer for c in decision.commands if isinstance(c, CancelTimer)}
+                assert not [t for t in armed if t not in cancelled and t.attempt == s.attempt]
+
+
+def test_a_start_report_before_the_command_was_sent_arms_nothing() -> None:
+    definition = parse_definition(GATED_TWO.replace("QUEUE", "5s"))
+    state = decide(definition, None, SagaTriggered("g1", {}), T0).state
+    early = decide(definition, state, StepStarted("reserve", 1), T0)
+    assert not early.changed
+    assert early.commands == []
