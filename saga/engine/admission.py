@@ -328,6 +328,8 @@ class Admission:
                 next_beat = time.monotonic() + every
                 try:
                     await self._beat()
+                except ConnectionClosedError:
+                    return
                 except Exception:
                     log.warning("could not keep held triggers in progress", exc_info=True)
             await self._pause(self.settings.heartbeat)

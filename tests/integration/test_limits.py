@@ -446,3 +446,55 @@ async def test_the_harness_runs_a_step_with_max_in_flight(on_nats: bool) -> None
     assert result.published_subjects == ["gated.reserve"]
     assert result.state is not None
     assert "step.sent" in [e.event for e in result.state.history]
+
+
+async def test_a_killed_replicas_step_slots_are_taken_up_after_the_ack_wait(
+    nats_server: EmbeddedServer,
+) -> None:
+    """As for triggers: the commands a dead replica sent keep their slots (another replica
+    holds them once they come back), and the held-back ones are sent as they free up."""
+    sagas, limit = 6, 2
+    text = GATED.replace("max_in_flight: 5", f"max_in_flight: {limit}")
+    definition = parse_definition(text.replace("timeout: 1s", "timeout: 60s"))
+    settings = EngineSettings(fetch_wait=0.2, admission_ack_wait=2.0)
+    client = await nats.connect(nats_server.url)
+    doomed_nc = await nats.connect(nats_server.url)
+    survivor_nc = await nats.connect(nats_server.url)
+    doomed = Engine(doomed_nc, {"gated": definition}, settings)
+    survivor = Engine(survivor_nc, {"gated": definition}, settings)
+    app = App("gated-services")
+
+    @app.step("gated.reserve", success="gated.reserved")
+    async def reserve(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"reserved": payload["id"]}
+
+    done: set[str] = set()
+
+    async def seen(msg: Msg) -> None:
+        done.add((msg.headers or {}).get(HEADER_SAGA_ID, ""))
+
+    sub = await client.subscribe("saga.status.gated.completed", cb=seen)
+    try:
+        await doomed.start()
+        for n in range(sagas):
+            await client.jetstream().publish("gated.ordered", json.dumps({"id": f"g{n}"}).encode())
+        await wait_for(lambda: len(doomed.admission.held) == limit, message="slots all held")
+        await doomed_nc.close()  # killed
+
+        await survivor.start()
+        await wait_for(
+            lambda: len(survivor.admission.held) == limit,
+            timeout=30,
+            message="the dead replica's commands held by the survivor",
+        )
+        async with app.running(client, PARTICIPANT):
+            await wait_for(lambda: len(done) == sagas, timeout=60, message="every saga done")
+        sent = await stream_positions(client, "gated.reserve", sagas)
+        answered = await stream_positions(client, "gated.reserved", sagas)
+    finally:
+        await sub.unsubscribe()
+        await survivor.stop()
+        await survivor_nc.close()
+        await client.close()
+
+    assert most_at_once(sent, answered) <= limit
