@@ -21,6 +21,7 @@ from saga.core.commands import (
     ScheduleTimer,
 )
 from saga.core.state import InstanceState
+from saga.engine.admission import ACK
 from saga.nats.acks import acks_for
 from saga.nats.timers import BrokerTimers
 from saga.protocol import (
@@ -34,7 +35,6 @@ from saga.telemetry import Telemetry, inject
 from saga.telemetry.engine_spans import carry
 
 log = logging.getLogger("saga.engine")
-SLOT_ACK = b"+ACK"
 
 
 def encode(data: Any) -> bytes:
@@ -139,7 +139,7 @@ class CommandSender:
         if isinstance(command, Reopened):
             return await self._announce(state, "reopened", command.reason, saga_trace)
         if isinstance(command, ReleaseSlot):  # ack the admitted command (saga.engine.admission)
-            await self.nc.publish(command.slot, SLOT_ACK)
+            await self.nc.publish(command.slot, ACK)
             return asyncio.sleep(0)
         return await self._announce(state, command.status, state.failure_reason, saga_trace)
 

@@ -90,13 +90,14 @@ async def trigger(nc: Client, ids: list[str]) -> float:
     return time.monotonic() - began
 
 
-async def completions(nc: Client) -> tuple[set[str], Any]:
+async def completions(nc: Client, saga: str = "capped") -> tuple[set[str], Any]:
+    """The ids of the instances of ``saga`` completed from now on, and the subscription."""
     done: set[str] = set()
 
     async def seen(msg: Msg) -> None:
         done.add((msg.headers or {}).get(HEADER_SAGA_ID, ""))
 
-    sub = await nc.subscribe("saga.status.capped.completed", cb=seen)
+    sub = await nc.subscribe(f"saga.status.{saga}.completed", cb=seen)
     return done, sub
 
 
@@ -398,12 +399,7 @@ async def test_max_in_flight_holds_commands_back_and_their_timeout_starts_at_the
         await asyncio.sleep(0.1)
         return {"reserved": payload["id"]}
 
-    done: set[str] = set()
-
-    async def seen(msg: Msg) -> None:
-        done.add((msg.headers or {}).get(HEADER_SAGA_ID, ""))
-
-    sub = await client.subscribe("saga.status.gated.completed", cb=seen)
+    done, sub = await completions(client, "gated")
     waiting: list[int] = []
     try:
         async with app.running(client, PARTICIPANT):
@@ -468,12 +464,7 @@ async def test_a_killed_replicas_step_slots_are_taken_up_after_the_ack_wait(
     async def reserve(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
         return {"reserved": payload["id"]}
 
-    done: set[str] = set()
-
-    async def seen(msg: Msg) -> None:
-        done.add((msg.headers or {}).get(HEADER_SAGA_ID, ""))
-
-    sub = await client.subscribe("saga.status.gated.completed", cb=seen)
+    done, sub = await completions(client, "gated")
     try:
         await doomed.start()
         for n in range(sagas):
