@@ -64,6 +64,9 @@ async def provision(
         js = nc.jetstream()
         catalog = Catalog.of(sagas)
         gated = gated_subjects(catalog, topology.engine_consumer)  # as `saga run` does
+        engine = EngineSettings(topology=topology, streams=settings)
+        admission = Admission(nc, engine)
+        position = await admission.engine_position()
         provisioned = await provision_engine(
             js,
             topology,
@@ -71,8 +74,7 @@ async def provision(
             listened=[s for d in sagas.values() for s in d.subjects.listened if s not in gated],
             published=[*gated, *(s for d in sagas.values() for s in d.subjects.published)],
         )
-        engine = EngineSettings(topology=topology, streams=settings)
-        await Admission(nc, engine).provision(catalog)  # the consumers of sagas with limits
+        await admission.provision(catalog, position)  # the consumers of sagas with limits
         if partitions:
             pin_timeout = EngineSettings().pin_timeout  # what `saga run` uses
             await provision_partitions(nc, topology, settings, partitions, pin_timeout)

@@ -168,12 +168,14 @@ class Admission:
         if meter is not None:
             self._observe(meter)
 
-    async def provision(self, catalog: Catalog) -> None:
-        """Create or update the admission consumers; pull from new ones once started."""
+    async def provision(self, catalog: Catalog, position: int | None = None) -> None:
+        """Create or update the admission consumers; pull from new ones once started. A new
+        one starts at ``position``: :meth:`engine_position`, read before the engine's
+        consumer was told to leave the trigger alone."""
         topology = self.settings.topology
         gates = gates_of(catalog, topology.engine_consumer)
         for gate in gates.values():
-            await self._ensure_consumer(gate)
+            await self._ensure_consumer(gate, position)
         self.gates = gates
         self._spawn()
 
@@ -356,9 +358,10 @@ class Admission:
                 gate.step,
             )
 
-    async def _ensure_consumer(self, gate: Gate) -> None:
-        """Create the gate's consumer where the engine's own consumer stopped reading the
-        trigger (so no trigger is handled twice, none skipped), or update its limits."""
+    async def _ensure_consumer(self, gate: Gate, start: int | None) -> None:
+        """Create the gate's consumer where the engine's own consumer stood before it left
+        the trigger alone (none is skipped; one both deliver starts one instance: the second
+        finds it), or update its limits."""
         settings, topology = self.settings, self.settings.topology
         stream = topology.events_stream
         slots = gate.max_running or settings.streams.max_ack_pending
@@ -377,7 +380,6 @@ class Admission:
             config.filter_subject, config.filter_subjects = _filters(gate.subjects)
             await self._add(stream, config)
             return
-        start = await self._engine_position()
         subject, subjects = _filters(gate.subjects)
         config = ConsumerConfig(
             durable_name=gate.consumer,
@@ -397,9 +399,10 @@ class Admission:
             # another replica created it first
             await self.js.consumer_info(stream, gate.consumer)
 
-    async def _engine_position(self) -> int | None:
-        """The stream sequence after the last message the engine's consumer delivered (its
-        filter no longer has the trigger), or None when it delivered nothing yet."""
+    async def engine_position(self) -> int | None:
+        """The stream sequence after the last message the engine's consumer delivered, or
+        None when it delivered nothing yet (or does not exist). Read it before the consumer's
+        filter changes: read after, a trigger published in between would be skipped."""
         topology = self.settings.topology
         try:
             info = await self.js.consumer_info(topology.events_stream, topology.engine_consumer)

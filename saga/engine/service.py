@@ -118,6 +118,7 @@ class Engine:
         """Create (or check) the streams, consumers and bucket every loaded version needs."""
         defs = list(self.catalog)
         gated = gated_subjects(self.catalog, self.settings.topology.engine_consumer)
+        position = await self.admission.engine_position()  # before its filter changes
         provisioned = await provision_engine(
             self.js,
             self.settings.topology,
@@ -126,7 +127,7 @@ class Engine:
             # a limited saga's triggers: in the stream, read by its admission consumer
             published=[*gated, *(s for d in defs for s in d.subjects.published)],
         )
-        await self.admission.provision(self.catalog)
+        await self.admission.provision(self.catalog, position)
         topology, streams = self.settings.topology, self.settings.streams
         await serve_definitions(self.js, topology.definitions_bucket, self.catalog, streams)
         await provision_schedules(self.js, topology, self.catalog.newest().values())
