@@ -13,6 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -199,11 +200,22 @@ async def test_the_harness_runs_a_limited_saga(on_nats: bool) -> None:
     assert second.published_subjects == ["stock.reserve", "pay.charge"]
 
 
-async def test_the_limit_is_global_across_two_engine_replicas(nats_server: EmbeddedServer) -> None:
+@pytest.mark.parametrize("partitions", [0, 4], ids=["shared", "partitioned"])
+async def test_the_limit_is_global_across_two_engine_replicas(
+    nats_server: EmbeddedServer, partitions: int
+) -> None:
+    """Both modes: replicas sharing the engine's consumer, and partitioned replicas (each
+    admits what it pulls, whatever the instance's partition; its later events go to the
+    partition's owner)."""
     sagas, limit = 400, 20
+    settings = SETTINGS
+    if partitions:
+        settings = replace(
+            SETTINGS, partitions=partitions, heartbeat=0.2, member_ttl=1.5, pin_timeout=1.0
+        )
     connections = [await nats.connect(nats_server.url) for _ in range(3)]
     client, *replicas = connections
-    engines = [Engine(nc, {"capped": capped(limit)}, SETTINGS) for nc in replicas]
+    engines = [Engine(nc, {"capped": capped(limit)}, settings) for nc in replicas]
     for engine in engines:
         await engine.start()
     done, sub = await completions(client)
