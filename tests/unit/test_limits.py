@@ -135,11 +135,18 @@ def test_the_console_shows_limits_and_counts_on_the_definition_page() -> None:
     from saga.console.definitions import _limits
 
     definition = parse_definition(LIMITED)
-    shown = str(_limits(definition, GateCount("capped", waiting=7, admitted=500, max_running=500)))
+    count = GateCount("capped", waiting=7, admitted=500, max_running=500)
+    shown = str(_limits(definition, {"capped": count}))
     assert 'Limits: <span class="mono">max_running 500, start_rate 100/s</span>' in shown
     assert "7 waiting, 500 running" in shown
-    assert "waiting" not in str(_limits(definition, None))
-    assert str(_limits(parse_definition(FREE), None)) == ""
+    assert "waiting" not in str(_limits(definition, {}))
+    assert str(_limits(parse_definition(FREE), {})) == ""
+    gated = parse_definition(GATED)
+    step = GateCount("gated", waiting=3, admitted=5, max_running=5, step="reserve")
+    shown = str(_limits(gated, {"gated.reserve": step}))
+    assert (
+        'Step reserve: <span class="mono">max_in_flight 5</span> · 3 waiting, 5 in flight' in shown
+    )
 
 
 # -- max_in_flight in the core: the command waits for its slot, the timers start at the send --
