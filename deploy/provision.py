@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from saga.definition import load_definitions
+from saga.definition.catalog import Catalog
+from saga.engine.admission import Admission, gated_subjects
 from saga.engine.settings import EngineSettings
 from saga.nats.connection import NatsSettings, connect, settings_from_env
 from saga.nats.provision import StreamSettings, provision_engine, provision_partitions
@@ -60,13 +62,19 @@ async def provision(
     nc = await connect(nats)
     try:
         js = nc.jetstream()
+        catalog = Catalog.of(sagas)
+        gated = gated_subjects(catalog, topology.engine_consumer)  # as `saga run` does
+        engine = EngineSettings(topology=topology, streams=settings)
+        admission = Admission(nc, engine)
+        position = await admission.engine_position()
         provisioned = await provision_engine(
             js,
             topology,
             settings,
-            listened=[s for d in sagas.values() for s in d.subjects.listened],
-            published=[s for d in sagas.values() for s in d.subjects.published],
+            listened=[s for d in sagas.values() for s in d.subjects.listened if s not in gated],
+            published=[*gated, *(s for d in sagas.values() for s in d.subjects.published)],
         )
+        await admission.provision(catalog, position)  # the consumers of sagas with limits
         if partitions:
             pin_timeout = EngineSettings().pin_timeout  # what `saga run` uses
             await provision_partitions(nc, topology, settings, partitions, pin_timeout)

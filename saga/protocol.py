@@ -33,6 +33,10 @@ HEADER_PARENT_NAME = "Saga-Parent-Name"
 HEADER_PARENT_ID = "Saga-Parent-Id"
 """On a child saga's trigger and undo request: the parent instance's id."""
 
+HEADER_TARGET = "Saga-Target"
+"""On a step's command held back by ``max_in_flight`` (``saga.admit.<saga>.<step>``): the
+subject the engine sends it on once admitted."""
+
 HEADER_TRACEPARENT = "traceparent"
 TRACE_HEADERS = (HEADER_TRACEPARENT, "tracestate")
 """W3C trace context; a participant copies them from a command onto its reply."""
@@ -105,6 +109,9 @@ STARTED_PREFIX = "saga.started"
 SCHEDULE_PREFIX = "saga.schedule"
 """``saga.schedule.<saga>``: the one schedule message of a scheduled saga, in the events
 stream; the server fires it on the saga's trigger subject."""
+ADMIT_PREFIX = "saga.admit"
+"""``saga.admit.<saga>.<step>``: a command of a step with ``max_in_flight``, waiting in the
+events stream for a slot; once admitted the engine sends it on its subject (``Saga-Target``)."""
 TIMER_SCHEDULE_PREFIX = "saga.timer.at"
 TIMER_FIRE_PREFIX = "saga.timer.fire"
 DLQ_PREFIX = "saga.dlq"
@@ -139,6 +146,10 @@ JS_API_PREFIX = "$JS.API."
 
 def status_subject(saga_name: str, status: str) -> str:
     return f"{STATUS_PREFIX}.{saga_name}.{status}"
+
+
+def admit_subject(saga_name: str, step: str) -> str:
+    return f"{ADMIT_PREFIX}.{saga_name}.{step}"
 
 
 def schedule_subject(saga_name: str) -> str:

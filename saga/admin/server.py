@@ -151,6 +151,8 @@ class AdminServer:
             body["stranded"] = [s.to_json() for s in health.stranded]
         if health.partitions:
             body["partitions"] = {"count": health.partitions, "owned": list(health.owned)}
+        if health.limits:
+            body["limits"] = {c.key: c.to_json() for c in health.limits}
         return web.json_response(body)
 
     async def metrics(self, _: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from saga.console.queries import counts_by_state
 from saga.console.view import coloured_diagram
 from saga.definition.model import SagaDefinition
 from saga.definition.schedule import following_tick
+from saga.engine.admission import GateCount
 
 
 def routes(router: web.UrlDispatcher) -> None:
@@ -100,6 +102,35 @@ def _schedule(definition: SagaDefinition) -> Markup:
     )
 
 
+def _limits(definition: SagaDefinition, counts: Mapping[str, GateCount]) -> Markup:
+    """The newest version's ``limits`` and steps' ``max_in_flight``, one line each, with what
+    waits and what holds a slot now (``counts`` by gate key, as of the engine's last look,
+    about every second)."""
+    lines = []
+    limits = definition.limits
+    if limits is not None:
+        given = [
+            f"{key} {value}"
+            for key, value in (
+                ("max_running", limits.max_running),
+                ("start_rate", limits.start_rate),
+            )
+            if value is not None
+        ]
+        count = counts.get(definition.name)
+        now = f" · {count.waiting} waiting, {count.admitted} running" if count else ""
+        lines.append(f'Limits: <span class="mono">{e(", ".join(given))}</span>{e(now)}')
+    for step in definition.steps:
+        if step.max_in_flight is not None:
+            count = counts.get(f"{definition.name}.{step.name}")
+            now = f" · {count.waiting} waiting, {count.admitted} in flight" if count else ""
+            lines.append(
+                f'Step {e(step.name)}: <span class="mono">max_in_flight {step.max_in_flight}'
+                f"</span>{e(now)}"
+            )
+    return Markup("".join(f'<p class="limits card">{line}</p>' for line in lines))
+
+
 async def versions(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     found = [d for d in engine_of(request).catalog if d.name == name]
@@ -113,7 +144,8 @@ async def versions(request: web.Request) -> web.Response:
         )
         + "</p>"
     )
-    body = join([summary, *(_version(d) for d in reversed(found))])
+    limits = _limits(found[-1], {c.key: c for c in engine_of(request).health().limits})
+    body = join([summary, limits, *(_version(d) for d in reversed(found))])
     return html_response(request, page(f"Saga {name}", body, "definitions"))
 
 

@@ -29,6 +29,7 @@ KINDS: dict[str, str] = {
     "step.started": "attempt",
     "step.retried": "attempt",
     "step.running": "attempt",
+    "step.sent": "attempt",
     "step.retry-scheduled": "timer",
     "step.timed-out": "timer",
     "step.succeeded": "reply",

@@ -59,7 +59,15 @@ class Reopened:
         return f"late success of {self.step}: undoing it"
 
 
-Command = PublishEvent | ScheduleTimer | CancelTimer | Finished | Parked | Reopened
+@dataclass(frozen=True)
+class ReleaseSlot:
+    """Give back a ``max_in_flight`` slot (:attr:`saga.core.state.StepState.slot`): the
+    step's attempt ended, the next waiting command may be sent."""
+
+    slot: str
+
+
+Command = PublishEvent | ScheduleTimer | CancelTimer | Finished | Parked | Reopened | ReleaseSlot
 
 
 def command_to_json(command: Command) -> dict[str, Any]:
@@ -84,6 +92,8 @@ def command_to_json(command: Command) -> dict[str, Any]:
         return {"type": "finished", "status": command.status}
     if isinstance(command, Reopened):
         return {"type": "reopened", "step": command.step}
+    if isinstance(command, ReleaseSlot):
+        return {"type": "release", "slot": command.slot}
     return {"type": "parked", "step": command.step, "reason": command.reason}
 
 
@@ -102,4 +112,6 @@ def command_from_json(data: dict[str, Any]) -> Command:
         return Parked(data["step"], data["reason"])
     if kind == "reopened":
         return Reopened(data["step"])
+    if kind == "release":
+        return ReleaseSlot(data["slot"])
     raise ValueError(f"unknown command type {kind!r}")

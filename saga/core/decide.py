@@ -42,10 +42,12 @@ from saga.core.commands import (
     Finished,
     Parked,
     PublishEvent,
+    ReleaseSlot,
     Reopened,
     ScheduleTimer,
 )
 from saga.core.events import (
+    CommandAdmitted,
     CompensationFailed,
     CompensationSucceeded,
     Event,
@@ -89,9 +91,11 @@ from saga.protocol import (
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
     HEADER_STEP,
+    HEADER_TARGET,
     KIND_COMPENSATION,
     KIND_STEP,
     SCHEMA_VIOLATION,
+    admit_subject,
     child_outcome_subject,
     child_saga_id,
     command_message_id,
@@ -270,6 +274,10 @@ class _Transition:
 
     def publish(self, spec: Publish, step: str, attempt: int, kind: str) -> None:
         data = {} if spec.data is None else render(spec.data, self.state.template_context())
+        self.commands.append(self.command(spec.event, data, step, attempt, kind))
+
+    def command(self, subject: str, data: Any, step: str, attempt: int, kind: str) -> PublishEvent:
+        """A step's (or undo's) command for one attempt: its headers and message id."""
         sid = self.state.saga_id
         headers = {
             HEADER_SAGA_ID: sid,
@@ -289,7 +297,7 @@ class _Transition:
             headers[HEADER_PARENT_NAME], headers[HEADER_PARENT_ID] = self.definition.name, sid
             if kind == KIND_STEP:  # the child's trigger: deduped like any trigger
                 msg_id = trigger_message_id(child, child_id)
-        self.commands.append(PublishEvent(spec.event, data, headers, msg_id))
+        return PublishEvent(subject, data, headers, msg_id)
 
     def tell_parent(self, outcome: str, data: dict[str, Any]) -> None:
         """A child saga's outcome, published for the parent's step that started it."""
@@ -307,6 +315,10 @@ class _Transition:
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:
         step = self.step_def(name)
+        held_back = _held_back(step, s)
+        self.release(s)
+        if held_back:
+            return  # its command waits for a slot: no timer was armed
         if s.status is StepStatus.ACTIVE and step.wait is not None:
             self.cancel(Timer(TimerKind.WAIT, name, s.attempt))
         elif s.status is StepStatus.ACTIVE and _queued(step, s):
@@ -424,6 +436,50 @@ class _Transition:
         self.record("step.started" if attempt == 1 else "step.retried", step.name, attempt)
         if step.publish is not None:
             self.publish(step.publish, step.name, attempt, KIND_STEP)
+            if _gated(step):
+                self.hold_back(step.name)
+                return  # the timers start when the command is sent (command_admitted)
+        self.arm(step, s, attempt)
+
+    def hold_back(self, step: str) -> None:
+        """Send the command just decided to wait for a ``max_in_flight`` slot instead."""
+        command = self.commands.pop()
+        assert isinstance(command, PublishEvent)
+        headers = {**command.headers, HEADER_TARGET: command.subject}
+        subject = admit_subject(self.definition.name, step)
+        self.commands.append(
+            PublishEvent(subject, command.data, headers, f"{command.msg_id}:admit")
+        )
+
+    def command_admitted(self, event: CommandAdmitted) -> str | None:
+        """A held-back command got its slot: send it, and start the step's timers now."""
+        s = self.state.steps.get(event.step)
+        if s is None:
+            return f"unknown step {event.step!r}"
+        step = self.step_def(event.step)
+        current = s.status is StepStatus.ACTIVE and event.attempt == s.attempt
+        if self.state.status is not Status.RUNNING or not current or not _gated(step):
+            return f"step {event.step!r} is {s.status.value}: its held-back command is dropped"
+        if s.slot is not None:
+            return f"the command of step {event.step!r} attempt {s.attempt} was sent already"
+        assert step.publish is not None
+        s.slot = event.slot
+        data = {} if event.data is None else event.data
+        self.commands.append(
+            self.command(step.publish.event, data, step.name, s.attempt, KIND_STEP)
+        )
+        self.record("step.sent", step.name, s.attempt)
+        self.arm(step, s, s.attempt)
+        return None
+
+    def release(self, s: StepState) -> None:
+        """The attempt holding a ``max_in_flight`` slot ended: give the slot back."""
+        if s.slot is not None:
+            self.commands.append(ReleaseSlot(s.slot))
+            s.slot = None
+
+    def arm(self, step: Step, s: StepState, attempt: int) -> None:
+        """The step's timers, once its command is out (or it has none)."""
         if step.wait is not None:
             self.schedule(Timer(TimerKind.WAIT, step.name, attempt), self.now + step.wait)
         elif _queued(step, s):
@@ -442,7 +498,7 @@ class _Transition:
             return f"unknown step {event.step!r}"
         step = self.step_def(event.step)
         current = event.attempt is None or event.attempt == s.attempt
-        waiting = s.status is StepStatus.ACTIVE and _queued(step, s)
+        waiting = s.status is StepStatus.ACTIVE and _queued(step, s) and not _held_back(step, s)
         if self.state.status is not Status.RUNNING or not waiting or not current:
             return f"step {event.step!r} is {s.status.value}: start report ignored"
         self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt))
@@ -582,6 +638,7 @@ class _Transition:
             if policy and step.driven and s.attempt < policy.attempts:
                 self.wait_to_retry(name, s, policy, why)
                 return None
+            self.release(s)
             s.status, s.finished_at = StepStatus.TIMED_OUT, self.now
             s.reason = f"{why} after {s.attempt} attempt(s)"
             self.record("step.timed-out", name, s.attempt, "in the queue" if queued else None)
@@ -887,6 +944,7 @@ _STEP_TIMERS = (
 
 
 _HANDLERS: dict[type, Any] = {
+    CommandAdmitted: _Transition.command_admitted,
     StepStarted: _Transition.step_started,
     StepSucceeded: _Transition.step_succeeded,
     StepFailed: _Transition.step_failed,
@@ -943,6 +1001,16 @@ def _outcome_unknown(step: Step, s: StepState, attempt: int | None = None) -> bo
     if s.status is StepStatus.FAILED and _older(attempt, s.attempt):
         return True
     return s.status in UNKNOWN_OUTCOME
+
+
+def _gated(step: Step) -> bool:
+    """A driven step whose commands wait for one of ``max_in_flight`` slots."""
+    return step.publish is not None and step.max_in_flight is not None
+
+
+def _held_back(step: Step, s: StepState) -> bool:
+    """The current attempt's command waits for its slot: no timer of it is armed yet."""
+    return _gated(step) and s.status is StepStatus.ACTIVE and s.slot is None
 
 
 def _queued(step: Step, s: StepState) -> bool:

@@ -78,6 +78,18 @@ class StepStarted:
 
 
 @dataclass(frozen=True)
+class CommandAdmitted:
+    """A step's command held back by ``max_in_flight`` got a slot: send it now (``data``: its
+    payload as rendered when the step was driven) and start the step's timers. ``slot`` is
+    opaque to the core and given back by :class:`saga.core.commands.ReleaseSlot`."""
+
+    step: str
+    attempt: int
+    slot: str
+    data: Any = None
+
+
+@dataclass(frozen=True)
 class StepFailed:
     step: str
     reason: str = "failed"
@@ -161,6 +173,7 @@ class Signal:
 
 Event = (
     SagaTriggered
+    | CommandAdmitted
     | StepStarted
     | StepSucceeded
     | StepFailed

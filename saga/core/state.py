@@ -77,6 +77,10 @@ class StepState(BaseModel):
     ``queue_timeout``); None while the command waits in its queue."""
     finished_at: datetime | None = None
     reason: str | None = None
+    slot: str | None = None
+    """A step with ``max_in_flight``: what holds the current attempt's slot (opaque to the
+    core; an ack subject), set when its command was sent, given back when the attempt ends.
+    None while the command waits to be admitted."""
     early: Outcome | None = None
     compensation: CompensationStatus = CompensationStatus.NONE
     compensation_attempt: int = 0

@@ -25,6 +25,7 @@ def check_definition(definition: SagaDefinition) -> list[Finding]:
         *_wait_steps(definition),
         *_dependencies(definition),
         *_references(definition),
+        *_limits(definition),
     ]
 
 
@@ -62,6 +63,19 @@ def _subject_roles(definition: SagaDefinition) -> Iterator[Finding]:
 
 def _step_policies(definition: SagaDefinition) -> Iterator[Finding]:
     for i, step in enumerate(definition.steps):
+        if step.max_in_flight is not None and step.saga is not None:
+            yield (
+                ("steps", i, "max_in_flight"),
+                (
+                    f"step {step.name!r} starts the child saga {step.saga!r}: limit it with "
+                    f"'limits: {{max_running: {step.max_in_flight}}}' on {step.saga!r}"
+                ),
+            )
+        elif step.max_in_flight is not None and not step.driven:
+            yield (
+                ("steps", i, "max_in_flight"),
+                ("an observed step has no command to hold back: 'max_in_flight' needs 'publish'"),
+            )
         if step.queue_timeout is not None and not step.driven:
             yield (
                 ("steps", i, "queue_timeout"),
@@ -253,3 +267,9 @@ def _root_hint(definition: SagaDefinition, chain: tuple[str, ...], expression: s
 
 def _names(names: Iterable[str]) -> str:
     return ", ".join(names) or "nothing"
+
+
+def _limits(definition: SagaDefinition) -> Iterator[Finding]:
+    limits = definition.limits
+    if limits is not None and limits.max_running is None and limits.start_rate is None:
+        yield ("limits",), "'limits' needs 'max_running', 'start_rate' or both"

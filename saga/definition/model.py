@@ -22,6 +22,7 @@ from pydantic import (
 
 from saga.definition.duration import Duration
 from saga.definition.expressions import TemplateError, template_problems
+from saga.definition.limits import Limits
 from saga.definition.schedule import every_problem, parse_cron, server_pattern
 from saga.definition.subjects import SubjectIndex
 from saga.protocol import (
@@ -226,6 +227,10 @@ class Step(_Model):
     Without it, ``timeout`` counts from when the command was sent, queueing included."""
     retry: RetryPolicy | None = None
     """Retry policy of a driven step."""
+    max_in_flight: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    """Driven steps: at most this many of the step's commands outstanding at once, over every
+    instance and engine replica. A command beyond it waits, in order, in the events stream;
+    the step's ``timeout`` (or ``queue_timeout``) starts when it is sent."""
     compensate: Compensation | None = None
     """How to undo this step when a later one fails."""
     after: list[Annotated[str, Field(pattern=STEP_NAME_PATTERN)]] | None = None
@@ -292,6 +297,9 @@ class SagaDefinition(_Model):
     """The forward path must complete within this, or the saga is compensated."""
     schedule: Schedule | None = None
     """Start an instance on a timetable (cron or interval), besides the trigger event."""
+    limits: Limits | None = None
+    """At most ``max_running`` instances at once, started at most ``start_rate``: triggers
+    beyond a limit wait in the events stream, in order (see :mod:`saga.engine.admission`)."""
     steps: list[Step] = Field(min_length=1)
     """The steps, in an order they can run in: each after the one before it unless its
     ``after`` says otherwise."""

@@ -36,6 +36,10 @@ from saga.telemetry.saga_spans import new_saga_trace
 
 log = logging.getLogger("saga.engine")
 
+Release = Callable[[InstanceState | None, InstanceRecord], Awaitable[None]]
+"""Give back the slot of a limited saga's instance that ended
+(:meth:`saga.engine.admission.Admission.release`)."""
+
 Send = Callable[[InstanceState, Sequence[Command], Mapping[str, str] | None], Awaitable[None]]
 """Carry out commands in order (the saga's trace context, when traced):
 :meth:`saga.engine.effects.CommandSender.run` on NATS."""
@@ -50,6 +54,9 @@ class Received:
     at_ns: int
     origin: str
     """``<stream>:<sequence>``: the message's identity, stored as the record's origin."""
+    admitted: str | None = None
+    """A limited saga's trigger: its ack subject, kept on the record it starts (the slot
+    it holds is given back when the instance ends, see :mod:`saga.engine.admission`)."""
 
 
 class Applier:
@@ -68,6 +75,7 @@ class Applier:
         telemetry: Telemetry | None = None,
         observer: Observer | None = None,
         marks: SpanMarks | None = None,
+        release: Release | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -80,6 +88,7 @@ class Applier:
         self.telemetry = telemetry or Telemetry.disabled()
         self.observer = observer or Observer(self.telemetry)
         self.marks = marks or SpanMarks(self.telemetry)
+        self.release = release
 
     async def apply(self, key: str, work: Work, received: Received) -> Verdict:
         """Ack (with a note for a no-op), Nak (try again later) or Term (dead-letter)."""
@@ -100,6 +109,8 @@ class Applier:
                 self.marks.recovered(key, stored.record, stored.revision)
                 await self._carry_out(stored.record, outbox)
                 await self._index(work.definition, None, stored.record.state, repair=True)
+                if self.release is not None and stored.record.admitted:
+                    await self.release(None, stored.record)
                 return ACK
             before = stored.record.state if stored else None
             if before is not None and before.saga_version != work.definition.version:
@@ -155,6 +166,7 @@ class Applier:
                 outbox=[command_to_json(c) for c in decision.commands],
                 trace=saga_trace,
                 traced=stored.record.traced if stored is not None else 0,
+                admitted=stored.record.admitted if stored is not None else received.admitted,
             )
             try:
                 if stored is None:
@@ -169,6 +181,8 @@ class Applier:
             self.marks.transition(key, stored.record if stored else None, record, revision)
             await self._carry_out(record, decision.commands)
             await self._index(work.definition, before, decision.state)
+            if self.release is not None and record.admitted:
+                await self.release(before, record)
             if decision.state.status.terminal:
                 self.cache.drop(key)
             return ACK

@@ -11,8 +11,17 @@ from typing import Any
 from nats.aio.client import Client
 
 from saga import jsonwire
-from saga.core.commands import CancelTimer, Command, Parked, PublishEvent, Reopened, ScheduleTimer
+from saga.core.commands import (
+    CancelTimer,
+    Command,
+    Parked,
+    PublishEvent,
+    ReleaseSlot,
+    Reopened,
+    ScheduleTimer,
+)
 from saga.core.state import InstanceState
+from saga.engine.admission import ACK
 from saga.nats.acks import acks_for
 from saga.nats.timers import BrokerTimers
 from saga.protocol import (
@@ -84,6 +93,7 @@ class CommandSender:
         self.timers = timers
         self.telemetry = telemetry or Telemetry.disabled()
         self.acks = acks_for(nc)
+        self.nc = nc
 
     async def run(
         self,
@@ -128,6 +138,9 @@ class CommandSender:
             return await self._announce(state, "parked", command.reason, saga_trace)
         if isinstance(command, Reopened):
             return await self._announce(state, "reopened", command.reason, saga_trace)
+        if isinstance(command, ReleaseSlot):  # ack the admitted command (saga.engine.admission)
+            await self.nc.publish(command.slot, ACK)
+            return asyncio.sleep(0)
         return await self._announce(state, command.status, state.failure_reason, saga_trace)
 
     async def _announce(

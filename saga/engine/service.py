@@ -27,6 +27,7 @@ from saga.client import find_record
 from saga.core.events import Event
 from saga.definition.catalog import Catalog
 from saga.definition.model import SagaDefinition
+from saga.engine.admission import Admission, admitted_command, gated_subjects
 from saga.engine.apply import Applier, Received
 from saga.engine.cache import InstanceCache
 from saga.engine.effects import CommandSender
@@ -55,6 +56,7 @@ from saga.nats.settle import ACK, Ack, Nak, Term, Verdict, at_last_delivery, set
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import instance_key, unwrap_work_subject, work_subject
 from saga.protocol import (
+    ADMIT_PREFIX,
     HEADER_MSG_ID,
     HEADER_ORIGIN,
     HEADER_PIN_ID,
@@ -97,6 +99,7 @@ class Engine:
         self.observer = Observer(self.telemetry)
         self.marks = SpanMarks(self.telemetry)
         self.effects = CommandSender(self.nc, self.timers, self.telemetry)
+        self.admission = Admission(nc, self.settings, self.telemetry.meter)
         self.store: InstanceStore | None = None
         self.applier: Applier | None = None
         self._ready = asyncio.Event()
@@ -114,13 +117,17 @@ class Engine:
     async def provision(self) -> Provisioned:
         """Create (or check) the streams, consumers and bucket every loaded version needs."""
         defs = list(self.catalog)
+        gated = gated_subjects(self.catalog, self.settings.topology.engine_consumer)
+        position = await self.admission.engine_position()  # before its filter changes
         provisioned = await provision_engine(
             self.js,
             self.settings.topology,
             self.settings.streams,
-            listened=[s for d in defs for s in d.subjects.listened],
-            published=[s for d in defs for s in d.subjects.published],
+            listened=[s for d in defs for s in d.subjects.listened if s not in gated],
+            # a limited saga's triggers: in the stream, read by its admission consumer
+            published=[*gated, *(s for d in defs for s in d.subjects.published)],
         )
+        await self.admission.provision(self.catalog, position)
         topology, streams = self.settings.topology, self.settings.streams
         await serve_definitions(self.js, topology.definitions_bucket, self.catalog, streams)
         await provision_schedules(self.js, topology, self.catalog.newest().values())
@@ -183,6 +190,7 @@ class Engine:
             telemetry=self.telemetry,
             observer=self.observer,
             marks=self.marks,
+            release=self.admission.release,
         )
         self.timers.native = provisioned.native_timers
         await self._refuse_stranded()
@@ -195,6 +203,7 @@ class Engine:
         ]
         self._operator = await serve_operator_requests(self.nc, self.act, self.settings.admin_token)
         events, timers = self._subs
+        self.admission.start(self._admit, self.store.load)
         self._tasks = [
             asyncio.create_task(self._consume(self._fetcher(events)), name="saga-events"),
             asyncio.create_task(self._consume(self._fetcher(timers)), name="saga-timers"),
@@ -251,6 +260,7 @@ class Engine:
             stranded=tuple(self._stranded),
             partitions=self.settings.partitions,
             owned=tuple(self.owned),
+            limits=self.admission.health(),
         )
 
     def view(self) -> EngineView:
@@ -314,6 +324,7 @@ class Engine:
         self._stopping.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.admission.stop()
         if self.ownership is not None:
             await self.ownership.leave()
         for sub in self._subs:
@@ -386,6 +397,30 @@ class Engine:
                 return
         await self._process(msg, parsed, received)
 
+    async def _admit(self, msg: Msg) -> None:
+        """A limited saga's trigger, from its admission consumer: handled by the replica that
+        got it, whatever the partition (its instance is new; the write is revision-checked)."""
+        meta = delivery_of(msg)
+        origin = f"{meta.stream}:{meta.sequence}"
+        if msg.subject.startswith(ADMIT_PREFIX + "."):  # a step's command (max_in_flight)
+            parsed: Work | Term = admitted_command(self.catalog, msg)
+            admitted: str | None = msg.reply
+        else:
+            parsed = self.intake.parse(
+                msg.subject, msg.data, msg.headers, meta.stream, meta.sequence
+            )
+            gate = (
+                self.admission.gates.get(parsed.definition.name)
+                if isinstance(parsed, Work)
+                else None
+            )
+            admitted = msg.reply if gate is not None and gate.max_running is not None else None
+        received = Received(msg.subject, msg.headers or {}, time.time_ns(), origin, admitted)
+        if isinstance(parsed, Term):
+            await self._settle(msg, parsed, received)
+            return
+        await self._process(msg, parsed, received)
+
     async def _route(self, msg: Msg, partition: int, received: Received) -> Verdict:
         """Partitioned mode: pass the event to the replica that owns its instance's partition.
 
@@ -443,6 +478,13 @@ class Engine:
             verdict = Nak(f"{type(exc).__name__}: {exc}")
         finally:
             CURRENT_SAGA.reset(token)
+        admitted = received.admitted
+        if (
+            admitted is not None
+            and isinstance(verdict, Ack)
+            and await self.admission.holds(key, admitted, self.cache.get(key))
+        ):
+            return  # unacked while the instance runs: it holds one of max_running
         await self._settle(msg, verdict, received, work.saga_id)
 
     async def _settle(

@@ -36,6 +36,13 @@ class EngineSettings:
     """Seconds a partition stays pinned to a replica that stopped pulling (a crash)."""
     timer_sweep: float = 5.0
     """Seconds between removals of handled fired-timer messages (one purge each)."""
+    admission_ack_wait: float = 30.0
+    """Seconds a limited saga's held trigger stays unacked without news before the server
+    hands it to another replica (its holder keeps it in progress meanwhile): how long the
+    slots of a crashed replica's instances take to be taken up again."""
+    admission_wait: float = 0.1
+    """Seconds an admission pull waits for a slot or a trigger: how soon a freed slot
+    admits the next trigger (an idle limited saga costs this many pulls per second)."""
     admin_token: str | None = field(default=None, repr=False)
     """Required (``Authorization: Bearer``) on operator actions over NATS when set: the
     same token as the admin HTTP API's ``--admin-token``."""

@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from saga.definition.catalog import Catalog
+from saga.engine.admission import GateCount
 from saga.engine.operator import Act
 from saga.engine.settings import EngineSettings
 from saga.engine.versions import Stranded
@@ -28,6 +29,8 @@ class Health:
     """Unfinished instances on versions whose file is gone (kept loaded until a restart)."""
     partitions: int = 0
     owned: tuple[int, ...] = ()
+    limits: tuple[GateCount, ...] = ()
+    """Waiting and running counts of the sagas with ``limits``."""
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,19 @@ def delivery_of(msg: Msg) -> Delivery:
 
     A message built in memory without a reply (the participant testing kit) carries its
     metadata instead; that is read then."""
-    reply = msg.reply
+    found = delivery_in(msg.reply)
+    if found is not None:
+        return found
+    meta = msg.metadata
+    return Delivery(meta.stream, meta.sequence.stream, meta.num_delivered)
+
+
+def delivery_in(reply: str | None) -> Delivery | None:
+    """The delivery an ack subject names (None when it is not one): any earlier delivery's
+    ack subject still acks the message, so a stored one says which message it was."""
     if reply and reply.startswith(JS_ACK_PREFIX):
         tokens = reply.split(".")
         at = 2 if len(tokens) == _V1_TOKENS else 4
         if len(tokens) > at + 3:
             return Delivery(tokens[at], int(tokens[at + 3]), int(tokens[at + 2]))
-    meta = msg.metadata
-    return Delivery(meta.stream, meta.sequence.stream, meta.num_delivered)
+    return None

@@ -29,6 +29,10 @@ class InstanceRecord(BaseModel):
     traced: int = 0
     """History entries below this index have their saga spans known exported
     (:mod:`saga.telemetry.recovery`); the rest are written again after a crash."""
+    admitted: str | None = None
+    """The ack subject of the trigger that started the instance, when its saga has
+    ``limits.max_running``: the trigger stays unacked (it holds a slot) until the transition
+    that ends the instance acks it (:mod:`saga.engine.admission`)."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import instance_key
 from saga.protocol import (
+    ADMIT_PREFIX,
     DLQ_PREFIX,
     HEADER_DLQ_CODE,
     HEADER_DLQ_REASON,
@@ -191,6 +192,9 @@ class NatsTransport:
 
     async def _handle(self, msg: Msg) -> None:
         """Record, answer, ack: the reply is in the stream before the command is acked."""
+        if msg.subject.startswith(ADMIT_PREFIX + "."):  # the engine's own (max_in_flight)
+            await msg.ack()
+            return
         try:
             payload = json.loads(msg.data) if msg.data else {}
             message = self.index.message(
@@ -255,6 +259,14 @@ class NatsTransport:
             info = await js.consumer_info(stream, durable)
             if info.num_pending or info.num_ack_pending:
                 return False
+        if self._engine is not None and self._engine.admission.gates:
+            # a limited saga's triggers: none waiting, and every one delivered is held by
+            # a running instance (see saga.engine.admission)
+            admission = self._engine.admission
+            for gate in admission.gates.values():
+                info = await js.consumer_info(topology.events_stream, gate.consumer)
+                if info.num_pending or (info.num_ack_pending or 0) > len(admission.held):
+                    return False
         if self._delayed:
             return False
         dead = (await js.stream_info(topology.dlq_stream)).state.messages

@@ -23,11 +23,12 @@ from saga.core.commands import (
     Finished,
     Parked,
     PublishEvent,
+    ReleaseSlot,
     Reopened,
     ScheduleTimer,
 )
 from saga.core.decide import decide
-from saga.core.events import Event, SagaTriggered, Timer, TimerFired, classify
+from saga.core.events import CommandAdmitted, Event, SagaTriggered, Timer, TimerFired, classify
 from saga.core.state import InstanceState, Status
 from saga.definition.catalog import Catalog
 from saga.engine.apply import Applier, Received
@@ -37,7 +38,13 @@ from saga.engine.intake import Work, broken_contract
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.settle import Nak, Term
 from saga.nats.topology import instance_key
-from saga.protocol import HEADER_MSG_ID, TIMER_FIRE_PREFIX
+from saga.protocol import (
+    ADMIT_PREFIX,
+    HEADER_ATTEMPT,
+    HEADER_MSG_ID,
+    HEADER_STEP,
+    TIMER_FIRE_PREFIX,
+)
 from saga.store import MemoryInstanceStore
 from saga.testing.errors import HarnessError
 from saga.testing.script import Outgoing, Script
@@ -80,6 +87,8 @@ class MemoryTransport:
         self.messages: list[Message] = []
         self.dead_letters: list[DeadLettered] = []
         self._inbox: deque[Message] = deque()
+        self._admissions: deque[tuple[str, PublishEvent]] = deque()
+        """Commands held back by ``max_in_flight``, admitted before the next message."""
         self._agenda: list[_Due] = []
         self._timers: dict[tuple[str, Timer], _Due] = {}
         self._seen: dict[str, datetime] = {}
@@ -108,6 +117,16 @@ class MemoryTransport:
 
     async def run_until_idle(self) -> None:
         for _ in range(MAX_STEPS):
+            if self._admissions:  # max_in_flight does not hold back here: sent at once
+                saga_id, command = self._admissions.popleft()
+                admitted = CommandAdmitted(
+                    command.headers[HEADER_STEP],
+                    int(command.headers[HEADER_ATTEMPT]),
+                    f"memory-slot:{next(self._serial)}",
+                    command.data,
+                )
+                await self._apply(saga_id, admitted, cause=None)
+                continue
             if not self._inbox:
                 return
             await self._deliver(self._inbox.popleft())
@@ -257,7 +276,9 @@ class MemoryTransport:
 
     async def _carry_out(self, state: InstanceState, command: Command) -> None:
         sid = state.saga_id
-        if isinstance(command, PublishEvent):
+        if isinstance(command, PublishEvent) and command.subject.startswith(ADMIT_PREFIX + "."):
+            self._admissions.append((sid, command))
+        elif isinstance(command, PublishEvent):
             headers = {**command.headers, HEADER_MSG_ID: command.msg_id}
             await self.publish(command.subject, command.data, headers)
         elif isinstance(command, ScheduleTimer):
@@ -270,6 +291,8 @@ class MemoryTransport:
             await self.publish(*status_event(state, "parked", command.reason))
         elif isinstance(command, Reopened):
             await self.publish(*status_event(state, "reopened", command.reason))
+        elif isinstance(command, ReleaseSlot):
+            pass  # nothing held back in memory
         else:  # pragma: no cover - a command the core gained after this harness
             raise HarnessError(f"the harness cannot carry out {command!r}")
 

@@ -30,6 +30,7 @@ def full_state() -> InstanceState:
         attempt=2,
         started_at=T0,
         running_since=T0,
+        slot="$JS.ACK.SAGA_EVENTS.c.1.9.9.1.0",
         finished_at=T0,
         reason="slow",
         early=early,
