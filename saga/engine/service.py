@@ -44,7 +44,7 @@ from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
-from saga.nats.delivery import delivery_of
+from saga.nats.delivery import Delivery, delivery_of
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
@@ -382,9 +382,9 @@ class Engine:
             )
             if not self.ownership.owns(partition):
                 verdict = await self._route(msg, partition, received)
-                await self._settle(msg, verdict, received)
+                await self._settle(msg, verdict, received, meta=meta)
                 return
-        await self._process(msg, parsed, received)
+        await self._process(msg, parsed, received, meta)
 
     async def _route(self, msg: Msg, partition: int, received: Received) -> Verdict:
         """Partitioned mode: pass the event to the replica that owns its instance's partition.
@@ -424,7 +424,9 @@ class Engine:
             return
         await self._process(msg, parsed, received)
 
-    async def _process(self, msg: Msg, work: Work, received: Received) -> None:
+    async def _process(
+        self, msg: Msg, work: Work, received: Received, meta: Delivery | None = None
+    ) -> None:
         assert self.applier is not None
         applier = self.applier
         if (broken := work.broken) is not None:
@@ -436,20 +438,28 @@ class Engine:
         token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
         verdict: Verdict
         try:
-            verdict = await self.keyed.run(key, lambda: applier.apply(key, work, received))
+            async with self.keyed.turn(key):
+                verdict = await applier.apply(key, work, received)
         except Exception as exc:
             log.exception("handling %s failed", msg.subject)
             self.cache.drop(key)
             verdict = Nak(f"{type(exc).__name__}: {exc}")
         finally:
             CURRENT_SAGA.reset(token)
-        await self._settle(msg, verdict, received, work.saga_id)
+        await self._settle(msg, verdict, received, work.saga_id, meta)
 
     async def _settle(
-        self, msg: Msg, verdict: Verdict, received: Received, saga_id: str | None = None
+        self,
+        msg: Msg,
+        verdict: Verdict,
+        received: Received,
+        saga_id: str | None = None,
+        meta: Delivery | None = None,
     ) -> None:
-        """The one place where a consumed message is acked, retried or dead-lettered."""
-        meta = delivery_of(msg)
+        """The one place where a consumed message is acked, retried or dead-lettered
+        (``meta``: its :func:`delivery_of`, when known already)."""
+        if meta is None:
+            meta = delivery_of(msg)
         max_deliver = self.settings.streams.max_deliver
         verdict = at_last_delivery(
             verdict, meta.delivered, max_deliver, DeadLetterCode.ENGINE_ERROR
