@@ -118,6 +118,15 @@ class RunConfig(BaseModel):
             "SAGA_RELOAD",
         ),
     ] = True
+    uvloop: Annotated[
+        bool,
+        Option(
+            "--uvloop/--no-uvloop",
+            "Run on uvloop's event loop when it is installed (extra 'fast'): less CPU per "
+            "message [env SAGA_UVLOOP].",
+            "SAGA_UVLOOP",
+        ),
+    ] = True
     stream_replicas: Annotated[
         int,
         Field(ge=1, le=5),

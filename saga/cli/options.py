@@ -66,13 +66,18 @@ def cli_settings(kwargs: dict[str, Any]) -> NatsSettings:
     return settings
 
 
-def run_async(func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
-    """Run an async command; our own errors are printed plainly, not as tracebacks."""
+def run_async(
+    func: Callable[..., Coroutine[Any, Any, Any]],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> Callable[..., Any]:
+    """Run an async command (on ``loop_factory``'s event loop when given); our own errors
+    are printed plainly, not as tracebacks."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return asyncio.run(func(*args, **kwargs))
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                return runner.run(func(*args, **kwargs))
         except SagaError as exc:
             raise click.ClickException(str(exc)) from None
         except (OSError, TimeoutError, NoServersError) as exc:

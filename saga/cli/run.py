@@ -51,6 +51,7 @@ def run(
     finished_ttl: str,
     partitions: int,
     reload: bool,
+    uvloop: bool,
     **kwargs: Any,
 ) -> None:
     """Run the engine until SIGTERM/SIGINT. Without --nats it embeds a nats-server."""
@@ -59,7 +60,7 @@ def run(
     from saga.admin import parse_address
     from saga.cli.config import retention_seconds
     from saga.engine import EngineSettings
-    from saga.engine.process import run_engine
+    from saga.engine.process import loop_factory, run_engine
     from saga.nats.provision import StreamSettings
 
     configure_logging(log_level)
@@ -78,7 +79,7 @@ def run(
     engine_settings = EngineSettings(
         streams=streams, partitions=partitions, finished_ttl=kept, admin_token=admin_token
     )
-    run_async(run_engine)(
+    run_async(run_engine, loop_factory(uvloop))(
         definitions, settings, data_dir, engine_settings, admin=address, reload=reload
     )
 

@@ -21,7 +21,6 @@ rest of the core.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from saga.core.commands import CancelTimer, Command, ScheduleTimer
@@ -114,5 +113,8 @@ def settle(
     elif pending is None or earliest < pending:
         kept.append(ScheduleTimer(SLOT, earliest))
         pending = earliest
-    state = decision.state.model_copy(update={"timers": armed, "wake_at": pending})
-    return replace(decision, state=state, commands=kept)
+    # decision.state is this transition's own (decide's working copy, or a copy made in
+    # wake), never the caller's: set in place rather than copied once more
+    state = decision.state
+    state.timers, state.wake_at = armed, pending
+    return Decision(state, kept, decision.changed, decision.note, decision.error)

@@ -107,8 +107,7 @@ class Applier:
                 # Written before a crash or a lost race; its commands may not be out yet.
                 outbox = replayed([command_from_json(c) for c in stored.record.outbox])
                 self.marks.recovered(key, stored.record, stored.revision)
-                await self._carry_out(stored.record, outbox)
-                await self._index(work.definition, None, stored.record.state, repair=True)
+                await self._carry_out(stored.record, outbox, work.definition, None, repair=True)
                 if self.release is not None and stored.record.admitted:
                     await self.release(None, stored.record)
                 return ACK
@@ -179,8 +178,7 @@ class Applier:
             self.cache.put(key, Stored(record, revision))
             self.observer.transition(before, decision.state, self.clock())
             self.marks.transition(key, stored.record if stored else None, record, revision)
-            await self._carry_out(record, decision.commands)
-            await self._index(work.definition, before, decision.state)
+            await self._carry_out(record, decision.commands, work.definition, before)
             if self.release is not None and record.admitted:
                 await self.release(before, record)
             if decision.state.status.terminal:
@@ -188,22 +186,27 @@ class Applier:
             return ACK
         return Nak("too many revision conflicts")
 
-    async def _index(
+    async def _carry_out(
         self,
+        record: InstanceRecord,
+        commands: Sequence[Command],
         definition: SagaDefinition,
         before: InstanceState | None,
-        after: InstanceState,
         repair: bool = False,
     ) -> None:
-        """Update the index (``repair``: a transition redone after a crash, whose previous
-        status is unknown)."""
+        """Update the index and send the commands, in the saga's trace context (no span: the
+        record's are the saga's spans); both are acked before this returns. The index writes
+        go out first, so both wait for their acks at once. ``repair``: a transition redone
+        after a crash, whose previous status is unknown."""
+        index = None
         if self.index is not None:
-            await self.index.write(definition, before, after, repair)
-
-    async def _carry_out(self, record: InstanceRecord, commands: Sequence[Command]) -> None:
-        """Send in the saga's trace context (no span: the record's are the saga's spans)."""
-        if not self.telemetry.enabled:
-            await self.send(record.state, commands, None)
-            return
-        with in_saga(record.trace):
-            await self.send(record.state, commands, record.trace)
+            index = await self.index.send(definition, before, record.state, repair)
+        try:
+            if not self.telemetry.enabled:
+                await self.send(record.state, commands, None)
+            else:
+                with in_saga(record.trace):
+                    await self.send(record.state, commands, record.trace)
+        finally:
+            if self.index is not None:
+                await self.index.settled(index)

@@ -22,7 +22,7 @@ from saga.core.commands import (
 )
 from saga.core.state import InstanceState
 from saga.engine.admission import ACK
-from saga.nats.acks import acks_for
+from saga.nats.acks import AckGroup, acks_for
 from saga.nats.timers import BrokerTimers
 from saga.protocol import (
     HEADER_MSG_ID,
@@ -108,40 +108,54 @@ class CommandSender:
         after :attr:`Acks.timeout`, raises, and the caller naks the message so the outbox
         is sent again (``Nats-Msg-Id`` dedupes what did arrive).
         """
-        pending: list[Awaitable[Any]] = []
+        if not commands:
+            return
+        group = AckGroup()  # one future for the transition's publishes
+        others: list[Awaitable[Any]] = []  # purges (timers without per-message TTLs)
         for command in net_commands(commands):
-            pending.append(await self._send(state, command, saga_trace))
-        if pending:
-            results = await asyncio.gather(*pending, return_exceptions=True)
+            other = await self._send(state, command, saga_trace, group)
+            if other is not None:
+                others.append(other)
+        await group.wait()
+        if others:
+            results = await asyncio.gather(*others, return_exceptions=True)
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
                 raise failed
 
     async def _send(
-        self, state: InstanceState, command: Command, saga_trace: Mapping[str, str] | None
-    ) -> Awaitable[Any]:
+        self,
+        state: InstanceState,
+        command: Command,
+        saga_trace: Mapping[str, str] | None,
+        group: AckGroup,
+    ) -> Awaitable[Any] | None:
         name, sid = state.saga_name, state.saga_id
         if isinstance(command, PublishEvent):
             headers = {**command.headers, HEADER_MSG_ID: command.msg_id}
-            return await self._publish(
-                command.subject, encode(command.data), headers, state, saga_trace
+            await self._publish(
+                command.subject, encode(command.data), headers, state, saga_trace, group
             )
+            return None
         if isinstance(command, ScheduleTimer):
             context: dict[str, str] = {}
             if self.telemetry.enabled:
                 inject(context)  # the saga's (see engine_spans.in_saga): a fired timer links to it
-            return await self.timers.schedule(name, sid, command.timer, command.fire_at, context)
+            return await self.timers.schedule(
+                name, sid, command.timer, command.fire_at, context, group
+            )
         if isinstance(command, CancelTimer):
-            return await self.timers.cancel(name, sid, command.timer)
+            return await self.timers.cancel(name, sid, command.timer, group)
         if isinstance(command, Parked):
             log.warning("parked at the compensation of %s: %s", command.step, command.reason)
-            return await self._announce(state, "parked", command.reason, saga_trace)
-        if isinstance(command, Reopened):
-            return await self._announce(state, "reopened", command.reason, saga_trace)
-        if isinstance(command, ReleaseSlot):  # ack the admitted command (saga.engine.admission)
+            await self._announce(state, "parked", command.reason, saga_trace, group)
+        elif isinstance(command, Reopened):
+            await self._announce(state, "reopened", command.reason, saga_trace, group)
+        elif isinstance(command, ReleaseSlot):  # ack the admitted command (engine.admission)
             await self.nc.publish(command.slot, ACK)
-            return asyncio.sleep(0)
-        return await self._announce(state, command.status, state.failure_reason, saga_trace)
+        else:
+            await self._announce(state, command.status, state.failure_reason, saga_trace, group)
+        return None
 
     async def _announce(
         self,
@@ -149,9 +163,10 @@ class CommandSender:
         status: str,
         reason: str | None,
         saga_trace: Mapping[str, str] | None,
-    ) -> Awaitable[Any]:
+        group: AckGroup,
+    ) -> None:
         subject, payload, headers = status_event(state, status, reason)
-        return await self._publish(subject, encode(payload), headers, state, saga_trace)
+        await self._publish(subject, encode(payload), headers, state, saga_trace, group)
 
     async def _publish(
         self,
@@ -160,8 +175,9 @@ class CommandSender:
         headers: dict[str, str],
         state: InstanceState,
         saga_trace: Mapping[str, str] | None,
-    ) -> Awaitable[Any]:
-        """Send now, with the saga's trace context; returns the ack to wait for."""
+        group: AckGroup,
+    ) -> None:
+        """Send now, with the saga's trace context; its ack counts towards ``group``."""
         if saga_trace:
             carry(headers, state, saga_trace)
-        return await self.acks.send(subject, data, headers)
+        await self.acks.send_in(group, subject, data, headers)

@@ -20,24 +20,32 @@ class KeyedSerializer:
 
     async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
         """Queue ``work`` behind earlier work of ``key``; the queue position is taken before any await."""
+        async with self.turn(key):
+            return await work()
+
+    def turn(self, key: str) -> Turn:
+        """``async with keyed.turn(key):`` the block runs as :meth:`run` runs its work, with
+        no frame of ours between the caller and what the block awaits (a message's coroutine
+        chain is resumed once per ack it waits for: each frame less is less work)."""
+        return Turn(self, key)
+
+    async def enter(self, key: str) -> None:
+        """Wait for ``key``'s turn (:meth:`turn` calls this; :meth:`leave` ends it)."""
         waiting = self._waiting.get(key)
         if waiting is None:
             self._waiting[key] = deque()
-        else:
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            waiting.append(turn)
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():
-                    self._hand_on(key)  # our turn came as we were cancelled: pass it on
-                raise  # (a cancelled turn is skipped by whoever hands on)
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
         try:
-            return await work()
-        finally:
-            self._hand_on(key)
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.leave(key)  # our turn came as we were cancelled: pass it on
+            raise  # (a cancelled turn is skipped by whoever hands on)
 
-    def _hand_on(self, key: str) -> None:
+    def leave(self, key: str) -> None:
+        """End a turn of ``key``: the next waiting work of the key runs."""
         waiting = self._waiting[key]
         while waiting:
             turn = waiting.popleft()
@@ -48,3 +56,19 @@ class KeyedSerializer:
 
     def __len__(self) -> int:
         return len(self._waiting)
+
+
+class Turn:
+    """One turn of a key (see :meth:`KeyedSerializer.turn`)."""
+
+    __slots__ = ("_key", "_keyed")
+
+    def __init__(self, keyed: KeyedSerializer, key: str) -> None:
+        self._keyed = keyed
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        await self._keyed.enter(self._key)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._keyed.leave(self._key)

@@ -45,7 +45,7 @@ from saga.index import SagaIndex
 from saga.index.writer import IndexWriter
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import acks_for
-from saga.nats.delivery import delivery_of
+from saga.nats.delivery import Delivery, delivery_of
 from saga.nats.dlq import DeadLetterCode, dead_letter
 from saga.nats.membership import Membership, new_member_id
 from saga.nats.provision import Provisioned, provision_engine, provision_partitions
@@ -393,9 +393,9 @@ class Engine:
             )
             if not self.ownership.owns(partition):
                 verdict = await self._route(msg, partition, received)
-                await self._settle(msg, verdict, received)
+                await self._settle(msg, verdict, received, meta=meta)
                 return
-        await self._process(msg, parsed, received)
+        await self._process(msg, parsed, received, meta)
 
     async def _admit(self, msg: Msg) -> None:
         """A limited saga's trigger, from its admission consumer: handled by the replica that
@@ -417,9 +417,9 @@ class Engine:
             admitted = msg.reply if gate is not None and gate.max_running is not None else None
         received = Received(msg.subject, msg.headers or {}, time.time_ns(), origin, admitted)
         if isinstance(parsed, Term):
-            await self._settle(msg, parsed, received)
+            await self._settle(msg, parsed, received, meta=meta)
             return
-        await self._process(msg, parsed, received)
+        await self._process(msg, parsed, received, meta)
 
     async def _route(self, msg: Msg, partition: int, received: Received) -> Verdict:
         """Partitioned mode: pass the event to the replica that owns its instance's partition.
@@ -459,7 +459,9 @@ class Engine:
             return
         await self._process(msg, parsed, received)
 
-    async def _process(self, msg: Msg, work: Work, received: Received) -> None:
+    async def _process(
+        self, msg: Msg, work: Work, received: Received, meta: Delivery | None = None
+    ) -> None:
         assert self.applier is not None
         applier = self.applier
         if (broken := work.broken) is not None:
@@ -471,7 +473,8 @@ class Engine:
         token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
         verdict: Verdict
         try:
-            verdict = await self.keyed.run(key, lambda: applier.apply(key, work, received))
+            async with self.keyed.turn(key):
+                verdict = await applier.apply(key, work, received)
         except Exception as exc:
             log.exception("handling %s failed", msg.subject)
             self.cache.drop(key)
@@ -485,13 +488,20 @@ class Engine:
             and await self.admission.holds(key, admitted, self.cache.get(key))
         ):
             return  # unacked while the instance runs: it holds one of max_running
-        await self._settle(msg, verdict, received, work.saga_id)
+        await self._settle(msg, verdict, received, work.saga_id, meta)
 
     async def _settle(
-        self, msg: Msg, verdict: Verdict, received: Received, saga_id: str | None = None
+        self,
+        msg: Msg,
+        verdict: Verdict,
+        received: Received,
+        saga_id: str | None = None,
+        meta: Delivery | None = None,
     ) -> None:
-        """The one place where a consumed message is acked, retried or dead-lettered."""
-        meta = delivery_of(msg)
+        """The one place where a consumed message is acked, retried or dead-lettered
+        (``meta``: its :func:`delivery_of`, when known already)."""
+        if meta is None:
+            meta = delivery_of(msg)
         max_deliver = self.settings.streams.max_deliver
         verdict = at_last_delivery(
             verdict, meta.delivered, max_deliver, DeadLetterCode.ENGINE_ERROR

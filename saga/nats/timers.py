@@ -30,7 +30,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from saga.core.events import Timer
-from saga.nats.acks import acks_for
+from saga.nats.acks import AckGroup, acks_for
 from saga.nats.topology import timer_fire_subject, timer_schedule_subject
 from saga.protocol import (
     HEADER_EXPECTED_STREAM,
@@ -87,9 +87,11 @@ class BrokerTimers:
         timer: Timer,
         at: datetime,
         extra_headers: dict[str, str] | None = None,
-    ) -> Awaitable[Any]:
-        """Send the timer; returns its publish ack to wait for. ``extra_headers`` (trace
-        context) travel with the timer and come back when it fires."""
+        group: AckGroup | None = None,
+    ) -> Awaitable[Any] | None:
+        """Send the timer; returns its publish ack to wait for (None: it counts towards
+        ``group``). ``extra_headers`` (trace context) travel with the timer and come back
+        when it fires."""
         fire = timer_fire_subject(saga_name, saga_id, timer.key)
         headers = {
             **(extra_headers or {}),
@@ -100,15 +102,26 @@ class BrokerTimers:
         headers[HEADER_EXPECTED_STREAM] = self.stream
         if not self.native:
             headers[HEADER_TIMER_DUE] = at.astimezone(UTC).isoformat()
-            return await self.acks.send(fire, b"", headers)
+            return await self._send(fire, headers, group)
         headers[HEADER_SCHEDULE] = schedule_time(at)
         headers[HEADER_SCHEDULE_TARGET] = fire
         subject = timer_schedule_subject(saga_name, saga_id, timer.key)
-        return await self.acks.send(subject, b"", headers)
+        return await self._send(subject, headers, group)
 
-    async def cancel(self, saga_name: str, saga_id: str, timer: Timer) -> Awaitable[Any]:
-        """Cancel the timer; returns what to wait for (a replacement is sent in order with
-        the other publishes of the transition, so a schedule that follows it wins)."""
+    async def _send(
+        self, subject: str, headers: dict[str, str], group: AckGroup | None
+    ) -> Awaitable[Any] | None:
+        if group is None:
+            return await self.acks.send(subject, b"", headers)
+        await self.acks.send_in(group, subject, b"", headers)
+        return None
+
+    async def cancel(
+        self, saga_name: str, saga_id: str, timer: Timer, group: AckGroup | None = None
+    ) -> Awaitable[Any] | None:
+        """Cancel the timer; returns what to wait for, None when it counts towards ``group``
+        (a replacement is sent in order with the other publishes of the transition, so a
+        schedule that follows it wins)."""
         if not self.native:
             return self._purge(timer_fire_subject(saga_name, saga_id, timer.key))
         subject = timer_schedule_subject(saga_name, saga_id, timer.key)
@@ -121,7 +134,7 @@ class BrokerTimers:
             HEADER_TIMER: timer.key,
             HEADER_EXPECTED_STREAM: self.stream,
         }
-        return await self.acks.send(subject, b"", headers)
+        return await self._send(subject, headers, group)
 
     def _purge(self, subject: str) -> Awaitable[Any]:
         return asyncio.ensure_future(self.js.purge_stream(self.stream, subject=subject))

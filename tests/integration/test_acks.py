@@ -12,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError
 
-from saga.nats.acks import Acks, PubAck, acks_for
+from saga.nats.acks import AckGroup, Acks, PubAck, acks_for
 from saga.nats.server import EmbeddedServer
 
 
@@ -64,6 +64,40 @@ async def test_a_missing_ack_times_out_and_is_forgotten(client: Client) -> None:
     ack = await acks.send("silent.x", b"")
     with pytest.raises(NatsTimeoutError):
         await asyncio.wait_for(ack, 5)
+    assert acks._waiting == {}
+
+
+async def test_a_group_is_done_when_every_ack_came_back(client: Client) -> None:
+    acks = Acks(client)
+    group = AckGroup()
+    for n in range(20):
+        await acks.send_in(group, "s.g", f"{n}".encode(), {"Nats-Msg-Id": f"g-{n % 10}"})
+    await asyncio.wait_for(group.wait(), 5)  # duplicates are acks too
+    assert len(group) == 0
+    info = await client.jetstream().stream_info("S")
+    assert info.state.messages == 10
+    empty = AckGroup()
+    await asyncio.wait_for(empty.wait(), 1)
+
+
+async def test_a_group_fails_with_the_first_error_or_a_timeout(client: Client) -> None:
+    acks = Acks(client, timeout=0.2)
+    group = AckGroup()
+    await acks.send_in(group, "s.k", b"1")
+    await acks.send_in(group, "s.k", b"2", {"Nats-Expected-Last-Subject-Sequence": "0"})
+    with pytest.raises(APIError) as raised:
+        await asyncio.wait_for(group.wait(), 5)
+    assert raised.value.err_code == 10071
+    nowhere = AckGroup()
+    await acks.send_in(nowhere, "nowhere.x", b"")
+    with pytest.raises(NoStreamResponseError):
+        await asyncio.wait_for(nowhere.wait(), 5)
+    await client.subscribe("silent.>")  # an interest that never answers
+    silent = AckGroup()
+    await acks.send_in(silent, "s.k", b"3")
+    await acks.send_in(silent, "silent.x", b"")
+    with pytest.raises(NatsTimeoutError):
+        await asyncio.wait_for(silent.wait(), 5)
     assert acks._waiting == {}
 
 

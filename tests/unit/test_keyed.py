@@ -100,3 +100,30 @@ async def test_work_cancelled_just_as_its_turn_came_passes_the_turn_on() -> None
     assert later[0].cancelled()
     assert ran == ["first", "third"]
     assert len(keyed) == 0
+
+
+async def test_a_turn_block_is_serialized_like_run_and_hands_on_after_an_error() -> None:
+    keyed = KeyedSerializer()
+    order: list[str] = []
+
+    async def block(name: str, fail: bool) -> None:
+        async with keyed.turn("k"):
+            order.append(f"{name} in")
+            await asyncio.sleep(0)
+            order.append(f"{name} out")
+            if fail:
+                raise ValueError(name)
+
+    results = await asyncio.gather(
+        block("a", True),
+        block("b", False),
+        keyed.run("k", lambda: block_free(order)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], ValueError)
+    assert order == ["a in", "a out", "b in", "b out", "c"]
+    assert len(keyed) == 0
+
+
+async def block_free(order: list[str]) -> None:
+    order.append("c")
