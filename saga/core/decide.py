@@ -529,7 +529,9 @@ class _Transition:
                 self.mark_succeeded(step, s, event.data)
                 self.after_outcome()
                 return None
-            if s.status is StepStatus.PENDING and not step.driven and s.early is None:
+            if s.status is StepStatus.PENDING and not step.driven:
+                if s.early is not None:  # a repeat (or a conflicting reply): the first is held
+                    return f"step {event.step!r} has an early reply held already: duplicate"
                 s.early = Outcome(succeeded=True, data=event.data)
                 self.record("step.early-reply", event.step, detail="success")
                 return None

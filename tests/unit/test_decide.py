@@ -797,6 +797,30 @@ def test_second_early_reply_is_a_noop(travel: Run) -> None:
     assert_noop(travel.send(StepFailed("book_hotel", "full")), before)
 
 
+def test_a_repeated_early_success_is_a_noop_while_the_saga_waits_to_compensate() -> None:
+    """Found by hypothesis: a branch failed while a parallel one still runs; an observed
+    step's early success is held, and its repeat was then taken as a late success."""
+    definition = SagaDefinition.model_validate(
+        {
+            "name": "p",
+            "trigger": {"event": "p.start"},
+            "steps": [
+                {"name": "s0", "success": "s0.ok", "timeout": "100ms"},
+                {"name": "s2", "success": "s2.ok"},
+                {"name": "s3", "success": "s3.ok", "after": []},
+            ],
+        }
+    )
+    run = Run(definition)
+    run.start({"x": 1})
+    run.fire(TimerKind.STEP_TIMEOUT, "s0")  # failing, waiting for s3
+    run.ok("s2", {"v": 0})
+    assert run.step("s2").early is not None
+    before = run.state
+
+    assert_noop(run.ok("s2", {"v": 0}), before)
+
+
 def test_early_reply_for_a_driven_step_is_a_noop(order: Run) -> None:
     order.start()
     before = order.state
