@@ -530,11 +530,12 @@ class _Transition:
                 self.after_outcome()
                 return None
             if s.status is StepStatus.PENDING and not step.driven:
-                if s.early is not None:  # a repeat (or a conflicting reply): the first is held
-                    return f"step {event.step!r} has an early reply held already: duplicate"
-                s.early = Outcome(succeeded=True, data=event.data)
-                self.record("step.early-reply", event.step, detail="success")
-                return None
+                if s.early is None:
+                    s.early = Outcome(succeeded=True, data=event.data)
+                    self.record("step.early-reply", event.step, detail="success")
+                    return None
+                if s.early.succeeded:  # held already: compensation will undo it if need be
+                    return f"step {event.step!r} has an early success held already: duplicate"
             if self.failing and _outcome_unknown(step, s, event.attempt):
                 self.mark_succeeded(step, s, event.data)  # compensated with the others
                 self.record("step.late-success", event.step)
