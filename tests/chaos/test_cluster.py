@@ -114,11 +114,14 @@ async def test_cluster_node_killed_and_brought_back(
             ready_since = time.monotonic()
             fleet.check_alive()
         await feeder
-        await wait_all_ended(nc, planned, timeout=scale.seconds(120, 400))
-    figures.seconds = time.monotonic() - started
-    figures.notes = (
-        "2 partitioned engine replicas; recovery measured from the kill of the SAGA_EVENTS leader"
-    )
-    report, mismatches = await verdict(nc, planned, figures, tmp_path)
+        seen: dict[tuple[str, str], str] = {}
+        ended = await wait_all_ended(nc, planned, timeout=scale.seconds(120, 400), seen=seen)
+        figures.seconds = time.monotonic() - started
+        figures.notes = (
+            "2 partitioned engine replicas; recovery measured from the kill of the SAGA_EVENTS "
+            "leader" + ("" if ended else "; gave up waiting for every saga to end")
+        )
+        # read while the engines still run: a stuck saga's slot and consumers as they are
+        report, mismatches = await verdict(nc, planned, figures, tmp_path, seen_ended=seen)
     await nc.close()
     assert_clean(report, mismatches)
