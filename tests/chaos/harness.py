@@ -118,6 +118,26 @@ def plan(count: int, seed: int, prefix: str = "c") -> list[Planned]:
     return planned
 
 
+def plan_timeouts(count: int, seed: int, prefix: str = "t") -> list[Planned]:
+    """Every saga has one step that never answers: each lives on its timers (two attempts
+    of a step timeout, then the undos), for runs that kill the timers stream's leader."""
+    rng = random.Random(seed)
+    planned = []
+    for i in range(count):
+        orders = i % 2 == 0
+        target = rng.choice(ORDER_STEPS if orders else TRIP_STEPS)
+        saga_id = f"{prefix}-{i:05d}"
+        simulate = {"simulate": {target: "timeout"}}
+        if orders:
+            payload = new_order(order_id=saga_id, fail=None, **simulate)
+            saga = "order-fulfilment"
+        else:
+            payload = new_trip(trip_id=saga_id, fail=None, **simulate)
+            saga = "travel-booking"
+        planned.append(Planned(saga, saga_id, "compensated", payload, f"{target} times out"))
+    return planned
+
+
 async def publish(js: JetStreamContext, batch: Sequence[Planned]) -> None:
     """Publish triggers; a failed publish (server away) is retried with the same message id."""
     orders = [p.payload for p in batch if p.saga == "order-fulfilment"]
