@@ -24,7 +24,7 @@ from saga.core.events import TimerKind
 from saga.core.wakeup import SLOT
 from saga.nats.dlq import LetterFilter, list_dead_letters
 from saga.nats.topology import Topology, instance_key, timer_fire_subject, timer_schedule_subject
-from saga.protocol import kv_prefix, kv_stream
+from saga.protocol import TIMER_FIRE_PREFIX, WORK_PREFIX, kv_prefix, kv_stream
 from saga.store import InstanceRecord
 
 HISTORY_TAIL = 12
@@ -54,13 +54,13 @@ async def explain(
         _records(nc, js, topology, key),
         _slot(js, topology, saga, saga_id),
         _fires(js, topology, saga, saga_id),
+        _routed(js, topology, key),
         _letters(js, topology, saga_id),
         _leaders(js, topology),
         return_exceptions=True,
     )
-    for name, part in zip(
-        ("record", "slot", "fires", "dead_letters", "leaders"), parts, strict=True
-    ):
+    names = ("record", "slot", "fires", "routed", "dead_letters", "leaders")
+    for name, part in zip(names, parts, strict=True):
         found[name] = f"{type(part).__name__}: {part}" if isinstance(part, BaseException) else part
     found["logs"] = _log_lines(log_dir, saga_id)
     return found
@@ -153,6 +153,36 @@ async def _fires(js: JetStreamContext, topology: Topology, saga: str, saga_id: s
         found["last_fire"] = "none stored"
     else:
         found["last_fire"] = {"seq": msg.seq, "time": str(msg.time)}
+    return found
+
+
+async def _routed(js: JetStreamContext, topology: Topology, key: str) -> dict[str, Any]:
+    """Partitioned engines: the fired timers of this saga routed to its partition's owner
+    and not handled yet (the work stream keeps a message until it is acked), and every
+    consumer's unacked and redelivered counts (an event stuck in an engine shows there)."""
+    found: dict[str, Any] = {}
+    try:
+        info = await js.stream_info(
+            topology.work_stream, subjects_filter=f"{WORK_PREFIX}.*.{TIMER_FIRE_PREFIX}.{key}.>"
+        )
+    except NotFoundError:
+        found["timer_fires_waiting"] = "no work stream (not partitioned)"
+    else:
+        found["timer_fires_waiting"] = info.state.subjects or {}
+    consumers = {}
+    for stream in (topology.work_stream, topology.events_stream, topology.timers_stream):
+        try:
+            infos = await js.consumers_info(stream)
+        except NotFoundError:
+            continue
+        for consumer in infos:
+            consumers[f"{stream}/{consumer.name}"] = {
+                "num_pending": consumer.num_pending,
+                "num_ack_pending": consumer.num_ack_pending,
+                "num_redelivered": consumer.num_redelivered,
+                "num_waiting": consumer.num_waiting,
+            }
+    found["consumers"] = consumers
     return found
 
 

@@ -68,6 +68,8 @@ async def test_a_running_saga_is_explained(client: Client, tmp_path: Path) -> No
     assert state.wake_at is not None
     assert found["slot"]["headers"][HEADER_SCHEDULE] == schedule_time(state.wake_at)
     assert found["dead_letters"] == []
+    timers = found["routed"]["consumers"][f"SAGA_TIMERS/{Topology().timer_consumer}"]
+    assert timers["num_ack_pending"] == 0
     assert found["logs"] == {"payment": ["w-1 charge received, no reply"]}
     line = diagnose.summary(found)
     assert "leader's record: running" in line
