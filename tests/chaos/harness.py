@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -313,14 +314,15 @@ async def wait_all_ended(
     seen: dict[tuple[str, str], str] | None = None,
 ) -> bool:
     """True once every planned saga has ended. False after ``timeout``, or once no saga has
-    ended for ``stall`` seconds (longer than any timeout chain in the chaos definitions):
+    ended or been written for ``stall`` seconds (longer than any timeout in the chaos
+    definitions):
     the verdict then names the stuck ones. ``seen`` gets the end status read for each
     (each is read until it has ended, not after): the verdict's later read that finds one
     running is then a stale read."""
     client = SagaClient(nc)
     wanted = {(p.saga, p.saga_id) for p in planned}
     seen_ended: dict[tuple[str, str], str] = {} if seen is None else seen
-    last = (-1, time.monotonic())
+    last: tuple[tuple[int, datetime | None], float] = ((-1, None), time.monotonic())
 
     async def ended() -> bool:
         nonlocal last
@@ -333,8 +335,10 @@ async def wait_all_ended(
             (key, s.status.value) for key, s in states.items() if s.status.value in ENDED
         )
         done = len(seen_ended)
-        if done != last[0]:
-            last = (done, time.monotonic())
+        # progress: a saga ended, or one still running was written (a slow one is not stuck)
+        moved = max((s.updated_at for s in states.values()), default=None)
+        if (done, moved) != last[0]:
+            last = ((done, moved), time.monotonic())
         elif time.monotonic() - last[1] > stall:
             raise Stalled(f"{len(wanted) - done} sagas made no progress for {stall:.0f}s")
         return done == len(wanted)
