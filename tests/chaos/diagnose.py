@@ -232,7 +232,7 @@ def _log_lines(log_dir: Path, saga_id: str) -> dict[str, list[str]]:
 def summary(found: dict[str, Any]) -> str:
     """One line for the test's failure message (the rest is in ``verdict.json``)."""
     record = found.get("record")
-    bits = []
+    bits = [f"now {found.get('now')}"]
     if "seen_ended_earlier" in found:
         bits.append("seen ended earlier: " + str(found["seen_ended_earlier"]).split(":")[0])
     if isinstance(record, dict):

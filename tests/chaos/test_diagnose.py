@@ -81,4 +81,4 @@ async def test_a_saga_seen_ended_earlier_is_called_a_stale_read(
 ) -> None:
     found = await diagnose.explain(client, "waiting", "w-2", tmp_path, seen_ended="compensated")
     assert "stale" in found["seen_ended_earlier"]
-    assert diagnose.summary(found).startswith("seen ended earlier: compensated")
+    assert "; seen ended earlier: compensated;" in diagnose.summary(found)
