@@ -96,13 +96,18 @@ class Applier:
         # A trigger nobody has cached is most likely new: create without reading first
         # (one round trip less on every saga's first hop); a conflict means it exists.
         create_first = is_trigger(work)
+        # Read through the store's leader (``latest``): a no-op, or no such instance,
+        # decided on a cached copy or a fast read is only believed once decided on the
+        # leader's copy (a fast read may come from a replica behind the last write, even
+        # one without the instance yet: believing it would lose the event).
+        latest = False
         for _ in range(self.max_conflicts):
             stored = self.cache.get(key)
-            fresh = stored is None
             assumed_new = stored is None and create_first
             create_first = False
             if stored is None and not assumed_new:
-                stored = await self.store.load(key)
+                load = self.store.load_latest if latest else self.store.load
+                stored = await load(key)
             if stored is not None and stored.record.origin == received.origin:
                 # Written before a crash or a lost race; its commands may not be out yet.
                 outbox = replayed([command_from_json(c) for c in stored.record.outbox])
@@ -131,11 +136,17 @@ class Applier:
             if decision.error is not None:
                 if assumed_new:
                     continue  # judge it against what the store holds
+                if not latest:  # a stale copy may be what the event does not fit
+                    latest = True
+                    self.cache.drop(key)
+                    continue
                 return Term(DeadLetterCode.ENGINE_ERROR, decision.error)
             if not decision.changed or decision.state is None:
-                if not fresh or assumed_new:
-                    # Another replica may have moved this instance on since we cached it:
-                    # a no-op is only believed when decided on what the store holds now.
+                if not latest:
+                    # Another replica may have moved this instance on since we cached it,
+                    # and a fast read may come from a replica behind: a no-op is only
+                    # believed when decided on what the store's leader holds now.
+                    latest = True
                     self.cache.drop(key)
                     continue
                 if decision.state is None:

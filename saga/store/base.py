@@ -44,7 +44,14 @@ class Stored:
 class InstanceStore(Protocol):
     """Revision-checked storage; a lost race raises :class:`saga.errors.RevisionConflict`."""
 
-    async def load(self, key: str) -> Stored | None: ...
+    async def load(self, key: str) -> Stored | None:
+        """The record, possibly from a replica that lags (fast; a write on a stale copy
+        loses its race, so only a decision not to write needs :meth:`load_latest`)."""
+        ...
+
+    async def load_latest(self, key: str) -> Stored | None:
+        """The record as the store's leader holds it: never older than the last write."""
+        ...
 
     async def create(self, key: str, record: InstanceRecord) -> int: ...
 

@@ -26,7 +26,7 @@ from nats.js.kv import KeyValue
 from saga.errors import RevisionConflict
 from saga.nats.acks import Acks, acks_for
 from saga.nats.guarded import StaleRevision, guarded_put
-from saga.protocol import kv_prefix
+from saga.protocol import kv_prefix, kv_stream
 from saga.store.base import InstanceRecord, Stored
 
 if TYPE_CHECKING:
@@ -63,12 +63,23 @@ class KvInstanceStore:
         self.index = index
         self.finished_ttl = finished_ttl
         self._prefix = kv_prefix(bucket)  # as nats-py's own writes use it
+        self._leader = KeyValue(bucket, kv_stream(bucket), self._prefix, nc.jetstream(), False)
+        """The bucket read through the stream's leader (an API request, not a direct get)."""
         self.nc = nc
         self._acks = acks_for(nc) if timeout is None else Acks(nc, timeout)
 
     async def load(self, key: str) -> Stored | None:
+        """A direct get: any replica of the bucket answers, a follower possibly behind the
+        last write (a node brought back answers once 90% caught up), even "no such key"."""
+        return await self._load(self.kv, key)
+
+    async def load_latest(self, key: str) -> Stored | None:
+        return await self._load(self._leader, key)
+
+    @staticmethod
+    async def _load(kv: KeyValue, key: str) -> Stored | None:
         try:
-            entry = await self.kv.get(key)
+            entry = await kv.get(key)
         except KeyNotFoundError:
             return None
         if entry.value is None or entry.revision is None:

@@ -16,6 +16,9 @@ class MemoryInstanceStore:
     async def load(self, key: str) -> Stored | None:
         return self._data.get(key)
 
+    async def load_latest(self, key: str) -> Stored | None:
+        return await self.load(key)
+
     async def create(self, key: str, record: InstanceRecord) -> int:
         if key in self._data:
             raise RevisionConflict(f"{key} already exists")

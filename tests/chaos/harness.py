@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from saga.protocol import kv_prefix
 from saga.testing.invariants import Report, check_live
 from services.orders import new_order, place_orders
 from services.trips import new_trip, request_trips
+from tests.chaos import diagnose
 from tests.support import wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -114,6 +116,26 @@ def plan(count: int, seed: int, prefix: str = "c") -> list[Planned]:
         else:
             payload = new_trip(trip_id=saga_id, fail=fail, **extra)
             planned.append(Planned("travel-booking", saga_id, expect, payload, why))
+    return planned
+
+
+def plan_timeouts(count: int, seed: int, prefix: str = "t") -> list[Planned]:
+    """Every saga has one step that never answers: each lives on its timers (two attempts
+    of a step timeout, then the undos), for runs that kill the timers stream's leader."""
+    rng = random.Random(seed)
+    planned = []
+    for i in range(count):
+        orders = i % 2 == 0
+        target = rng.choice(ORDER_STEPS if orders else TRIP_STEPS)
+        saga_id = f"{prefix}-{i:05d}"
+        simulate = {"simulate": {target: "timeout"}}
+        if orders:
+            payload = new_order(order_id=saga_id, fail=None, **simulate)
+            saga = "order-fulfilment"
+        else:
+            payload = new_trip(trip_id=saga_id, fail=None, **simulate)
+            saga = "travel-booking"
+        planned.append(Planned(saga, saga_id, "compensated", payload, f"{target} times out"))
     return planned
 
 
@@ -285,15 +307,22 @@ async def planned_states(
 
 
 async def wait_all_ended(
-    nc: Client, planned: Sequence[Planned], timeout: float, stall: float = 30.0
+    nc: Client,
+    planned: Sequence[Planned],
+    timeout: float,
+    stall: float = 30.0,
+    seen: dict[tuple[str, str], str] | None = None,
 ) -> bool:
     """True once every planned saga has ended. False after ``timeout``, or once no saga has
-    ended for ``stall`` seconds (longer than any timeout chain in the chaos definitions):
-    the verdict then names the stuck ones."""
+    ended or been written for ``stall`` seconds (longer than any timeout in the chaos
+    definitions):
+    the verdict then names the stuck ones. ``seen`` gets the end status read for each
+    (each is read until it has ended, not after): the verdict's later read that finds one
+    running is then a stale read."""
     client = SagaClient(nc)
     wanted = {(p.saga, p.saga_id) for p in planned}
-    seen_ended: set[tuple[str, str]] = set()
-    last = (-1, time.monotonic())
+    seen_ended: dict[tuple[str, str], str] = {} if seen is None else seen
+    last: tuple[tuple[int, datetime | None], float] = ((-1, None), time.monotonic())
 
     async def ended() -> bool:
         nonlocal last
@@ -302,10 +331,14 @@ async def wait_all_ended(
             states = await planned_states(client, waiting)
         except Exception:
             return False  # the server is away for a moment, or no engine made the bucket yet
-        seen_ended.update(key for key, s in states.items() if s.status.value in ENDED)
+        seen_ended.update(
+            (key, s.status.value) for key, s in states.items() if s.status.value in ENDED
+        )
         done = len(seen_ended)
-        if done != last[0]:
-            last = (done, time.monotonic())
+        # progress: a saga ended, or one still running was written (a slow one is not stuck)
+        moved = max((s.updated_at for s in states.values()), default=None)
+        if (done, moved) != last[0]:
+            last = ((done, moved), time.monotonic())
         elif time.monotonic() - last[1] > stall:
             raise Stalled(f"{len(wanted) - done} sagas made no progress for {stall:.0f}s")
         return done == len(wanted)
@@ -364,8 +397,11 @@ async def verdict(
     planned: Sequence[Planned],
     figures: Figures,
     log_dir: Path,
+    seen_ended: dict[tuple[str, str], str] | None = None,
 ) -> tuple[Report, list[str]]:
-    """Invariants over everything recorded, and each saga's outcome against its plan."""
+    """Invariants over everything recorded, and each saga's outcome against its plan;
+    a saga still running is explained in ``verdict.json`` (:mod:`tests.chaos.diagnose`),
+    ``seen_ended``: what :func:`wait_all_ended` read ended."""
     definitions = chaos_definitions()
     expected = [(p.saga, p.saga_id) for p in planned]
     report = await check_live(nc.jetstream(timeout=10), definitions, expected)
@@ -387,6 +423,19 @@ async def verdict(
     figures.mismatches = len(mismatches)
     figures.timed_out = len(timed_out)
     unfinished = [s for s in states.values() if s.status.value not in ENDED]
+    explained = {}
+    for s in unfinished[:10]:
+        key = (s.saga_name, s.saga_id)
+        found = await diagnose.explain(
+            nc, s.saga_name, s.saga_id, log_dir, (seen_ended or {}).get(key)
+        )
+        explained[f"{s.saga_name}/{s.saga_id}"] = found
+        mismatches = [
+            f"{m}\n    {diagnose.summary(found)}"
+            if m.startswith(f"{s.saga_name}/{s.saga_id}:")
+            else m
+            for m in mismatches
+        ]
     (log_dir / "verdict.json").write_text(
         json.dumps(
             {
@@ -394,15 +443,10 @@ async def verdict(
                 "violations": [str(v) for v in report.violations],
                 "mismatches": mismatches,
                 "ended_otherwise_after_an_unplanned_timeout": timed_out,
-                "unfinished": {
-                    f"{s.saga_name}/{s.saga_id}": [
-                        f"{h.at.time()} {h.event} {h.step or ''} {h.attempt or ''} {h.detail or ''}"
-                        for h in s.history
-                    ]
-                    for s in unfinished[:10]
-                },
+                "unfinished": explained,
             },
             indent=2,
+            default=str,
         )
     )
     return report, mismatches

@@ -53,6 +53,16 @@ async def test_create_then_load_returns_the_record_and_its_revision(store: Insta
 
 async def test_missing_key_loads_as_none(store: InstanceStore) -> None:
     assert await store.load("shop.nobody") is None
+    assert await store.load_latest("shop.nobody") is None
+
+
+async def test_load_latest_reads_the_last_write(store: InstanceStore) -> None:
+    first = await store.create("shop.o-9", record("o-9"))
+    second = await store.update("shop.o-9", record("o-9", "SAGA_EVENTS:2"), first)
+    latest = await store.load_latest("shop.o-9")
+    assert latest is not None
+    assert latest.revision == second
+    assert latest.record.origin == "SAGA_EVENTS:2"
 
 
 async def test_create_of_an_existing_key_is_a_conflict(store: InstanceStore) -> None:

@@ -62,12 +62,16 @@ class CountingStore(MemoryInstanceStore):
 
     def __init__(self, conflicts: int = 0) -> None:
         super().__init__()
-        self.loads = self.creates = self.updates = 0
+        self.loads = self.latest = self.creates = self.updates = 0
         self.conflicts = conflicts
 
     async def load(self, key: str) -> Stored | None:
         self.loads += 1
         return await super().load(key)
+
+    async def load_latest(self, key: str) -> Stored | None:
+        self.latest += 1
+        return await MemoryInstanceStore.load(self, key)
 
     async def create(self, key: str, record: InstanceRecord) -> int:
         self.creates += 1
@@ -160,7 +164,7 @@ async def test_a_trigger_of_an_existing_instance_reads_it_after_the_failed_creat
     )
     assert isinstance(verdict, Ack)
     assert verdict.note is not None  # a second trigger changes nothing
-    assert (store.creates, store.loads, store.updates) == (1, 1, 0)
+    assert (store.creates, store.loads, store.latest, store.updates) == (1, 1, 1, 0)
     assert sent.commands == []
 
 
@@ -176,7 +180,7 @@ async def test_a_no_op_on_a_cached_copy_is_decided_again_on_what_the_store_holds
     store.loads = 0
     verdict = await loop.apply(KEY, work("ship.done", {}), received("S:3", "ship.done"))
     assert verdict == ACK
-    assert store.loads == 1
+    assert (store.loads, store.latest) == (0, 1)  # read through the leader at once
     stored = await store.load(KEY)
     assert stored is not None
     assert stored.record.state.status.value == "completed"
@@ -192,6 +196,67 @@ async def test_a_no_op_decided_on_what_the_store_holds_is_believed() -> None:
     assert isinstance(verdict, Ack)
     assert verdict.note
     assert store.updates == 0
+
+
+class LaggingStore(CountingStore):
+    """A bucket whose fast reads come from a replica behind the last writes (a node brought
+    back answers direct gets once 90% caught up): ``load`` returns what was stored
+    ``behind`` writes ago (None: not there yet); ``load_latest`` the leader's copy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[Stored] = []
+        self.behind = 0
+
+    async def load(self, key: str) -> Stored | None:
+        self.loads += 1
+        if self.behind >= len(self.history):
+            return None
+        return self.history[-1 - self.behind]
+
+    async def create(self, key: str, record: InstanceRecord) -> int:
+        revision = await super().create(key, record)
+        self.history.append(Stored(record, revision))
+        return revision
+
+    async def update(self, key: str, record: InstanceRecord, revision: int) -> int:
+        written = await super().update(key, record, revision)
+        self.history.append(Stored(record, written))
+        return written
+
+
+async def test_an_event_is_not_dead_lettered_on_a_replica_without_the_instance_yet() -> None:
+    """The chaos run's stall: a replica still catching up answered "no such key" for an
+    instance written while it was down; the reply was dead-lettered as for no instance,
+    and the saga waited for ever."""
+    store = LaggingStore()
+    await started(store)
+    store.behind = 1  # the replica has not got the instance yet
+    sent = Sent()
+    verdict = await applier(store, sent).apply(
+        KEY, work("stock.reserved", {}), received("S:2", "stock.reserved")
+    )
+    assert verdict == ACK
+    assert sent.subjects() == ["ship.go"]
+    assert store.latest == 1
+
+
+async def test_an_event_is_not_dropped_as_a_no_op_on_a_replica_behind() -> None:
+    """Decided on the lagging copy (still at ``reserve``), ship.done would change nothing
+    and be acked: the saga would wait for ever on a reply already consumed."""
+    store = LaggingStore()
+    await started(store)
+    assert (
+        await applier(store, Sent()).apply(KEY, work("stock.reserved", {}), received("S:2")) == ACK
+    )
+    store.behind = 1  # the replica has the instance, not the step that moved it on
+    verdict = await applier(store, Sent()).apply(
+        KEY, work("ship.done", {}), received("S:3", "ship.done")
+    )
+    assert verdict == ACK
+    stored = await store.load_latest(KEY)
+    assert stored is not None
+    assert stored.record.state.status.value == "completed"
 
 
 async def test_an_event_for_no_instance_is_a_dead_letter() -> None:
