@@ -715,6 +715,7 @@ class _Transition:
         for name, s in self.state.steps.items():
             if s.status is StepStatus.PENDING and s.early is not None and s.early.succeeded:
                 s = self.own(name)
+                assert s.early is not None  # a copy of the one just checked
                 self.mark_succeeded(self.step_def(name), s, s.early.data)
                 s.early = None
         queue = [n for n in reversed(self.state.completed) if self.step_def(n).compensate]

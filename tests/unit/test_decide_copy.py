@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from saga.core.decide import working_copy
+from saga.core.decide import decide, working_copy
+from saga.core.events import SagaTriggered, StepSucceeded
 from saga.core.state import (
     CompensationStatus,
     HistoryEntry,
@@ -18,6 +20,7 @@ from saga.core.state import (
     StepState,
     StepStatus,
 )
+from saga.definition.loader import load_definition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -111,3 +114,22 @@ def test_changing_the_copy_leaves_the_original_as_it_was() -> None:
     assert copy.timers is not None
     copy.timers["deadline._.1"] = T0
     assert state.model_dump() == before
+
+
+def test_a_transition_copies_the_steps_it_changes_and_shares_the_others() -> None:
+    """``decide`` leaves its input as it was: the step it changes is a copy, a step it does
+    not touch is the input's own (never changed, so safe to share)."""
+    definition = load_definition(Path(__file__).parents[2] / "bench/definitions/bench-order.yaml")
+    first, second, third = (s.name for s in definition.steps)
+    started = decide(definition, None, SagaTriggered("o-1", {"order_id": "o-1"}), T0).state
+    assert started is not None
+    before = started.model_dump()
+    after = decide(definition, started, StepSucceeded(first, {}, attempt=1), T0).state
+    assert after is not None
+    assert started.model_dump() == before
+    assert after.steps[first].status is StepStatus.SUCCEEDED
+    assert after.steps[second].status is StepStatus.ACTIVE
+    assert after.steps[first] is not started.steps[first]
+    assert after.steps[second] is not started.steps[second]
+    assert after.steps[third] is started.steps[third]
+    assert after.steps is not started.steps
