@@ -133,3 +133,19 @@ def test_a_transition_copies_the_steps_it_changes_and_shares_the_others() -> Non
     assert after.steps[second] is not started.steps[second]
     assert after.steps[third] is started.steps[third]
     assert after.steps is not started.steps
+
+
+def test_the_copied_models_have_no_extra_fields_or_private_attributes() -> None:
+    """``decide``'s fast copy (``_model_copy``) copies declared fields only."""
+    for model in (InstanceState, StepState, Outcome):
+        assert model.model_config.get("extra") in (None, "ignore", "forbid")
+        assert not model.__private_attributes__
+
+
+def test_the_fast_copy_equals_pydantics_own() -> None:
+    state = full_state()
+    copied = working_copy(state)
+    assert copied == state.model_copy(deep=True)
+    assert copied.model_fields_set == state.model_fields_set
+    assert copied.steps["a"].model_fields_set == state.steps["a"].model_fields_set
+    assert copied.steps["a"].early == state.steps["a"].early
