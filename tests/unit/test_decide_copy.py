@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from saga.core.decide import working_copy
+from saga.core.decide import decide, working_copy
+from saga.core.events import SagaTriggered, StepSucceeded
 from saga.core.state import (
     CompensationStatus,
     HistoryEntry,
@@ -18,6 +20,7 @@ from saga.core.state import (
     StepState,
     StepStatus,
 )
+from saga.definition.loader import load_definition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -111,3 +114,38 @@ def test_changing_the_copy_leaves_the_original_as_it_was() -> None:
     assert copy.timers is not None
     copy.timers["deadline._.1"] = T0
     assert state.model_dump() == before
+
+
+def test_a_transition_copies_the_steps_it_changes_and_shares_the_others() -> None:
+    """``decide`` leaves its input as it was: the step it changes is a copy, a step it does
+    not touch is the input's own (never changed, so safe to share)."""
+    definition = load_definition(Path(__file__).parents[2] / "bench/definitions/bench-order.yaml")
+    first, second, third = (s.name for s in definition.steps)
+    started = decide(definition, None, SagaTriggered("o-1", {"order_id": "o-1"}), T0).state
+    assert started is not None
+    before = started.model_dump()
+    after = decide(definition, started, StepSucceeded(first, {}, attempt=1), T0).state
+    assert after is not None
+    assert started.model_dump() == before
+    assert after.steps[first].status is StepStatus.SUCCEEDED
+    assert after.steps[second].status is StepStatus.ACTIVE
+    assert after.steps[first] is not started.steps[first]
+    assert after.steps[second] is not started.steps[second]
+    assert after.steps[third] is started.steps[third]
+    assert after.steps is not started.steps
+
+
+def test_the_copied_models_have_no_extra_fields_or_private_attributes() -> None:
+    """``decide``'s fast copy (``_model_copy``) copies declared fields only."""
+    for model in (InstanceState, StepState, Outcome):
+        assert model.model_config.get("extra") in (None, "ignore", "forbid")
+        assert not model.__private_attributes__
+
+
+def test_the_fast_copy_equals_pydantics_own() -> None:
+    state = full_state()
+    copied = working_copy(state)
+    assert copied == state.model_copy(deep=True)
+    assert copied.model_fields_set == state.model_fields_set
+    assert copied.steps["a"].model_fields_set == state.steps["a"].model_fields_set
+    assert copied.steps["a"].early == state.steps["a"].early
