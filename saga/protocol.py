@@ -8,6 +8,8 @@ rest of ``saga``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # -- headers on saga messages ------------------------------------------------------------------
 
 HEADER_SAGA_ID = "Saga-Id"
@@ -23,6 +25,17 @@ a failed send): a participant then looks for the reply it stored before running 
 HEADER_RUN = "Saga-Run"
 """On a command of a redriven instance: the run (1, 2, ...; absent on the first). A new run
 is a new idempotency key, so a participant handles a step run again afresh."""
+
+HEADER_REPORT_START = "Saga-Report-Start"
+"""``1`` on a step command whose step has a ``queue_timeout``: the participant reports the
+start of the work (``saga.started.<saga>.<step>``) before running it. Absent on every other
+command, which needs no report (one sent anyway is dropped)."""
+
+
+def wants_start_report(headers: Mapping[str, str]) -> bool:
+    """Whether a command asks its participant for a start report."""
+    return headers.get(HEADER_REPORT_START) == "1"
+
 
 KIND_STEP = "step"
 KIND_COMPENSATION = "compensation"

@@ -18,7 +18,16 @@ from saga.logs import configure_logging
     help="Serve /healthz and /readyz on HOST:PORT (:PORT is loopback); off by default "
     "[env SAGA_HEALTH_ADDR].",
 )
-def participant(target: str, nats_url: str | None, log_level: str, health: str | None) -> None:
+@click.option(
+    "--uvloop/--no-uvloop",
+    default=True,
+    envvar="SAGA_UVLOOP",
+    help="Run on uvloop's event loop when it is installed (extra 'fast'): less CPU per "
+    "message [env SAGA_UVLOOP].",
+)
+def participant(
+    target: str, nats_url: str | None, log_level: str, health: str | None, uvloop: bool
+) -> None:
     """Run a participant service given as MODULE:APP (e.g. services.inventory:app).
 
     It authenticates with the same SAGA_NATS_* variables as `saga run` (user and password,
@@ -28,6 +37,6 @@ def participant(target: str, nats_url: str | None, log_level: str, health: str |
 
     configure_logging(log_level)
     try:
-        run_participant(target, discover_url(nats_url), health)
+        run_participant(target, discover_url(nats_url), health, uvloop)
     except SagaError as exc:
         raise click.ClickException(str(exc)) from None

@@ -60,7 +60,8 @@ def run(
     from saga.admin import parse_address
     from saga.cli.config import retention_seconds
     from saga.engine import EngineSettings
-    from saga.engine.process import loop_factory, run_engine
+    from saga.engine.process import run_engine
+    from saga.eventloop import loop_factory
     from saga.nats.provision import StreamSettings
 
     configure_logging(log_level)

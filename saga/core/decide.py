@@ -89,6 +89,7 @@ from saga.protocol import (
     HEADER_KIND,
     HEADER_PARENT_ID,
     HEADER_PARENT_NAME,
+    HEADER_REPORT_START,
     HEADER_RUN,
     HEADER_SAGA_ID,
     HEADER_SAGA_NAME,
@@ -307,7 +308,10 @@ class _Transition:
         if run:
             headers[HEADER_RUN] = str(run)
         msg_id = command_message_id(self.definition.name, sid, step, kind, attempt, run)
-        child = self.step_def(step).saga
+        declared = self.step_def(step)
+        if kind == KIND_STEP and declared.queue_timeout is not None:
+            headers[HEADER_REPORT_START] = "1"  # its queue time ends with the start report
+        child = declared.saga
         if child is not None:  # addressed to the child instance; Saga-Step/-Attempt stay ours
             child_id = child_saga_id(sid, step)
             headers[HEADER_SAGA_ID], headers[HEADER_SAGA_NAME] = child_id, child

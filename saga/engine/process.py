@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -45,19 +44,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def loop_factory(use_uvloop: bool = True) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when wanted and installed (extra ``fast``), else None (asyncio's
-    own). The engine's work is many small messages on one event loop: uvloop's loop and
-    sockets, written in C, cost less CPU per message (docs/performance.md)."""
-    if not use_uvloop:
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def discover_url(explicit: str | None, data_dir: Path = DEFAULT_DATA_DIR) -> str:

@@ -47,6 +47,7 @@ from saga.protocol import (
     KIND_STEP,
     started_message_id,
     started_subject,
+    wants_start_report,
 )
 from saga.telemetry import Telemetry
 from saga.telemetry.participant_spans import delivery_attributes, mark_business_failure
@@ -200,7 +201,7 @@ class Dispatcher:
     ) -> StoredReply | Verdict:
         ctx = self._context(msg, envelope)
         headers = reply_headers(envelope, msg.headers or {})
-        if route.kind is RouteKind.STEP:
+        if route.kind is RouteKind.STEP and wants_start_report(msg.headers or {}):
             await self._report_started(envelope, headers)
         try:
             result = await route.handler(ctx, payload)
@@ -226,9 +227,9 @@ class Dispatcher:
 
     async def _report_started(self, envelope: Envelope, headers: Mapping[str, str]) -> None:
         """Tell the engine the work begins (``saga.started.<saga>.<step>``), so a step with a
-        ``queue_timeout`` starts its run timeout now. A plain publish (no ack awaited): the
-        subject is stored only when a definition asks for it, and a lost report only means
-        the queue timeout fires (then the step is retried or compensated)."""
+        ``queue_timeout`` starts its run timeout now; only commands marked ``Saga-Report-Start``
+        ask for it. A plain publish (no ack awaited): a lost report only means the queue
+        timeout fires (then the step is retried or compensated)."""
         nc = self._runtime.nc
         if nc is None:
             return

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from saga.address import parse_address
 from saga.errors import ConfigError
+from saga.eventloop import UVLOOP_ENV, loop_factory, uvloop_wanted
 from saga.logs import configure_logging
 from saga.participant.app import App
 from saga.participant.health import HEALTH_ENV
@@ -49,12 +50,17 @@ def nats_settings(app: App, nats_url: str | None) -> NatsSettings:
 
 
 def run_app(
-    app: App, nats_url: str | None = None, log_level: str = "INFO", health: str | None = None
+    app: App,
+    nats_url: str | None = None,
+    log_level: str = "INFO",
+    health: str | None = None,
+    uvloop: bool | None = None,
 ) -> None:
     """Run ``app`` until SIGTERM/SIGINT; blocks. Tracing follows the OTEL_* environment.
 
     ``health``: ``HOST:PORT`` (or ``:PORT``, loopback) of the probes, else ``$SAGA_HEALTH_ADDR``;
-    off when neither is set."""
+    off when neither is set. ``uvloop``: run on uvloop's event loop when it is installed
+    (extra ``fast``: less CPU per message), else ``$SAGA_UVLOOP``; on when neither is set."""
     if not logging.getLogger().handlers:
         configure_logging(log_level)
     if not app.telemetry.enabled:
@@ -62,12 +68,16 @@ def run_app(
     import asyncio  # here, not at the top: importing the SDK stays light (issue 17)
 
     probes = parse_address(health or os.environ.get(HEALTH_ENV) or "off")
+    wanted = uvloop_wanted(os.environ.get(UVLOOP_ENV)) if uvloop is None else uvloop
     try:
-        asyncio.run(app.run(nats_settings(app, nats_url), health=probes))
+        with asyncio.Runner(loop_factory=loop_factory(wanted)) as runner:
+            runner.run(app.run(nats_settings(app, nats_url), health=probes))
     finally:
         app.telemetry.shutdown()
 
 
-def run_participant(target: str, nats_url: str | None, health: str | None = None) -> None:
+def run_participant(
+    target: str, nats_url: str | None, health: str | None = None, uvloop: bool | None = None
+) -> None:
     """The ``saga participant`` command: import ``target`` and run it until a signal."""
-    run_app(load_app(target), nats_url, health=health)
+    run_app(load_app(target), nats_url, health=health, uvloop=uvloop)

@@ -18,6 +18,7 @@ from saga.protocol import (
     idempotency_key,
     started_message_id,
     started_subject,
+    wants_start_report,
 )
 from saga.testing.answers import Behaviour, Reply, resolve
 from saga.testing.errors import HarnessError, UnhandledCommand
@@ -74,13 +75,13 @@ class Script:
 
     def started(self, message: Message) -> Outgoing | None:
         """The start report a participant sends before working on a step command, as the
-        SDK does; only for steps with ``queue_timeout`` (the engine ignores the others)."""
+        SDK does: only for a command marked ``Saga-Report-Start`` (a step with ``queue_timeout``)."""
+        if not wants_start_report(message.headers):
+            return None
         meaning = self.index.meaning(message.subject, message.headers)
         if meaning.role is not Role.COMMAND or meaning.step is None:
             return None
         if message.subject not in self.handlers:
-            return None
-        if self.index.definition.step(meaning.step).queue_timeout is None:
             return None
         subject = started_subject(self.index.definition.name, meaning.step)
         headers = answer_headers(self.index, subject, message)

@@ -17,6 +17,7 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import StorageType
 
 from saga.client import find_instance, instance_store
@@ -26,6 +27,7 @@ from saga.nats.provision import StreamSettings
 from saga.nats.server import EmbeddedServer
 from saga.nats.topology import Topology
 from saga.participant import App, Context, ParticipantSettings
+from saga.protocol import STARTED_PREFIX, started_subject
 from tests.support import wait_for
 
 DEFINITION = """
@@ -55,7 +57,16 @@ async def client(nats_server: EmbeddedServer) -> AsyncIterator[Client]:
     await nc.close()
 
 
-async def outcomes(client: Client, definition: str) -> dict[str, Any]:
+async def outcomes(
+    client: Client, definition: str, reports: list[str] | None = None
+) -> dict[str, Any]:
+    """Run the sagas to their end; the start reports seen on the wire go to ``reports``."""
+    seen = [] if reports is None else reports
+
+    async def report(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    watch = await client.subscribe(f"{STARTED_PREFIX}.>", cb=report)
     settings = EngineSettings(fetch_wait=0.2)
     engine = Engine(client, {"signup": parse_definition(definition)}, settings)
     await engine.start()
@@ -85,20 +96,27 @@ async def outcomes(client: Client, definition: str) -> dict[str, Any]:
                 return len(ended) == SAGAS
 
             await wait_for(all_ended, timeout=60, message="every signup to end")
+            await client.flush()  # a report sent before a reply has reached ``watch`` now
     finally:
+        await watch.unsubscribe()
         await engine.stop()
     return ended
 
 
 async def test_with_queue_timeout_every_queued_saga_completes(client: Client) -> None:
-    ended = await outcomes(client, DEFINITION)
+    reports: list[str] = []
+    ended = await outcomes(client, DEFINITION, reports)
 
     assert {s.status.value for s in ended.values()} == {"completed"}
     for state in ended.values():
         assert "step.running" in [h.event for h in state.history]
+    assert len(reports) >= SAGAS  # one per command handled (a retry's attempt adds one)
+    assert set(reports) == {started_subject("signup", "create_account")}
 
 
 async def test_without_it_the_run_timeout_counts_the_queue(client: Client) -> None:
-    ended = await outcomes(client, DEFINITION.replace("    queue_timeout: 30s\n", ""))
+    reports: list[str] = []
+    ended = await outcomes(client, DEFINITION.replace("    queue_timeout: 30s\n", ""), reports)
 
     assert "compensated" in {s.status.value for s in ended.values()}
+    assert reports == []  # the commands carry no Saga-Report-Start: no report on the wire

@@ -1,14 +1,17 @@
-"""`saga run`'s event loop: uvloop's when installed and wanted, asyncio's otherwise."""
+"""The event loop of `saga run` and of participants: uvloop's when installed and wanted,
+asyncio's otherwise."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from saga.cli.options import run_async
-from saga.engine.process import loop_factory
+from saga.eventloop import UVLOOP_ENV, loop_factory, uvloop_wanted
+from saga.participant import App, run_app
 
 
 async def loop_type() -> str:
@@ -30,5 +33,39 @@ def test_the_setting_is_an_option_and_a_variable() -> None:
     from saga.cli import main
 
     result = CliRunner().invoke(main, ["run", "--help"])
+    assert "--uvloop / --no-uvloop" in result.output
+    assert "SAGA_UVLOOP" in result.output
+
+
+def test_the_variable_turns_it_off_as_the_option_does() -> None:
+    assert uvloop_wanted(None)
+    assert all(uvloop_wanted(v) for v in ("1", "yes", "True", "on"))
+    assert not any(uvloop_wanted(v) for v in ("0", "false", "No", "off", " OFF "))
+
+
+def test_a_participant_runs_on_uvloop_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_app`` (``saga participant``, the example services, the bench's participants)."""
+    pytest.importorskip("uvloop")
+    app = App("probe")
+    loops: list[str] = []
+
+    async def run(*args: Any, **kwargs: Any) -> None:
+        loops.append(await loop_type())
+
+    monkeypatch.setattr(app, "run", run)
+    monkeypatch.delenv(UVLOOP_ENV, raising=False)
+    run_app(app)
+    run_app(app, uvloop=False)
+    monkeypatch.setenv(UVLOOP_ENV, "off")
+    run_app(app)
+    run_app(app, uvloop=True)
+
+    assert [m.split(".")[0] for m in loops] == ["uvloop", "asyncio", "asyncio", "uvloop"]
+
+
+def test_the_participant_command_has_the_setting() -> None:
+    from saga.cli import main
+
+    result = CliRunner().invoke(main, ["participant", "--help"])
     assert "--uvloop / --no-uvloop" in result.output
     assert "SAGA_UVLOOP" in result.output

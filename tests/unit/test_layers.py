@@ -31,6 +31,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "saga.errors": ("saga.core", "saga.definition", *WIRE, *SERVICES),
     "saga.jsonwire": ("saga.core", "saga.definition", *WIRE, *SERVICES),
     "saga.address": ("saga.core", "saga.definition", *WIRE, *SERVICES),
+    "saga.eventloop": ("saga.core", "saga.definition", *WIRE, *SERVICES),
     # Adapters serve the services, never the other way round.
     "saga.nats": SERVICES,
     "saga.store": SERVICES,
@@ -136,6 +137,7 @@ FORBIDDEN_AT_IMPORT = (
     "opentelemetry.sdk",  # loaded when tracing is configured
     "opentelemetry.propagate",  # its entry points are read at import: with the first message
     "click",
+    "uvloop",  # the participant's event loop: chosen when it runs
 )
 
 

@@ -16,9 +16,11 @@ from saga.core import (
     CancelTimer,
     Event,
     InstanceState,
+    PublishEvent,
     SagaTriggered,
     ScheduleTimer,
     Status,
+    StepFailed,
     StepStarted,
     StepStatus,
     StepSucceeded,
@@ -31,6 +33,7 @@ from saga.core import (
 from saga.definition import SagaDefinition, parse_definition
 from saga.engine.intake import Intake, Work
 from saga.errors import DefinitionError
+from saga.protocol import HEADER_ATTEMPT, HEADER_REPORT_START, STARTED_PREFIX, wants_start_report
 from saga.testing import SagaHarness, reply
 
 QUEUED = """
@@ -163,3 +166,54 @@ async def test_the_harness_participants_report_starts_as_the_sdk_does() -> None:
         "saga.started.signup.create_account",
     ]
     assert result.step("create_account").running_since is not None
+
+
+def commands_of(definition: SagaDefinition, *events: tuple[float, Event]) -> list[PublishEvent]:
+    """The publishes decided from the trigger on, through ``events``."""
+    decision = decide(definition, None, SagaTriggered("u-1", {"id": "u-1"}), T0)
+    sent = [c for c in decision.commands if isinstance(c, PublishEvent)]
+    for seconds, event in events:
+        decision = decide(definition, decision.state, event, at(seconds))
+        sent += [c for c in decision.commands if isinstance(c, PublishEvent)]
+    return sent
+
+
+def test_only_the_commands_of_a_queued_step_ask_for_a_start_report() -> None:
+    undoable = QUEUED.replace(
+        "    retry: {attempts: 2, backoff: 1s}\n",
+        "    compensate: {publish: {event: account.delete}}\n"
+        "  - name: welcome\n"
+        "    publish: {event: mail.send}\n"
+        "    success: mail.sent\n"
+        "    failure: mail.failed\n",
+    )
+    sent = commands_of(
+        parse_definition(undoable),
+        (1, StepSucceeded("create_account", {}, 1)),
+        (2, StepFailed("welcome", attempt=1)),
+    )
+
+    asks = {c.subject: wants_start_report(c.headers) for c in sent}
+    assert asks == {"account.create": True, "mail.send": False, "account.delete": False}
+    create = next(c for c in sent if c.subject == "account.create")
+    assert create.headers[HEADER_REPORT_START] == "1"
+
+
+def test_a_retried_command_asks_again_and_a_plain_step_never() -> None:
+    timed_out = TimerFired(Timer(TimerKind.QUEUE_TIMEOUT, "create_account", 1))
+    retry = TimerFired(Timer(TimerKind.STEP_RETRY, "create_account", 1))
+    sent = commands_of(SIGNUP, (30, timed_out), (31, retry))
+    assert [c.headers[HEADER_ATTEMPT] for c in sent] == ["1", "2"]
+    assert all(wants_start_report(c.headers) for c in sent)
+
+    assert not any(wants_start_report(c.headers) for c in commands_of(PLAIN))
+
+
+async def test_the_harness_participants_report_no_start_unasked() -> None:
+    h = SagaHarness(PLAIN)
+    h.on("account.create", reply("account.created").after(1))
+
+    result = await h.run({"id": "u-1"})
+
+    assert result.status == "completed"
+    assert not [m for m in result.messages if m.subject.startswith(STARTED_PREFIX)]
