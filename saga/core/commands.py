@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,6 +69,24 @@ class ReleaseSlot:
 
 
 Command = PublishEvent | ScheduleTimer | CancelTimer | Finished | Parked | Reopened | ReleaseSlot
+
+
+def net_commands(commands: Sequence[Command]) -> list[Command]:
+    """Drop a timer scheduled and then cancelled in the same decision: run concurrently, the
+    cancel could overtake the schedule and leave a (harmless but useless) timer behind; and
+    a decision that arms nothing new should not say it does (see ``operator_redrive``)."""
+    result: list[Command] = []
+    for command in commands:
+        if isinstance(command, CancelTimer):
+            scheduled = next(
+                (c for c in result if isinstance(c, ScheduleTimer) and c.timer == command.timer),
+                None,
+            )
+            if scheduled is not None:
+                result.remove(scheduled)
+                continue
+        result.append(command)
+    return result
 
 
 def command_to_json(command: Command) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from saga.core.commands import (
     ReleaseSlot,
     Reopened,
     ScheduleTimer,
+    net_commands,
 )
 from saga.core.events import (
     CommandAdmitted,
@@ -922,16 +923,12 @@ class _Transition:
         self.state.status, self.state.finished_at = Status.RUNNING, None
         why = f"run {self.state.run}" + (f": {event.reason}" if event.reason else "")
         self.record("operator.redrive", failed, detail=why, actor=event.actor)
-        deadline = Timer(TimerKind.DEADLINE)
         if self.definition.deadline is not None:
-            self.schedule(deadline, self.now + self.definition.deadline)
+            self.schedule(Timer(TimerKind.DEADLINE), self.now + self.definition.deadline)
         self.advance()
-        if CancelTimer(deadline) in self.commands:  # the new run ended or failed at once
-            self.commands = [
-                c
-                for c in self.commands
-                if not isinstance(c, ScheduleTimer | CancelTimer) or c.timer != deadline
-            ]
+        # Nothing of the old run is armed: a timer this run set and already cancelled (its
+        # deadline, when it ended at once) was never armed either.
+        self.commands = net_commands(self.commands)
         return None
 
     def signal(self, event: Signal) -> str | None:

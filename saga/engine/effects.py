@@ -19,6 +19,7 @@ from saga.core.commands import (
     ReleaseSlot,
     Reopened,
     ScheduleTimer,
+    net_commands,
 )
 from saga.core.state import InstanceState
 from saga.engine.admission import ACK
@@ -40,23 +41,6 @@ log = logging.getLogger("saga.engine")
 def encode(data: Any) -> bytes:
     """Commands and lifecycle events as RFC 8259 JSON: ``ValueError`` on NaN or infinity."""
     return jsonwire.dumps(data, default=str)
-
-
-def net_commands(commands: Sequence[Command]) -> list[Command]:
-    """Drop a timer scheduled and then cancelled in the same decision: run concurrently, the
-    cancel could overtake the schedule and leave a (harmless but useless) timer behind."""
-    result: list[Command] = []
-    for command in commands:
-        if isinstance(command, CancelTimer):
-            scheduled = next(
-                (c for c in result if isinstance(c, ScheduleTimer) and c.timer == command.timer),
-                None,
-            )
-            if scheduled is not None:
-                result.remove(scheduled)
-                continue
-        result.append(command)
-    return result
 
 
 def replayed(commands: Sequence[Command]) -> list[Command]:

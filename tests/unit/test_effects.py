@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from saga.core import CancelTimer, PublishEvent, ScheduleTimer, Timer, TimerKind
-from saga.engine.effects import net_commands
+from saga.core.commands import net_commands
 
 T = Timer(TimerKind.STEP_TIMEOUT, "a", 1)
 AT = datetime(2026, 1, 1, tzinfo=UTC)
