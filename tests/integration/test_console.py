@@ -154,8 +154,8 @@ async def console(nats_server: EmbeddedServer) -> AsyncIterator[Console]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    if not HAVE_CHROMIUM:
-        pytest.skip(f"no Chromium binary at {CHROMIUM} (apt-get install chromium)")
+    if not HAVE_CHROMIUM:  # a skipped page test proves nothing: say what is missing
+        pytest.fail(f"no Chromium binary at {CHROMIUM}: apt-get install chromium")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:

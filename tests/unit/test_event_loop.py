@@ -19,7 +19,8 @@ async def loop_type() -> str:
 
 
 def test_uvloop_is_used_when_installed() -> None:
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # the dev extra installs it (extra `fast`)
+
     assert loop_factory() is uvloop.new_event_loop
     assert run_async(loop_type, loop_factory())().startswith("uvloop")
 
@@ -45,7 +46,6 @@ def test_the_variable_turns_it_off_as_the_option_does() -> None:
 
 def test_a_participant_runs_on_uvloop_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     """``run_app`` (``saga participant``, the example services, the bench's participants)."""
-    pytest.importorskip("uvloop")
     app = App("probe")
     loops: list[str] = []
 
