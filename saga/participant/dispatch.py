@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from saga.logs import CURRENT_SAGA
 from saga.nats.acks import Acks
-from saga.nats.delivery import delivery_of
+from saga.nats.delivery import Delivery, delivery_of
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.settle import ACK, Nak, Term, Verdict, at_last_delivery, settle
 from saga.participant.context import Context, Runtime
@@ -56,15 +56,12 @@ from saga.telemetry.spans import consuming, mark_error, sending
 log = logging.getLogger("saga.participant")
 
 
-def first_answer(msg: Msg, envelope: Envelope) -> bool:
+def first_answer(headers: Mapping[str, str], envelope: Envelope, delivered: int) -> bool:
     """No reply can be stored yet (create-first: skip the ledger read, one KV op per step):
     the first delivery of a first attempt the engine did not send again from its outbox.
     A copy that has one after all (a replay beyond the duplicate window) loses the
     ``kv.create`` race and publishes the stored reply instead of its own."""
-    headers = msg.headers or {}
-    return (
-        envelope.attempt <= 1 and HEADER_REPLAY not in headers and delivery_of(msg).delivered <= 1
-    )
+    return envelope.attempt <= 1 and HEADER_REPLAY not in headers and delivered <= 1
 
 
 class Dispatcher:
@@ -117,7 +114,7 @@ class Dispatcher:
                     else None
                 ),
             ) as span:
-                verdict = self._final(msg, await self.verdict(msg))
+                verdict = self._final(meta, await self._verdict(msg, meta))
                 if isinstance(verdict, Term):
                     mark_error(span, verdict.code.value, verdict.reason)
                 elif isinstance(verdict, Nak):
@@ -126,21 +123,23 @@ class Dispatcher:
         finally:
             CURRENT_SAGA.reset(token)
 
-    def _final(self, msg: Msg, verdict: Verdict) -> Verdict:
+    def _final(self, meta: Delivery, verdict: Verdict) -> Verdict:
         """A redelivery past the last allowed delivery is a dead letter (and is marked so)."""
-        delivered = delivery_of(msg).delivered
         max_deliver = self._settings.stream.max_deliver
-        return at_last_delivery(verdict, delivered, max_deliver, DeadLetterCode.HANDLER_FAILED)
+        return at_last_delivery(verdict, meta.delivered, max_deliver, DeadLetterCode.HANDLER_FAILED)
 
     async def verdict(self, msg: Msg) -> Verdict:
+        return await self._verdict(msg, delivery_of(msg))
+
+    async def _verdict(self, msg: Msg, meta: Delivery) -> Verdict:
         route = self._routes.get(msg.subject)
         if route is None:
-            return self._unhandled(msg)
+            return self._unhandled(msg, meta)
         headers = msg.headers or {}
         try:
             payload = parse_payload(msg.data)
             if route.kind is RouteKind.LISTENER:
-                await route.handler(self._listener_context(msg, route, headers), payload)
+                await route.handler(self._listener_context(msg, meta, route, headers), payload)
                 return ACK
             envelope = command_envelope(
                 headers,
@@ -148,7 +147,7 @@ class Dispatcher:
                 step=route.step,
                 observed=route.kind is RouteKind.REACTION,
             )
-            return await self._answer(msg, route, envelope, payload)
+            return await self._answer(msg, meta, route, envelope, payload)
         except BadMessage as exc:
             return Term(exc.code, exc.reason)
         except (Reject, NoReply) as exc:  # only a listener gets here: nobody to tell
@@ -160,10 +159,10 @@ class Dispatcher:
             log.warning("handler of %s failed: %r", msg.subject, exc, exc_info=exc)
             return Nak(f"{type(exc).__name__}: {exc}")
 
-    def _unhandled(self, msg: Msg) -> Verdict:
+    def _unhandled(self, msg: Msg, meta: Delivery) -> Verdict:
         """Another copy of the app (another version) handles this subject: leave it to it,
         and dead-letter it only once no copy took it in ``max_deliver`` deliveries."""
-        delivered = delivery_of(msg).delivered
+        delivered = meta.delivered
         max_deliver = self._settings.stream.max_deliver
         reason = f"no handler for {msg.subject} in this copy of {self._service}"
         if 0 < max_deliver <= delivered:
@@ -174,34 +173,37 @@ class Dispatcher:
         return Nak(f"{reason}: left to a copy that has one")
 
     async def _answer(
-        self, msg: Msg, route: Route, envelope: Envelope, payload: dict[str, Any]
+        self, msg: Msg, meta: Delivery, route: Route, envelope: Envelope, payload: dict[str, Any]
     ) -> Verdict:
         """Publish the stored reply, or run the handler and store its reply first."""
         key = envelope.idempotency_key
+        headers = msg.headers or {}
         async with self._locks.hold(key):
-            found = None if first_answer(msg, envelope) else await self._ledger.find(key)
+            first = first_answer(headers, envelope, meta.delivered)
+            found = None if first else await self._ledger.find(key)
             if found is not None and found.reply.answers(envelope.attempt):
                 log.debug("%s: replaying the stored reply %s", key, found.reply.subject)
                 trace.get_current_span().set_attribute("saga.reply.duplicate", True)
                 await self._publish(found.reply)
                 return ACK
-            stale = await self._stale.resolved(envelope, delivery_of(msg).delivered)
+            stale = await self._stale.resolved(envelope, meta.delivered)
             if stale is not None:
                 log.info("%s: not run again, %s", key, stale)
                 trace.get_current_span().set_attribute("saga.delivery.stale", stale)
                 return ACK
-            outcome = await self._run(msg, route, envelope, payload)
+            outcome = await self._run(msg, meta, route, envelope, payload)
             if not isinstance(outcome, StoredReply):
                 return outcome
             await self._publish(await self._ledger.record(key, outcome, found))
             return ACK
 
     async def _run(
-        self, msg: Msg, route: Route, envelope: Envelope, payload: dict[str, Any]
+        self, msg: Msg, meta: Delivery, route: Route, envelope: Envelope, payload: dict[str, Any]
     ) -> StoredReply | Verdict:
-        ctx = self._context(msg, envelope)
-        headers = reply_headers(envelope, msg.headers or {})
-        if route.kind is RouteKind.STEP and wants_start_report(msg.headers or {}):
+        command = msg.headers or {}
+        ctx = self._context(msg, meta, envelope, command)
+        headers = reply_headers(envelope, command)
+        if route.kind is RouteKind.STEP and wants_start_report(command):
             await self._report_started(envelope, headers)
         try:
             result = await route.handler(ctx, payload)
@@ -258,7 +260,9 @@ class Dispatcher:
             future = await self.js.publish_async(reply.subject, reply.data, headers=headers)
             await asyncio.wait_for(future, self._settings.publish_timeout)
 
-    def _context(self, msg: Msg, envelope: Envelope) -> Context:
+    def _context(
+        self, msg: Msg, meta: Delivery, envelope: Envelope, headers: dict[str, str]
+    ) -> Context:
         return Context(
             service=self._service,
             subject=msg.subject,
@@ -267,14 +271,15 @@ class Dispatcher:
             step=envelope.step,
             kind=envelope.kind,
             attempt=envelope.attempt,
-            delivery=delivery_of(msg).delivered,
+            delivery=meta.delivered,
             idempotency_key=envelope.idempotency_key,
-            headers=MappingProxyType(dict(msg.headers or {})),
+            headers=MappingProxyType(headers),
             _runtime=self._runtime,
         )
 
-    def _listener_context(self, msg: Msg, route: Route, headers: Mapping[str, str]) -> Context:
-        meta = delivery_of(msg)
+    def _listener_context(
+        self, msg: Msg, meta: Delivery, route: Route, headers: Mapping[str, str]
+    ) -> Context:
         return Context(
             service=self._service,
             subject=msg.subject,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from saga import jsonwire
@@ -55,7 +56,7 @@ class Envelope:
     run: int = 0
     """``Saga-Run``: an operator redrove the instance this many times."""
 
-    @property
+    @cached_property
     def idempotency_key(self) -> str:
         """Same for every attempt and delivery of one step (or one compensation) in one run."""
         return idempotency_key(self.saga_name, self.saga_id, self.step, self.kind, self.run)

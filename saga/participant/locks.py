@@ -8,29 +8,59 @@ but the handler's work would be done twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from types import TracebackType
+
+
+class _Slot:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+        """How many hold or wait for the lock."""
 
 
 class KeyedLocks:
     """Locks created on demand and dropped when nobody holds or waits for them."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._slots: dict[str, _Slot] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+    def hold(self, key: str) -> _Hold:
+        """``async with locks.hold(key):`` (a plain object: no generator per message)."""
+        return _Hold(self._slots, key)
 
     def __len__(self) -> int:
-        return len(self._locks)
+        return len(self._slots)
+
+
+class _Hold:
+    __slots__ = ("_key", "_slot", "_slots")
+
+    def __init__(self, slots: dict[str, _Slot], key: str) -> None:
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = _Slot()
+        slot.users += 1
+        self._slots, self._key, self._slot = slots, key, slot
+
+    def _leave(self) -> None:
+        self._slot.users -= 1
+        if self._slot.users <= 0:
+            del self._slots[self._key]
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._slot.lock.acquire()
+        except BaseException:  # cancelled while waiting: no longer a user
+            self._leave()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._slot.lock.release()
+        self._leave()
