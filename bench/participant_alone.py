@@ -3,13 +3,14 @@
     python bench/participant_alone.py [--commands N] [--inflight K] [--rounds R] [--json]
                                       [--code CHECKOUT ...]
 
-Starts a nats-server (temporary store, loopback) with the events stream, then, for each
-round and each ``--code`` checkout in turn (alternating, so that drift on a shared machine
-falls on all of them alike), runs ``bench.participant:inventory`` from that checkout in a
-process of its own and sends it step commands as the engine would, ``K`` in flight, until
-``N`` replies came back. Reported: the participant process's CPU per command (µs, from
-``/proc``) and commands per second. Every command is a first delivery of a first attempt
-with a fresh saga id, which is the engine flow's case.
+Starts a nats-server (temporary store, loopback) with the events stream, then, each round,
+one participant process per ``--code`` checkout (up to three), all at once, each running
+another app of ``bench.participant`` (they rotate between rounds), and sends each step
+commands as the engine would, ``K`` in flight, until ``N`` replies came back; all are driven
+at the same time, so that the load of a shared machine falls on every checkout alike.
+Reported per process: CPU per command (µs, user and system, from ``/proc``), read and
+write system calls per command, commands per second. Every command is a first delivery of
+a first attempt with a fresh saga id, the engine flow's case.
 """
 
 from __future__ import annotations
@@ -54,14 +55,19 @@ from saga.protocol import (
     KIND_STEP,
 )
 
-COMMAND = "bench.inventory.reserve"
-REPLY = "bench.inventory.reserved"
-APP = "bench-inventory"
+SERVICES = {
+    "inventory": ("bench-inventory", "bench.inventory.reserve", "bench.inventory.reserved"),
+    "payment": ("bench-payment", "bench.payment.charge", "bench.payment.charged"),
+    "shipping": ("bench-shipping", "bench.shipping.schedule", "bench.shipping.scheduled"),
+}
+"""``bench.participant`` app -> (its durable, the command subject, the success subject)."""
+APPS = list(SERVICES)
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 
-async def drive(url: str, count: int, inflight: int, tag: str) -> float:
+async def drive(url: str, service: str, count: int, inflight: int, tag: str) -> float:
     """Send ``count`` commands, ``inflight`` at a time; seconds until the last reply."""
+    _, command, reply = SERVICES[service]
     nc = await nats.connect(url)
     acks = Acks(nc)
     done = 0
@@ -75,7 +81,7 @@ async def drive(url: str, count: int, inflight: int, tag: str) -> float:
         if done == count and not finished.done():
             finished.set_result(None)
 
-    await nc.subscribe(REPLY, cb=replied)
+    await nc.subscribe(reply, cb=replied)
     started = time.monotonic()
     pending = []
     for i in range(count):
@@ -84,12 +90,12 @@ async def drive(url: str, count: int, inflight: int, tag: str) -> float:
         headers = {
             HEADER_SAGA_ID: saga_id,
             HEADER_SAGA_NAME: "bench-order",
-            HEADER_STEP: "reserve_inventory",
+            HEADER_STEP: service,
             HEADER_KIND: KIND_STEP,
             HEADER_ATTEMPT: "1",
-            HEADER_MSG_ID: f"{saga_id}:cmd",
+            HEADER_MSG_ID: f"{saga_id}:{service}",
         }
-        pending.append(await acks.send(COMMAND, order(saga_id, False), headers))
+        pending.append(await acks.send(command, order(saga_id, False), headers))
         if len(pending) >= 256:
             await asyncio.gather(*pending)
             pending.clear()
@@ -104,6 +110,7 @@ async def drive(url: str, count: int, inflight: int, tag: str) -> float:
 class Run:
     """One measured run of one participant process, per command."""
 
+    service: str
     cpu_us: float
     user_us: float
     system_us: float
@@ -113,50 +120,56 @@ class Run:
     per_s: float
 
 
-async def one_run(
+async def one_round(
     procs: Processes,
     url: str,
-    code: Path,
+    codes: list[Path],
+    services: list[str],
     count: int,
     inflight: int,
     warmup: int,
     profile: Path | None = None,
-) -> Run:
-    """Start a participant from ``code``, warm it up, measure ``count`` commands, stop it."""
-    env = child_env({**OTEL_OFF, "SAGA_LOG_LEVEL": "WARNING"})
-    env["PYTHONPATH"] = str(code)
-    procs.cwd = code  # ``python -m`` puts the working directory first on the path
-    child = procs.start(
-        f"participant-{uuid.uuid4().hex[:6]}",
-        "participants",
-        ["-m", "saga", "participant", "bench.participant:inventory", "--nats", url],
-        env,
-    )
-    pid = child.process.pid
+) -> list[Run]:
+    """Start a participant from each checkout (``codes[i]`` runs app ``services[i]``), all at
+    once, warm them up, measure ``count`` commands each, driven at the same time, stop them."""
+    children = []
+    for code, service in zip(codes, services, strict=True):
+        env = child_env({**OTEL_OFF, "SAGA_LOG_LEVEL": "WARNING"})
+        env["PYTHONPATH"] = str(code)
+        procs.cwd = code  # ``python -m`` puts the working directory first on the path
+        args = ["-m", "saga", "participant", f"bench.participant:{service}", "--nats", url]
+        children.append(procs.start(f"{service}-{uuid.uuid4().hex[:6]}", "participants", args, env))
+    pids = [child.process.pid for child in children]
     try:
         nc = await nats.connect(url)
-        await wait_consumers(nc.jetstream(), EVENTS_STREAM, [APP], procs)
+        names = [SERVICES[service][0] for service in services]
+        await wait_consumers(nc.jetstream(), EVENTS_STREAM, names, procs)
         await nc.close()
-        await drive(url, warmup, inflight, f"w{uuid.uuid4().hex[:8]}")
+        tag = uuid.uuid4().hex[:8]
+        await asyncio.gather(*(drive(url, s, warmup, inflight, f"w{tag}") for s in services))
         spy = None
         if profile is not None:
-            args = ["record", "--pid", str(pid), "--rate", "500", "--format", "raw"]
+            args = ["record", "--pid", str(pids[0]), "--rate", "500", "--format", "raw"]
             spy = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped below
                 [PY_SPY, *args, "--output", str(profile)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        before = counters(pid)
-        elapsed = await drive(url, count, inflight, f"m{uuid.uuid4().hex[:8]}")
-        user, system, reads, writes = (
-            (a - b) / count for a, b in zip(counters(pid), before, strict=True)
+        before = [counters(pid) for pid in pids]
+        elapsed = await asyncio.gather(
+            *(drive(url, s, count, inflight, f"m{tag}") for s in services)
         )
+        after = [counters(pid) for pid in pids]
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
     finally:
-        procs.stop([child.name])
-    return Run(user + system, user, system, reads, writes, count / elapsed)
+        procs.stop([child.name for child in children])
+    runs = []
+    for start, end, seconds, service in zip(before, after, elapsed, services, strict=True):
+        user, system, reads, writes = ((a - b) / count for a, b in zip(end, start, strict=True))
+        runs.append(Run(service, user + system, user, system, reads, writes, count / seconds))
+    return runs
 
 
 def counters(pid: int) -> tuple[float, float, int, int]:
@@ -180,6 +193,8 @@ async def main() -> None:
     )
     args = parser.parse_args()
     codes: list[Path] = [c.resolve() for c in (args.code or [ROOT])]
+    if len(codes) > len(SERVICES):
+        parser.error(f"at most {len(SERVICES)} checkouts (one app each)")
     results: dict[str, list[Run]] = {str(c): [] for c in codes}
     with tempfile.TemporaryDirectory(prefix="participant-alone-") as logs:
         procs = Processes(Path(logs), ROOT)
@@ -192,22 +207,26 @@ async def main() -> None:
             )
             await js.add_stream(StreamConfig(name=DLQ_STREAM, subjects=[f"{DLQ_PREFIX}.>"]))
             await nc.close()
-            for _ in range(args.rounds):
-                for code in codes:
-                    run = await one_run(
-                        procs,
-                        server.url,
-                        code,
-                        args.commands,
-                        args.inflight,
-                        args.warmup,
-                        args.profile,
-                    )
+            for round_ in range(args.rounds):
+                # the apps rotate over the checkouts: each runs every app in turn
+                services = [APPS[(i + round_) % len(APPS)] for i in range(len(codes))]
+                runs = await one_round(
+                    procs,
+                    server.url,
+                    codes,
+                    services,
+                    args.commands,
+                    args.inflight,
+                    args.warmup,
+                    args.profile,
+                )
+                for code, run in zip(codes, runs, strict=True):
                     results[str(code)].append(run)
                     if not args.json:
                         print(
-                            f"{code}: {run.cpu_us:6.1f} µs/command (user {run.user_us:.0f}, "
-                            f"system {run.system_us:.0f})  {run.per_s:6.0f} commands/s  "
+                            f"{code} ({run.service}): {run.cpu_us:6.1f} µs/command "
+                            f"(user {run.user_us:.0f}, system {run.system_us:.0f})  "
+                            f"{run.per_s:6.0f} commands/s  "
                             f"read/write calls {run.reads:.2f}/{run.writes:.2f} per command",
                             flush=True,
                         )
@@ -217,7 +236,13 @@ async def main() -> None:
     summary = {
         code: {
             "median_cpu_us_per_command": round(statistics.median(r.cpu_us for r in runs), 1),
-            "runs": [{k: round(v, 2) for k, v in dataclasses.asdict(r).items()} for r in runs],
+            "runs": [
+                {
+                    k: v if isinstance(v, str) else round(v, 2)
+                    for k, v in dataclasses.asdict(r).items()
+                }
+                for r in runs
+            ],
         }
         for code, runs in results.items()
     }
