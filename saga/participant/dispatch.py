@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -17,11 +18,12 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 
 from saga.logs import CURRENT_SAGA
-from saga.nats.acks import Acks
+from saga.nats.acks import AckGroup, Acks
 from saga.nats.delivery import Delivery, delivery_of
 from saga.nats.dlq import DeadLetterCode
 from saga.nats.settle import ACK, Nak, Term, Verdict, at_last_delivery, settle
 from saga.participant.context import Context, Runtime
+from saga.participant.eager import start
 from saga.participant.envelope import (
     KIND_EVENT,
     BadMessage,
@@ -32,7 +34,7 @@ from saga.participant.envelope import (
     reply_headers,
 )
 from saga.participant.ledger import ReplyLedger, StoredReply
-from saga.participant.locks import KeyedLocks
+from saga.participant.locks import Hold, KeyedLocks
 from saga.participant.outcomes import NoReply, Reject, Retry
 from saga.participant.routes import Route, RouteKind
 from saga.participant.settings import ParticipantSettings
@@ -54,6 +56,34 @@ from saga.telemetry.participant_spans import delivery_attributes, mark_business_
 from saga.telemetry.spans import consuming, mark_error, sending
 
 log = logging.getLogger("saga.participant")
+
+
+def _failed(subject: str, exc: BaseException) -> Nak:
+    """An exception out of handling: deliver again (later, if a ``Retry`` says when)."""
+    if isinstance(exc, Retry):
+        return Nak(exc.reason, exc.delay)
+    log.warning("handler of %s failed: %r", subject, exc, exc_info=exc)
+    return Nak(f"{type(exc).__name__}: {exc}")
+
+
+def _outcome_of(run: asyncio.Future[StoredReply | Verdict]) -> StoredReply | Verdict:
+    """A handler run's outcome (its task cancelled: deliver the message again)."""
+    if run.cancelled():
+        return Nak("handling was cancelled")
+    error = run.exception()
+    return _failed("a batch", error) if error is not None else run.result()
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A first answer handled with its batch (:meth:`Dispatcher.handle_batch`)."""
+
+    msg: Msg
+    meta: Delivery
+    route: Route
+    envelope: Envelope
+    payload: dict[str, Any]
+    hold: Hold
 
 
 def first_answer(headers: Mapping[str, str], envelope: Envelope, delivered: int) -> bool:
@@ -123,6 +153,120 @@ class Dispatcher:
         finally:
             CURRENT_SAGA.reset(token)
 
+    async def handle_batch(self, msgs: Sequence[Msg]) -> None:
+        """A fetched batch. The common case, a first answer (see :func:`first_answer`) to a
+        command, is handled with the others of its batch: their handlers run concurrently,
+        and as they finish, their ledger writes, then their replies, then their acks go out
+        together, each round's acks awaited once for all (one wake-up per round, not two
+        per message). Everything else (redeliveries, replays, listeners, malformed
+        messages), and every message while tracing is on, goes through :meth:`handle`."""
+        answers: list[_Answer] = []
+        others: list[Msg] = []
+        together = self._acks is not None and self._ledger.pipelined
+        together = together and not self._telemetry.enabled
+        for msg in msgs:
+            answer = self._answerable(msg) if together else None
+            if answer is None:
+                others.append(msg)
+            else:
+                answers.append(answer)
+        for answer in answers:
+            await answer.hold.take()  # free (none held it): taken at once, before the others'
+        alone = [asyncio.create_task(self.handle(msg)) for msg in others]
+        if answers:
+            await self._answer_together(answers)
+        if alone:
+            await asyncio.gather(*alone)
+
+    def _answerable(self, msg: Msg) -> _Answer | None:
+        """``msg`` as a first answer, its key's lock taken; None: for :meth:`handle`."""
+        route = self._routes.get(msg.subject)
+        headers = msg.headers
+        if route is None or route.kind is RouteKind.LISTENER or not headers:
+            return None
+        meta = delivery_of(msg)
+        try:
+            payload = parse_payload(msg.data)
+            envelope = command_envelope(
+                headers,
+                kind=KIND_COMPENSATION if route.kind is RouteKind.COMPENSATION else KIND_STEP,
+                step=route.step,
+                observed=route.kind is RouteKind.REACTION,
+            )
+        except BadMessage:
+            return None  # handle() dead-letters it
+        key = envelope.idempotency_key
+        if not first_answer(headers, envelope, meta.delivered) or key in self._locks:
+            return None  # another delivery of it is in hand: handle() waits for its lock
+        return _Answer(msg, meta, route, envelope, payload, self._locks.hold(key))
+
+    async def _answer_together(self, answers: list[_Answer]) -> None:
+        """Run the handlers concurrently; commit those done, round by round."""
+        runs = {start(self._outcome(answer)): answer for answer in answers}
+        done = [run for run in runs if run.done()]
+        pending = {run for run in runs if not run.done()}
+        while True:
+            if done:
+                await self._commit([(runs[run], _outcome_of(run)) for run in done])
+            if not pending:
+                return
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            done = list(finished)
+
+    async def _outcome(self, answer: _Answer) -> StoredReply | Verdict:
+        msg, envelope = answer.msg, answer.envelope
+        CURRENT_SAGA.set((envelope.saga_name, envelope.saga_id))  # this task's own context
+        try:
+            return await self._run(msg, answer.meta, answer.route, envelope, answer.payload)
+        except Exception as exc:
+            return _failed(msg.subject, exc)
+
+    async def _commit(self, outcomes: list[tuple[_Answer, StoredReply | Verdict]]) -> None:
+        """Ledger writes, then replies, then acks, each kind sent for all, then awaited once
+        for all; when a round's acks fail, each message goes on alone as :meth:`handle` would."""
+        writes: list[tuple[_Answer, StoredReply]] = []
+        for answer, outcome in outcomes:
+            if isinstance(outcome, StoredReply):
+                writes.append((answer, outcome))
+            else:
+                await self._end(answer, outcome)
+        if not writes:
+            return
+        try:
+            group = AckGroup()
+            for answer, reply in writes:
+                await self._ledger.send_first(answer.envelope.idempotency_key, reply, group)
+            await group.wait()
+            replies = writes
+        except Exception:  # a conflict, a timeout: one by one (a stored reply is found)
+            replies = []
+            for answer, reply in writes:
+                try:
+                    key = answer.envelope.idempotency_key
+                    replies.append((answer, await self._ledger.record(key, reply, None)))
+                except Exception as exc:
+                    await self._end(answer, _failed(answer.msg.subject, exc))
+        try:
+            group = AckGroup()
+            for _, reply in replies:
+                await self._send(reply, group)
+            await group.wait()
+        except Exception:  # published again one by one: Nats-Msg-Id drops what was stored
+            for answer, reply in replies:
+                try:
+                    await self._publish(reply)
+                except Exception as exc:
+                    await self._end(answer, _failed(answer.msg.subject, exc))
+                else:
+                    await self._end(answer, ACK)
+            return
+        for answer, _ in replies:
+            await self._end(answer, ACK)
+
+    async def _end(self, answer: _Answer, verdict: Verdict) -> None:
+        answer.hold.release()
+        await self.settle(answer.msg, self._final(answer.meta, verdict))
+
     def _final(self, meta: Delivery, verdict: Verdict) -> Verdict:
         """A redelivery past the last allowed delivery is a dead letter (and is marked so)."""
         max_deliver = self._settings.stream.max_deliver
@@ -153,11 +297,8 @@ class Dispatcher:
         except (Reject, NoReply) as exc:  # only a listener gets here: nobody to tell
             log.info("%s on %s: %s", type(exc).__name__, msg.subject, exc)
             return ACK
-        except Retry as exc:
-            return Nak(exc.reason, exc.delay)
         except Exception as exc:
-            log.warning("handler of %s failed: %r", msg.subject, exc, exc_info=exc)
-            return Nak(f"{type(exc).__name__}: {exc}")
+            return _failed(msg.subject, exc)
 
     def _unhandled(self, msg: Msg, meta: Delivery) -> Verdict:
         """Another copy of the app (another version) handles this subject: leave it to it,
@@ -259,6 +400,11 @@ class Dispatcher:
                 return
             future = await self.js.publish_async(reply.subject, reply.data, headers=headers)
             await asyncio.wait_for(future, self._settings.publish_timeout)
+
+    async def _send(self, reply: StoredReply, group: AckGroup) -> None:
+        """Publish ``reply`` (pipelined); its ack counts towards ``group``."""
+        assert self._acks is not None
+        await self._acks.send_in(group, reply.subject, reply.data, dict(reply.headers))
 
     def _context(
         self, msg: Msg, meta: Delivery, envelope: Envelope, headers: dict[str, str]

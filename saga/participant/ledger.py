@@ -26,10 +26,10 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from saga import jsonwire
-from saga.nats.acks import Acks
+from saga.nats.acks import AckGroup, Acks
 from saga.nats.guarded import StaleRevision, guarded_put
 from saga.nats.topology import token
-from saga.protocol import kv_prefix
+from saga.protocol import HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, kv_prefix
 
 
 @dataclass(frozen=True)
@@ -112,13 +112,34 @@ class ReplyLedger:
         try:
             await self._write(key, data, last)
         except StaleRevision:
-            winner, marker = await self._lookup(key)
-            if winner is not None:
-                return winner.reply
-            if not marker:
-                raise
-            # A purged or deleted key keeps a marker: writing over it names the marker.
-            await self._write(key, data, marker)
+            return await self._after_conflict(key, data, reply)
+        return reply
+
+    @property
+    def pipelined(self) -> bool:
+        """Writes are pipelined publishes (:meth:`send_first` may be used)."""
+        return self._prefix is not None and self._acks is not None
+
+    async def send_first(self, idempotency_key: str, reply: StoredReply, group: AckGroup) -> None:
+        """Send the first reply's write (``create``, as :meth:`record` with nothing found)
+        without waiting: its ack counts towards ``group``, with others. When the group
+        fails, :meth:`record` each reply again: one stored meanwhile (ours included) is
+        found after the conflict and returned."""
+        assert self._prefix is not None
+        assert self._acks is not None
+        headers = {HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE: "0"}
+        subject = self._prefix + token(idempotency_key)
+        await self._acks.send_in(group, subject, reply.to_json(), headers)
+
+    async def _after_conflict(self, key: str, data: bytes, reply: StoredReply) -> StoredReply:
+        """Another write came first: its reply, or ours written over a delete marker."""
+        winner, marker = await self._lookup(key)
+        if winner is not None:
+            return winner.reply
+        if not marker:
+            raise StaleRevision(f"{key}: neither a reply nor a marker after a conflict")
+        # A purged or deleted key keeps a marker: writing over it names the marker.
+        await self._write(key, data, marker)
         return reply
 
     async def _write(self, key: str, data: bytes, last: int) -> None:

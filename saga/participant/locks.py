@@ -26,15 +26,21 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
 
-    def hold(self, key: str) -> _Hold:
+    def hold(self, key: str) -> Hold:
         """``async with locks.hold(key):`` (a plain object: no generator per message)."""
-        return _Hold(self._slots, key)
+        return Hold(self._slots, key)
 
     def __len__(self) -> int:
         return len(self._slots)
 
+    def __contains__(self, key: str) -> bool:
+        """Someone holds or waits for ``key``."""
+        return key in self._slots
 
-class _Hold:
+
+class Hold:
+    """One user of one key's lock: ``async with`` it, or :meth:`take` and :meth:`release`."""
+
     __slots__ = ("_key", "_slot", "_slots")
 
     def __init__(self, slots: dict[str, _Slot], key: str) -> None:
@@ -49,12 +55,20 @@ class _Hold:
         if self._slot.users <= 0:
             del self._slots[self._key]
 
-    async def __aenter__(self) -> None:
+    async def take(self) -> None:
+        """Wait for the key's lock (``async with`` does this)."""
         try:
             await self._slot.lock.acquire()
         except BaseException:  # cancelled while waiting: no longer a user
             self._leave()
             raise
+
+    def release(self) -> None:
+        self._slot.lock.release()
+        self._leave()
+
+    async def __aenter__(self) -> None:
+        await self.take()
 
     async def __aexit__(
         self,
@@ -62,5 +76,4 @@ class _Hold:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._slot.lock.release()
-        self._leave()
+        self.release()

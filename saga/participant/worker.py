@@ -51,7 +51,10 @@ class Worker:
         self._js: JetStreamContext = nc.jetstream()
         self._settings = settings
         self._stopping = asyncio.Event()
-        self._inflight: dict[asyncio.Task[None], tuple[Msg, float]] = {}
+        self._inflight: dict[asyncio.Task[None], tuple[list[Msg], float]] = {}
+        """Fetched batches in hand, with when they were fetched."""
+        self._messages = 0
+        """Messages in those batches."""
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: RawPull | None = None
         self.handled = 0
@@ -121,7 +124,7 @@ class Worker:
         if tasks:
             await tasks[0]  # the fetch loop ends within one fetch timeout
         if self._inflight:
-            log.info("%s: finishing %d in-flight message(s)", self.name, len(self._inflight))
+            log.info("%s: finishing %d in-flight message(s)", self.name, self._messages)
             await asyncio.gather(*self._inflight, return_exceptions=True)
         for task in tasks[1:]:
             task.cancel()
@@ -162,7 +165,7 @@ class Worker:
     async def _fetch_loop(self, dispatcher: Dispatcher) -> None:
         assert self._sub is not None
         while not self.stop_requested:
-            free = self._settings.max_inflight - len(self._inflight)
+            free = self._settings.max_inflight - self._messages
             if free <= 0:
                 await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
                 continue
@@ -177,17 +180,20 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
                 continue
-            for msg in msgs:
-                self._spawn(dispatcher, msg)
+            if msgs:
+                self._spawn(dispatcher, msgs)
 
-    def _spawn(self, dispatcher: Dispatcher, msg: Msg) -> None:
-        task = asyncio.create_task(dispatcher.handle(msg))
-        self._inflight[task] = (msg, time.monotonic())
+    def _spawn(self, dispatcher: Dispatcher, msgs: list[Msg]) -> None:
+        """One task per batch (:meth:`Dispatcher.handle_batch` runs each handler in its own)."""
+        task = asyncio.create_task(dispatcher.handle_batch(msgs))
+        self._inflight[task] = (msgs, time.monotonic())
+        self._messages += len(msgs)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
-        self.handled += 1
+        msgs, _ = self._inflight.pop(task, ([], 0.0))
+        self._messages -= len(msgs)
+        self.handled += len(msgs)
         if not task.cancelled() and task.exception() is not None:
             log.error(
                 "%s: unexpected error settling a message", self.name, exc_info=task.exception()
@@ -199,7 +205,8 @@ class Worker:
         while True:
             await asyncio.sleep(every)
             now = time.monotonic()
-            for msg, since in list(self._inflight.values()):
+            for msgs, since in list(self._inflight.values()):
                 if now - since >= every:
-                    with contextlib.suppress(Exception):
-                        await msg.in_progress()
+                    for msg in msgs:  # an acked one raises MsgAlreadyAckdError: not sent
+                        with contextlib.suppress(Exception):
+                            await msg.in_progress()
