@@ -31,6 +31,7 @@ PRINTED_ONLY = {
     "saga/testing/wire.py": "text for a test report",
     "bench/sagas.py": "prints results",
     "bench/measure.py": "writes results",
+    "bench/participant_alone.py": "prints results",
     "bench/console_scale.py": "prints results",
     "bench/index_scale.py": "prints results",
     "saga/cli/index.py": "prints index summaries read back from JetStream",
