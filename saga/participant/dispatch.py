@@ -155,10 +155,10 @@ class Dispatcher:
 
     async def handle_batch(self, msgs: Sequence[Msg]) -> None:
         """A fetched batch. The common case, a first answer (see :func:`first_answer`) to a
-        command, is handled with the others of its batch: their handlers run concurrently,
-        and as they finish, their ledger writes, then their replies, then their acks go out
-        together, each round's acks awaited once for all (one wake-up per round, not two
-        per message). Everything else (redeliveries, replays, listeners, malformed
+        command, is handled with the others of its batch: their handlers are started at once
+        (a task only for one that waits, :mod:`saga.participant.eager`), and as they finish,
+        their ledger writes, then their replies, then their acks go out together, each
+        round's acks awaited once for all. Everything else (redeliveries, replays, listeners, malformed
         messages), and every message while tracing is on, goes through :meth:`handle`."""
         answers: list[_Answer] = []
         others: list[Msg] = []
@@ -179,7 +179,7 @@ class Dispatcher:
             await asyncio.gather(*alone)
 
     def _answerable(self, msg: Msg) -> _Answer | None:
-        """``msg`` as a first answer, its key's lock taken; None: for :meth:`handle`."""
+        """``msg`` as a first answer, a user of its key's lock; None: for :meth:`handle`."""
         route = self._routes.get(msg.subject)
         headers = msg.headers
         if route is None or route.kind is RouteKind.LISTENER or not headers:
@@ -201,7 +201,7 @@ class Dispatcher:
         return _Answer(msg, meta, route, envelope, payload, self._locks.hold(key))
 
     async def _answer_together(self, answers: list[_Answer]) -> None:
-        """Run the handlers concurrently; commit those done, round by round."""
+        """Start every handler; commit those done, round by round, as the others finish."""
         runs = {start(self._outcome(answer)): answer for answer in answers}
         done = [run for run in runs if run.done()]
         pending = {run for run in runs if not run.done()}
