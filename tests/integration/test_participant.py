@@ -429,6 +429,42 @@ async def test_duplicate_commands_get_one_reply_and_run_the_handler_once(
     assert replies[0].data == reply.data
 
 
+async def test_a_handler_that_waits_holds_up_nothing_else_of_its_batch(
+    js: JetStreamContext, running: Any
+) -> None:
+    """A fetched batch's first answers are handled together, yet a handler that waits
+    (here until the test lets it go) holds up neither the others' replies nor their acks."""
+    release = asyncio.Event()
+    app = App("batched")
+
+    @app.step("t.slow", success="t.slow.ok")
+    async def slow(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return {"slow": True}
+
+    @app.step("t.fast", success="t.fast.ok")
+    async def fast(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"fast": True}
+
+    # Both wait in the stream before the app starts: its first fetch brings both.
+    await command(js, "t.slow", {}, saga_headers("s-slow"))
+    for i in range(3):
+        await command(js, "t.fast", {}, saga_headers(f"s-fast-{i}"))
+    await running(app)
+    await wait_messages(js, "t.fast.ok", count=3)
+
+    async def fast_ones_acked() -> bool:
+        info = await js.consumer_info(EVENTS, "batched")
+        return info.num_ack_pending == 1 and info.num_pending == 0
+
+    await wait_for(fast_ones_acked, message="the fast commands acked, the slow one in hand")
+    assert await on_subject(js, "t.slow.ok") == []
+    release.set()
+    [reply] = await wait_messages(js, "t.slow.ok")
+    assert body(reply) == {"slow": True}
+    await settled(js, "batched")
+
+
 async def test_an_unmarked_copy_of_a_first_attempt_still_gets_the_stored_reply(
     js: JetStreamContext, running: Any
 ) -> None:
