@@ -1,0 +1,97 @@
+"""Spans known whole when they are written: handed to the SDK's processors as they are.
+
+The engine's saga spans are derived from the instance record (:mod:`saga.telemetry.saga_spans`):
+name, ids, parent, start, end, attributes and status are all known before the span
+exists. Starting a live SDK span only to end it at once costs the sampler, the id
+generator, a lock, attribute bookkeeping, and a copy at the end; about half of what
+tracing cost the engine's event loop (docs/performance.md, "Issue 15, round 4: tracing").
+With the SDK's own tracer, :func:`write_finished` builds the SDK's ``ReadableSpan``
+directly (the same fields, the same flags) and gives it to the tracer's processors,
+which export it as any other; with another tracer it returns False and the caller
+starts and ends a span the usual way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceFlags, Tracer
+
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+def _sdk_tracer(tracer: Tracer) -> Any | None:
+    """The SDK tracer, when ``tracer`` is one that is enabled (else None)."""
+    from opentelemetry.sdk.trace import Tracer as SdkTracer
+
+    if type(tracer) is not SdkTracer or not tracer._is_enabled():
+        return None
+    return tracer
+
+
+def write_finished(
+    tracer: Tracer,
+    name: str,
+    trace_id: int,
+    span_id: int,
+    parent: SpanContext | None,
+    start_ns: int,
+    end_ns: int,
+    attributes: Mapping[str, Any],
+    status: Status,
+    links: Sequence[Link] = (),
+) -> bool:
+    """Export a sampled, ended span with these fields; False: not an SDK tracer, nothing done.
+
+    The span's flags are what the SDK's ``start_span`` gives a sampled span: sampled, and
+    ``random-trace-id`` as the parent's (or, for a root, as the id generator says)."""
+    sdk = _sdk_tracer(tracer)
+    if sdk is None:
+        return False
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    if parent is None:
+        random = sdk.id_generator.is_trace_id_random()
+    else:
+        random = parent.trace_flags.random_trace_id
+    context = SpanContext(trace_id, span_id, False, _SAMPLED_RANDOM if random else _SAMPLED)
+    span = ReadableSpan(
+        name=name,
+        context=context,
+        parent=parent,
+        resource=sdk.resource,
+        attributes=attributes,
+        links=links,
+        kind=SpanKind.INTERNAL,
+        instrumentation_info=sdk.instrumentation_info,
+        status=status,
+        start_time=start_ns,
+        end_time=end_ns,
+        instrumentation_scope=sdk._instrumentation_scope,
+    )
+    sdk.span_processor.on_end(span)
+    return True
+
+
+def new_root_ids(tracer: Tracer, name: str) -> SpanContext | None:
+    """A new root span's ids and sampling decision, as ``start_span`` would take them,
+    without a span (the root is written when the saga ends); None: not an SDK tracer."""
+    sdk = _sdk_tracer(tracer)
+    if sdk is None:
+        return None
+    from opentelemetry.context import Context
+
+    trace_id = sdk.id_generator.generate_trace_id()
+    decision = sdk.sampler.should_sample(Context(), trace_id, name, SpanKind.INTERNAL, None, ())
+    flags = TraceFlags.SAMPLED if decision.decision.is_sampled() else TraceFlags.DEFAULT
+    if sdk.id_generator.is_trace_id_random():
+        flags |= TraceFlags.RANDOM_TRACE_ID
+    return SpanContext(
+        trace_id,
+        sdk.id_generator.generate_span_id(),
+        False,
+        TraceFlags(flags),
+        decision.trace_state,
+    )
