@@ -3,7 +3,8 @@
 - ``saga {name}``, ``saga.step {step}``, ``saga.compensate {step}``: written from the
   instance record, see :mod:`saga.telemetry.saga_spans`;
 - ``process {subject}`` (CONSUMER): handling one message, parent = the context that
-  created the message unless told otherwise (the creator is also added as a link);
+  created the message, or, when told otherwise, the given parent and a link to the
+  creator (a link to the parent itself would only repeat it);
 - ``send {subject}`` (PRODUCER): each publish of a participant or a front end, its
   context injected into the headers (the engine's publishes carry the saga's context
   and write no span, see :mod:`saga.telemetry.engine_spans`).
@@ -78,7 +79,9 @@ def _consuming(
     attributes: Mapping[str, Any] | None,
 ) -> Iterator[Span | None]:
     creator = extract(headers)
-    links = [Link(trace.get_current_span(creator).get_span_context())] if has_span(creator) else []
+    links = []
+    if parent is not None and has_span(creator):
+        links.append(Link(trace.get_current_span(creator).get_span_context()))
     span = telemetry.tracer.start_span(
         name or f"process {subject}",
         context=parent if parent is not None else creator,
