@@ -10,11 +10,14 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from saga.nats.delivery import delivery_in
+from saga.nats.pull import RawPull
 
 
 @dataclass(frozen=True)
@@ -71,26 +74,41 @@ async def iter_stream(
     info = await js.add_consumer(stream, config)
     name = info.name
     remaining = info.num_pending or 0
+    pull = RawPull(js._nc, stream, name)  # no per-message wait, no metadata objects
     try:
-        sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
         while remaining > 0:
-            try:
-                msgs = await sub.fetch(min(batch, remaining), timeout=fetch_timeout)
-            except (TimeoutError, NatsTimeoutError):
+            msgs = await pull.fetch(min(batch, remaining), fetch_timeout)
+            if not msgs:
                 break  # purged or expired meanwhile: what is left is all there is
-            yield [
-                StoredMessage(
-                    stream,
-                    m.metadata.sequence.stream,
-                    m.subject,
-                    m.data,
-                    dict(m.headers or {}),
-                    m.metadata.timestamp,
-                )
-                for m in msgs
-            ]
+            yield [_stored(stream, m) for m in msgs]
             remaining -= len(msgs)
-        await sub.unsubscribe()
     finally:
         with contextlib.suppress(Exception):
+            await pull.close()
+        with contextlib.suppress(Exception):
             await js.delete_consumer(stream, name)
+
+
+def _stored(stream: str, msg: Msg) -> StoredMessage:
+    """The message with its sequence and time read from its ack subject (``$JS.ACK.<stream>.
+    <consumer>.<delivered>.<stream seq>.<consumer seq>.<timestamp ns>.<pending>``)."""
+    delivery = delivery_in(msg.reply)
+    if delivery is None:  # not a JetStream delivery: nats-py parses what there is
+        meta = msg.metadata
+        return StoredMessage(
+            stream,
+            meta.sequence.stream,
+            msg.subject,
+            msg.data,
+            dict(msg.headers or {}),
+            meta.timestamp,
+        )
+    stamp = int(msg.reply.split(".")[-2])
+    return StoredMessage(
+        stream,
+        delivery.sequence,
+        msg.subject,
+        msg.data,
+        dict(msg.headers or {}),
+        datetime.fromtimestamp(stamp / 1e9, UTC),
+    )
