@@ -25,12 +25,13 @@ viewer's trace list shows ``saga <name>`` for it, and the caller's trace links t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode
 
@@ -103,7 +104,17 @@ def _ns(moment: datetime) -> int:
 
 def saga_span_context(saga_trace: Mapping[str, str]) -> SpanContext | None:
     """The root's span context kept with the instance (None without tracing)."""
-    span = trace.get_current_span(extract(saga_trace)).get_span_context()
+    if not saga_trace:
+        return None
+    return _root_of(id(propagate.get_global_textmap()), tuple(saga_trace.items()))
+
+
+@functools.lru_cache(maxsize=8192)
+def _root_of(textmap: int, saga_trace: tuple[tuple[str, str], ...]) -> SpanContext | None:
+    """Remembered apart from :func:`extract`'s cache, which every message's new headers
+    go through: a saga's context is read at each of its transitions (a span context is
+    immutable, and depends only on the propagators, named by ``textmap``)."""
+    span = trace.get_current_span(extract(dict(saga_trace))).get_span_context()
     return span if span.is_valid else None
 
 
