@@ -7,7 +7,8 @@ generator, a lock, attribute bookkeeping, and a copy at the end; about half of w
 tracing cost the engine's event loop (docs/performance.md, "Issue 15, round 4: tracing").
 With the SDK's own tracer, :func:`write_finished` builds the SDK's ``ReadableSpan``
 directly (the same fields, the same flags) and gives it to the tracer's processors,
-which export it as any other; with another tracer it returns False and the caller
+which export it as any other; with another tracer, or a processor that acts when a span
+starts (the SDK's batch and simple processors do not), it returns False and the caller
 starts and ends a span the usual way.
 """
 
@@ -23,12 +24,25 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 def _sdk_tracer(tracer: Tracer) -> Any | None:
-    """The SDK tracer, when ``tracer`` is one that is enabled (else None)."""
+    """The SDK tracer, when ``tracer`` is one that is enabled and whose processors only act
+    when a span ends (the SDK's batch and simple processors); else None."""
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
     from opentelemetry.sdk.trace import Tracer as SdkTracer
 
     if type(tracer) is not SdkTracer or not tracer._is_enabled():
         return None
+    processor = tracer.span_processor
+    if type(processor) is not SynchronousMultiSpanProcessor:
+        return None
+    if not all(_ends_only(p) for p in processor._span_processors):
+        return None
     return tracer
+
+
+def _ends_only(processor: object) -> bool:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    return type(processor) in (BatchSpanProcessor, SimpleSpanProcessor)
 
 
 def write_finished(

@@ -342,3 +342,27 @@ def test_spans_written_whole_are_the_spans_the_sdk_would_end(trigger: str) -> No
     provider.shutdown()
     assert len(written[0]) == 4  # the root, two step attempts and an undo
     assert written[0] == written[1]
+
+
+def test_a_processor_that_acts_on_start_sees_every_saga_span_start() -> None:
+    """Spans are written whole only for processors that act when a span ends."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    started: list[str] = []
+
+    class OnStart(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            started.append(span.name)
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(OnStart())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry.for_providers(provider)
+    run = Run(load_definitions([DEFINITIONS])["order-fulfilment"])
+    t = Traced(run, telemetry)
+    completed(run)
+    t.flush()
+    provider.shutdown()
+    assert sorted(started) == sorted(s.name for s in exporter.get_finished_spans())
+    assert len(started) == 4
