@@ -15,9 +15,18 @@ starts and ends a span the usual way.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceFlags, Tracer
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    Link,
+    SpanContext,
+    SpanKind,
+    Status,
+    TraceFlags,
+    Tracer,
+    get_current_span,
+)
 
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -56,21 +65,25 @@ def write_finished(
     attributes: Mapping[str, Any],
     status: Status,
     links: Sequence[Link] = (),
+    kind: SpanKind = SpanKind.INTERNAL,
+    context: SpanContext | None = None,
 ) -> bool:
     """Export a sampled, ended span with these fields; False: not an SDK tracer, nothing done.
 
     The span's flags are what the SDK's ``start_span`` gives a sampled span: sampled, and
-    ``random-trace-id`` as the parent's (or, for a root, as the id generator says)."""
+    ``random-trace-id`` as the parent's (or, for a root, as the id generator says); or
+    ``context``, when :func:`new_ids` gave it."""
     sdk = _sdk_tracer(tracer)
     if sdk is None:
         return False
     from opentelemetry.sdk.trace import ReadableSpan
 
-    if parent is None:
-        random = sdk.id_generator.is_trace_id_random()
-    else:
-        random = parent.trace_flags.random_trace_id
-    context = SpanContext(trace_id, span_id, False, _SAMPLED_RANDOM if random else _SAMPLED)
+    if context is None:
+        if parent is None:
+            random = sdk.id_generator.is_trace_id_random()
+        else:
+            random = parent.trace_flags.random_trace_id
+        context = SpanContext(trace_id, span_id, False, _SAMPLED_RANDOM if random else _SAMPLED)
     span = ReadableSpan(
         name=name,
         context=context,
@@ -78,7 +91,7 @@ def write_finished(
         resource=sdk.resource,
         attributes=attributes,
         links=links,
-        kind=SpanKind.INTERNAL,
+        kind=kind,
         instrumentation_info=sdk.instrumentation_info,
         status=status,
         start_time=start_ns,
@@ -89,23 +102,44 @@ def write_finished(
     return True
 
 
-def new_root_ids(tracer: Tracer, name: str) -> SpanContext | None:
-    """A new root span's ids and sampling decision, as ``start_span`` would take them,
-    without a span (the root is written when the saga ends); None: not an SDK tracer."""
+class NewIds(NamedTuple):
+    """A span's ids and sampling decision, taken as ``start_span`` takes them."""
+
+    context: SpanContext
+    parent: SpanContext | None
+    sampled: bool
+    attributes: Mapping[str, Any]
+    """What the sampler adds to the span's attributes (first)."""
+
+
+def new_ids(
+    tracer: Tracer, name: str, parent_context: Context | None, kind: SpanKind = SpanKind.INTERNAL
+) -> NewIds | None:
+    """The ids a span started now under ``parent_context`` would get, without starting it;
+    None: not an SDK tracer (or a decision to record without sampling): start a span."""
     sdk = _sdk_tracer(tracer)
     if sdk is None:
         return None
-    from opentelemetry.context import Context
-
-    trace_id = sdk.id_generator.generate_trace_id()
-    decision = sdk.sampler.should_sample(Context(), trace_id, name, SpanKind.INTERNAL, None, ())
-    flags = TraceFlags.SAMPLED if decision.decision.is_sampled() else TraceFlags.DEFAULT
-    if sdk.id_generator.is_trace_id_random():
+    parent: SpanContext | None = get_current_span(parent_context).get_span_context()
+    if parent is None or not parent.is_valid:
+        parent = None
+        trace_id = sdk.id_generator.generate_trace_id()
+        random = sdk.id_generator.is_trace_id_random()
+    else:
+        trace_id, random = parent.trace_id, parent.trace_flags.random_trace_id
+    result = sdk.sampler.should_sample(parent_context, trace_id, name, kind, None, ())
+    if result.decision.is_recording() != result.decision.is_sampled():
+        return None  # recorded but not exported: a live span does that
+    flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
+    if random:
         flags |= TraceFlags.RANDOM_TRACE_ID
-    return SpanContext(
-        trace_id,
-        sdk.id_generator.generate_span_id(),
-        False,
-        TraceFlags(flags),
-        decision.trace_state,
-    )
+    span_id = sdk.id_generator.generate_span_id()
+    context = SpanContext(trace_id, span_id, False, TraceFlags(flags), result.trace_state)
+    return NewIds(context, parent, result.decision.is_sampled(), result.attributes or {})
+
+
+def new_root_ids(tracer: Tracer, name: str) -> SpanContext | None:
+    """A new root span's ids and sampling decision, as ``start_span`` would take them,
+    without a span (the root is written when the saga ends); None: not an SDK tracer."""
+    ids = new_ids(tracer, name, Context())
+    return ids.context if ids is not None else None
