@@ -90,7 +90,7 @@ def write_finished(
         parent=parent,
         resource=sdk.resource,
         attributes=attributes,
-        links=links,
+        links=[link for link in links if link.context.is_valid],  # as the SDK keeps them
         kind=kind,
         instrumentation_info=sdk.instrumentation_info,
         status=status,
