@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run_coroutine_threadsafe(receiver.stop(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, allow_nan=False))
         return
     for name in ("engine", "participant"):
         r = report[name]
