@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from saga.nats.delivery import delivery_in
+from saga.nats.delivery import _V1_TOKENS, delivery_in
 from saga.nats.pull import RawPull
 
 
@@ -91,7 +91,8 @@ async def iter_stream(
 
 def _stored(stream: str, msg: Msg) -> StoredMessage:
     """The message with its sequence and time read from its ack subject (``$JS.ACK.<stream>.
-    <consumer>.<delivered>.<stream seq>.<consumer seq>.<timestamp ns>.<pending>``)."""
+    <consumer>.<delivered>.<stream seq>.<consumer seq>.<timestamp ns>.<pending>``, or with
+    a domain and account hash first)."""
     delivery = delivery_in(msg.reply)
     if delivery is None:  # not a JetStream delivery: nats-py parses what there is
         meta = msg.metadata
@@ -103,7 +104,8 @@ def _stored(stream: str, msg: Msg) -> StoredMessage:
             dict(msg.headers or {}),
             meta.timestamp,
         )
-    stamp = int(msg.reply.split(".")[-2])
+    tokens = msg.reply.split(".")
+    stamp = int(tokens[(2 if len(tokens) == _V1_TOKENS else 4) + 5])
     return StoredMessage(
         stream,
         delivery.sequence,
