@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -41,11 +43,13 @@ async def read_stream(
     batch: int = 500,
     fetch_timeout: float = 2.0,
     since: datetime | None = None,
+    nc: Client | None = None,
 ) -> list[StoredMessage]:
     """Every message of ``stream`` (on ``subjects`` when given) stored when the call begins
-    (and, with ``since``, not before that moment)."""
+    (and, with ``since``, not before that moment). With ``nc`` (the connection of ``js``),
+    pulled raw: several times cheaper per message than nats-py's ``fetch``."""
     found: list[StoredMessage] = []
-    async for chunk in iter_stream(js, stream, subjects, batch, fetch_timeout, since):
+    async for chunk in iter_stream(js, stream, subjects, batch, fetch_timeout, since, nc):
         found += chunk
     return found
 
@@ -57,6 +61,7 @@ async def iter_stream(
     batch: int = 500,
     fetch_timeout: float = 2.0,
     since: datetime | None = None,
+    nc: Client | None = None,
 ) -> AsyncIterator[list[StoredMessage]]:
     """:func:`read_stream` a batch at a time, for streams too big to hold at once."""
     wanted = sorted(set(subjects or []))
@@ -74,19 +79,41 @@ async def iter_stream(
     info = await js.add_consumer(stream, config)
     name = info.name
     remaining = info.num_pending or 0
-    pull = RawPull(js._nc, stream, name)  # no per-message wait, no metadata objects
+    try:
+        if nc is not None:
+            async for chunk in _pull_raw(
+                RawPull(nc, stream, name), remaining, batch, fetch_timeout
+            ):
+                yield chunk
+            return
+        sub = await js.pull_subscribe_bind(consumer=name, stream=stream)
+        while remaining > 0:
+            try:
+                msgs = await sub.fetch(min(batch, remaining), timeout=fetch_timeout)
+            except (TimeoutError, NatsTimeoutError):
+                break  # purged or expired meanwhile: what is left is all there is
+            yield [_stored(stream, m) for m in msgs]
+            remaining -= len(msgs)
+        await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(stream, name)
+
+
+async def _pull_raw(
+    pull: RawPull, remaining: int, batch: int, fetch_timeout: float
+) -> AsyncIterator[list[StoredMessage]]:
+    """One request per batch, no per-message wait or metadata objects."""
     try:
         while remaining > 0:
             msgs = await pull.fetch(min(batch, remaining), fetch_timeout)
             if not msgs:
                 break  # purged or expired meanwhile: what is left is all there is
-            yield [_stored(stream, m) for m in msgs]
+            yield [_stored(pull.stream, m) for m in msgs]
             remaining -= len(msgs)
     finally:
         with contextlib.suppress(Exception):
             await pull.close()
-        with contextlib.suppress(Exception):
-            await js.delete_consumer(stream, name)
 
 
 def _stored(stream: str, msg: Msg) -> StoredMessage:

@@ -5,17 +5,19 @@ name, ids, parent, start, end, attributes and status are all known before the sp
 exists. Starting a live SDK span only to end it at once costs the sampler, the id
 generator, a lock, attribute bookkeeping, and a copy at the end; about half of what
 tracing cost the engine's event loop (docs/performance.md, "Issue 15, round 4: tracing").
-With the SDK's own tracer, :func:`write_finished` builds the SDK's ``ReadableSpan``
-directly (the same fields, the same flags) and gives it to the tracer's processors,
-which export it as any other; with another tracer, or a processor that acts when a span
-starts (the SDK's batch and simple processors do not), it returns False and the caller
-starts and ends a span the usual way.
+When the SDK's tracer has processors that act only when a span ends
+(:attr:`Telemetry.whole_spans`: :func:`telemetry_from_env` sets it, with its one batch
+processor), :func:`write_finished` builds the SDK's ``ReadableSpan`` directly (the same
+fields, the same flags) and gives it to the tracer's processors, which export it as any
+other. Otherwise (another tracer, providers of the caller's that may act when a span
+starts) it returns False and the caller starts and ends a span the usual way.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.context import Context
 from opentelemetry.trace import (
@@ -24,38 +26,39 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     TraceFlags,
-    Tracer,
     get_current_span,
 )
+
+from saga.telemetry.setup import Telemetry
+
+if TYPE_CHECKING:  # the SDK is loaded only when tracing is on
+    from opentelemetry.sdk.util.instrumentation import InstrumentationInfo, InstrumentationScope
 
 _SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
-def _sdk_tracer(tracer: Tracer) -> Any | None:
-    """The SDK tracer, when ``tracer`` is one that is enabled and whose processors only act
-    when a span ends (the SDK's batch and simple processors); else None."""
-    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+def _sdk_tracer(telemetry: Telemetry) -> Any | None:
+    """The SDK's tracer, when ``telemetry`` says its processors act only when a span ends
+    (:attr:`Telemetry.whole_spans`); else None."""
+    if not telemetry.whole_spans:
+        return None
     from opentelemetry.sdk.trace import Tracer as SdkTracer
 
-    if type(tracer) is not SdkTracer or not tracer._is_enabled():
-        return None
-    processor = tracer.span_processor
-    if type(processor) is not SynchronousMultiSpanProcessor:
-        return None
-    if not all(_ends_only(p) for p in processor._span_processors):
-        return None
-    return tracer
+    tracer = telemetry.tracer
+    return tracer if type(tracer) is SdkTracer else None
 
 
-def _ends_only(processor: object) -> bool:
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+@functools.lru_cache(maxsize=16)
+def _scope(info: InstrumentationInfo) -> InstrumentationScope:
+    """The tracer's instrumentation scope (ours has no attributes), as its spans carry it."""
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    return type(processor) in (BatchSpanProcessor, SimpleSpanProcessor)
+    return InstrumentationScope(info.name, info.version, info.schema_url)
 
 
 def write_finished(
-    tracer: Tracer,
+    telemetry: Telemetry,
     name: str,
     trace_id: int,
     span_id: int,
@@ -68,12 +71,13 @@ def write_finished(
     kind: SpanKind = SpanKind.INTERNAL,
     context: SpanContext | None = None,
 ) -> bool:
-    """Export a sampled, ended span with these fields; False: not an SDK tracer, nothing done.
+    """Export a sampled, ended span with these fields; False: not for this telemetry (see
+    :attr:`Telemetry.whole_spans`), nothing done.
 
     The span's flags are what the SDK's ``start_span`` gives a sampled span: sampled, and
     ``random-trace-id`` as the parent's (or, for a root, as the id generator says); or
     ``context``, when :func:`new_ids` gave it."""
-    sdk = _sdk_tracer(tracer)
+    sdk = _sdk_tracer(telemetry)
     if sdk is None:
         return False
     from opentelemetry.sdk.trace import ReadableSpan
@@ -96,7 +100,7 @@ def write_finished(
         status=status,
         start_time=start_ns,
         end_time=end_ns,
-        instrumentation_scope=sdk._instrumentation_scope,
+        instrumentation_scope=_scope(sdk.instrumentation_info),
     )
     sdk.span_processor.on_end(span)
     return True
@@ -113,11 +117,14 @@ class NewIds(NamedTuple):
 
 
 def new_ids(
-    tracer: Tracer, name: str, parent_context: Context | None, kind: SpanKind = SpanKind.INTERNAL
+    telemetry: Telemetry,
+    name: str,
+    parent_context: Context | None,
+    kind: SpanKind = SpanKind.INTERNAL,
 ) -> NewIds | None:
     """The ids a span started now under ``parent_context`` would get, without starting it;
-    None: not an SDK tracer (or a decision to record without sampling): start a span."""
-    sdk = _sdk_tracer(tracer)
+    None: not for this telemetry (or a decision to record without sampling): start a span."""
+    sdk = _sdk_tracer(telemetry)
     if sdk is None:
         return None
     parent: SpanContext | None = get_current_span(parent_context).get_span_context()
@@ -138,8 +145,8 @@ def new_ids(
     return NewIds(context, parent, result.decision.is_sampled(), result.attributes or {})
 
 
-def new_root_ids(tracer: Tracer, name: str) -> SpanContext | None:
+def new_root_ids(telemetry: Telemetry, name: str) -> SpanContext | None:
     """A new root span's ids and sampling decision, as ``start_span`` would take them,
-    without a span (the root is written when the saga ends); None: not an SDK tracer."""
-    ids = new_ids(tracer, name, Context())
+    without a span (the root is written when the saga ends); None: start a span."""
+    ids = new_ids(telemetry, name, Context())
     return ids.context if ids is not None else None

@@ -130,7 +130,7 @@ def new_saga_trace(
     if not telemetry.enabled:
         return {}
     caller = trace.get_current_span(extract(trigger_headers)).get_span_context()
-    ids = new_root_ids(telemetry.tracer, f"saga {name}")
+    ids = new_root_ids(telemetry, f"saga {name}")
     if ids is None:  # not the SDK's tracer: a span's ids (it is never ended)
         ids = telemetry.tracer.start_span(f"saga {name}", context=Context()).get_span_context()
     flags = caller.trace_flags if caller.is_valid else ids.trace_flags
@@ -422,7 +422,7 @@ def _write(
         start = _ns(derived.start)
         end = max(_ns(derived.end), start)
         if write_finished(
-            telemetry.tracer,
+            telemetry,
             derived.name,
             root.trace_id,
             span_id,

@@ -133,7 +133,7 @@ def _sending_whole(
     written by a live span with those ids (the exception recorded as the SDK does)."""
     name = f"send {subject}"
     parent_context = context_api.get_current()
-    ids = new_ids(telemetry.tracer, name, parent_context, SpanKind.PRODUCER)
+    ids = new_ids(telemetry, name, parent_context, SpanKind.PRODUCER)
     if ids is None:  # not the SDK's tracer: a live span
         with _sending(telemetry, subject, headers, saga_id, message_id):
             yield
@@ -157,7 +157,7 @@ def _sending_whole(
         elif ids.sampled:
             attributes = {**ids.attributes, **_messaging(subject, "send", saga_id, message_id)}
             write_finished(
-                telemetry.tracer,
+                telemetry,
                 name,
                 ids.context.trace_id,
                 ids.context.span_id,

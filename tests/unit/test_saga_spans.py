@@ -324,7 +324,7 @@ def test_spans_written_whole_are_the_spans_the_sdk_would_end(trigger: str) -> No
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    fast = Telemetry.for_providers(provider)
+    fast = Telemetry.for_providers(provider, whole_spans=True)
     usual = Telemetry(_OtherTracer(fast.tracer), None, True)
     headers = {"traceparent": CALLER}
     if trigger == "parent":
@@ -345,7 +345,8 @@ def test_spans_written_whole_are_the_spans_the_sdk_would_end(trigger: str) -> No
 
 
 def test_a_processor_that_acts_on_start_sees_every_saga_span_start() -> None:
-    """Spans are written whole only for processors that act when a span ends."""
+    """Spans are written whole only when the telemetry says its processors act when a span
+    ends alone (``whole_spans``, set by ``telemetry_from_env``); not for a caller's own."""
     from opentelemetry.sdk.trace import SpanProcessor
 
     started: list[str] = []

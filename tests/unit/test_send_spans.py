@@ -72,7 +72,7 @@ def test_a_send_span_written_whole_is_the_live_one(fail: bool) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    fast = Telemetry.for_providers(provider)
+    fast = Telemetry.for_providers(provider, whole_spans=True)
     usual = Telemetry(_OtherTracer(fast.tracer), None, True)
     written = []
     for telemetry in (fast, usual):
@@ -94,7 +94,7 @@ def test_a_send_not_sampled_writes_nothing_and_still_carries_its_context() -> No
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ALWAYS_OFF)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry = Telemetry.for_providers(provider)
+    telemetry = Telemetry.for_providers(provider, whole_spans=True)
     reply: dict[str, str] = {}
     with sending(telemetry, "bench.reserved", reply, saga_id="o-1", message_id="r-1"):
         pass
