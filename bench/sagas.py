@@ -122,8 +122,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "--profile-participant",
         type=Path,
         metavar="FILE",
-        help="py-spy the first participant (inventory) during the first engine run "
-        "(formats as for --profile)",
+        help="py-spy the first participant (inventory) during the first engine run, and "
+        "during the traced run into FILE-traced (formats as for --profile)",
     )
     args = parser.parse_args(argv)
     for name in ("sagas", "inflight", "solo", "replicas"):
@@ -354,7 +354,13 @@ class Run:
         self.traced_sagas = 1 + opts.warmup + opts.sagas
         traced_profile = profile_path(opts.profile, "traced")
         await self.measure(
-            driver, "tracing_on", ENGINE, opts.sagas, "traced", profile=traced_profile
+            driver,
+            "tracing_on",
+            ENGINE,
+            opts.sagas,
+            "traced",
+            profile=traced_profile,
+            profile_participant=profile_path(opts.profile_participant, "traced"),
         )
         await self.restart_engine(driver, OTEL_OFF, "off")
         await self.measure(driver, "engine", ENGINE, opts.sagas, "engine-3")

@@ -312,7 +312,8 @@ class Engine:
         """Write again the spans a crashed engine may not have exported, then keep marking."""
         assert self.store is not None
         try:
-            count = await self.marks.scan(self.js, self.settings.topology.instances_bucket)
+            bucket = self.settings.topology.instances_bucket
+            count = await self.marks.scan(self.js, bucket, nc=self.nc)
             if count:
                 log.info("re-emitted the saga spans of %d ended instance(s)", count)
         except Exception:

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from saga.core.state import Status
@@ -86,16 +87,22 @@ class SpanMarks:
         if len(self._seen) > SEEN_MAX:
             self._seen.popitem(last=False)
 
-    async def scan(self, js: JetStreamContext, bucket: str, window: float = SCAN_WINDOW) -> int:
+    async def scan(
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        window: float = SCAN_WINDOW,
+        nc: Client | None = None,
+    ) -> int:
         """Re-emit the spans of instances that ended or parked in the last ``window``
         seconds and are past their mark; returns how many instances.
 
         Reads the bucket's stream from that moment on (one consumer, in batches), not
         every key: a record of a saga that was not traced, or has not ended, is skipped
-        before it is parsed."""
+        before it is parsed. With ``nc`` (the connection of ``js``), pulled raw (cheaper)."""
         since = datetime.now(UTC) - timedelta(seconds=window)
         latest: dict[str, StoredMessage] = {}
-        for message in await read_stream(js, kv_stream(bucket), since=since):
+        for message in await read_stream(js, kv_stream(bucket), since=since, nc=nc):
             latest[message.subject] = message  # in stream order: the last one wins
         prefix, count = kv_prefix(bucket), 0
         for subject, message in latest.items():

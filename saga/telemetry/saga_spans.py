@@ -25,12 +25,13 @@ viewer's trace list shows ``saga <name>`` for it, and the caller's trace links t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, Status, StatusCode
 
@@ -46,6 +47,7 @@ from saga.core.events import (
 )
 from saga.core.state import CompensationStatus, HistoryEntry, InstanceState, StepStatus
 from saga.protocol import HEADER_PARENT_ID, HEADER_TRACEPARENT
+from saga.telemetry.finished import new_root_ids, write_finished
 from saga.telemetry.ids import derived_span_id, forced_ids
 from saga.telemetry.propagation import extract, inject
 from saga.telemetry.setup import Telemetry
@@ -102,7 +104,17 @@ def _ns(moment: datetime) -> int:
 
 def saga_span_context(saga_trace: Mapping[str, str]) -> SpanContext | None:
     """The root's span context kept with the instance (None without tracing)."""
-    span = trace.get_current_span(extract(saga_trace)).get_span_context()
+    if not saga_trace:
+        return None
+    return _root_of(id(propagate.get_global_textmap()), tuple(saga_trace.items()))
+
+
+@functools.lru_cache(maxsize=8192)
+def _root_of(textmap: int, saga_trace: tuple[tuple[str, str], ...]) -> SpanContext | None:
+    """Remembered apart from :func:`extract`'s cache, which every message's new headers
+    go through: a saga's context is read at each of its transitions (a span context is
+    immutable, and depends only on the propagators, named by ``textmap``)."""
+    span = trace.get_current_span(extract(dict(saga_trace))).get_span_context()
     return span if span.is_valid else None
 
 
@@ -118,8 +130,9 @@ def new_saga_trace(
     if not telemetry.enabled:
         return {}
     caller = trace.get_current_span(extract(trigger_headers)).get_span_context()
-    span = telemetry.tracer.start_span(f"saga {name}", context=Context())  # never ended
-    ids = span.get_span_context()
+    ids = new_root_ids(telemetry, f"saga {name}")
+    if ids is None:  # not the SDK's tracer: a span's ids (it is never ended)
+        ids = telemetry.tracer.start_span(f"saga {name}", context=Context()).get_span_context()
     flags = caller.trace_flags if caller.is_valid else ids.trace_flags
     child = caller.is_valid and bool(trigger_headers and trigger_headers.get(HEADER_PARENT_ID))
     trace_id = caller.trace_id if child else ids.trace_id  # a child saga joins its parent's
@@ -385,27 +398,56 @@ def _write(
     root: SpanContext,
     saga_trace: Mapping[str, str],
 ) -> None:
-    parent = trace.set_span_in_context(NonRecordingSpan(root))
+    if not root.trace_flags.sampled:
+        return  # the saga was sampled out when it started: none of its spans is recorded
+    context = trace.set_span_in_context(NonRecordingSpan(root))
     for derived in spans:
         links: list[Link] = []
+        parent: SpanContext | None = root
         if derived.span_id is None:
-            context, span_id = Context(), root.span_id
+            parent, span_id = None, root.span_id
             trigger = saga_trace.get(TRIGGER_KEY)
             if PARENT_KEY in saga_trace:  # a child saga: under its parent's step attempt
-                context = extract({HEADER_TRACEPARENT: saga_trace[PARENT_KEY]})
+                parent = saga_span_context({HEADER_TRACEPARENT: saga_trace[PARENT_KEY]})
             elif trigger:
                 caller = trace.get_current_span(extract({HEADER_TRACEPARENT: trigger}))
                 links.append(Link(caller.get_span_context()))
         else:
-            context, span_id = parent, derived.span_id
+            span_id = derived.span_id
+        attributes = derived.attributes()
+        status = Status(StatusCode.UNSET)
+        if derived.error is not None:
+            attributes = {**attributes, "error.type": derived.error[0]}
+            status = Status(StatusCode.ERROR, derived.error[1])
+        start = _ns(derived.start)
+        end = max(_ns(derived.end), start)
+        if write_finished(
+            telemetry,
+            derived.name,
+            root.trace_id,
+            span_id,
+            parent,
+            start,
+            end,
+            attributes,
+            status,
+            links,
+        ):
+            continue
         with forced_ids(root.trace_id, span_id, root.trace_flags.sampled):
             span = telemetry.tracer.start_span(
-                derived.name, context=context, links=links, start_time=_ns(derived.start)
+                derived.name,
+                context=context if parent is root else _parent_context(parent),
+                links=links,
+                start_time=start,
             )
         if not span.is_recording():
             continue
-        span.set_attributes(derived.attributes())
+        span.set_attributes(attributes)
         if derived.error is not None:
-            span.set_attribute("error.type", derived.error[0])
-            span.set_status(Status(StatusCode.ERROR, derived.error[1]))
-        span.end(end_time=max(_ns(derived.end), _ns(derived.start)))
+            span.set_status(status)
+        span.end(end_time=end)
+
+
+def _parent_context(parent: SpanContext | None) -> Context:
+    return trace.set_span_in_context(NonRecordingSpan(parent)) if parent else Context()

@@ -38,6 +38,10 @@ class Telemetry:
     providers: list[Any] = field(default_factory=list)
     owned: bool = True
     """False: the providers belong to the caller (not shut down here)."""
+    whole_spans: bool = False
+    """True: the SDK's tracer, whose processors act only when a span ends (the SDK's batch
+    or simple processor), so spans known whole are handed to them finished
+    (:mod:`saga.telemetry.finished`); False: every span is started and ended live."""
 
     @classmethod
     def disabled(cls) -> Telemetry:
@@ -45,15 +49,19 @@ class Telemetry:
 
     @classmethod
     def for_providers(
-        cls, tracer_provider: TracerProvider, meter_provider: MeterProvider | None = None
+        cls,
+        tracer_provider: TracerProvider,
+        meter_provider: MeterProvider | None = None,
+        whole_spans: bool = False,
     ) -> Telemetry:
-        """Explicit providers (tests use an in-memory exporter this way)."""
+        """Explicit providers (tests use an in-memory exporter this way); ``whole_spans``:
+        their processors act only when a span ends (see :attr:`whole_spans`)."""
         from saga.telemetry.ids import install  # the SDK: loaded only when tracing is on
 
         meter = meter_provider.get_meter(INSTRUMENTATION) if meter_provider else None
         install(tracer_provider)
         tracer = tracer_provider.get_tracer(INSTRUMENTATION)
-        return cls(tracer, meter, True, [tracer_provider], owned=False)
+        return cls(tracer, meter, True, [tracer_provider], owned=False, whole_spans=whole_spans)
 
     @classmethod
     def current(cls) -> Telemetry:
@@ -145,7 +153,7 @@ def telemetry_from_env(service_name: str, prometheus: bool = False) -> Telemetry
         metrics.set_meter_provider(meter_provider)
         meter = meter_provider.get_meter(INSTRUMENTATION)
     log.info("telemetry: tracing %s, metrics readers %d", "on" if tracing else "off", len(readers))
-    return Telemetry(tracer, meter, tracing, providers)
+    return Telemetry(tracer, meter, tracing, providers, whole_spans=tracing)
 
 
 def new_meter_provider(resource: Any, readers: list[Any]) -> Any:
@@ -185,7 +193,7 @@ def _tracer_provider(resource: Any) -> Any:
     install(provider)
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
     exporter = ConsoleSpanExporter() if exporter_name == "console" else _otlp_spans()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(exporter))  # acts when a span ends only
     return provider
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -279,3 +280,91 @@ def test_a_child_sagas_root_is_a_child_of_its_parents_step_attempt(
     assert (root.parent.trace_id, root.parent.span_id) == (caller_trace, caller_span)
     assert root.links == ()
     assert {s.context.trace_id for s in spans} == {caller_trace}
+
+
+class _OtherTracer(trace.Tracer):
+    """Not the SDK's tracer (as a vendor's or a wrapper would be): spans are started and
+    ended the usual way, so the spans written whole can be compared with them."""
+
+    def __init__(self, inner: trace.Tracer) -> None:
+        self.inner = inner
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        return self.inner.start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.start_as_current_span(*args, **kwargs)
+
+
+def exported(span: ReadableSpan) -> dict[str, Any]:
+    """Everything of a span an exporter sends (the OTLP encoder's fields)."""
+    return {
+        "name": span.name,
+        "context": (span.context.trace_id, span.context.span_id, int(span.context.trace_flags)),
+        "remote": span.context.is_remote,
+        "state": span.context.trace_state.to_header(),
+        "parent": span.parent and (span.parent.span_id, span.parent.is_remote),
+        "parent_flags": span.parent and int(span.parent.trace_flags),
+        "kind": span.kind,
+        "times": (span.start_time, span.end_time),
+        "attributes": list((span.attributes or {}).items()),
+        "dropped": (span.dropped_attributes, span.dropped_links, span.dropped_events),
+        "status": (span.status.status_code, span.status.description),
+        "links": [(link.context.span_id, dict(link.attributes or {})) for link in span.links],
+        "events": list(span.events),
+        "resource": span.resource,
+        "scope": span.instrumentation_scope,
+    }
+
+
+@pytest.mark.parametrize("trigger", ["caller", "parent"])
+def test_spans_written_whole_are_the_spans_the_sdk_would_end(trigger: str) -> None:
+    """The engine hands its record-derived spans to the SDK's processors whole (cheaper);
+    what is exported is what starting and ending each span would have exported."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    fast = Telemetry.for_providers(provider, whole_spans=True)
+    usual = Telemetry(_OtherTracer(fast.tracer), None, True)
+    headers = {"traceparent": CALLER}
+    if trigger == "parent":
+        headers[HEADER_PARENT_ID] = "parent-1"
+    saga_trace = new_saga_trace(fast, "order-fulfilment", headers)
+    written = []
+    for telemetry in (fast, usual):
+        run = Run(load_definitions([DEFINITIONS])["order-fulfilment"])  # same clock, same ids
+        t = Traced(run, telemetry)
+        t.trace = saga_trace
+        compensated(run)
+        t.flush()
+        written.append([exported(s) for s in exporter.get_finished_spans()])
+        exporter.clear()
+    provider.shutdown()
+    assert len(written[0]) == 4  # the root, two step attempts and an undo
+    assert written[0] == written[1]
+
+
+def test_a_processor_that_acts_on_start_sees_every_saga_span_start() -> None:
+    """Spans are written whole only when the telemetry says its processors act when a span
+    ends alone (``whole_spans``, set by ``telemetry_from_env``); not for a caller's own."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    started: list[str] = []
+
+    class OnStart(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            started.append(span.name)
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(OnStart())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry.for_providers(provider)
+    run = Run(load_definitions([DEFINITIONS])["order-fulfilment"])
+    t = Traced(run, telemetry)
+    completed(run)
+    t.flush()
+    provider.shutdown()
+    written = [s.name for s in exporter.get_finished_spans()]
+    assert len(written) == 4
+    assert sorted(started) == sorted([*written, "saga order-fulfilment"])  # and the root's ids

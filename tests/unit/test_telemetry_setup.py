@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from saga.telemetry.setup import _metrics_wanted
+from saga.telemetry import setup
+from saga.telemetry.setup import Telemetry, _metrics_wanted, telemetry_from_env
 
 OTEL = (
     "OTEL_SDK_DISABLED",
@@ -36,3 +37,18 @@ def test_metrics_are_exported_only_when_asked_for(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert _metrics_wanted() is wanted
+
+
+def test_telemetry_from_env_writes_spans_whole_with_its_batch_processor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its only processor acts when a span ends: spans known whole are handed to it finished."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    monkeypatch.setattr(setup.trace, "set_tracer_provider", lambda provider: None)  # no global
+    telemetry = telemetry_from_env("test")
+    try:
+        assert telemetry.whole_spans
+    finally:
+        telemetry.shutdown()
+    assert not Telemetry.disabled().whole_spans
