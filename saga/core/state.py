@@ -22,7 +22,11 @@ class Status(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (Status.COMPLETED, Status.COMPENSATED, Status.TERMINATED)
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset((Status.COMPLETED, Status.COMPENSATED, Status.TERMINATED))
+"""A set of the members, made once: ``self in (Status.A, ...)`` looks each member up anew."""
 
 
 class StepStatus(StrEnum):

@@ -340,19 +340,35 @@ class SagaDefinition(_Model):
         """What each subject means to this saga, worked out once (a definition is frozen)."""
         return SubjectIndex.of(self)
 
+    @property
+    def by_name(self) -> dict[str, Step]:
+        """The steps by name (the first of a name), worked out once: the core looks steps
+        up at every event."""
+        return self._step_table().by_name
+
+    @property
+    def waits_for(self) -> dict[str, tuple[str, ...]]:
+        """:meth:`dependencies` of every step, worked out once."""
+        return self._step_table().waits_for
+
+    def _step_table(self) -> _StepTable:
+        # Kept beside the fields, as a cached_property would be, but checked against the
+        # steps: ``model_copy(update={"steps": ...})`` copies what was kept with the rest.
+        table: _StepTable | None = self.__dict__.get("steps_table")
+        if table is None or table.steps is not self.steps:
+            table = _StepTable(self.steps)
+            self.__dict__["steps_table"] = table
+        return table
+
     def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
+        return self.by_name[name]
 
     def dependencies(self, name: str) -> list[str]:
         """The steps ``name`` waits for: its ``after``, else the step listed before it."""
-        i = self.index(name)
-        after = self.steps[i].after
-        if after is not None:
-            return list(after)
-        return [self.steps[i - 1].name] if i > 0 else []
+        deps = self.waits_for.get(name)
+        if deps is None:
+            raise ValueError(f"{name!r} is not a step of {self.name!r}")
+        return list(deps)
 
     def ancestors(self, name: str) -> set[str]:
         """Every step that must have ended before ``name`` starts (transitively)."""
@@ -360,7 +376,7 @@ class SagaDefinition(_Model):
         todo = self.dependencies(name)
         while todo:
             step = todo.pop()
-            if step not in found and step in self.step_names():
+            if step not in found and step in self.by_name:
                 found.add(step)
                 todo.extend(self.dependencies(step))
         return found
@@ -375,6 +391,24 @@ class SagaDefinition(_Model):
 
     def index(self, name: str) -> int:
         return [s.name for s in self.steps].index(name)
+
+
+class _StepTable:
+    """What a definition's steps say about one another, worked out once."""
+
+    __slots__ = ("by_name", "steps", "waits_for")
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.by_name = {step.name: step for step in reversed(steps)}  # the first of a name
+        self.waits_for: dict[str, tuple[str, ...]] = {}
+        for i, step in enumerate(steps):
+            if step.name in self.waits_for:
+                continue  # a duplicate name (the checks refuse it): the first one counts
+            if step.after is not None:
+                self.waits_for[step.name] = tuple(step.after)
+            else:
+                self.waits_for[step.name] = (steps[i - 1].name,) if i > 0 else ()
 
 
 _NOT_WITH_SAGA = ("publish", "success", "failure", "compensate", "wait", "retry", "queue_timeout")

@@ -92,28 +92,51 @@ def shared_mutables(a: Any, b: Any, path: str = "state") -> list[str]:
     return found
 
 
-def test_working_copy_is_equal_and_shares_no_mutable_part() -> None:
+SHARED = ("state.steps['", "state.context['trigger']", "state.context['steps']['")
+"""What the working copy shares with its input: the step states (a transition copies one
+before changing it) and the context's JSON values (a transition replaces them, never changes
+one in place)."""
+
+
+def test_working_copy_is_equal_and_shares_only_what_a_transition_replaces() -> None:
     state = full_state()
     copy = working_copy(state)
     assert copy == state
-    assert shared_mutables(state, copy) == []
+    shared = shared_mutables(state, copy)
+    assert [path for path in shared if not path.startswith(SHARED)] == []
+    assert "state.context['trigger']" in shared  # the test would pass with nothing shared
 
 
-def test_changing_the_copy_leaves_the_original_as_it_was() -> None:
+def test_changing_the_copy_as_a_transition_does_leaves_the_original_as_it_was() -> None:
     state = full_state()
     before = state.model_dump()
     copy = working_copy(state)
     copy.status = Status.RUNNING
-    copy.steps["a"].attempt = 9
-    copy.steps["a"].early.data["items"].append({"sku": "b"})  # type: ignore[union-attr]
-    copy.context["trigger"]["items"][0]["qty"].append(3)
+    copy.steps["a"] = copy.steps["a"].model_copy(update={"attempt": 9})
+    copy.context["trigger"] = {}
     copy.context["steps"]["b"] = {}
+    copy.context["steps"].pop("a")
     copy.completed.append("b")
     copy.compensation_queue.pop()
     copy.history.append(HistoryEntry(at=T0, event="x"))
     assert copy.timers is not None
     copy.timers["deadline._.1"] = T0
     assert state.model_dump() == before
+
+
+def test_no_transition_changes_a_value_of_the_context_in_place() -> None:
+    """What lets the working copy share the context's values: every transition of the
+    golden walks (every kind of event, every feature) leaves its input's context as it was."""
+    from tests.unit.test_core_golden import WALKS, definitions, walk
+
+    for definition in definitions().values():
+        for seed in range(WALKS):
+            seen: list[tuple[InstanceState, Any]] = []
+            for decision in walk(definition, seed):
+                if decision.state is not None:
+                    seen.append((decision.state, decision.state.model_dump(mode="json")))
+            for state, dumped in seen:  # all decided: later ones changed none of them
+                assert state.model_dump(mode="json") == dumped
 
 
 def test_a_transition_copies_the_steps_it_changes_and_shares_the_others() -> None:
