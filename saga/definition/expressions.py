@@ -11,7 +11,7 @@ Literals use JMESPath syntax: ``'EUR'`` (raw string) or ``\\`42\\``` (JSON liter
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, cast
 
 import jmespath
@@ -186,6 +186,36 @@ def render(template: Template, context: dict[str, Any]) -> Any:
         except (jmespath_errors.JMESPathError, ValueError, TypeError):
             return None
     return {key: render(value, context) for key, value in template.items()}
+
+
+def compile_template(template: Template) -> Callable[[dict[str, Any]], Any]:
+    """:func:`render` of ``template`` as a function of the context, its expressions looked
+    up once: for a template rendered at every event (a step's ``publish.data``)."""
+    if isinstance(template, str):
+        try:
+            evaluate = evaluator(template)
+        except (jmespath_errors.JMESPathError, ValueError, TypeError):
+            return _nothing
+
+        def leaf(context: dict[str, Any]) -> Any:
+            try:
+                return evaluate(context)
+            except (jmespath_errors.JMESPathError, ValueError, TypeError):
+                return None
+
+        return leaf
+    if not isinstance(template, dict):  # render refuses it: the same error, at each call
+        return partial(render, template)
+    parts = [(key, compile_template(value)) for key, value in template.items()]
+
+    def mapping(context: dict[str, Any]) -> Any:
+        return {key: part(context) for key, part in parts}
+
+    return mapping
+
+
+def _nothing(context: dict[str, Any]) -> None:
+    return None
 
 
 def template_references(template: Template) -> list[tuple[str, ...]]:

@@ -6,6 +6,7 @@ Cross-field rules (names, subjects, references) live in :mod:`saga.definition.ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -21,7 +22,7 @@ from pydantic import (
 )
 
 from saga.definition.duration import Duration
-from saga.definition.expressions import TemplateError, template_problems
+from saga.definition.expressions import TemplateError, compile_template, template_problems
 from saga.definition.limits import Limits
 from saga.definition.schedule import every_problem, parse_cron, server_pattern
 from saga.definition.subjects import SubjectIndex
@@ -179,6 +180,17 @@ class Publish(_Model):
     """Subject the command is published on."""
     data: Template | None = None
     """A JMESPath expression, or a mapping whose leaves are expressions; ``{}`` when absent."""
+
+    def payload(self, context: dict[str, Any]) -> Any:
+        """``data`` rendered over ``context`` (:func:`render`), ``{}`` without ``data``.
+
+        The template is compiled once and kept beside the fields, checked against ``data``
+        (``model_copy(update=...)`` copies what was kept with the rest)."""
+        kept: tuple[Any, Callable[[dict[str, Any]], Any]] | None = self.__dict__.get("compiled")
+        if kept is None or kept[0] is not self.data:
+            kept = (self.data, _empty if self.data is None else compile_template(self.data))
+            self.__dict__["compiled"] = kept
+        return kept[1](context)
 
 
 class Compensation(_Model):
@@ -409,6 +421,10 @@ class _StepTable:
                 self.waits_for[step.name] = tuple(step.after)
             else:
                 self.waits_for[step.name] = (steps[i - 1].name,) if i > 0 else ()
+
+
+def _empty(context: dict[str, Any]) -> dict[str, Any]:
+    return {}
 
 
 _NOT_WITH_SAGA = ("publish", "success", "failure", "compensate", "wait", "retry", "queue_timeout")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from saga.core.decide import decide, working_copy
+from saga.core.decide import decide, history_entry, working_copy
 from saga.core.events import SagaTriggered, StepSucceeded
 from saga.core.state import (
     CompensationStatus,
@@ -172,3 +172,28 @@ def test_the_fast_copy_equals_pydantics_own() -> None:
     assert copied.model_fields_set == state.model_fields_set
     assert copied.steps["a"].model_fields_set == state.steps["a"].model_fields_set
     assert copied.steps["a"].early == state.steps["a"].early
+
+
+def test_the_fast_history_entry_equals_the_validated_one() -> None:
+    for args in (
+        (T0, "saga.started", None, None, None, None),
+        (T0, "operator.retry", "a", 2, "why", "cli:alice via nats"),
+    ):
+        fast = history_entry(*args)
+        names = ("at", "event", "step", "attempt", "detail", "actor")
+        checked = HistoryEntry(**dict(zip(names, args, strict=True)))
+        assert fast == checked
+        assert fast.model_fields_set == checked.model_fields_set
+        assert fast.model_dump_json() == checked.model_dump_json()
+        assert repr(fast) == repr(checked)
+        assert hash(fast) == hash(checked)
+
+
+def test_a_new_instances_step_states_equal_validated_ones() -> None:
+    definition = load_definition(Path(__file__).parents[2] / "bench/definitions/bench-order.yaml")
+    state = decide(definition, None, SagaTriggered("o-1", {"order_id": "o-1"}), T0).state
+    assert state is not None
+    last = state.steps[definition.steps[-1].name]
+    assert last == StepState()
+    assert last.model_fields_set == StepState().model_fields_set
+    assert len({id(s) for s in state.steps.values()}) == len(definition.steps)

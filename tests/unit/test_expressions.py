@@ -13,6 +13,7 @@ from saga.definition.expressions import (
     TemplateError,
     check_template,
     compile_expression,
+    compile_template,
     evaluator,
     render,
     template_problems,
@@ -176,3 +177,35 @@ def test_other_expressions_still_go_through_jmespath() -> None:
     context = {"trigger": {"currency": None, "items": [{"qty": 2}, {"qty": 3}]}}
     assert evaluator("trigger.currency || 'EUR'")(context) == "EUR"
     assert evaluator("sum(trigger.items[].qty)")(context) == 5
+
+
+def test_a_compiled_template_renders_as_render_does() -> None:
+    """``compile_template`` is ``render`` with the lookups done once, failures included."""
+    templates: list[Any] = [
+        "trigger.order_id",
+        "length(trigger.total)",
+        "trigger.items[*].sku",
+        "not an expression ((",
+        {},
+        {"a": "trigger.order_id", "b": {"c": "abs(trigger.order_id)", "d": "`[1, 2]`"}},
+        {"x": "steps.reserve_inventory"},
+    ]
+    for template in templates:
+        assert compile_template(template)(CONTEXT) == render(template, CONTEXT)
+    with pytest.raises(AttributeError):
+        render(["a"], CONTEXT)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        compile_template(["a"])(CONTEXT)  # type: ignore[arg-type]
+
+
+def test_a_publish_payload_is_compiled_once_and_follows_a_copy() -> None:
+    from saga.definition.model import Publish
+
+    spec = Publish(event="a.b", data={"id": "trigger.order_id"})
+    assert spec.payload(CONTEXT) == {"id": "o-7"}
+    assert spec.payload(CONTEXT) == {"id": "o-7"}
+    assert spec == Publish(event="a.b", data={"id": "trigger.order_id"})
+    assert spec.model_dump() == {"event": "a.b", "data": {"id": "trigger.order_id"}}
+    other = spec.model_copy(update={"data": {"total": "trigger.total"}})
+    assert other.payload(CONTEXT) == {"total": 42.5}
+    assert Publish(event="a.b").payload(CONTEXT) == {}
