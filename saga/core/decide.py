@@ -32,6 +32,7 @@ error becomes ``Decision.error``). The rules it keeps:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -382,43 +383,41 @@ class _Transition:
     def advance(self) -> None:
         """Start every step whose dependencies are done (skipping those whose condition is
         false); complete the saga when every step succeeded or was skipped."""
+        state = self.state
+        steps = state.steps
+        # Redriven, a step kept done may follow one that runs again: look at all ancestors.
+        waits_for = None if state.run else self.definition.waits_for
         progressed = True
-        while progressed and self.state.status is Status.RUNNING and not self.failing:
+        while progressed and state.status is Status.RUNNING and state.failure_reason is None:
             progressed = False
             for step in self.definition.steps:
-                s = self.state.steps[step.name]
-                if s.status is not StepStatus.PENDING or not self.ready(step.name):
+                name = step.name
+                if steps[name].status is not StepStatus.PENDING:
+                    continue
+                deps = self.definition.ancestors(name) if waits_for is None else waits_for[name]
+                if not _all_done(steps, deps):
                     continue
                 progressed = True
-                s = self.own(step.name)
+                s = self.own(name)
                 # An observed step whose service already answered did run: its outcome
                 # wins over the condition.
                 if (
                     step.when is not None
                     and s.early is None
-                    and not _truthy(render(step.when, self.state.template_context()))
+                    and not _truthy(render(step.when, state.template_context()))
                 ):
                     s.status, s.finished_at = StepStatus.SKIPPED, self.now
-                    self.record("step.skipped", step.name, detail=f"condition false: {step.when}")
+                    self.record("step.skipped", name, detail=f"condition false: {step.when}")
                     continue
                 self.start_step(step, s)
-                if self.state.status is not Status.RUNNING or self.failing:
-                    return
+                if state.status is not Status.RUNNING or state.failure_reason is not None:
+                    return  # failing: a step failed at once (an early failure)
         if (
-            self.state.status is Status.RUNNING
-            and not self.failing
-            and all(s.status in DONE for s in self.state.steps.values())
+            state.status is Status.RUNNING
+            and state.failure_reason is None
+            and _all_done(steps, steps)
         ):
             self.finish(Status.COMPLETED)
-
-    def ready(self, name: str) -> bool:
-        # Redriven, a step kept done may follow one that runs again: look at all ancestors.
-        deps = self.definition.ancestors(name) if self.state.run else None
-        steps = self.state.steps
-        return all(
-            steps[d].status in DONE
-            for d in (deps if deps is not None else self.definition.waits_for[name])
-        )
 
     def after_outcome(self) -> None:
         """A step ended: go forward, or, if a branch failed, compensate once none is in flight."""
@@ -1026,6 +1025,14 @@ def _outcome_unknown(step: Step, s: StepState, attempt: int | None = None) -> bo
     if s.status is StepStatus.FAILED and _older(attempt, s.attempt):
         return True
     return s.status in UNKNOWN_OUTCOME
+
+
+def _all_done(steps: dict[str, StepState], names: Iterable[str]) -> bool:
+    """Every step of ``names`` succeeded or was skipped."""
+    for name in names:  # noqa: SIM110 - all() over a generator: slower here
+        if steps[name].status not in DONE:
+            return False
+    return True
 
 
 def _gated(step: Step) -> bool:

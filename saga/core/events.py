@@ -36,7 +36,7 @@ class Timer:
     @property
     def key(self) -> str:
         """Unique within an instance, made of subject-safe tokens."""
-        return f"{self.kind.value}.{self.step or '_'}.{self.attempt}"
+        return f"{self.kind}.{self.step or '_'}.{self.attempt}"  # a StrEnum formats as its value
 
     @classmethod
     def from_key(cls, key: str) -> Timer:

@@ -55,12 +55,34 @@ def compile_expression(expression: str) -> ParsedResult:
 @lru_cache(maxsize=4096)
 def evaluator(expression: str) -> Callable[[Any], Any]:
     """The expression as a function of the context. A plain field path such as
-    ``trigger.order_id`` (most templates) is a walk through dicts with JMESPath's meaning
-    (``None`` once a step is missing or not an object), without its tree interpreter."""
+    ``trigger.order_id`` (most templates), a literal, or a default such as
+    ``trigger.currency || 'EUR'`` made of those, is evaluated with JMESPath's meaning
+    (``None`` once a step is missing or not an object) without its tree interpreter."""
     parsed = compile_expression(expression)
-    path = _field_path(cast(Node, parsed.parsed))
+    fast = _direct(cast(Node, parsed.parsed))
+    return parsed.search if fast is None else fast
+
+
+def _direct(node: Node) -> Callable[[Any], Any] | None:
+    """``node`` as a plain function, when it is one of the simple forms (else ``None``)."""
+    kind = node.get("type")
+    if kind == "literal":
+        value = node["value"]  # the interpreter also returns this very object
+        return lambda _: value
+    if kind == "or_expression":
+        left, right = (_direct(child) for child in node["children"])
+        if left is None or right is None:
+            return None
+        first, second = left, right
+
+        def either(value: Any) -> Any:
+            found = first(value)
+            return second(value) if _jmespath_false(found) else found
+
+        return either
+    path = _field_path(node)
     if path is None:
-        return parsed.search
+        return None
 
     def lookup(value: Any) -> Any:
         for key in path:
@@ -70,6 +92,11 @@ def evaluator(expression: str) -> Callable[[Any], Any]:
         return value
 
     return lookup
+
+
+def _jmespath_false(value: Any) -> bool:
+    """JMESPath's falsehood, as its interpreter tests it (``0`` is true)."""
+    return value == "" or value == [] or value == {} or value is None or value is False
 
 
 def _field_path(node: Node) -> tuple[str, ...] | None:

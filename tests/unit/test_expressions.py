@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jmespath
@@ -173,9 +174,22 @@ def test_a_field_path_means_what_jmespath_says(keys: list[str], context: object)
     assert evaluator(expression)(context) == jmespath.search(expression, context)
 
 
+LITERALS = st.sampled_from(["'EUR'", "''", "`0`", "`false`", "`null`", "`[]`", "`{}`", "`[1]`"])
+
+
+@given(st.lists(st.lists(KEYS, min_size=1, max_size=3) | LITERALS, min_size=1, max_size=3), JSON)
+def test_a_default_means_what_jmespath_says(parts: list[list[str] | str], context: object) -> None:
+    """``a.b || 'x'`` (paths and literals, or-ed) skips the interpreter too: JMESPath's
+    answer, falsehood included (``0`` is true, ``''``, ``[]`` and ``{}`` are false)."""
+    expression = " || ".join(
+        p if isinstance(p, str) else ".".join(f'"{k}"' if "-" in k else k for k in p) for p in parts
+    )
+    found, meant = evaluator(expression)(context), jmespath.search(expression, context)
+    assert json.dumps(found) == json.dumps(meant)  # 0 == False in Python, not in JSON
+
+
 def test_other_expressions_still_go_through_jmespath() -> None:
     context = {"trigger": {"currency": None, "items": [{"qty": 2}, {"qty": 3}]}}
-    assert evaluator("trigger.currency || 'EUR'")(context) == "EUR"
     assert evaluator("sum(trigger.items[].qty)")(context) == 5
 
 
