@@ -69,6 +69,7 @@ from saga.core.events import (
     TimerFired,
     TimerKind,
     UndoRequested,
+    timer_key,
 )
 from saga.core.state import (
     CompensationStatus,
@@ -136,27 +137,43 @@ def decide(
     definition: SagaDefinition, state: InstanceState | None, event: Event, now: datetime
 ) -> Decision:
     """Apply one event to one instance."""
+    return decide_armed(definition, state, event, now, None)
+
+
+def decide_armed(
+    definition: SagaDefinition,
+    state: InstanceState | None,
+    event: Event,
+    now: datetime,
+    armed: dict[str, datetime] | None,
+) -> Decision:
+    """:func:`decide`; with ``armed`` (timer keys to due times, this call's to change), the
+    timers the decision schedules and cancels are set in and removed from ``armed`` in
+    order instead of being commands: what :func:`saga.core.wakeup.settle` would make of
+    those commands, without making them. Not for :class:`OperatorRedrive`, whose timer
+    commands are netted (:func:`net_commands`) before they count."""
     try:
         event = _checked(definition, event)
         if state is None:
             if isinstance(event, SagaTriggered):
-                return _Transition.start(definition, event, now)
+                return _Transition.start(definition, event, now, armed)
             return Decision(None, note="no such instance")
         if isinstance(event, SagaTriggered):
             return Decision(state, note="instance already exists")
         if isinstance(event, UndoRequested):  # reopens a completed child
-            return _Transition(definition, state, now).undo(event)
+            return _Transition(definition, state, now, armed).undo(event)
         if state.status is Status.COMPENSATED and isinstance(event, StepSucceeded):
-            reopened = _Transition(definition, state, now).reopen(event)
+            reopened = _Transition(definition, state, now, armed).reopen(event)
             if reopened is not None:
                 return reopened
         if isinstance(event, OperatorRedrive) and state.status in REDRIVABLE:
-            return _Transition(definition, state, now).apply(event)
+            assert armed is None, "a redrive's timer commands are netted first"
+            return _Transition(definition, state, now, armed).apply(event)
         if state.status.terminal:
             verb = _OPERATOR_VERBS.get(type(event))
             prefix = f"cannot {verb}: " if verb else ""
             return Decision(state, note=f"{prefix}instance is {state.status.value}")
-        return _Transition(definition, state, now).apply(event)
+        return _Transition(definition, state, now, armed).apply(event)
     except Exception as exc:  # the core never raises: an error is a result
         return Decision(state, error=f"{type(exc).__name__}: {exc}")
 
@@ -165,10 +182,18 @@ class _Transition:
     """One decision in progress: a working copy of the state and the commands so far."""
 
     def __init__(
-        self, definition: SagaDefinition, state: InstanceState, now: datetime, *, own: bool = False
+        self,
+        definition: SagaDefinition,
+        state: InstanceState,
+        now: datetime,
+        armed: dict[str, datetime] | None,
+        *,
+        own: bool = False,
     ) -> None:
-        """``own``: ``state`` was made for this transition, so it needs no working copy."""
+        """``own``: ``state`` was made for this transition, so it needs no working copy.
+        ``armed``: see :func:`decide_armed`."""
         self.definition = definition
+        self.armed = armed
         self.state = state if own else working_copy(state)
         self.shared: set[str] = set() if own else set(state.steps)
         """Steps whose state is still the input's (read-only): :meth:`own` copies one."""
@@ -178,7 +203,13 @@ class _Transition:
     # -- entry points -------------------------------------------------------
 
     @classmethod
-    def start(cls, definition: SagaDefinition, event: SagaTriggered, now: datetime) -> Decision:
+    def start(
+        cls,
+        definition: SagaDefinition,
+        event: SagaTriggered,
+        now: datetime,
+        armed: dict[str, datetime] | None,
+    ) -> Decision:
         state = InstanceState(
             saga_id=event.saga_id,
             saga_name=definition.name,
@@ -189,12 +220,12 @@ class _Transition:
         )
         state.context["trigger"] = _json_copy(_kept(event.data, definition.trigger.keep))
         state.parent = event.parent
-        t = cls(definition, state, now, own=True)
+        t = cls(definition, state, now, armed, own=True)
         parent = event.parent
         where = f"child of {parent.saga} {parent.saga_id} step {parent.step}" if parent else None
         t.record("saga.started", detail=where)
         if definition.deadline is not None:
-            t.schedule(Timer(TimerKind.DEADLINE), now + definition.deadline)
+            t.schedule(now + definition.deadline, TimerKind.DEADLINE)
         t.advance()
         return t.done()
 
@@ -279,11 +310,19 @@ class _Transition:
     ) -> None:
         self.state.history.append(history_entry(self.now, event, step, attempt, detail, actor))
 
-    def schedule(self, timer: Timer, at: datetime) -> None:
-        self.commands.append(ScheduleTimer(timer, at))
+    def schedule(
+        self, at: datetime, kind: TimerKind, step: str | None = None, attempt: int = 1
+    ) -> None:
+        if self.armed is None:
+            self.commands.append(ScheduleTimer(Timer(kind, step, attempt), at))
+        else:
+            self.armed[timer_key(kind, step, attempt)] = at
 
-    def cancel(self, timer: Timer) -> None:
-        self.commands.append(CancelTimer(timer))
+    def cancel(self, kind: TimerKind, step: str | None = None, attempt: int = 1) -> None:
+        if self.armed is None:
+            self.commands.append(CancelTimer(Timer(kind, step, attempt)))
+        else:
+            self.armed.pop(timer_key(kind, step, attempt), None)
 
     def step_def(self, name: str) -> Step:
         return self.definition.by_name[name]
@@ -339,26 +378,26 @@ class _Transition:
         if held_back:
             return  # its command waits for a slot: no timer was armed
         if s.status is StepStatus.ACTIVE and step.wait is not None:
-            self.cancel(Timer(TimerKind.WAIT, name, s.attempt))
+            self.cancel(TimerKind.WAIT, name, s.attempt)
         elif s.status is StepStatus.ACTIVE and _queued(step, s):
-            self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, name, s.attempt))
+            self.cancel(TimerKind.QUEUE_TIMEOUT, name, s.attempt)
         elif s.status is StepStatus.ACTIVE and step.timeout is not None:
-            self.cancel(Timer(TimerKind.STEP_TIMEOUT, name, s.attempt))
+            self.cancel(TimerKind.STEP_TIMEOUT, name, s.attempt)
         if s.status is StepStatus.RETRY_WAIT:
-            self.cancel(Timer(TimerKind.STEP_RETRY, name, s.attempt))
+            self.cancel(TimerKind.STEP_RETRY, name, s.attempt)
 
     def cancel_compensation_timers(self, name: str, s: StepState) -> None:
         comp = self.step_def(name).compensate
         if s.compensation is CompensationStatus.ACTIVE and comp and comp.timeout is not None:
-            self.cancel(Timer(TimerKind.COMPENSATION_TIMEOUT, name, s.compensation_attempt))
+            self.cancel(TimerKind.COMPENSATION_TIMEOUT, name, s.compensation_attempt)
         if s.compensation is CompensationStatus.RETRY_WAIT:
-            self.cancel(Timer(TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt))
+            self.cancel(TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt)
 
     def finish(self, status: Status) -> None:
         self.state.status = status
         self.state.finished_at = self.now
         if status is Status.COMPLETED and self.definition.deadline is not None:
-            self.cancel(Timer(TimerKind.DEADLINE))
+            self.cancel(TimerKind.DEADLINE)
         again = status is Status.COMPENSATED and self.state.reopened
         self.record(f"saga.{status.value}")
         if not again:  # announced once per instance: a reopened saga was announced already
@@ -501,15 +540,13 @@ class _Transition:
     def arm(self, step: Step, s: StepState, attempt: int) -> None:
         """The step's timers, once its command is out (or it has none)."""
         if step.wait is not None:
-            self.schedule(Timer(TimerKind.WAIT, step.name, attempt), self.now + step.wait)
+            self.schedule(self.now + step.wait, TimerKind.WAIT, step.name, attempt)
         elif _queued(step, s):
             assert step.queue_timeout is not None
-            timer = Timer(TimerKind.QUEUE_TIMEOUT, step.name, attempt)
-            self.schedule(timer, self.now + step.queue_timeout)
+            at = self.now + step.queue_timeout
+            self.schedule(at, TimerKind.QUEUE_TIMEOUT, step.name, attempt)
         elif step.timeout is not None:
-            self.schedule(
-                Timer(TimerKind.STEP_TIMEOUT, step.name, attempt), self.now + step.timeout
-            )
+            self.schedule(self.now + step.timeout, TimerKind.STEP_TIMEOUT, step.name, attempt)
 
     def step_started(self, event: StepStarted) -> str | None:
         """The participant took the command out of its queue: the run ``timeout`` starts."""
@@ -521,20 +558,18 @@ class _Transition:
         waiting = s.status is StepStatus.ACTIVE and _queued(step, s) and not _held_back(step, s)
         if self.state.status is not Status.RUNNING or not waiting or not current:
             return f"step {event.step!r} is {s.status.value}: start report ignored"
-        self.cancel(Timer(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt))
+        self.cancel(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt)
         s.running_since = self.now
         self.record("step.running", step.name, s.attempt)
         if step.timeout is not None:
-            timer = Timer(TimerKind.STEP_TIMEOUT, step.name, s.attempt)
-            self.schedule(timer, self.now + step.timeout)
+            self.schedule(self.now + step.timeout, TimerKind.STEP_TIMEOUT, step.name, s.attempt)
         return None
 
     def wait_to_retry(self, step: str, s: StepState, policy: RetryPolicy, why: str) -> None:
         self.cancel_step_timers(step, s)
         s.status = StepStatus.RETRY_WAIT
         self.record("step.retry-scheduled", step, s.attempt, why)
-        timer = Timer(TimerKind.STEP_RETRY, step, s.attempt)
-        self.schedule(timer, self.now + policy.delay(s.attempt))
+        self.schedule(self.now + policy.delay(s.attempt), TimerKind.STEP_RETRY, step, s.attempt)
 
     def step_succeeded(self, event: StepSucceeded) -> str | None:
         s = self.own_get(event.step)
@@ -715,7 +750,7 @@ class _Transition:
         self.state.status = Status.COMPENSATING
         self.state.failure_step, self.state.failure_reason = step, reason
         if self.definition.deadline is not None:
-            self.cancel(Timer(TimerKind.DEADLINE))
+            self.cancel(TimerKind.DEADLINE)
         self.record("saga.compensating", step, detail=reason)
         for name, s in self.state.steps.items():
             if s.status is StepStatus.PENDING and s.early is not None and s.early.succeeded:
@@ -763,15 +798,14 @@ class _Transition:
             s.compensation_finished_at = self.now
             self.record("compensation.sent", name, attempt)
         elif comp.timeout is not None:
-            timer = Timer(TimerKind.COMPENSATION_TIMEOUT, name, attempt)
-            self.schedule(timer, self.now + comp.timeout)
+            self.schedule(self.now + comp.timeout, TimerKind.COMPENSATION_TIMEOUT, name, attempt)
 
     def compensation_wait(self, name: str, s: StepState, policy: RetryPolicy, why: str) -> None:
         self.cancel_compensation_timers(name, s)
         s.compensation = CompensationStatus.RETRY_WAIT
         self.record("compensation.retry-scheduled", name, s.compensation_attempt, why)
-        timer = Timer(TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt)
-        self.schedule(timer, self.now + policy.delay(s.compensation_attempt))
+        at = self.now + policy.delay(s.compensation_attempt)
+        self.schedule(at, TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt)
 
     def park(self, name: str, s: StepState, reason: str) -> None:
         self.cancel_compensation_timers(name, s)
@@ -871,7 +905,7 @@ class _Transition:
         if self.state.status is Status.RUNNING:
             self.abandon_in_flight()
             if self.definition.deadline is not None:
-                self.cancel(Timer(TimerKind.DEADLINE))
+                self.cancel(TimerKind.DEADLINE)
         queue = self.state.compensation_queue
         if queue:  # an undo in flight counts as not done: a redrive keeps its step done
             head = self.own(queue[0])
@@ -921,7 +955,7 @@ class _Transition:
         why = f"run {self.state.run}" + (f": {event.reason}" if event.reason else "")
         self.record("operator.redrive", failed, detail=why, actor=event.actor)
         if self.definition.deadline is not None:
-            self.schedule(Timer(TimerKind.DEADLINE), self.now + self.definition.deadline)
+            self.schedule(self.now + self.definition.deadline, TimerKind.DEADLINE)
         self.advance()
         # Nothing of the old run is armed: a timer this run set and already cancelled (its
         # deadline, when it ended at once) was never armed either.

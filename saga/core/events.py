@@ -36,13 +36,18 @@ class Timer:
     @property
     def key(self) -> str:
         """Unique within an instance, made of subject-safe tokens."""
-        return f"{self.kind}.{self.step or '_'}.{self.attempt}"  # a StrEnum formats as its value
+        return timer_key(self.kind, self.step, self.attempt)
 
     @classmethod
     def from_key(cls, key: str) -> Timer:
         """Inverse of :attr:`key`; raises ``ValueError`` on a malformed key."""
         kind, step, attempt = key.split(".")
         return cls(TimerKind(kind), None if step == "_" else step, int(attempt))
+
+
+def timer_key(kind: TimerKind, step: str | None, attempt: int) -> str:
+    """:attr:`Timer.key` of ``Timer(kind, step, attempt)``, without making the timer."""
+    return f"{kind}.{step or '_'}.{attempt}"  # a StrEnum formats as its value
 
 
 @dataclass(frozen=True)

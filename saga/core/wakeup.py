@@ -24,8 +24,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from saga.core.commands import CancelTimer, Command, ScheduleTimer
-from saga.core.decide import Decision, decide
-from saga.core.events import Event, SagaTriggered, Timer, TimerFired, TimerKind
+from saga.core.decide import Decision, decide, decide_armed
+from saga.core.events import Event, OperatorRedrive, SagaTriggered, Timer, TimerFired, TimerKind
 from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
 
@@ -42,18 +42,25 @@ def decide_slotted(
     """:func:`decide`, with the instance's timers behind one slot (see the module)."""
     if isinstance(event, TimerFired) and event.timer.kind is TimerKind.WAKE:
         return wake(definition, state, now)
-    decision = decide(definition, state, event, now)
-    if not decision.changed or decision.state is None:
-        return decision
     if state is None:
         if not isinstance(event, SagaTriggered):
+            return decide(definition, state, event, now)
+        armed: dict[str, datetime] = {}
+        decision = decide_armed(definition, state, event, now, armed)
+        if not decision.changed or decision.state is None:
             return decision
-        return settle(decision, {}, None, fired=False)
+        return settle(decision, armed, None, fired=False)
     if state.timers is None:  # an instance from before the slot: timers one by one
-        return decision
+        return decide(definition, state, event, now)
     armed = dict(state.timers)
     if isinstance(event, TimerFired):
         armed.pop(event.timer.key, None)
+    if isinstance(event, OperatorRedrive):  # its timer commands are netted first: folded after
+        decision = decide(definition, state, event, now)
+    else:  # the timers set in and removed from ``armed`` directly, as settle would fold them
+        decision = decide_armed(definition, state, event, now, armed)
+    if not decision.changed or decision.state is None:
+        return decision
     return settle(decision, armed, state.wake_at, fired=False)
 
 
@@ -74,14 +81,16 @@ def wake(definition: SagaDefinition, state: InstanceState | None, now: datetime)
             state.model_copy(update={"wake_at": at}), [ScheduleTimer(SLOT, at)], changed=True
         )
     armed = dict(state.timers)
-    current, commands, changed = state, list[Command](), False
     for _, key in due:
         armed.pop(key)
-        decision = decide(definition, current, TimerFired(Timer.from_key(key)), now)
+    current, commands, changed = state, list[Command](), False
+    for _, key in due:
+        trial = dict(armed)  # a fire that changes nothing changes no timer either
+        decision = decide_armed(definition, current, TimerFired(Timer.from_key(key)), now, trial)
         if decision.error is not None:
             return Decision(state, error=decision.error)
         if decision.changed and decision.state is not None:
-            current, changed = decision.state, True
+            current, changed, armed = decision.state, True, trial
             commands += decision.commands
     if not changed:  # only stale timers were due: forget them
         current = current.model_copy(update={"updated_at": now})
