@@ -193,6 +193,7 @@ class _Transition:
         """``own``: ``state`` was made for this transition, so it needs no working copy.
         ``armed``: see :func:`decide_armed`."""
         self.definition = definition
+        self.by_name = definition.by_name
         self.armed = armed
         self.state = state if own else working_copy(state)
         self.shared: set[str] = set() if own else set(state.steps)
@@ -218,7 +219,9 @@ class _Transition:
             updated_at=now,
             steps={s.name: _model_copy(_PENDING) for s in definition.steps},
         )
-        state.context["trigger"] = _json_copy(_kept(event.data, definition.trigger.keep))
+        # The kept fields in a dict of their own; their values are the event's, as a step's
+        # kept payload is (neither is changed in place, by the core or its adapters).
+        state.context["trigger"] = _kept(event.data, definition.trigger.keep)
         state.parent = event.parent
         t = cls(definition, state, now, armed, own=True)
         parent = event.parent
@@ -325,7 +328,7 @@ class _Transition:
             self.armed.pop(timer_key(kind, step, attempt), None)
 
     def step_def(self, name: str) -> Step:
-        return self.definition.by_name[name]
+        return self.by_name[name]
 
     def publish(self, spec: Publish, step: str, attempt: int, kind: str) -> None:
         data = spec.payload(self.state.template_context())
@@ -1103,10 +1106,11 @@ _OPERATOR_VERBS: dict[type, str] = {
 def working_copy(state: InstanceState) -> InstanceState:
     """A copy of ``state`` for one transition to change: the input stays as it was.
 
-    Only what a transition changes in place is copied: the lists, the dicts of steps and
-    timers, the context and its ``steps`` dict. Shared with the input: scalars, enums,
-    datetimes, the frozen history entries, the step states (:meth:`_Transition.own` copies
-    one before changing it) and the context's JSON values. A transition never changes a
+    Only what a transition changes in place is copied: the lists, the dict of steps, the
+    context and its ``steps`` dict. Shared with the input: scalars, enums, datetimes, the
+    frozen history entries, the step states (:meth:`_Transition.own` copies one before
+    changing it), the armed timers (only :func:`saga.core.wakeup.settle` sets them, anew)
+    and the context's JSON values. A transition never changes a
     value in the context in place: it sets or removes a whole entry of ``context["steps"]``,
     and the trigger's data is written once, when the instance starts. A deep copy of the
     context was 15% of a transition's CPU. ``tests/unit/test_decide_copy.py`` fails when a
@@ -1124,7 +1128,6 @@ def working_copy(state: InstanceState) -> InstanceState:
             "completed": list(state.completed),
             "compensation_queue": list(state.compensation_queue),
             "history": list(state.history),
-            "timers": None if state.timers is None else dict(state.timers),
         },
     )
 

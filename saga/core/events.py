@@ -47,7 +47,7 @@ class Timer:
 
 def timer_key(kind: TimerKind, step: str | None, attempt: int) -> str:
     """:attr:`Timer.key` of ``Timer(kind, step, attempt)``, without making the timer."""
-    return f"{kind}.{step or '_'}.{attempt}"  # a StrEnum formats as its value
+    return f"{kind._value_}.{step or '_'}.{attempt}"
 
 
 @dataclass(frozen=True)

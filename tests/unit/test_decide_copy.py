@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from saga.core.decide import decide, history_entry, working_copy
@@ -92,10 +93,10 @@ def shared_mutables(a: Any, b: Any, path: str = "state") -> list[str]:
     return found
 
 
-SHARED = ("state.steps['", "state.context['trigger']", "state.context['steps']['")
+SHARED = ("state.steps['", "state.context['trigger']", "state.context['steps']['", "state.timers")
 """What the working copy shares with its input: the step states (a transition copies one
-before changing it) and the context's JSON values (a transition replaces them, never changes
-one in place)."""
+before changing it), the context's JSON values (a transition replaces them, never changes
+one in place) and the armed timers (``settle`` sets new ones)."""
 
 
 def test_working_copy_is_equal_and_shares_only_what_a_transition_replaces() -> None:
@@ -120,7 +121,7 @@ def test_changing_the_copy_as_a_transition_does_leaves_the_original_as_it_was() 
     copy.compensation_queue.pop()
     copy.history.append(HistoryEntry(at=T0, event="x"))
     assert copy.timers is not None
-    copy.timers["deadline._.1"] = T0
+    copy.timers = {**copy.timers, "deadline._.1": T0}
     assert state.model_dump() == before
 
 
@@ -197,3 +198,18 @@ def test_a_new_instances_step_states_equal_validated_ones() -> None:
     assert last == StepState()
     assert last.model_fields_set == StepState().model_fields_set
     assert len({id(s) for s in state.steps.values()}) == len(definition.steps)
+
+
+def test_assigning_a_state_field_does_what_pydantic_does() -> None:
+    """The state models' fast ``__setattr__`` (``saga.core.state._Changed``)."""
+    fast, plain = StepState(), StepState.model_construct()
+    fast.attempt = 2
+    BaseModel.__setattr__(plain, "attempt", 2)
+    assert fast == plain
+    assert fast.model_fields_set == plain.model_fields_set == {"attempt"}
+    state = full_state()
+    state.failure_reason = None
+    assert "failure_reason" in state.model_fields_set
+    assert state.model_dump()["failure_reason"] is None
+    with pytest.raises(ValueError, match="no field"):
+        fast.no_such_field = 1  # type: ignore[attr-defined]
