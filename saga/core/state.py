@@ -81,8 +81,9 @@ class _Changed(BaseModel):
     ten. Anything else goes to pydantic (``tests/unit/test_decide_copy.py``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in type(self).__pydantic_fields__:
-            self.__dict__[name] = value
+        values = self.__dict__  # the fields, and nothing else: these models keep no extras
+        if name in values:
+            values[name] = value
             self.__pydantic_fields_set__.add(name)
         else:
             super().__setattr__(name, value)

@@ -49,7 +49,7 @@ def decide_slotted(
         decision = decide_armed(definition, state, event, now, armed)
         if not decision.changed or decision.state is None:
             return decision
-        return settle(decision, armed, None, fired=False)
+        return _slotted(decision, decision.commands, armed, None, fired=False)
     if state.timers is None:  # an instance from before the slot: timers one by one
         return decide(definition, state, event, now)
     armed = dict(state.timers)
@@ -57,11 +57,14 @@ def decide_slotted(
         armed.pop(event.timer.key, None)
     if isinstance(event, OperatorRedrive):  # its timer commands are netted first: folded after
         decision = decide(definition, state, event, now)
-    else:  # the timers set in and removed from ``armed`` directly, as settle would fold them
-        decision = decide_armed(definition, state, event, now, armed)
+        if not decision.changed or decision.state is None:
+            return decision
+        return settle(decision, armed, state.wake_at, fired=False)
+    # The timers set in and removed from ``armed`` directly, as settle would fold them.
+    decision = decide_armed(definition, state, event, now, armed)
     if not decision.changed or decision.state is None:
         return decision
-    return settle(decision, armed, state.wake_at, fired=False)
+    return _slotted(decision, decision.commands, armed, state.wake_at, fired=False)
 
 
 def wake(definition: SagaDefinition, state: InstanceState | None, now: datetime) -> Decision:
@@ -94,7 +97,9 @@ def wake(definition: SagaDefinition, state: InstanceState | None, now: datetime)
             commands += decision.commands
     if not changed:  # only stale timers were due: forget them
         current = current.model_copy(update={"updated_at": now})
-    return settle(Decision(current, commands, changed=True), armed, state.wake_at, fired)
+    return _slotted(
+        Decision(current, commands, changed=True), commands, armed, state.wake_at, fired
+    )
 
 
 def settle(
@@ -111,6 +116,19 @@ def settle(
             armed.pop(command.timer.key, None)
         else:
             kept.append(command)
+    return _slotted(decision, kept, armed, wake_at, fired)
+
+
+def _slotted(
+    decision: Decision,
+    kept: list[Command],
+    armed: dict[str, datetime],
+    wake_at: datetime | None,
+    fired: bool,
+) -> Decision:
+    """:func:`settle` once the timer commands are folded into ``armed`` (``kept``: the
+    other commands, to which the slot's is added)."""
+    assert decision.state is not None
     if decision.state.status.terminal:
         armed = {}  # a finished instance ignores every timer
     pending = None if fired else wake_at
