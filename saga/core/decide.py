@@ -196,8 +196,8 @@ class _Transition:
         self.by_name = definition.by_name
         self.armed = armed
         self.state = state if own else working_copy(state)
-        self.shared: set[str] = set() if own else set(state.steps)
-        """Steps whose state is still the input's (read-only): :meth:`own` copies one."""
+        self.inputs: dict[str, StepState] = _NO_STEPS if own else state.steps
+        """The input's step states (read-only): :meth:`own` copies one still in use."""
         self.now = now
         self.commands: list[Command] = []
 
@@ -288,8 +288,7 @@ class _Transition:
         """Step ``name``'s state, to change: copied from the input's on first use (a
         transition copies only the steps it touches; the rest stay shared, unchanged)."""
         s = self.state.steps[name]
-        if name in self.shared:
-            self.shared.discard(name)
+        if s is self.inputs.get(name):
             s = self.state.steps[name] = _step_copy(s)
         return s
 
@@ -947,7 +946,6 @@ class _Transition:
                 self.own(name).compensation = CompensationStatus.NONE
                 continue
             self.state.steps[name] = StepState()
-            self.shared.discard(name)
             self.state.context["steps"].pop(name, None)
         self.state.completed = [
             n for n in self.state.completed if self.state.steps[n].status is StepStatus.SUCCEEDED
@@ -1161,9 +1159,13 @@ def _model_copy(model: _M, update: dict[str, Any] | None = None) -> _M:
     return copied
 
 
+_NO_STEPS: dict[str, StepState] = {}
+"""The input steps of a transition that made its state itself (never changed)."""
 _PENDING = StepState()
 """A new step's state, copied (``_model_copy``) for each step of a new instance."""
-_ENTRY_FIELDS = frozenset(HistoryEntry.model_fields)
+_ENTRY_FIELDS = set(HistoryEntry.model_fields)
+"""Every entry's set fields: one set shared by all, as a history entry is frozen (nothing
+adds to its fields; pydantic's copies copy the set)."""
 
 
 def history_entry(
@@ -1190,7 +1192,7 @@ def history_entry(
             "actor": actor,
         },
     )
-    _set(entry, "__pydantic_fields_set__", set(_ENTRY_FIELDS))
+    _set(entry, "__pydantic_fields_set__", _ENTRY_FIELDS)
     _set(entry, "__pydantic_extra__", None)
     _set(entry, "__pydantic_private__", None)
     return entry
