@@ -1,6 +1,6 @@
 """CPU of the pure core on the engine's real transitions of the bench saga.
 
-    python bench/core.py [--sagas N] [--rounds R] [--json]
+    python bench/core.py [--sagas N] [--inflight K] [--rounds R] [--json]
     python bench/core.py --golden FILE    # the encoded records and commands, for a diff
 
 Replays, as the engine does (``announced(decide_slotted(...))``, each transition on the
@@ -155,17 +155,24 @@ def golden(definition: SagaDefinition) -> dict[str, list[dict[str, Any]]]:
     return {name: run(definition, make(f"o-{name}")) for name, make in SCENARIOS.items()}
 
 
-def timed(definition: SagaDefinition, make: Callable[[str], list[Timed]], sagas: int) -> float:
-    """Thread CPU per saga, µs, of ``sagas`` sagas' transitions."""
+def timed(
+    definition: SagaDefinition, make: Callable[[str], list[Timed]], sagas: int, inflight: int
+) -> float:
+    """Thread CPU per saga, µs, of ``sagas`` sagas' transitions, ``inflight`` at a time
+    taking turns (as the engine interleaves them: each state is cold when its next event
+    comes)."""
     level = definition.status_events
     runs = [make(f"order-{i:06d}") for i in range(sagas)]
     started = time.thread_time()
-    for events in runs:
-        state: InstanceState | None = None
-        for now, event in events:
-            decision = announced(decide_slotted(definition, state, event, now), level)
-            if decision.changed:
-                state = decision.state
+    for first in range(0, sagas, inflight):
+        wave = runs[first : first + inflight]
+        states: list[InstanceState | None] = [None] * len(wave)
+        for turn in range(len(wave[0])):
+            for i, events in enumerate(wave):
+                now, event = events[turn]
+                decision = announced(decide_slotted(definition, states[i], event, now), level)
+                if decision.changed:
+                    states[i] = decision.state
     return (time.thread_time() - started) / sagas * 1e6
 
 
@@ -173,6 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sagas", type=int, default=2000, help="sagas per scenario and round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--inflight", type=int, default=200, help="sagas taking turns")
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument("--golden", type=Path, help="write the encoded transitions here")
     args = parser.parse_args()
@@ -181,11 +189,11 @@ def main() -> None:
         args.golden.write_text(json.dumps(golden(definition), indent=1) + "\n")
         return
     for make in SCENARIOS.values():  # warm up: imports, caches, the schema compiler
-        timed(definition, make, 50)
+        timed(definition, make, 50, args.inflight)
     figures: dict[str, list[float]] = {name: [] for name in SCENARIOS}
     for _ in range(args.rounds):
         for name, make in SCENARIOS.items():
-            figures[name].append(timed(definition, make, args.sagas))
+            figures[name].append(timed(definition, make, args.sagas, args.inflight))
     medians = {name: round(statistics.median(v), 1) for name, v in figures.items()}
     if args.json:
         print(json.dumps({"us_per_saga": medians, "rounds": figures}))
