@@ -233,12 +233,36 @@ def compile_template(template: Template) -> Callable[[dict[str, Any]], Any]:
         return leaf
     if not isinstance(template, dict):  # render refuses it: the same error, at each call
         return partial(render, template)
-    parts = [(key, compile_template(value)) for key, value in template.items()]
+    # A leaf that is a plain field path (most are) is walked here, without two calls.
+    parts = [(key, _plain_path(value), compile_template(value)) for key, value in template.items()]
 
     def mapping(context: dict[str, Any]) -> Any:
-        return {key: part(context) for key, part in parts}
+        payload = {}
+        for key, path, part in parts:
+            if path is None:
+                payload[key] = part(context)
+                continue
+            value: Any = context
+            for name in path:
+                if not isinstance(value, dict):
+                    value = None
+                    break
+                value = value.get(name)
+            payload[key] = value
+        return payload
 
     return mapping
+
+
+def _plain_path(template: Any) -> tuple[str, ...] | None:
+    """The keys of a leaf that is a plain field path (``trigger.order_id``), else None."""
+    if not isinstance(template, str):
+        return None
+    try:
+        parsed = compile_expression(template)
+    except ValueError:
+        return None
+    return _field_path(cast(Node, parsed.parsed))
 
 
 def _nothing(context: dict[str, Any]) -> None:

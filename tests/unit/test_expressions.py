@@ -203,6 +203,7 @@ def test_a_compiled_template_renders_as_render_does() -> None:
         {},
         {"a": "trigger.order_id", "b": {"c": "abs(trigger.order_id)", "d": "`[1, 2]`"}},
         {"x": "steps.reserve_inventory"},
+        {"deep": "trigger.order_id.x", "gone": "steps.nope.id", "n": "trigger.items[0].price"},
     ]
     for template in templates:
         assert compile_template(template)(CONTEXT) == render(template, CONTEXT)
