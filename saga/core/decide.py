@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -76,6 +76,7 @@ from saga.core.state import (
     HistoryEntry,
     InstanceState,
     Outcome,
+    ParentLink,
     Status,
     StepState,
     StepStatus,
@@ -211,18 +212,15 @@ class _Transition:
         now: datetime,
         armed: dict[str, datetime] | None,
     ) -> Decision:
-        state = InstanceState(
-            saga_id=event.saga_id,
-            saga_name=definition.name,
-            saga_version=definition.version,
-            started_at=now,
-            updated_at=now,
-            steps={s.name: _model_copy(_PENDING) for s in definition.steps},
-        )
         # The kept fields in a dict of their own; their values are the event's, as a step's
         # kept payload is (neither is changed in place, by the core or its adapters).
-        state.context["trigger"] = _kept(event.data, definition.trigger.keep)
-        state.parent = event.parent
+        state = new_instance(
+            event.saga_id,
+            definition,
+            now,
+            _kept(event.data, definition.trigger.keep),
+            event.parent,
+        )
         t = cls(definition, state, now, armed, own=True)
         parent = event.parent
         where = f"child of {parent.saga} {parent.saga_id} step {parent.step}" if parent else None
@@ -1159,6 +1157,7 @@ def _model_copy(model: _M, update: dict[str, Any] | None = None) -> _M:
     return copied
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_STEPS: dict[str, StepState] = {}
 """The input steps of a transition that made its state itself (never changed)."""
 _PENDING = StepState()
@@ -1196,6 +1195,45 @@ def history_entry(
     _set(entry, "__pydantic_extra__", None)
     _set(entry, "__pydantic_private__", None)
     return entry
+
+
+_BLANK = InstanceState(
+    saga_id="", saga_name="", saga_version=1, started_at=_EPOCH, updated_at=_EPOCH
+)
+_GIVEN = ("saga_id", "saga_name", "saga_version", "started_at", "updated_at", "steps", "parent")
+
+
+def new_instance(
+    saga_id: str,
+    definition: SagaDefinition,
+    now: datetime,
+    trigger: dict[str, Any],
+    parent: ParentLink | None,
+) -> InstanceState:
+    """A new instance's state, as ``InstanceState(saga_id=..., ..., steps=...)`` with its
+    context's trigger and its parent then set, without pydantic's validation: the values
+    are the core's own (``tests/unit/test_decide_copy.py`` checks it equals the validated
+    construction)."""
+    values = _BLANK.__dict__.copy()
+    values.update(
+        saga_id=saga_id,
+        saga_name=definition.name,
+        saga_version=definition.version,
+        started_at=now,
+        updated_at=now,
+        steps={s.name: _model_copy(_PENDING) for s in definition.steps},
+        context={"trigger": trigger, "steps": {}},
+        completed=[],
+        compensation_queue=[],
+        history=[],
+        parent=parent,
+    )
+    state = _new(InstanceState)
+    _set(state, "__dict__", values)
+    _set(state, "__pydantic_fields_set__", set(_GIVEN))
+    _set(state, "__pydantic_extra__", None)
+    _set(state, "__pydantic_private__", None)
+    return state
 
 
 _CONTAINERS = (dict, list)

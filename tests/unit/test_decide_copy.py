@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from saga.core.decide import decide, history_entry, working_copy
+from saga.core.decide import decide, history_entry, new_instance, working_copy
 from saga.core.events import SagaTriggered, StepSucceeded
 from saga.core.state import (
     CompensationStatus,
@@ -213,3 +213,25 @@ def test_assigning_a_state_field_does_what_pydantic_does() -> None:
     assert state.model_dump()["failure_reason"] is None
     with pytest.raises(ValueError, match="no field"):
         fast.no_such_field = 1  # type: ignore[attr-defined]
+
+
+def test_a_new_instance_equals_the_validated_construction() -> None:
+    definition = load_definition(Path(__file__).parents[2] / "bench/definitions/bench-order.yaml")
+    parent = ParentLink(saga="order", saga_id="o-0", step="pay", attempt=2)
+    for link in (None, parent):
+        fast = new_instance("o-1", definition, T0, {"a": [1]}, link)
+        checked = InstanceState(
+            saga_id="o-1",
+            saga_name=definition.name,
+            saga_version=definition.version,
+            started_at=T0,
+            updated_at=T0,
+            steps={s.name: StepState() for s in definition.steps},
+        )
+        checked.context["trigger"] = {"a": [1]}
+        checked.parent = link
+        assert fast == checked
+        assert fast.model_fields_set == checked.model_fields_set
+        assert fast.model_dump_json() == checked.model_dump_json()
+        again = new_instance("o-1", definition, T0, {"a": [1]}, link)
+        assert [p for p in shared_mutables(fast, again) if "trigger" not in p] == []
