@@ -237,7 +237,7 @@ class _Transition:
         step's effect would stay behind under an instance that reports itself compensated.
         """
         s = self.own_get(event.step)
-        step = self.definition.by_name.get(event.step) if s is not None else None
+        step = self.step_def(event.step) if s is not None else None
         if (
             s is None
             or step is None

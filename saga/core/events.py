@@ -25,6 +25,10 @@ class TimerKind(StrEnum):
     """The instance's one timer slot (``saga.core.wakeup``): act on every armed timer due."""
 
 
+_KEYS = {kind: kind.value for kind in TimerKind}
+"""Each kind's value, looked up faster than the member's own."""
+
+
 @dataclass(frozen=True)
 class Timer:
     """Identity of a timer inside one instance; stale timers (older attempt) are no-ops."""
@@ -47,7 +51,7 @@ class Timer:
 
 def timer_key(kind: TimerKind, step: str | None, attempt: int) -> str:
     """:attr:`Timer.key` of ``Timer(kind, step, attempt)``, without making the timer."""
-    return f"{kind._value_}.{step or '_'}.{attempt}"
+    return f"{_KEYS[kind]}.{step or '_'}.{attempt}"
 
 
 @dataclass(frozen=True)

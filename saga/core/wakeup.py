@@ -144,4 +144,6 @@ def _slotted(
     # wake), never the caller's: set in place rather than copied once more
     state = decision.state
     state.timers, state.wake_at = armed, pending
+    if kept is decision.commands:  # the transition's own list, now with the slot's command
+        return decision
     return Decision(state, kept, decision.changed, decision.note, decision.error)
