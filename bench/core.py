@@ -1,7 +1,6 @@
 """CPU of the pure core on the engine's real transitions of the bench saga.
 
     python bench/core.py [--sagas N] [--inflight K] [--rounds R] [--json]
-    python bench/core.py --golden FILE    # the encoded records and commands, for a diff
 
 Replays, as the engine does (``announced(decide_slotted(...))``, each transition on the
 state the one before it returned), the transitions of ``bench/definitions/bench-order.yaml``
@@ -127,7 +126,7 @@ SCENARIOS: dict[str, Callable[[str], list[Timed]]] = {
 
 def run(definition: SagaDefinition, events: list[Timed]) -> list[dict[str, Any]]:
     """Every transition's encoded outcome: the record as the store writes it, the commands
-    as the outbox keeps them."""
+    as the outbox keeps them (``tests/unit/test_core_golden.py`` compares them with main's)."""
     state: InstanceState | None = None
     out: list[dict[str, Any]] = []
     for now, event in events:
@@ -149,10 +148,6 @@ def run(definition: SagaDefinition, events: list[Timed]) -> list[dict[str, Any]]
         if decision.changed:
             state = decision.state
     return out
-
-
-def golden(definition: SagaDefinition) -> dict[str, list[dict[str, Any]]]:
-    return {name: run(definition, make(f"o-{name}")) for name, make in SCENARIOS.items()}
 
 
 def timed(
@@ -182,12 +177,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--inflight", type=int, default=200, help="sagas taking turns")
     parser.add_argument("--json", action="store_true", help="one JSON object")
-    parser.add_argument("--golden", type=Path, help="write the encoded transitions here")
     args = parser.parse_args()
     definition = load_definition(DEFINITION)
-    if args.golden is not None:
-        args.golden.write_text(json.dumps(golden(definition), indent=1) + "\n")
-        return
     for make in SCENARIOS.values():  # warm up: imports, caches, the schema compiler
         timed(definition, make, 50, args.inflight)
     figures: dict[str, list[float]] = {name: [] for name in SCENARIOS}
@@ -196,7 +187,7 @@ def main() -> None:
             figures[name].append(timed(definition, make, args.sagas, args.inflight))
     medians = {name: round(statistics.median(v), 1) for name, v in figures.items()}
     if args.json:
-        print(json.dumps({"us_per_saga": medians, "rounds": figures}))
+        print(json.dumps({"us_per_saga": medians, "rounds": figures}, allow_nan=False))
         return
     for name, values in figures.items():
         print(
