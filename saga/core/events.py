@@ -25,6 +25,10 @@ class TimerKind(StrEnum):
     """The instance's one timer slot (``saga.core.wakeup``): act on every armed timer due."""
 
 
+_KEYS = {kind: kind.value for kind in TimerKind}
+"""Each kind's value, looked up faster than the member's own."""
+
+
 @dataclass(frozen=True)
 class Timer:
     """Identity of a timer inside one instance; stale timers (older attempt) are no-ops."""
@@ -36,13 +40,18 @@ class Timer:
     @property
     def key(self) -> str:
         """Unique within an instance, made of subject-safe tokens."""
-        return f"{self.kind.value}.{self.step or '_'}.{self.attempt}"
+        return timer_key(self.kind, self.step, self.attempt)
 
     @classmethod
     def from_key(cls, key: str) -> Timer:
         """Inverse of :attr:`key`; raises ``ValueError`` on a malformed key."""
         kind, step, attempt = key.split(".")
         return cls(TimerKind(kind), None if step == "_" else step, int(attempt))
+
+
+def timer_key(kind: TimerKind, step: str | None, attempt: int) -> str:
+    """:attr:`Timer.key` of ``Timer(kind, step, attempt)``, without making the timer."""
+    return f"{_KEYS[kind]}.{step or '_'}.{attempt}"
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from saga.core.commands import CancelTimer, Command, ScheduleTimer
-from saga.core.decide import Decision, decide
-from saga.core.events import Event, SagaTriggered, Timer, TimerFired, TimerKind
+from saga.core.decide import Decision, decide, decide_armed
+from saga.core.events import Event, OperatorRedrive, SagaTriggered, Timer, TimerFired, TimerKind
 from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
 
@@ -42,19 +42,29 @@ def decide_slotted(
     """:func:`decide`, with the instance's timers behind one slot (see the module)."""
     if isinstance(event, TimerFired) and event.timer.kind is TimerKind.WAKE:
         return wake(definition, state, now)
-    decision = decide(definition, state, event, now)
-    if not decision.changed or decision.state is None:
-        return decision
     if state is None:
         if not isinstance(event, SagaTriggered):
+            return decide(definition, state, event, now)
+        armed: dict[str, datetime] = {}
+        decision = decide_armed(definition, state, event, now, armed)
+        if not decision.changed or decision.state is None:
             return decision
-        return settle(decision, {}, None, fired=False)
+        return _slotted(decision, decision.commands, armed, None, fired=False)
     if state.timers is None:  # an instance from before the slot: timers one by one
-        return decision
+        return decide(definition, state, event, now)
     armed = dict(state.timers)
     if isinstance(event, TimerFired):
         armed.pop(event.timer.key, None)
-    return settle(decision, armed, state.wake_at, fired=False)
+    if isinstance(event, OperatorRedrive):  # its timer commands are netted first: folded after
+        decision = decide(definition, state, event, now)
+        if not decision.changed or decision.state is None:
+            return decision
+        return settle(decision, armed, state.wake_at, fired=False)
+    # The timers set in and removed from ``armed`` directly, as settle would fold them.
+    decision = decide_armed(definition, state, event, now, armed)
+    if not decision.changed or decision.state is None:
+        return decision
+    return _slotted(decision, decision.commands, armed, state.wake_at, fired=False)
 
 
 def wake(definition: SagaDefinition, state: InstanceState | None, now: datetime) -> Decision:
@@ -74,18 +84,22 @@ def wake(definition: SagaDefinition, state: InstanceState | None, now: datetime)
             state.model_copy(update={"wake_at": at}), [ScheduleTimer(SLOT, at)], changed=True
         )
     armed = dict(state.timers)
-    current, commands, changed = state, list[Command](), False
     for _, key in due:
         armed.pop(key)
-        decision = decide(definition, current, TimerFired(Timer.from_key(key)), now)
+    current, commands, changed = state, list[Command](), False
+    for _, key in due:
+        trial = dict(armed)  # a fire that changes nothing changes no timer either
+        decision = decide_armed(definition, current, TimerFired(Timer.from_key(key)), now, trial)
         if decision.error is not None:
             return Decision(state, error=decision.error)
         if decision.changed and decision.state is not None:
-            current, changed = decision.state, True
+            current, changed, armed = decision.state, True, trial
             commands += decision.commands
     if not changed:  # only stale timers were due: forget them
         current = current.model_copy(update={"updated_at": now})
-    return settle(Decision(current, commands, changed=True), armed, state.wake_at, fired)
+    return _slotted(
+        Decision(current, commands, changed=True), commands, armed, state.wake_at, fired
+    )
 
 
 def settle(
@@ -102,6 +116,19 @@ def settle(
             armed.pop(command.timer.key, None)
         else:
             kept.append(command)
+    return _slotted(decision, kept, armed, wake_at, fired)
+
+
+def _slotted(
+    decision: Decision,
+    kept: list[Command],
+    armed: dict[str, datetime],
+    wake_at: datetime | None,
+    fired: bool,
+) -> Decision:
+    """:func:`settle` once the timer commands are folded into ``armed`` (``kept``: the
+    other commands, to which the slot's is added)."""
+    assert decision.state is not None
     if decision.state.status.terminal:
         armed = {}  # a finished instance ignores every timer
     pending = None if fired else wake_at
@@ -117,4 +144,6 @@ def settle(
     # wake), never the caller's: set in place rather than copied once more
     state = decision.state
     state.timers, state.wake_at = armed, pending
+    if kept is decision.commands:  # the transition's own list, now with the slot's command
+        return decision
     return Decision(state, kept, decision.changed, decision.note, decision.error)

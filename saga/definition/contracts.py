@@ -63,8 +63,8 @@ def trigger_violation(definition: SagaDefinition, payload: Any) -> str | None:
 
 def success_violation(definition: SagaDefinition, step: str, payload: Any) -> str | None:
     """Why a success payload of ``step`` breaks the step's ``schema``, or ``None``."""
-    found = [s for s in definition.steps if s.name == step]
-    schema = found[0].payload_schema if found else None
+    found = definition.by_name.get(step)
+    schema = found.payload_schema if found is not None else None
     return violation(schema, payload) if isinstance(schema, dict) else None
 
 

@@ -11,7 +11,7 @@ Literals use JMESPath syntax: ``'EUR'`` (raw string) or ``\\`42\\``` (JSON liter
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, cast
 
 import jmespath
@@ -55,12 +55,34 @@ def compile_expression(expression: str) -> ParsedResult:
 @lru_cache(maxsize=4096)
 def evaluator(expression: str) -> Callable[[Any], Any]:
     """The expression as a function of the context. A plain field path such as
-    ``trigger.order_id`` (most templates) is a walk through dicts with JMESPath's meaning
-    (``None`` once a step is missing or not an object), without its tree interpreter."""
+    ``trigger.order_id`` (most templates), a literal, or a default such as
+    ``trigger.currency || 'EUR'`` made of those, is evaluated with JMESPath's meaning
+    (``None`` once a step is missing or not an object) without its tree interpreter."""
     parsed = compile_expression(expression)
-    path = _field_path(cast(Node, parsed.parsed))
+    fast = _direct(cast(Node, parsed.parsed))
+    return parsed.search if fast is None else fast
+
+
+def _direct(node: Node) -> Callable[[Any], Any] | None:
+    """``node`` as a plain function, when it is one of the simple forms (else ``None``)."""
+    kind = node.get("type")
+    if kind == "literal":
+        value = node["value"]  # the interpreter also returns this very object
+        return lambda _: value
+    if kind == "or_expression":
+        left, right = (_direct(child) for child in node["children"])
+        if left is None or right is None:
+            return None
+        first, second = left, right
+
+        def either(value: Any) -> Any:
+            found = first(value)
+            return second(value) if _jmespath_false(found) else found
+
+        return either
+    path = _field_path(node)
     if path is None:
-        return parsed.search
+        return None
 
     def lookup(value: Any) -> Any:
         for key in path:
@@ -70,6 +92,11 @@ def evaluator(expression: str) -> Callable[[Any], Any]:
         return value
 
     return lookup
+
+
+def _jmespath_false(value: Any) -> bool:
+    """JMESPath's falsehood, as its interpreter tests it (``0`` is true)."""
+    return value == "" or value == [] or value == {} or value is None or value is False
 
 
 def _field_path(node: Node) -> tuple[str, ...] | None:
@@ -186,6 +213,60 @@ def render(template: Template, context: dict[str, Any]) -> Any:
         except (jmespath_errors.JMESPathError, ValueError, TypeError):
             return None
     return {key: render(value, context) for key, value in template.items()}
+
+
+def compile_template(template: Template) -> Callable[[dict[str, Any]], Any]:
+    """:func:`render` of ``template`` as a function of the context, its expressions looked
+    up once: for a template rendered at every event (a step's ``publish.data``)."""
+    if isinstance(template, str):
+        try:
+            evaluate = evaluator(template)
+        except (jmespath_errors.JMESPathError, ValueError, TypeError):
+            return _nothing
+
+        def leaf(context: dict[str, Any]) -> Any:
+            try:
+                return evaluate(context)
+            except (jmespath_errors.JMESPathError, ValueError, TypeError):
+                return None
+
+        return leaf
+    if not isinstance(template, dict):  # render refuses it: the same error, at each call
+        return partial(render, template)
+    # A leaf that is a plain field path (most are) is walked here, without two calls.
+    parts = [(key, _plain_path(value), compile_template(value)) for key, value in template.items()]
+
+    def mapping(context: dict[str, Any]) -> Any:
+        payload = {}
+        for key, path, part in parts:
+            if path is None:
+                payload[key] = part(context)
+                continue
+            value: Any = context
+            for name in path:
+                if not isinstance(value, dict):
+                    value = None
+                    break
+                value = value.get(name)
+            payload[key] = value
+        return payload
+
+    return mapping
+
+
+def _plain_path(template: Any) -> tuple[str, ...] | None:
+    """The keys of a leaf that is a plain field path (``trigger.order_id``), else None."""
+    if not isinstance(template, str):
+        return None
+    try:
+        parsed = compile_expression(template)
+    except ValueError:
+        return None
+    return _field_path(cast(Node, parsed.parsed))
+
+
+def _nothing(context: dict[str, Any]) -> None:
+    return None
 
 
 def template_references(template: Template) -> list[tuple[str, ...]]:

@@ -6,6 +6,7 @@ Cross-field rules (names, subjects, references) live in :mod:`saga.definition.ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -21,7 +22,7 @@ from pydantic import (
 )
 
 from saga.definition.duration import Duration
-from saga.definition.expressions import TemplateError, template_problems
+from saga.definition.expressions import TemplateError, compile_template, template_problems
 from saga.definition.limits import Limits
 from saga.definition.schedule import every_problem, parse_cron, server_pattern
 from saga.definition.subjects import SubjectIndex
@@ -179,6 +180,17 @@ class Publish(_Model):
     """Subject the command is published on."""
     data: Template | None = None
     """A JMESPath expression, or a mapping whose leaves are expressions; ``{}`` when absent."""
+
+    def payload(self, context: dict[str, Any]) -> Any:
+        """``data`` rendered over ``context`` (:func:`render`), ``{}`` without ``data``.
+
+        The template is compiled once and kept beside the fields, checked against ``data``
+        (``model_copy(update=...)`` copies what was kept with the rest)."""
+        kept: tuple[Any, Callable[[dict[str, Any]], Any]] | None = self.__dict__.get("compiled")
+        if kept is None or kept[0] is not self.data:
+            kept = (self.data, _empty if self.data is None else compile_template(self.data))
+            self.__dict__["compiled"] = kept
+        return kept[1](context)
 
 
 class Compensation(_Model):
@@ -340,19 +352,35 @@ class SagaDefinition(_Model):
         """What each subject means to this saga, worked out once (a definition is frozen)."""
         return SubjectIndex.of(self)
 
+    @property
+    def by_name(self) -> dict[str, Step]:
+        """The steps by name (the first of a name), worked out once: the core looks steps
+        up at every event."""
+        return self._step_table().by_name
+
+    @property
+    def waits_for(self) -> dict[str, tuple[str, ...]]:
+        """:meth:`dependencies` of every step, worked out once."""
+        return self._step_table().waits_for
+
+    def _step_table(self) -> _StepTable:
+        # Kept beside the fields, as a cached_property would be, but checked against the
+        # steps: ``model_copy(update={"steps": ...})`` copies what was kept with the rest.
+        table: _StepTable | None = self.__dict__.get("steps_table")
+        if table is None or table.steps is not self.steps:
+            table = _StepTable(self.steps)
+            self.__dict__["steps_table"] = table
+        return table
+
     def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
+        return self.by_name[name]
 
     def dependencies(self, name: str) -> list[str]:
         """The steps ``name`` waits for: its ``after``, else the step listed before it."""
-        i = self.index(name)
-        after = self.steps[i].after
-        if after is not None:
-            return list(after)
-        return [self.steps[i - 1].name] if i > 0 else []
+        deps = self.waits_for.get(name)
+        if deps is None:
+            raise ValueError(f"{name!r} is not a step of {self.name!r}")
+        return list(deps)
 
     def ancestors(self, name: str) -> set[str]:
         """Every step that must have ended before ``name`` starts (transitively)."""
@@ -360,7 +388,7 @@ class SagaDefinition(_Model):
         todo = self.dependencies(name)
         while todo:
             step = todo.pop()
-            if step not in found and step in self.step_names():
+            if step not in found and step in self.by_name:
                 found.add(step)
                 todo.extend(self.dependencies(step))
         return found
@@ -375,6 +403,28 @@ class SagaDefinition(_Model):
 
     def index(self, name: str) -> int:
         return [s.name for s in self.steps].index(name)
+
+
+class _StepTable:
+    """What a definition's steps say about one another, worked out once."""
+
+    __slots__ = ("by_name", "steps", "waits_for")
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = steps
+        self.by_name = {step.name: step for step in reversed(steps)}  # the first of a name
+        self.waits_for: dict[str, tuple[str, ...]] = {}
+        for i, step in enumerate(steps):
+            if step.name in self.waits_for:
+                continue  # a duplicate name (the checks refuse it): the first one counts
+            if step.after is not None:
+                self.waits_for[step.name] = tuple(step.after)
+            else:
+                self.waits_for[step.name] = (steps[i - 1].name,) if i > 0 else ()
+
+
+def _empty(context: dict[str, Any]) -> dict[str, Any]:
+    return {}
 
 
 _NOT_WITH_SAGA = ("publish", "success", "failure", "compensate", "wait", "retry", "queue_timeout")

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
-from saga.core.decide import decide, working_copy
+from saga.core.decide import decide, history_entry, new_instance, working_copy
 from saga.core.events import SagaTriggered, StepSucceeded
 from saga.core.state import (
     CompensationStatus,
@@ -92,28 +93,51 @@ def shared_mutables(a: Any, b: Any, path: str = "state") -> list[str]:
     return found
 
 
-def test_working_copy_is_equal_and_shares_no_mutable_part() -> None:
+SHARED = ("state.steps['", "state.context['trigger']", "state.context['steps']['", "state.timers")
+"""What the working copy shares with its input: the step states (a transition copies one
+before changing it), the context's JSON values (a transition replaces them, never changes
+one in place) and the armed timers (``settle`` sets new ones)."""
+
+
+def test_working_copy_is_equal_and_shares_only_what_a_transition_replaces() -> None:
     state = full_state()
     copy = working_copy(state)
     assert copy == state
-    assert shared_mutables(state, copy) == []
+    shared = shared_mutables(state, copy)
+    assert [path for path in shared if not path.startswith(SHARED)] == []
+    assert "state.context['trigger']" in shared  # the test would pass with nothing shared
 
 
-def test_changing_the_copy_leaves_the_original_as_it_was() -> None:
+def test_changing_the_copy_as_a_transition_does_leaves_the_original_as_it_was() -> None:
     state = full_state()
     before = state.model_dump()
     copy = working_copy(state)
     copy.status = Status.RUNNING
-    copy.steps["a"].attempt = 9
-    copy.steps["a"].early.data["items"].append({"sku": "b"})  # type: ignore[union-attr]
-    copy.context["trigger"]["items"][0]["qty"].append(3)
+    copy.steps["a"] = copy.steps["a"].model_copy(update={"attempt": 9})
+    copy.context["trigger"] = {}
     copy.context["steps"]["b"] = {}
+    copy.context["steps"].pop("a")
     copy.completed.append("b")
     copy.compensation_queue.pop()
     copy.history.append(HistoryEntry(at=T0, event="x"))
     assert copy.timers is not None
-    copy.timers["deadline._.1"] = T0
+    copy.timers = {**copy.timers, "deadline._.1": T0}
     assert state.model_dump() == before
+
+
+def test_no_transition_changes_a_value_of_the_context_in_place() -> None:
+    """What lets the working copy share the context's values: every transition of the
+    golden walks (every kind of event, every feature) leaves its input's context as it was."""
+    from tests.unit.test_core_golden import WALKS, definitions, walk
+
+    for definition in definitions().values():
+        for seed in range(WALKS):
+            seen: list[tuple[InstanceState, Any]] = []
+            for decision in walk(definition, seed):
+                if decision.state is not None:
+                    seen.append((decision.state, decision.state.model_dump(mode="json")))
+            for state, dumped in seen:  # all decided: later ones changed none of them
+                assert state.model_dump(mode="json") == dumped
 
 
 def test_a_transition_copies_the_steps_it_changes_and_shares_the_others() -> None:
@@ -149,3 +173,65 @@ def test_the_fast_copy_equals_pydantics_own() -> None:
     assert copied.model_fields_set == state.model_fields_set
     assert copied.steps["a"].model_fields_set == state.steps["a"].model_fields_set
     assert copied.steps["a"].early == state.steps["a"].early
+
+
+def test_the_fast_history_entry_equals_the_validated_one() -> None:
+    for args in (
+        (T0, "saga.started", None, None, None, None),
+        (T0, "operator.retry", "a", 2, "why", "cli:alice via nats"),
+    ):
+        fast = history_entry(*args)
+        names = ("at", "event", "step", "attempt", "detail", "actor")
+        checked = HistoryEntry(**dict(zip(names, args, strict=True)))
+        assert fast == checked
+        assert fast.model_fields_set == checked.model_fields_set
+        assert fast.model_dump_json() == checked.model_dump_json()
+        assert repr(fast) == repr(checked)
+        assert hash(fast) == hash(checked)
+
+
+def test_a_new_instances_step_states_equal_validated_ones() -> None:
+    definition = load_definition(Path(__file__).parents[2] / "bench/definitions/bench-order.yaml")
+    state = decide(definition, None, SagaTriggered("o-1", {"order_id": "o-1"}), T0).state
+    assert state is not None
+    last = state.steps[definition.steps[-1].name]
+    assert last == StepState()
+    assert last.model_fields_set == StepState().model_fields_set
+    assert len({id(s) for s in state.steps.values()}) == len(definition.steps)
+
+
+def test_assigning_a_state_field_does_what_pydantic_does() -> None:
+    """The state models' fast ``__setattr__`` (``saga.core.state._Changed``)."""
+    fast, plain = StepState(), StepState.model_construct()
+    fast.attempt = 2
+    BaseModel.__setattr__(plain, "attempt", 2)
+    assert fast == plain
+    assert fast.model_fields_set == plain.model_fields_set == {"attempt"}
+    state = full_state()
+    state.failure_reason = None
+    assert "failure_reason" in state.model_fields_set
+    assert state.model_dump()["failure_reason"] is None
+    with pytest.raises(ValueError, match="no field"):
+        fast.no_such_field = 1  # type: ignore[attr-defined]
+
+
+def test_a_new_instance_equals_the_validated_construction() -> None:
+    definition = load_definition(Path(__file__).parents[2] / "bench/definitions/bench-order.yaml")
+    parent = ParentLink(saga="order", saga_id="o-0", step="pay", attempt=2)
+    for link in (None, parent):
+        fast = new_instance("o-1", definition, T0, {"a": [1]}, link)
+        checked = InstanceState(
+            saga_id="o-1",
+            saga_name=definition.name,
+            saga_version=definition.version,
+            started_at=T0,
+            updated_at=T0,
+            steps={s.name: StepState() for s in definition.steps},
+        )
+        checked.context["trigger"] = {"a": [1]}
+        checked.parent = link
+        assert fast == checked
+        assert fast.model_fields_set == checked.model_fields_set
+        assert fast.model_dump_json() == checked.model_dump_json()
+        again = new_instance("o-1", definition, T0, {"a": [1]}, link)
+        assert [p for p in shared_mutables(fast, again) if "trigger" not in p] == []

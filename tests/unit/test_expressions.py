@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jmespath
@@ -13,6 +14,7 @@ from saga.definition.expressions import (
     TemplateError,
     check_template,
     compile_expression,
+    compile_template,
     evaluator,
     render,
     template_problems,
@@ -172,7 +174,53 @@ def test_a_field_path_means_what_jmespath_says(keys: list[str], context: object)
     assert evaluator(expression)(context) == jmespath.search(expression, context)
 
 
+LITERALS = st.sampled_from(["'EUR'", "''", "`0`", "`false`", "`null`", "`[]`", "`{}`", "`[1]`"])
+
+
+@given(st.lists(st.lists(KEYS, min_size=1, max_size=3) | LITERALS, min_size=1, max_size=3), JSON)
+def test_a_default_means_what_jmespath_says(parts: list[list[str] | str], context: object) -> None:
+    """``a.b || 'x'`` (paths and literals, or-ed) skips the interpreter too: JMESPath's
+    answer, falsehood included (``0`` is true, ``''``, ``[]`` and ``{}`` are false)."""
+    expression = " || ".join(
+        p if isinstance(p, str) else ".".join(f'"{k}"' if "-" in k else k for k in p) for p in parts
+    )
+    found, meant = evaluator(expression)(context), jmespath.search(expression, context)
+    assert json.dumps(found) == json.dumps(meant)  # 0 == False in Python, not in JSON
+
+
 def test_other_expressions_still_go_through_jmespath() -> None:
     context = {"trigger": {"currency": None, "items": [{"qty": 2}, {"qty": 3}]}}
-    assert evaluator("trigger.currency || 'EUR'")(context) == "EUR"
     assert evaluator("sum(trigger.items[].qty)")(context) == 5
+
+
+def test_a_compiled_template_renders_as_render_does() -> None:
+    """``compile_template`` is ``render`` with the lookups done once, failures included."""
+    templates: list[Any] = [
+        "trigger.order_id",
+        "length(trigger.total)",
+        "trigger.items[*].sku",
+        "not an expression ((",
+        {},
+        {"a": "trigger.order_id", "b": {"c": "abs(trigger.order_id)", "d": "`[1, 2]`"}},
+        {"x": "steps.reserve_inventory"},
+        {"deep": "trigger.order_id.x", "gone": "steps.nope.id", "n": "trigger.items[0].price"},
+    ]
+    for template in templates:
+        assert compile_template(template)(CONTEXT) == render(template, CONTEXT)
+    with pytest.raises(AttributeError):
+        render(["a"], CONTEXT)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        compile_template(["a"])(CONTEXT)  # type: ignore[arg-type]
+
+
+def test_a_publish_payload_is_compiled_once_and_follows_a_copy() -> None:
+    from saga.definition.model import Publish
+
+    spec = Publish(event="a.b", data={"id": "trigger.order_id"})
+    assert spec.payload(CONTEXT) == {"id": "o-7"}
+    assert spec.payload(CONTEXT) == {"id": "o-7"}
+    assert spec == Publish(event="a.b", data={"id": "trigger.order_id"})
+    assert spec.model_dump() == {"event": "a.b", "data": {"id": "trigger.order_id"}}
+    other = spec.model_copy(update={"data": {"total": "trigger.total"}})
+    assert other.payload(CONTEXT) == {"total": 42.5}
+    assert Publish(event="a.b").payload(CONTEXT) == {}
