@@ -101,6 +101,10 @@ class Applier:
         """Ack (with a note for a no-op), Nak (try again later) or Term (dead-letter)."""
         # A trigger nobody has cached is most likely new: create without reading first
         # (one round trip less on every saga's first hop); a conflict means it exists.
+        # Read through the store's leader (``latest``): a no-op, or no such instance,
+        # decided on a cached copy or a fast read is only believed once decided on the
+        # leader's copy (a fast read may come from a replica behind the last write, even
+        # one without the instance yet: believing it would lose the event).
         attempt = _Attempt(work, is_trigger(work))
         for _ in range(self.max_conflicts):
             stored = self.cache.get(key)
