@@ -79,17 +79,6 @@ class CommandSender:
         self.acks = acks_for(nc)
         self.nc = nc
 
-    async def run(
-        self,
-        state: InstanceState,
-        commands: Sequence[Command],
-        saga_trace: Mapping[str, str] | None = None,
-    ) -> None:
-        """Send in the decided order, pipelined; then wait for every ack (:meth:`send`)."""
-        acks = await self.send(state, commands, saga_trace)
-        if acks is not None:
-            await acks
-
     async def send(
         self,
         state: InstanceState,

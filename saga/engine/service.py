@@ -185,7 +185,7 @@ class Engine:
             self.cache,
             self.catalog,
             self.clock,
-            self.effects.run,
+            self.effects.send,
             max_conflicts=self.settings.max_conflicts,
             index=IndexWriter(self.nc, finished_ttl) if provisioned.index else None,
             telemetry=self.telemetry,

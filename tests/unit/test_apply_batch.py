@@ -6,6 +6,7 @@ cannot take to the end without a read: an instance not cached, a no-op, a lost r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 from saga.core import Command, InstanceState
@@ -112,3 +113,33 @@ async def test_a_transition_whose_commands_fail_is_that_events_failure_only() ->
     assert stored is not None
     assert stored.record.origin == "SAGA_EVENTS:2"
     assert sent.subjects() == ["stock.reserve", "stock.reserve"]
+
+
+async def test_every_transition_is_sent_before_any_of_their_acks_is_awaited() -> None:
+    class Pending(Sent):
+        """Returns each send's acks as a future the test resolves."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.acks: list[asyncio.Future[None]] = []
+
+        async def __call__(  # type: ignore[override]
+            self, state: InstanceState, commands: Sequence[Command], _: Mapping[str, str] | None
+        ) -> asyncio.Future[None]:
+            await super().__call__(state, commands, _)
+            self.acks.append(asyncio.get_running_loop().create_future())
+            return self.acks[-1]
+
+    sent = Pending()
+    batch = asyncio.ensure_future(
+        applier(CountingStore(), sent).apply_batch(
+            [event("shop.ordered", f"o-{i}", i) for i in range(1, 4)]
+        )
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(sent.acks) == 3  # all three sent, none of their acks came back yet
+    assert not batch.done()
+    for ack in sent.acks:
+        ack.set_result(None)
+    assert await asyncio.wait_for(batch, 10) == [ACK] * 3
