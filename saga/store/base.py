@@ -35,7 +35,7 @@ class InstanceRecord(BaseModel):
     that ends the instance acks it (:mod:`saga.engine.admission`)."""
 
 
-Write = tuple[str, "InstanceRecord", int | None]
+Write = tuple[str, InstanceRecord, int | None]
 """A key, its new record and the revision it replaces (None: the key must not exist)."""
 
 
