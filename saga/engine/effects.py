@@ -79,33 +79,31 @@ class CommandSender:
         self.acks = acks_for(nc)
         self.nc = nc
 
-    async def run(
+    async def send(
         self,
         state: InstanceState,
         commands: Sequence[Command],
         saga_trace: Mapping[str, str] | None = None,
-    ) -> None:
-        """Send in the decided order, pipelined; then wait for every ack.
+    ) -> Awaitable[Any] | None:
+        """Send in the decided order, pipelined; returns the future of every ack (None: no
+        commands).
 
         Publishes go out one after the other on the connection (so the stream keeps
         the decided order) without waiting for each ack; any failure, or an ack missing
-        after :attr:`Acks.timeout`, raises, and the caller naks the message so the outbox
-        is sent again (``Nats-Msg-Id`` dedupes what did arrive).
+        after :attr:`Acks.timeout`, fails the future, and the caller naks the message so the
+        outbox is sent again (``Nats-Msg-Id`` dedupes what did arrive).
         """
         if not commands:
-            return
+            return None
         group = AckGroup()  # one future for the transition's publishes
         others: list[Awaitable[Any]] = []  # purges (timers without per-message TTLs)
         for command in net_commands(commands):
             other = await self._send(state, command, saga_trace, group)
             if other is not None:
                 others.append(other)
-        await group.wait()
-        if others:
-            results = await asyncio.gather(*others, return_exceptions=True)
-            failed = next((r for r in results if isinstance(r, BaseException)), None)
-            if failed is not None:
-                raise failed
+        if not others:
+            return group.close()
+        return _all(group.close(), others)
 
     async def _send(
         self,
@@ -165,3 +163,12 @@ class CommandSender:
         if saga_trace:
             carry(headers, state, saga_trace)
         await self.acks.send_in(group, subject, data, headers)
+
+
+async def _all(group: Awaitable[None], others: list[Awaitable[Any]]) -> None:
+    """The group's acks, then the others' (all awaited; the first failure raised)."""
+    await group
+    results = await asyncio.gather(*others, return_exceptions=True)
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
+        raise failed

@@ -29,12 +29,18 @@ class KeyedSerializer:
         chain is resumed once per ack it waits for: each frame less is less work)."""
         return Turn(self, key)
 
+    def claim(self, key: str) -> bool:
+        """Take ``key``'s turn now if nobody has it (no await); :meth:`leave` ends it."""
+        if key in self._waiting:
+            return False
+        self._waiting[key] = deque()
+        return True
+
     async def enter(self, key: str) -> None:
         """Wait for ``key``'s turn (:meth:`turn` calls this; :meth:`leave` ends it)."""
-        waiting = self._waiting.get(key)
-        if waiting is None:
-            self._waiting[key] = deque()
+        if self.claim(key):
             return
+        waiting = self._waiting[key]
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiting.append(turn)
         try:

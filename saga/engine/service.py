@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nats.aio.client import Client
@@ -184,7 +185,7 @@ class Engine:
             self.cache,
             self.catalog,
             self.clock,
-            self.effects.run,
+            self.effects.send,
             max_conflicts=self.settings.max_conflicts,
             index=IndexWriter(self.nc, finished_ttl) if provisioned.index else None,
             telemetry=self.telemetry,
@@ -365,38 +366,108 @@ class Engine:
                 log.exception("fetch failed; retrying")
                 await asyncio.sleep(self.settings.retry_delay)
                 continue
-            results = await asyncio.gather(*(self._handle(m) for m in msgs), return_exceptions=True)
-            for result in results:
-                if isinstance(result, Exception):
-                    log.error("unexpected error handling a message", exc_info=result)
+            await self._handle_batch(msgs)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
+        """A fetched batch: the next event of each instance not busy goes through
+        :meth:`_apply_batch` (one coroutine for all of them); the rest, each in a task of
+        its own, through :meth:`_process` or whatever else :meth:`_take` says."""
+        work: list[Awaitable[None]] = []
+        ready: list[_Ready] = []
+        for msg in msgs:
+            try:
+                taken = self._take(msg)
+            except Exception:
+                log.exception("unexpected error handling a message")
+                continue
+            if isinstance(taken, _Ready):
+                ready.append(taken)
+            else:
+                work.append(taken)
+        batch: list[tuple[str, _Ready]] = []
+        seen: set[str] = set()
+        for item in ready:
+            key = instance_key(item.work.definition.name, item.work.saga_id)
+            if (
+                key in seen  # its earlier event first: it waits for the turn
+                or item.work.broken is not None
+                or not self.keyed.claim(key)
+            ):
+                work.append(self._process(item.msg, item.work, item.received, item.meta))
+            else:
+                batch.append((key, item))
+            seen.add(key)
+        if batch:
+            work.append(self._apply_batch(batch))
+        if len(work) == 1:  # the whole batch in one coroutine: no task
+            try:
+                await work[0]
+            except Exception as exc:
+                log.error("unexpected error handling a message", exc_info=exc)
+            return
+        results = await asyncio.gather(*work, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("unexpected error handling a message", exc_info=result)
+
+    def _take(self, msg: Msg) -> _Ready | Awaitable[None]:
+        """A consumed message read (no I/O): an event to apply, or what else to do with it."""
         meta = delivery_of(msg)
         if meta.stream == self.settings.topology.work_stream:
-            await self._handle_routed(msg)
-            return
+            return self._take_routed(msg, meta)
         if meta.stream == self.settings.topology.timers_stream and not self.timers.native:
             due = due_at(msg.headers)
             wait = (due - self.clock()).total_seconds() if due else 0.0
             if wait > 0.005:
-                await msg.nak(delay=wait)  # not due yet: the server holds it back
-                return
+                return msg.nak(delay=wait)  # not due yet: the server holds it back
         received = Received(
             msg.subject, msg.headers or {}, time.time_ns(), f"{meta.stream}:{meta.sequence}"
         )
         parsed = self.intake.parse(msg.subject, msg.data, msg.headers, meta.stream, meta.sequence)
         if isinstance(parsed, Term):
-            await self._settle(msg, parsed, received)
-            return
+            return self._settle(msg, parsed, received)
         if self.ownership is not None:
             partition = partition_of(
                 instance_key(parsed.definition.name, parsed.saga_id), self.settings.partitions
             )
             if not self.ownership.owns(partition):
-                verdict = await self._route(msg, partition, received)
-                await self._settle(msg, verdict, received, meta=meta)
-                return
-        await self._process(msg, parsed, received, meta)
+                return self._route_and_settle(msg, partition, received, meta)
+        return _Ready(msg, parsed, received, meta)
+
+    async def _route_and_settle(
+        self, msg: Msg, partition: int, received: Received, meta: Delivery
+    ) -> None:
+        verdict = await self._route(msg, partition, received)
+        await self._settle(msg, verdict, received, meta=meta)
+
+    async def _apply_batch(self, batch: list[tuple[str, _Ready]]) -> None:
+        """The next event of several instances, whose turns are held, applied together
+        (:meth:`Applier.apply_batch`); those it leaves go the one-message way, still in turn."""
+        assert self.applier is not None
+        results: list[Verdict | Exception | None]
+        try:
+            results = await self.applier.apply_batch(
+                [(key, item.work, item.received) for key, item in batch]
+            )
+        except Exception as exc:
+            results = [exc] * len(batch)
+        again: list[Awaitable[None]] = []
+        done: list[tuple[_Ready, Verdict]] = []
+        for (key, item), result in zip(batch, results, strict=True):
+            if result is None:
+                again.append(self._process(item.msg, item.work, item.received, item.meta, True))
+                continue
+            self.keyed.leave(key)
+            if isinstance(result, Exception):
+                result = self._failed(item.msg, key, result)
+            done.append((item, result))
+        for item, verdict in done:
+            try:
+                await self._settle(item.msg, verdict, item.received, item.work.saga_id, item.meta)
+            except Exception:
+                log.exception("unexpected error settling %s", item.msg.subject)
+        if again:
+            await asyncio.gather(*again)
 
     async def _admit(self, msg: Msg) -> None:
         """A limited saga's trigger, from its admission consumer: handled by the replica that
@@ -439,7 +510,7 @@ class Engine:
             return Nak(f"routing to {subject} failed: {type(exc).__name__}: {exc}")
         return ACK
 
-    async def _handle_routed(self, msg: Msg) -> None:
+    def _take_routed(self, msg: Msg, meta: Delivery) -> _Ready | Awaitable[None]:
         """An event routed to a partition we own: handled as if it came from its origin."""
         headers = {
             k: v
@@ -452,17 +523,21 @@ class Engine:
         received = Received(subject, headers, time.time_ns(), origin)
         if not stream or not sequence.isdigit():
             reject = Term(DeadLetterCode.MALFORMED, f"routed event without a {HEADER_ORIGIN}")
-            await self._settle(msg, reject, received)
-            return
+            return self._settle(msg, reject, received, meta=meta)
         parsed = self.intake.parse(subject, msg.data, headers, stream, int(sequence))
         if isinstance(parsed, Term):
-            await self._settle(msg, parsed, received)
-            return
-        await self._process(msg, parsed, received)
+            return self._settle(msg, parsed, received, meta=meta)
+        return _Ready(msg, parsed, received, meta)
 
     async def _process(
-        self, msg: Msg, work: Work, received: Received, meta: Delivery | None = None
+        self,
+        msg: Msg,
+        work: Work,
+        received: Received,
+        meta: Delivery | None = None,
+        held: bool = False,
     ) -> None:
+        """Apply one event in its instance's turn (``held``: the caller has the turn)."""
         assert self.applier is not None
         applier = self.applier
         if (broken := work.broken) is not None:
@@ -474,12 +549,14 @@ class Engine:
         token = CURRENT_SAGA.set((work.definition.name, work.saga_id))
         verdict: Verdict
         try:
-            async with self.keyed.turn(key):
+            if not held:
+                await self.keyed.enter(key)
+            try:
                 verdict = await applier.apply(key, work, received)
+            finally:
+                self.keyed.leave(key)
         except Exception as exc:
-            log.exception("handling %s failed", msg.subject)
-            self.cache.drop(key)
-            verdict = Nak(f"{type(exc).__name__}: {exc}")
+            verdict = self._failed(msg, key, exc)
         finally:
             CURRENT_SAGA.reset(token)
         admitted = received.admitted
@@ -490,6 +567,12 @@ class Engine:
         ):
             return  # unacked while the instance runs: it holds one of max_running
         await self._settle(msg, verdict, received, work.saga_id, meta)
+
+    def _failed(self, msg: Msg, key: str, exc: Exception) -> Nak:
+        """Applying ``msg`` raised: tried again later, on what the store holds by then."""
+        log.error("handling %s failed", msg.subject, exc_info=exc)
+        self.cache.drop(key)
+        return Nak(f"{type(exc).__name__}: {exc}")
 
     async def _settle(
         self,
@@ -530,3 +613,13 @@ class Engine:
             name="process saga.timer" if received.subject.startswith(TIMER_FIRE_PREFIX) else None,
         ) as span:
             mark_error(span, verdict.code.value, verdict.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A consumed event read and routed here: to apply to its instance."""
+
+    msg: Msg
+    work: Work
+    received: Received
+    meta: Delivery

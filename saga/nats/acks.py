@@ -86,12 +86,16 @@ class AckGroup:
         """Acks still awaited."""
         return self._left
 
-    async def wait(self) -> None:
-        """Until every ack sent so far came back; raises the first failure."""
+    def close(self) -> asyncio.Future[None]:
+        """No more publishes: the future is done when every ack sent so far came back."""
         self._closed = True
         if self._left == 0 and not self.future.done():
             self.future.set_result(None)
-        await self.future
+        return self.future
+
+    async def wait(self) -> None:
+        """Until every ack sent so far came back; raises the first failure."""
+        await self.close()
 
 
 def _api_error(error: dict[str, Any]) -> APIError:

@@ -9,9 +9,12 @@ connection's :class:`saga.nats.acks.Acks` inbox. A stale revision is API error 1
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+
 from nats.js.errors import APIError
 
-from saga.nats.acks import Acks
+from saga.nats.acks import Acks, PubAck
 from saga.protocol import HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, HEADER_TTL
 
 WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
@@ -28,10 +31,21 @@ async def guarded_put(
     """Store ``data`` on ``subject`` if its last revision is ``last``; the new revision.
 
     ``ttl``: whole seconds until the server removes it (``Nats-TTL``)."""
+    return await guarded_revision(await guarded_send(acks, subject, data, last, ttl))
+
+
+async def guarded_send(
+    acks: Acks, subject: str, data: bytes, last: int, ttl: int | None = None
+) -> asyncio.Future[PubAck]:
+    """:func:`guarded_put`'s publish, sent now; its ack for :func:`guarded_revision`."""
     headers = {HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)}
     if ttl is not None:
         headers[HEADER_TTL] = str(ttl)
-    ack = await acks.send(subject, data, headers)
+    return await acks.send(subject, data, headers)
+
+
+async def guarded_revision(ack: Awaitable[PubAck]) -> int:
+    """The new revision :func:`guarded_send`'s write was stored as (:class:`StaleRevision`)."""
     try:
         return (await ack).seq
     except APIError as exc:

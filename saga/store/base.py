@@ -8,7 +8,7 @@ the record and publishes the outbox again; ``Nats-Msg-Id`` dedupe makes that saf
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +35,24 @@ class InstanceRecord(BaseModel):
     that ends the instance acks it (:mod:`saga.engine.admission`)."""
 
 
+Write = tuple[str, InstanceRecord, int | None]
+"""A key, its new record and the revision it replaces (None: the key must not exist)."""
+
+
+async def write_each(store: InstanceStore, writes: Sequence[Write]) -> list[int | Exception]:
+    """:meth:`InstanceStore.write_all` as one create or update after the other."""
+    results: list[int | Exception] = []
+    for key, record, revision in writes:
+        try:
+            if revision is None:
+                results.append(await store.create(key, record))
+            else:
+                results.append(await store.update(key, record, revision))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
 @dataclass(frozen=True)
 class Stored:
     record: InstanceRecord
@@ -56,6 +74,11 @@ class InstanceStore(Protocol):
     async def create(self, key: str, record: InstanceRecord) -> int: ...
 
     async def update(self, key: str, record: InstanceRecord, revision: int) -> int: ...
+
+    async def write_all(self, writes: Sequence[Write]) -> list[int | Exception]:
+        """Several keys' writes at once: per write, its new revision or what it raised
+        (:class:`saga.errors.RevisionConflict` for a lost race), as create and update would."""
+        ...
 
     def scan(self) -> AsyncIterator[InstanceRecord]: ...
 

@@ -15,8 +15,9 @@ record included (medians of 5 rounds of 6,000 writes on the development machine)
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
@@ -24,10 +25,10 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from saga.errors import RevisionConflict
-from saga.nats.acks import Acks, acks_for
-from saga.nats.guarded import StaleRevision, guarded_put
+from saga.nats.acks import Acks, PubAck, acks_for
+from saga.nats.guarded import StaleRevision, guarded_revision, guarded_send
 from saga.protocol import kv_prefix, kv_stream
-from saga.store.base import InstanceRecord, Stored
+from saga.store.base import InstanceRecord, Stored, Write
 
 if TYPE_CHECKING:
     from saga.index import SagaIndex
@@ -87,9 +88,43 @@ class KvInstanceStore:
         return Stored(InstanceRecord.model_validate_json(entry.value), entry.revision)
 
     async def create(self, key: str, record: InstanceRecord) -> int:
-        data = _SERIALIZER.to_json(record)
+        data, ttl = _SERIALIZER.to_json(record), self._ttl(record)
+        return await self._created(key, data, ttl, await self._send(key, data, 0, ttl))
+
+    async def update(self, key: str, record: InstanceRecord, revision: int) -> int:
+        ack = await self._send(key, _SERIALIZER.to_json(record), revision, self._ttl(record))
+        return await self._updated(key, revision, ack)
+
+    async def write_all(self, writes: Sequence[Write]) -> list[int | Exception]:
+        """Every write sent before any ack is awaited: one wait for all of them, mostly."""
+        sent: list[tuple[bytes, int | None, asyncio.Future[PubAck]] | Exception] = []
+        for key, record, revision in writes:
+            data, ttl = _SERIALIZER.to_json(record), self._ttl(record)
+            try:
+                sent.append((data, ttl, await self._send(key, data, revision or 0, ttl)))
+            except Exception as exc:
+                sent.append(exc)
+        results: list[int | Exception] = []
+        for (key, _, revision), item in zip(writes, sent, strict=True):
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            data, ttl, ack = item
+            try:
+                if revision is None:
+                    results.append(await self._created(key, data, ttl, ack))
+                else:
+                    results.append(await self._updated(key, revision, ack))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _created(
+        self, key: str, data: bytes, ttl: int | None, ack: asyncio.Future[PubAck]
+    ) -> int:
+        """The revision a create was stored as (``ack``: its write to a key that must not exist)."""
         try:
-            return await self._write(key, data, 0, self._ttl(record))
+            return await guarded_revision(ack)
         except StaleRevision:
             pass
         # A deleted or purged key keeps a marker: writing over it names the marker's revision
@@ -100,14 +135,15 @@ class KvInstanceStore:
             marker = missing.entry.revision if missing.entry is not None and missing.op else None
             if marker:
                 try:
-                    return await self._write(key, data, marker, self._ttl(record))
+                    return await guarded_revision(await self._send(key, data, marker, ttl))
                 except StaleRevision:
                     pass
         raise RevisionConflict(f"{key} already exists")
 
-    async def update(self, key: str, record: InstanceRecord, revision: int) -> int:
+    @staticmethod
+    async def _updated(key: str, revision: int, ack: asyncio.Future[PubAck]) -> int:
         try:
-            return await self._write(key, _SERIALIZER.to_json(record), revision, self._ttl(record))
+            return await guarded_revision(ack)
         except StaleRevision as exc:
             raise RevisionConflict(f"{key} changed since revision {revision}") from exc
 
@@ -116,11 +152,13 @@ class KvInstanceStore:
             return max(1, round(self.finished_ttl))  # the server counts whole seconds
         return None
 
-    async def _write(self, key: str, data: bytes, last: int, ttl: int | None = None) -> int:
-        """Store ``data`` as the key's next revision if its last one is ``last``."""
+    async def _send(
+        self, key: str, data: bytes, last: int, ttl: int | None
+    ) -> asyncio.Future[PubAck]:
+        """Send ``data`` as the key's next revision if its last one is ``last``; its ack."""
         if not _VALID_KEY.match(key):
             raise ValueError(f"invalid key {key!r}")
-        return await guarded_put(self._acks, self._prefix + key, data, last, ttl)
+        return await guarded_send(self._acks, self._prefix + key, data, last, ttl)
 
     async def keys(self) -> list[str]:
         try:

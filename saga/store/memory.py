@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from saga.errors import RevisionConflict
-from saga.store.base import InstanceRecord, Stored
+from saga.store.base import InstanceRecord, Stored, Write, write_each
 
 
 class MemoryInstanceStore:
@@ -29,6 +29,9 @@ class MemoryInstanceStore:
         if current is None or current.revision != revision:
             raise RevisionConflict(f"{key} changed since revision {revision}")
         return self._put(key, record)
+
+    async def write_all(self, writes: Sequence[Write]) -> list[int | Exception]:
+        return await write_each(self, writes)
 
     async def scan(self) -> AsyncIterator[InstanceRecord]:
         for stored in list(self._data.values()):

@@ -127,3 +127,25 @@ async def test_a_turn_block_is_serialized_like_run_and_hands_on_after_an_error()
 
 async def block_free(order: list[str]) -> None:
     order.append("c")
+
+
+async def test_a_claimed_turn_is_taken_without_waiting_and_later_work_waits_for_it() -> None:
+    keyed = KeyedSerializer()
+    assert keyed.claim("k")
+    assert not keyed.claim("k")  # held: a second claim fails, it does not queue
+    assert keyed.claim("other")
+    order: list[str] = []
+
+    async def later() -> None:
+        order.append("later")
+
+    waiting = asyncio.ensure_future(keyed.run("k", later))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert order == []  # waits for the claimed turn
+    order.append("claimed")
+    keyed.leave("k")
+    await asyncio.wait_for(waiting, 10)
+    assert order == ["claimed", "later"]
+    keyed.leave("other")
+    assert len(keyed) == 0
