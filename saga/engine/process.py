@@ -16,6 +16,7 @@ from saga.admin import AdminServer, AdminSettings
 from saga.definition import load_catalog
 from saga.engine import Engine, EngineSettings
 from saga.engine.reload import DefinitionsWatcher
+from saga.heap import settle_after_start
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.outage import until_available
 from saga.nats.server import EmbeddedServer, free_port
@@ -136,6 +137,7 @@ async def run_engine(
                 print(f"web console on {url}/console/", flush=True)
         if not await start_when_possible(engine, stop):
             return
+        settle_after_start()
         if reload and await asyncio.to_thread(definitions_path.is_dir):
             watcher = watch_definitions(engine, definitions_path)
             watcher.start()
