@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from saga.address import parse_address
 from saga.errors import ConfigError
 from saga.eventloop import UVLOOP_ENV, loop_factory, uvloop_wanted
+from saga.heap import settle_after_start
 from saga.logs import configure_logging
 from saga.participant.app import App
 from saga.participant.health import HEALTH_ENV
@@ -60,7 +61,8 @@ def run_app(
 
     ``health``: ``HOST:PORT`` (or ``:PORT``, loopback) of the probes, else ``$SAGA_HEALTH_ADDR``;
     off when neither is set. ``uvloop``: run on uvloop's event loop when it is installed
-    (extra ``fast``: less CPU per message), else ``$SAGA_UVLOOP``; on when neither is set."""
+    (extra ``fast``: less CPU per message), else ``$SAGA_UVLOOP``; on when neither is set.
+    The process's garbage collector is tuned as ``saga run``'s (:mod:`saga.heap`)."""
     if not logging.getLogger().handlers:
         configure_logging(log_level)
     if not app.telemetry.enabled:
@@ -69,6 +71,7 @@ def run_app(
 
     probes = parse_address(health or os.environ.get(HEALTH_ENV) or "off")
     wanted = uvloop_wanted(os.environ.get(UVLOOP_ENV)) if uvloop is None else uvloop
+    settle_after_start()  # the app and the SDK are loaded: freeze them out of collections
     try:
         with asyncio.Runner(loop_factory=loop_factory(wanted)) as runner:
             runner.run(app.run(nats_settings(app, nats_url), health=probes))

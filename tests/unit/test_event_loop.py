@@ -4,6 +4,7 @@ asyncio's otherwise."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from saga.cli.options import run_async
 from saga.eventloop import UVLOOP_ENV, loop_factory, uvloop_wanted
+from saga.heap import YOUNG_THRESHOLD
 from saga.participant import App, run_app
 
 
@@ -44,8 +46,11 @@ def test_the_variable_turns_it_off_as_the_option_does() -> None:
     assert not any(uvloop_wanted(v) for v in ("0", "false", "No", "off", " OFF "))
 
 
-def test_a_participant_runs_on_uvloop_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``run_app`` (``saga participant``, the example services, the bench's participants)."""
+def test_a_participant_runs_on_uvloop_unless_turned_off(
+    monkeypatch: pytest.MonkeyPatch, restored_gc: None
+) -> None:
+    """``run_app`` (``saga participant``, the example services, the bench's participants);
+    it also tunes the process's collector (:mod:`saga.heap`)."""
     app = App("probe")
     loops: list[str] = []
 
@@ -61,6 +66,7 @@ def test_a_participant_runs_on_uvloop_unless_turned_off(monkeypatch: pytest.Monk
     run_app(app, uvloop=True)
 
     assert [m.split(".")[0] for m in loops] == ["uvloop", "asyncio", "asyncio", "uvloop"]
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD
 
 
 def test_the_participant_command_has_the_setting() -> None:

@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-
-import pytest
 
 from saga.heap import OLDER_THRESHOLDS, YOUNG_THRESHOLD, settle_after_start
-
-
-@pytest.fixture
-def restored_gc() -> Iterator[None]:
-    thresholds = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
 
 
 def test_start_up_objects_are_frozen_and_young_collections_rarer(restored_gc: None) -> None:
