@@ -16,7 +16,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from typing_extensions import TypedDict
 
 from saga.core.state import InstanceState, ParentLink, Status
 from saga.definition.expressions import evaluator
@@ -71,6 +72,51 @@ class SagaSummary(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude={"sequence"}, exclude_defaults=True).encode()
+
+
+class _Fields(TypedDict, total=False):
+    """:class:`SagaSummary`'s stored fields, in its order: what :func:`summary_json` encodes."""
+
+    saga_id: str
+    saga_name: str
+    saga_version: int
+    status: Status
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime
+    search: dict[str, str]
+    failure_step: str
+    failure_reason: str
+    parent: ParentLink
+
+
+_FIELDS = TypeAdapter(_Fields).serializer
+
+
+def summary_json(state: InstanceState, search: dict[str, str]) -> bytes:
+    """``SagaSummary.of(state, search).to_json()``'s bytes, without building and validating
+    the model: the fields it would keep (those not at their default), encoded by the same
+    pydantic-core serializers (``exclude_defaults`` reaches the parent link). Twice as fast,
+    and the engine writes one at each status change (``test_index_entries.py`` compares)."""
+    fields: _Fields = {
+        "saga_id": state.saga_id,
+        "saga_name": state.saga_name,
+        "saga_version": state.saga_version,
+        "status": state.status,
+        "started_at": state.started_at,
+        "updated_at": state.updated_at,
+    }
+    if state.finished_at is not None:
+        fields["finished_at"] = state.finished_at
+    if search:
+        fields["search"] = search
+    if state.failure_step is not None:
+        fields["failure_step"] = state.failure_step
+    if state.failure_reason:
+        fields["failure_reason"] = state.failure_reason[:REASON_CHARS]
+    if state.parent is not None:
+        fields["parent"] = state.parent
+    return _FIELDS.to_json(fields, exclude_defaults=True)
 
 
 def entry_subject(saga_name: str, status: Status | str, saga_id: str) -> str:
@@ -156,7 +202,7 @@ def index_writes(
     writes = [
         IndexWrite(
             entry_subject(name, after.status, saga_id),
-            SagaSummary.of(after, search_after).to_json(),
+            summary_json(after, search_after),
             ttl,
         )
     ]
@@ -165,10 +211,12 @@ def index_writes(
     else:
         gone = [before.status] if before is not None and moved else []
     writes += [IndexWrite(entry_subject(name, s, saga_id), b"", TOMBSTONE_TTL) for s in gone]
-    marker = json.dumps({"saga_id": saga_id}, allow_nan=False).encode()
-    for attribute, value in search_after.items():
-        if repair or terminal or search_before.get(attribute) != value:
-            writes.append(IndexWrite(search_subject(name, attribute, value, saga_id), marker, ttl))
+    if search_after:  # most sagas declare no search attributes: no marker to encode
+        marker = json.dumps({"saga_id": saga_id}, allow_nan=False).encode()
+        for attribute, value in search_after.items():
+            if repair or terminal or search_before.get(attribute) != value:
+                subject = search_subject(name, attribute, value, saga_id)
+                writes.append(IndexWrite(subject, marker, ttl))
     for attribute, value in search_before.items():
         if search_after.get(attribute) != value:
             writes.append(

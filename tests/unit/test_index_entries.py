@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from saga.cli.index import parse_moment, parse_where
-from saga.core.state import InstanceState, Status
+from saga.core.state import InstanceState, ParentLink, Status
 from saga.definition import parse_definition
 from saga.errors import DefinitionError
 from saga.index import SagaQuery
@@ -23,6 +23,7 @@ from saga.index.entry import (
     search_subject,
     search_text,
     search_values,
+    summary_json,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -114,6 +115,63 @@ def test_after_any_status_changes_one_live_entry_shows_the_last(statuses: list[S
         before = after
     shown = [s for s, data in live.items() if data]
     assert shown == [entry_subject("shop", statuses[-1], "o/1")]
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)  # JSON-encodable
+_MOMENT = (
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+    )
+    | st.datetimes()
+)  # with any zone, some naive
+_PARENT = st.builds(
+    ParentLink, saga=_TEXT, saga_id=_TEXT, step=_TEXT, attempt=st.integers(1, 2**40)
+)
+
+
+@given(
+    st.builds(
+        InstanceState,
+        saga_id=_TEXT,
+        saga_name=_TEXT,
+        saga_version=st.integers(1, 2**62),
+        status=st.sampled_from(list(Status)),
+        started_at=_MOMENT,
+        updated_at=_MOMENT,
+        finished_at=st.none() | _MOMENT,
+        failure_step=st.none() | _TEXT,
+        failure_reason=st.none() | _TEXT,
+        parent=st.none() | _PARENT,
+        context=st.just({}),
+    ),
+    st.dictionaries(_TEXT, _TEXT, max_size=3),
+)
+def test_an_entry_is_encoded_as_the_summary_model_encodes_it(
+    s: InstanceState, search: dict[str, str]
+) -> None:
+    """:func:`summary_json` skips building the model, not a byte of its JSON."""
+    assert summary_json(s, search) == SagaSummary.of(s, search).to_json()
+
+
+def test_an_entry_of_the_bench_sagas_states_is_the_summary_models_json() -> None:
+    """Every state the bench saga passes through (completed, compensated, retried), with
+    and without search values, as a child and not."""
+    from bench.core import DEFINITION, SCENARIOS
+    from saga.core.wakeup import decide_slotted
+    from saga.definition.loader import load_definition
+
+    definition = load_definition(DEFINITION)
+    parent = ParentLink(saga="p", saga_id="p-1", step="child", attempt=3)
+    for make in SCENARIOS.values():
+        before: InstanceState | None = None
+        for now, event in make("order-7"):
+            decision = decide_slotted(definition, before, event, now)
+            if decision.state is None:
+                continue
+            before = decision.state
+            for s in (before, before.model_copy(update={"parent": parent})):
+                for search in ({}, {"customer": "cus-1", "total": "42.5"}):
+                    assert summary_json(s, search) == SagaSummary.of(s, search).to_json()
 
 
 def test_queries_are_checked() -> None:
