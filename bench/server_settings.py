@@ -64,7 +64,18 @@ async def _kv_history(js: JetStreamContext, topology: Topology) -> None:
     await _update(js, f"KV_{topology.instances_bucket}", max_msgs_per_subject=5)
 
 
+async def _plain_ack_wait(js: JetStreamContext, topology: Topology) -> None:
+    """Not a candidate (the 2 s backoff is the crash-recovery promise): the engine's consumer
+    with the default 30 s ``ack_wait`` and no backoff, to see what the redelivery timers cost."""
+    stream, name = topology.events_stream, topology.engine_consumer
+    config = (await js.consumer_info(stream, name)).config
+    await js.delete_consumer(stream, name)
+    config.backoff, config.ack_wait = None, None
+    await js.add_consumer(stream, config)
+
+
 VARIANTS: dict[str, Variant] = {
+    "plain-ack-wait": _plain_ack_wait,
     "kv-history-5": _kv_history,
     "base": _base,
     "no-direct": _no_direct,
