@@ -175,7 +175,7 @@ def main() -> None:
             us = asyncio.run(run(variant, opts.sagas, opts.concurrency, parts))
             results.setdefault(variant, []).append(round(us))
             print(variant, round(us), flush=True)
-    print(json.dumps(results))
+    print(json.dumps(results, allow_nan=False))
 
 
 if __name__ == "__main__":
