@@ -27,6 +27,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.measure import order_payload
 from saga import jsonwire
 from saga.core.announce import announced
 from saga.core.commands import command_to_json
@@ -54,19 +55,6 @@ STEP = timedelta(milliseconds=3)
 Timed = tuple[datetime, Event]
 
 
-def order(saga_id: str, fail: bool) -> dict[str, Any]:
-    """The trigger payload of ``bench/measure.py``'s ``order``."""
-    return {
-        "order_id": saga_id,
-        "customer_id": "cust-0042",
-        "items": [{"sku": "SKU-1", "qty": 2}, {"sku": "SKU-7", "qty": 1}],
-        "total": 42.5,
-        "currency": "EUR",
-        "address": {"street": "1 Loopback Lane", "city": "Localhost", "country": "NL"},
-        "fail": fail,
-    }
-
-
 def _paced(events: list[Event]) -> list[Timed]:
     return [(T0 + i * STEP, e) for i, e in enumerate(events)]
 
@@ -75,7 +63,7 @@ def completed(saga_id: str) -> list[Timed]:
     """A trigger and the three steps' successes, as the participants answer them."""
     return _paced(
         [
-            SagaTriggered(saga_id, order(saga_id, fail=False)),
+            SagaTriggered(saga_id, order_payload(saga_id, fail=False)),
             StepSucceeded("reserve_inventory", {"reservation_id": f"res-{saga_id}"}, 1),
             StepSucceeded("charge_payment", {"payment_id": f"pay-{saga_id}", "amount": 42.5}, 1),
             StepSucceeded("schedule_shipping", {"tracking_id": f"trk-{saga_id}"}, 1),
@@ -87,7 +75,7 @@ def compensated(saga_id: str) -> list[Timed]:
     """The shipping step rejects the order: the payment is refunded, the stock released."""
     return _paced(
         [
-            SagaTriggered(saga_id, order(saga_id, fail=True)),
+            SagaTriggered(saga_id, order_payload(saga_id, fail=True)),
             StepSucceeded("reserve_inventory", {"reservation_id": f"res-{saga_id}"}, 1),
             StepSucceeded("charge_payment", {"payment_id": f"pay-{saga_id}", "amount": 42.5}, 1),
             StepFailed("schedule_shipping", "bench-failure", {"reason": "bench-failure"}, 1),
@@ -103,7 +91,7 @@ def retried(saga_id: str) -> list[Timed]:
     wake = TimerFired(Timer(TimerKind.WAKE))
     events: list[Timed] = _paced(
         [
-            SagaTriggered(saga_id, order(saga_id, fail=False)),
+            SagaTriggered(saga_id, order_payload(saga_id, fail=False)),
             StepSucceeded("reserve_inventory", {"reservation_id": f"res-{saga_id}"}, 1),
         ]
     )

@@ -51,19 +51,22 @@ OBSERVED = Flow("observed", OBSERVED_TRIGGER, id_header=True, saga=OBSERVED_SAGA
 carries the saga headers a front end sends (``SagaClient.start`` does the same)."""
 
 
+def order_payload(saga_id: str, fail: bool) -> dict[str, Any]:
+    """A trigger's payload, the same for both flows (and for ``bench/core.py``'s sagas)."""
+    return {
+        "order_id": saga_id,
+        "customer_id": "cust-0042",
+        "items": [{"sku": "SKU-1", "qty": 2}, {"sku": "SKU-7", "qty": 1}],
+        "total": 42.5,
+        "currency": "EUR",
+        "address": {"street": "1 Loopback Lane", "city": "Localhost", "country": "NL"},
+        "fail": fail,
+    }
+
+
 def order(saga_id: str, fail: bool) -> bytes:
-    """A trigger payload of about 230 bytes, the same for both flows."""
-    return json.dumps(
-        {
-            "order_id": saga_id,
-            "customer_id": "cust-0042",
-            "items": [{"sku": "SKU-1", "qty": 2}, {"sku": "SKU-7", "qty": 1}],
-            "total": 42.5,
-            "currency": "EUR",
-            "address": {"street": "1 Loopback Lane", "city": "Localhost", "country": "NL"},
-            "fail": fail,
-        }
-    ).encode()
+    """:func:`order_payload` as published: about 230 bytes of JSON."""
+    return json.dumps(order_payload(saga_id, fail)).encode()
 
 
 def percentile(values: list[float], q: float) -> float:
