@@ -282,7 +282,7 @@ def test_a_child_sagas_root_is_a_child_of_its_parents_step_attempt(
     assert {s.context.trace_id for s in spans} == {caller_trace}
 
 
-class _OtherTracer(trace.Tracer):
+class OtherTracer(trace.Tracer):
     """Not the SDK's tracer (as a vendor's or a wrapper would be): spans are started and
     ended the usual way, so the spans written whole can be compared with them."""
 
@@ -325,7 +325,7 @@ def test_spans_written_whole_are_the_spans_the_sdk_would_end(trigger: str) -> No
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     fast = Telemetry.for_providers(provider, whole_spans=True)
-    usual = Telemetry(_OtherTracer(fast.tracer), None, True)
+    usual = Telemetry(OtherTracer(fast.tracer), None, True)
     headers = {"traceparent": CALLER}
     if trigger == "parent":
         headers[HEADER_PARENT_ID] = "parent-1"

@@ -14,25 +14,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from saga.telemetry import Telemetry
 from saga.telemetry.propagation import extract
 from saga.telemetry.spans import consuming, sending
+from tests.unit.test_saga_spans import OtherTracer
 
 COMMAND = {
     "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     "Saga-Id": "o-1",
     "Nats-Msg-Id": "o-1:reserve:1",
 }
-
-
-class _OtherTracer(trace.Tracer):
-    """Not the SDK's tracer: the span is started and ended live."""
-
-    def __init__(self, inner: trace.Tracer) -> None:
-        self.inner = inner
-
-    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
-        return self.inner.start_span(*args, **kwargs)
-
-    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.start_as_current_span(*args, **kwargs)
 
 
 def fields(span: ReadableSpan) -> dict[str, Any]:
@@ -73,7 +61,7 @@ def test_a_send_span_written_whole_is_the_live_one(fail: bool) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     fast = Telemetry.for_providers(provider, whole_spans=True)
-    usual = Telemetry(_OtherTracer(fast.tracer), None, True)
+    usual = Telemetry(OtherTracer(fast.tracer), None, True)
     written = []
     for telemetry in (fast, usual):
         reply = send_once(telemetry, fail)
