@@ -28,13 +28,12 @@ from saga.errors import RevisionConflict
 from saga.nats.acks import Acks, PubAck, acks_for
 from saga.nats.guarded import StaleRevision, guarded_revision, guarded_send
 from saga.protocol import kv_prefix, kv_stream
-from saga.store.base import InstanceRecord, Stored, Write
+from saga.store.base import InstanceRecord, Stored, Write, record_json
 
 if TYPE_CHECKING:
     from saga.index import SagaIndex
 
 _VALID_KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
-_SERIALIZER = InstanceRecord.__pydantic_serializer__
 
 
 class KvInstanceStore:
@@ -88,18 +87,18 @@ class KvInstanceStore:
         return Stored(InstanceRecord.model_validate_json(entry.value), entry.revision)
 
     async def create(self, key: str, record: InstanceRecord) -> int:
-        data, ttl = _SERIALIZER.to_json(record), self._ttl(record)
+        data, ttl = record_json(record), self._ttl(record)
         return await self._created(key, data, ttl, await self._send(key, data, 0, ttl))
 
     async def update(self, key: str, record: InstanceRecord, revision: int) -> int:
-        ack = await self._send(key, _SERIALIZER.to_json(record), revision, self._ttl(record))
+        ack = await self._send(key, record_json(record), revision, self._ttl(record))
         return await self._updated(key, revision, ack)
 
     async def write_all(self, writes: Sequence[Write]) -> list[int | Exception]:
         """Every write sent before any ack is awaited: one wait for all of them, mostly."""
         sent: list[tuple[bytes, int | None, asyncio.Future[PubAck]] | Exception] = []
         for key, record, revision in writes:
-            data, ttl = _SERIALIZER.to_json(record), self._ttl(record)
+            data, ttl = record_json(record), self._ttl(record)
             try:
                 sent.append((data, ttl, await self._send(key, data, revision or 0, ttl)))
             except Exception as exc:

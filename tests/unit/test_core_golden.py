@@ -11,6 +11,11 @@ outbox's commands, ``changed``, ``note`` and ``error``. A speed-up of the core t
 The file was written by the core of main at 3207bdc (before the round-4 speed-ups); write it
 again only for a change meant to alter the output:
 ``PYTHONPATH=$PWD python tests/unit/test_core_golden.py --write``.
+
+The store writes each record in its own, smaller encoding (``saga.store.base.record_json``):
+``tests/unit/data/record_golden.json`` holds the hashes of those bytes for the same walks
+(written by ``--write-store``, first at the branch p6-record), and each must load to the
+record the core's encoding loads to.
 """
 
 from __future__ import annotations
@@ -57,10 +62,11 @@ from saga.core.state import InstanceState, ParentLink, Status
 from saga.core.wakeup import decide_slotted
 from saga.definition.loader import load_definition
 from saga.definition.model import SagaDefinition
-from saga.store.base import InstanceRecord
+from saga.store.base import InstanceRecord, record_json
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "data" / "core_golden.json"
+STORE_GOLDEN = GOLDEN.with_name("record_golden.json")
 T0 = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 WALKS = 12
 """Seeded walks per definition."""
@@ -262,6 +268,36 @@ def test_records_and_commands_are_byte_for_byte_the_golden_ones() -> None:
         assert not differs, f"{name}: transition {differs[0]} encodes differently"
 
 
+def stored() -> dict[str, list[str]]:
+    """Per walk, the hash of each record's bytes as the store writes them."""
+    found: dict[str, list[str]] = {}
+    for name, definition in definitions().items():
+        for seed in range(WALKS):
+            found[f"walk:{name}:{seed}"] = [
+                hashlib.sha256(record_json(InstanceRecord(state=d.state))).hexdigest()[:16]
+                for d in walk(definition, seed)
+                if d.state is not None
+            ]
+    return found
+
+
+def test_the_store_writes_each_record_as_its_golden_bytes() -> None:
+    golden = json.loads(STORE_GOLDEN.read_text())
+    assert stored() == golden
+
+
+def test_the_store_bytes_load_as_the_core_s_encoding_does() -> None:
+    for definition in definitions().values():
+        for seed in range(WALKS):
+            for decision in walk(definition, seed):
+                if decision.state is None:
+                    continue
+                record = InstanceRecord(state=decision.state, outbox=[{"v": None}])
+                full = InstanceRecord.__pydantic_serializer__.to_json(record)
+                loaded = InstanceRecord.model_validate_json(record_json(record))
+                assert loaded == InstanceRecord.model_validate_json(full) == record
+
+
 def test_the_walks_reach_every_kind_of_outcome() -> None:
     """The golden walks are worth something: they end sagas every way there is."""
     seen = {
@@ -275,6 +311,9 @@ def test_the_walks_reach_every_kind_of_outcome() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: test_core_golden.py --write")
-    GOLDEN.write_text(json.dumps(outcomes(), indent=0) + "\n")
+    if sys.argv[1:] == ["--write"]:
+        GOLDEN.write_text(json.dumps(outcomes(), indent=0) + "\n")
+    elif sys.argv[1:] == ["--write-store"]:
+        STORE_GOLDEN.write_text(json.dumps(stored(), indent=0) + "\n")
+    else:
+        sys.exit("usage: test_core_golden.py --write | --write-store")
