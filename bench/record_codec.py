@@ -170,7 +170,7 @@ def main() -> None:
     if args.server:
         result |= asyncio.run(_written(args.sagas, args.rounds))
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
         return
     print(f"{result['records']} records, {result['bytes']} bytes each on average")
     for what in ("encode_us", "decode_us"):
