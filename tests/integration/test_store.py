@@ -121,6 +121,29 @@ async def test_kv_create_over_a_deleted_key_succeeds(client: Client) -> None:
     assert (loaded.revision, loaded.record.origin) == (revision, "SAGA_EVENTS:9")
 
 
+async def test_kv_reads_a_record_written_in_the_full_encoding_and_writes_over_it(
+    client: Client,
+) -> None:
+    """Records written before the store left out the None fields still load, equal."""
+    kv = await ensure_bucket(client.jetstream(), "instances", StreamSettings())
+    store = KvInstanceStore(client, "instances", kv)
+    old = record("f-1")
+    full = InstanceRecord.__pydantic_serializer__.to_json(old)
+    assert b'"finished_at":null' in full
+    revision = await kv.put("shop.f-1", full)
+    loaded = await store.load("shop.f-1")
+    assert loaded is not None
+    assert (loaded.record, loaded.revision) == (old, revision)
+    new = await store.update("shop.f-1", record("f-1", origin="SAGA_EVENTS:2"), revision)
+    entry = await kv.get("shop.f-1")
+    assert entry.value is not None
+    assert entry.revision == new
+    assert b"null" not in entry.value  # this record has no user data that is null
+    latest = await store.load_latest("shop.f-1")
+    assert latest is not None
+    assert latest.record == record("f-1", origin="SAGA_EVENTS:2")
+
+
 async def test_kv_write_without_an_ack_times_out(client: Client) -> None:
     kv = await ensure_bucket(client.jetstream(), "instances", StreamSettings())
     store = KvInstanceStore(client, "instances", kv, timeout=0.2)
