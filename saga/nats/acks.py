@@ -34,6 +34,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError, NoStreamResponseError
 
 from saga import jsonwire
+from saga.nats.wire import Wire
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a publish may wait for its ack."""
@@ -119,6 +120,7 @@ class Acks:
         self._count = 0
         self._lock = asyncio.Lock()
         self._sweep: asyncio.TimerHandle | None = None
+        self._wire = Wire(nc)
 
     async def send(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
@@ -134,7 +136,9 @@ class Acks:
         if self._sweep is None:
             self._sweep = loop.call_later(self._interval(), self._expire)
         try:
-            await self.nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            flush = self._wire.publish(subject, self._prefix + token, data, headers)
+            if flush is not None:
+                await flush
         except BaseException:
             self._waiting.pop(token, None)
             raise
@@ -152,7 +156,9 @@ class Acks:
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(self._interval(), self._expire)
         try:
-            await self.nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+            flush = self._wire.publish(subject, self._prefix + token, data, headers)
+            if flush is not None:
+                await flush
         except BaseException:
             self._waiting.pop(token, None)
             raise
