@@ -80,7 +80,9 @@ async def _client(url: str, publishes: int, inflight: int) -> float:
 
 def _worker(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(Path(args.worker).resolve()))  # that checkout's saga
-    print(json.dumps(asyncio.run(_client(args.url, args.publishes, args.inflight))))
+    print(
+        json.dumps(asyncio.run(_client(args.url, args.publishes, args.inflight)), allow_nan=False)
+    )
 
 
 async def _stream(url: str) -> None:
@@ -128,7 +130,7 @@ def main() -> None:
         for code, f in figures.items()
     }
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
     else:
         for code, r in result.items():
             print(f"{code}: {r['us_per_publish']:.2f} µs per publish+ack, rounds {r['rounds']}")
