@@ -8,9 +8,10 @@ never raises: a message the server did not take back returns after the ack wait.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -87,12 +88,26 @@ async def settle(
             )
             await msg.nak(delay=delay)
     except Exception as exc:
-        log.error(
-            "could not settle %s (ack subject %s, %s): %r; it returns after the ack wait",
-            msg.subject,
-            msg.reply,
-            type(verdict).__name__,
-            exc,
-        )
+        _unsettled(log, msg, type(verdict).__name__, exc)
         return False
     return True
+
+
+async def ack_all(nc: Client, msgs: Iterable[Msg], log: logging.Logger) -> None:
+    """Ack each of ``msgs`` as :func:`settle` does an :class:`Ack`, in one coroutine: a
+    batch's acks without three coroutines each (``Msg.ack``, ``settle``, the caller's)."""
+    for msg in msgs:
+        try:
+            await nc.publish(msg.reply)
+        except Exception as exc:
+            _unsettled(log, msg, "Ack", exc)
+
+
+def _unsettled(log: logging.Logger, msg: Msg, verdict: str, exc: Exception) -> None:
+    log.error(
+        "could not settle %s (ack subject %s, %s): %r; it returns after the ack wait",
+        msg.subject,
+        msg.reply,
+        verdict,
+        exc,
+    )
