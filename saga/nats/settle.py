@@ -8,7 +8,7 @@ never raises: a message the server did not take back returns after the ack wait.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from saga.nats.delivery import delivery_of
 from saga.nats.dlq import DeadLetterCode, dead_letter
+from saga.nats.wire import publish_empty
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,15 @@ async def settle(
     return True
 
 
-async def ack_all(nc: Client, msgs: Iterable[Msg], log: logging.Logger) -> None:
-    """Ack each of ``msgs`` as :func:`settle` does an :class:`Ack`, in one coroutine: a
-    batch's acks without three coroutines each (``Msg.ack``, ``settle``, the caller's)."""
+async def ack_all(nc: Client, msgs: Sequence[Msg], log: logging.Logger) -> None:
+    """Ack each of ``msgs`` as :func:`settle` does an :class:`Ack`: together, in one write
+    (:func:`saga.nats.wire.publish_empty`); if that cannot be sent, one by one, each
+    failure logged."""
+    try:
+        await publish_empty(nc, [msg.reply for msg in msgs])
+        return
+    except Exception:  # closed, or an ack subject publish refuses: each said below
+        pass
     for msg in msgs:
         try:
             await nc.publish(msg.reply)

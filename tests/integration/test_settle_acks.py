@@ -1,5 +1,6 @@
-"""A batch's plain acks, together (:func:`saga.nats.settle.ack_all`): each message acked once,
-and a failure to ack is logged, never raised (the message comes back after the ack wait)."""
+"""A batch's plain acks, together (:func:`saga.nats.settle.ack_all`, one write through
+:func:`saga.nats.wire.publish_empty`): each message acked once, and a failure to ack is
+logged, never raised (the message comes back after the ack wait)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import BadSubjectError
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from saga.nats.pull import RawPull
 from saga.nats.server import EmbeddedServer
 from saga.nats.settle import ack_all
+from saga.nats.wire import publish_empty
 
 STREAM, CONSUMER = "ACKS", "acker"
 
@@ -60,3 +63,40 @@ async def test_an_ack_that_cannot_be_sent_is_logged_not_raised(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2
     assert all("could not settle acks." in e and "returns after the ack wait" in e for e in errors)
+
+
+async def test_publish_empty_sends_each_subject_in_order(nc: Client) -> None:
+    got: list[tuple[str, bytes]] = []
+
+    async def received(msg: Msg) -> None:
+        got.append((msg.subject, msg.data))
+
+    sub = await nc.subscribe("w.>", cb=received)
+    await nc.flush()
+    await publish_empty(nc, [f"w.{i}" for i in range(50)])
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(got) < 50:
+        assert asyncio.get_running_loop().time() < deadline, got
+        await asyncio.sleep(0.01)
+    assert got == [(f"w.{i}", b"") for i in range(50)]
+    await sub.unsubscribe()
+
+
+async def test_publish_empty_refuses_a_bad_subject_and_sends_nothing(nc: Client) -> None:
+    got: list[tuple[str, bytes]] = []
+
+    async def received(msg: Msg) -> None:
+        got.append((msg.subject, msg.data))
+
+    sub = await nc.subscribe("w.>", cb=received)
+    await nc.flush()
+    with pytest.raises(BadSubjectError):
+        await publish_empty(nc, ["w.1", "w.2 PUB w.3 0"])
+    await publish_empty(nc, ["w.4"])
+    deadline = asyncio.get_running_loop().time() + 10
+    while not got:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    await nc.flush()
+    assert got == [("w.4", b"")]
+    await sub.unsubscribe()
