@@ -466,19 +466,23 @@ class Engine:
             await asyncio.gather(*again)
 
     async def _settle_all(self, done: list[tuple[_Ready, Verdict]]) -> None:
-        """:meth:`_settle` for each, the plain acks together (:func:`ack_all`: one coroutine)."""
-        acked: list[Msg] = []
+        """:meth:`_settle` for each: the plain acks first, together (:func:`ack_all`: one
+        write), then the rest one by one (naks, dead letters, non-native timers' acks)."""
         timers = None if self.timers.native else self.settings.topology.timers_stream
+        rest: list[tuple[_Ready, Verdict]] = []
+        acked: list[Msg] = []
         for item, verdict in done:
             if isinstance(verdict, Ack) and item.meta.stream != timers:
                 acked.append(item.msg)
-                continue
+            else:
+                rest.append((item, verdict))
+        if acked:
+            await ack_all(self.nc, acked, log)
+        for item, verdict in rest:
             try:
                 await self._settle(item.msg, verdict, item.received, item.work.saga_id, item.meta)
             except Exception:
                 log.exception("unexpected error settling %s", item.msg.subject)
-        if acked:
-            await ack_all(self.nc, acked, log)
 
     async def _admit(self, msg: Msg) -> None:
         """A limited saga's trigger, from its admission consumer: handled by the replica that
