@@ -14,8 +14,8 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -53,7 +53,7 @@ from saga.nats.provision import Provisioned, provision_engine, provision_partiti
 from saga.nats.pull import RawPull
 from saga.nats.schedules import provision_schedules
 from saga.nats.served import serve_definitions
-from saga.nats.settle import ACK, Ack, Nak, Term, Verdict, at_last_delivery, settle
+from saga.nats.settle import ACK, Ack, Nak, Term, Verdict, ack_all, at_last_delivery, settle
 from saga.nats.timers import BrokerTimers, due_at
 from saga.nats.topology import instance_key, unwrap_work_subject, work_subject
 from saga.protocol import (
@@ -461,13 +461,28 @@ class Engine:
             if isinstance(result, Exception):
                 result = self._failed(item.msg, key, result)
             done.append((item, result))
+        await self._settle_all(done)
+        if again:
+            await asyncio.gather(*again)
+
+    async def _settle_all(self, done: list[tuple[_Ready, Verdict]]) -> None:
+        """:meth:`_settle` for each: the plain acks first, together (:func:`ack_all`: one
+        write), then the rest one by one (naks, dead letters, non-native timers' acks)."""
+        timers = None if self.timers.native else self.settings.topology.timers_stream
+        rest: list[tuple[_Ready, Verdict]] = []
+        acked: list[Msg] = []
         for item, verdict in done:
+            if isinstance(verdict, Ack) and item.meta.stream != timers:
+                acked.append(item.msg)
+            else:
+                rest.append((item, verdict))
+        if acked:
+            await ack_all(self.nc, acked, log)
+        for item, verdict in rest:
             try:
                 await self._settle(item.msg, verdict, item.received, item.work.saga_id, item.meta)
             except Exception:
                 log.exception("unexpected error settling %s", item.msg.subject)
-        if again:
-            await asyncio.gather(*again)
 
     async def _admit(self, msg: Msg) -> None:
         """A limited saga's trigger, from its admission consumer: handled by the replica that
@@ -615,9 +630,9 @@ class Engine:
             mark_error(span, verdict.code.value, verdict.reason)
 
 
-@dataclass(frozen=True, slots=True)
-class _Ready:
-    """A consumed event read and routed here: to apply to its instance."""
+class _Ready(NamedTuple):
+    """A consumed event read and routed here: to apply to its instance (one per message: a
+    named tuple costs a fifth of a frozen dataclass to make)."""
 
     msg: Msg
     work: Work

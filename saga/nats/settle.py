@@ -8,14 +8,16 @@ never raises: a message the server did not take back returns after the ack wait.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from saga.nats.delivery import delivery_of
 from saga.nats.dlq import DeadLetterCode, dead_letter
+from saga.nats.wire import publish_empty
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,32 @@ async def settle(
             )
             await msg.nak(delay=delay)
     except Exception as exc:
-        log.error(
-            "could not settle %s (ack subject %s, %s): %r; it returns after the ack wait",
-            msg.subject,
-            msg.reply,
-            type(verdict).__name__,
-            exc,
-        )
+        _unsettled(log, msg, type(verdict).__name__, exc)
         return False
     return True
+
+
+async def ack_all(nc: Client, msgs: Sequence[Msg], log: logging.Logger) -> None:
+    """Ack each of ``msgs`` as :func:`settle` does an :class:`Ack`: together, in one write
+    (:func:`saga.nats.wire.publish_empty`); if that cannot be sent, one by one, each
+    failure logged."""
+    try:
+        await publish_empty(nc, [msg.reply for msg in msgs])
+        return
+    except Exception:  # closed, or an ack subject publish refuses: each said below
+        pass
+    for msg in msgs:
+        try:
+            await nc.publish(msg.reply)
+        except Exception as exc:
+            _unsettled(log, msg, "Ack", exc)
+
+
+def _unsettled(log: logging.Logger, msg: Msg, verdict: str, exc: Exception) -> None:
+    log.error(
+        "could not settle %s (ack subject %s, %s): %r; it returns after the ack wait",
+        msg.subject,
+        msg.reply,
+        verdict,
+        exc,
+    )

@@ -10,7 +10,8 @@ limit) in one plain function: the command built in one piece, header keys checke
 connection, and hands it to nats-py's pending buffer exactly as ``_send_command`` does, with
 the same statistics. Everything else (a closed, draining or reconnecting client, a bad
 subject or header, a payload too large) goes to ``Client.publish``, so buffering while
-reconnecting, the errors and their types stay nats-py's own.
+reconnecting, the errors and their types stay nats-py's own. :func:`publish_empty` does
+the same for a fetched batch's acks: empty messages without reply, one command for all.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import BadSubjectError
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +81,7 @@ class Wire:
                 size = len(encoded)
                 line = f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n"
                 command = b"".join((line.encode(), encoded, payload, b"\r\n"))
-        stats = nc.stats
-        stats["out_msgs"] += 1
-        stats["out_bytes"] += len(payload)
-        # nats-py's _send_command, then _send_publish's kick of the flusher
-        nc._pending.append(command)
-        nc._pending_data_size += len(command)
-        if nc._max_pending_size > 0 and nc._pending_data_size > nc._max_pending_size:
-            return _flush_now(nc)
-        queue = nc._flush_queue
-        if queue is not None and queue.empty():
-            return nc._flush_pending()
-        return None
+        return _pend(nc, command, 1, len(payload))
 
     def _header_block(self, headers: Mapping[str, str]) -> str | None:
         """``NATS/1.0`` and the headers as nats-py writes them; None if a key is refused."""
@@ -116,6 +107,41 @@ class Wire:
             parts.append("\r\n")
         parts.append("\r\n")
         return "".join(parts)
+
+
+async def publish_empty(nc: Client, subjects: Sequence[str]) -> None:
+    """An empty message without reply to each of ``subjects``, in order, written as nats-py's
+    ``publish`` writes them one by one but as one command (a fetched batch's acks: ~0.5
+    against ~3 µs each); a bad subject raises ``BadSubjectError`` before anything is sent."""
+    for subject in subjects:
+        if not subject or _SUBJECT_BAD.search(subject) is not None:
+            raise BadSubjectError
+    if nc._status != _CONNECTED:  # closed, draining, reconnecting: nats-py's own checks
+        for subject in subjects:
+            await nc.publish(subject)
+        return
+    if subjects:
+        command = "".join([f"PUB {subject}  0\r\n\r\n" for subject in subjects]).encode()
+        flush = _pend(nc, command, len(subjects), 0)
+        if flush is not None:
+            await flush
+
+
+def _pend(nc: Client, command: bytes, messages: int, size: int) -> Awaitable[None] | None:
+    """``command`` (``messages`` messages, ``size`` payload bytes) into nats-py's pending
+    buffer, as its ``_send_command`` does, then ``_send_publish``'s kick of the flusher;
+    returns what to await, or None."""
+    stats = nc.stats
+    stats["out_msgs"] += messages
+    stats["out_bytes"] += size
+    nc._pending.append(command)
+    nc._pending_data_size += len(command)
+    if nc._max_pending_size > 0 and nc._pending_data_size > nc._max_pending_size:
+        return _flush_now(nc)
+    queue = nc._flush_queue
+    if queue is not None and queue.empty():
+        return nc._flush_pending()
+    return None
 
 
 async def _flush_now(nc: Client) -> None:

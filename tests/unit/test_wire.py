@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from nats import errors
 from nats.aio.client import Client
 
-from saga.nats.wire import Wire
+from saga.nats.wire import Wire, publish_empty
 
 REPLY = "_INBOX.abc.7"
 
@@ -164,3 +164,32 @@ async def test_a_closed_or_draining_client_refuses_as_nats_py_does(
     nc = await _client(status=status)
     with pytest.raises(error):
         await Wire(nc).publish("s.a", REPLY, b"x", None) or asyncio.sleep(0)
+
+
+ACKS = ["$JS.ACK.S.c.1.2.3.4.0", "$JS.ACK.S.c.1.3.4.5.0", "$JS.ACK.S.c.1.4.5.6.0"]
+
+
+async def test_empty_publishes_write_the_bytes_of_nats_pys_one_by_one() -> None:
+    theirs = await _client()
+    for subject in ACKS:
+        await theirs.publish(subject)
+    ours = await _client()
+    await publish_empty(ours, ACKS)
+    assert b"".join(ours._pending) == b"".join(theirs._pending)
+    assert ours._pending_data_size == theirs._pending_data_size
+    assert ours.stats == theirs.stats
+    assert len(ours._pending) == 1  # one command for the batch
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a\r\nPUB x 0"])
+async def test_a_bad_subject_among_empty_publishes_sends_none(bad: str) -> None:
+    nc = await _client()
+    with pytest.raises(errors.BadSubjectError):
+        await publish_empty(nc, [ACKS[0], bad])
+    assert nc._pending == []
+
+
+async def test_empty_publishes_on_a_closed_client_refuse_as_nats_py_does() -> None:
+    nc = await _client(status=Client.CLOSED)
+    with pytest.raises(errors.ConnectionClosedError):
+        await publish_empty(nc, ACKS)
