@@ -66,12 +66,12 @@ def _failed(subject: str, exc: BaseException) -> Nak:
     return Nak(f"{type(exc).__name__}: {exc}")
 
 
-def _outcome_of(run: asyncio.Future[StoredReply | Verdict]) -> StoredReply | Verdict:
+def _outcome_of(run: asyncio.Future[StoredReply | Verdict], subject: str) -> StoredReply | Verdict:
     """A handler run's outcome (its task cancelled: deliver the message again)."""
     if run.cancelled():
         return Nak("handling was cancelled")
     error = run.exception()
-    return _failed("a batch", error) if error is not None else run.result()
+    return _failed(subject, error) if error is not None else run.result()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,24 +202,17 @@ class Dispatcher:
 
     async def _answer_together(self, answers: list[_Answer]) -> None:
         """Start every handler; commit those done, round by round, as the others finish."""
-        runs = {start(self._outcome(answer)): answer for answer in answers}
+        runs = {start(self._run(a.msg, a.meta, a.route, a.envelope, a.payload)): a for a in answers}
         done = [run for run in runs if run.done()]
         pending = {run for run in runs if not run.done()}
         while True:
             if done:
-                await self._commit([(runs[run], _outcome_of(run)) for run in done])
+                outcomes = [(runs[run], _outcome_of(run, runs[run].msg.subject)) for run in done]
+                await self._commit(outcomes)
             if not pending:
                 return
             finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             done = list(finished)
-
-    async def _outcome(self, answer: _Answer) -> StoredReply | Verdict:
-        msg, envelope = answer.msg, answer.envelope
-        CURRENT_SAGA.set((envelope.saga_name, envelope.saga_id))  # this task's own context
-        try:
-            return await self._run(msg, answer.meta, answer.route, envelope, answer.payload)
-        except Exception as exc:
-            return _failed(msg.subject, exc)
 
     async def _commit(self, outcomes: list[tuple[_Answer, StoredReply | Verdict]]) -> None:
         """Ledger writes, then replies, then acks, each kind sent for all, then awaited once
@@ -341,6 +334,8 @@ class Dispatcher:
     async def _run(
         self, msg: Msg, meta: Delivery, route: Route, envelope: Envelope, payload: dict[str, Any]
     ) -> StoredReply | Verdict:
+        """Run the handler (in a batch, in a context of its own: :func:`start`)."""
+        CURRENT_SAGA.set((envelope.saga_name, envelope.saga_id))
         command = msg.headers or {}
         ctx = self._context(msg, meta, envelope, command)
         headers = reply_headers(envelope, command)
@@ -362,6 +357,8 @@ class Dispatcher:
         except NoReply as exc:
             log.info("%s: no reply on purpose (%s)", envelope.idempotency_key, exc.reason)
             return ACK
+        except Exception as exc:  # logged here, with the saga of the handler's context
+            return _failed(msg.subject, exc)
         body = reply_body(result)
         if isinstance(body, str):
             return Term(DeadLetterCode.HANDLER_BUG, f"handler of {route.subject} {body}")
@@ -404,7 +401,7 @@ class Dispatcher:
     async def _send(self, reply: StoredReply, group: AckGroup) -> None:
         """Publish ``reply`` (pipelined); its ack counts towards ``group``."""
         assert self._acks is not None
-        await self._acks.send_in(group, reply.subject, reply.data, dict(reply.headers))
+        await self._acks.send_in(group, reply.subject, reply.data, reply.headers)
 
     def _context(
         self, msg: Msg, meta: Delivery, envelope: Envelope, headers: dict[str, str]
