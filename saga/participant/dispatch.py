@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -225,6 +225,8 @@ class Dispatcher:
                 await self._end(answer, outcome)
         if not writes:
             return
+        acks = self._acks
+        assert acks is not None  # a batch's first answers are handled together only with it
         try:
             group = AckGroup()
             for answer, reply in writes:
@@ -241,8 +243,8 @@ class Dispatcher:
                     await self._end(answer, _failed(answer.msg.subject, exc))
         try:
             group = AckGroup()
-            for _, reply in replies:
-                await self._send(reply, group)
+            for _, reply in replies:  # pipelined: each ack counts towards the group
+                await acks.send_in(group, reply.subject, reply.data, reply.headers)
             await group.wait()
         except Exception:  # published again one by one: Nats-Msg-Id drops what was stored
             for answer, reply in replies:
@@ -256,9 +258,12 @@ class Dispatcher:
         for answer, _ in replies:
             await self._end(answer, ACK)
 
-    async def _end(self, answer: _Answer, verdict: Verdict) -> None:
+    def _end(self, answer: _Answer, verdict: Verdict) -> Coroutine[Any, Any, None]:
+        """Release the key, then settle (the coroutine to await: no frame of its own)."""
         answer.hold.release()
-        await self.settle(answer.msg, self._final(answer.meta, verdict))
+        if verdict is not ACK:  # an ack is an ack at any delivery
+            verdict = self._final(answer.meta, verdict)
+        return self.settle(answer.msg, verdict)
 
     def _final(self, meta: Delivery, verdict: Verdict) -> Verdict:
         """A redelivery past the last allowed delivery is a dead letter (and is marked so)."""
@@ -397,11 +402,6 @@ class Dispatcher:
                 return
             future = await self.js.publish_async(reply.subject, reply.data, headers=headers)
             await asyncio.wait_for(future, self._settings.publish_timeout)
-
-    async def _send(self, reply: StoredReply, group: AckGroup) -> None:
-        """Publish ``reply`` (pipelined); its ack counts towards ``group``."""
-        assert self._acks is not None
-        await self._acks.send_in(group, reply.subject, reply.data, reply.headers)
 
     def _context(
         self, msg: Msg, meta: Delivery, envelope: Envelope, headers: dict[str, str]
