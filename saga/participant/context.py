@@ -28,7 +28,7 @@ class Runtime:
     """For fire-and-forget reports (a step's start); None: none are sent."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Context:
     """One delivery of one message, as seen by its handler."""
 
@@ -54,6 +54,36 @@ class Context:
     headers: Mapping[str, str]
     """All headers of the message, read-only."""
     _runtime: Runtime = field(repr=False, compare=False)
+
+    def __init__(
+        self,
+        service: str,
+        subject: str,
+        saga_id: str,
+        saga_name: str,
+        step: str,
+        kind: str,
+        attempt: int,
+        delivery: int,
+        idempotency_key: str,
+        headers: Mapping[str, str],
+        _runtime: Runtime,
+    ) -> None:
+        """The fields set at once: a frozen dataclass's own ``__init__`` sets them one
+        ``object.__setattr__`` at a time, a third of a microsecond each, for every message."""
+        self.__dict__.update(
+            service=service,
+            subject=subject,
+            saga_id=saga_id,
+            saga_name=saga_name,
+            step=step,
+            kind=kind,
+            attempt=attempt,
+            delivery=delivery,
+            idempotency_key=idempotency_key,
+            headers=headers,
+            _runtime=_runtime,
+        )
 
     @property
     def js(self) -> JetStreamContext:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -66,12 +66,12 @@ def _failed(subject: str, exc: BaseException) -> Nak:
     return Nak(f"{type(exc).__name__}: {exc}")
 
 
-def _outcome_of(run: asyncio.Future[StoredReply | Verdict]) -> StoredReply | Verdict:
+def _outcome_of(run: asyncio.Future[StoredReply | Verdict], subject: str) -> StoredReply | Verdict:
     """A handler run's outcome (its task cancelled: deliver the message again)."""
     if run.cancelled():
         return Nak("handling was cancelled")
     error = run.exception()
-    return _failed("a batch", error) if error is not None else run.result()
+    return _failed(subject, error) if error is not None else run.result()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,24 +202,17 @@ class Dispatcher:
 
     async def _answer_together(self, answers: list[_Answer]) -> None:
         """Start every handler; commit those done, round by round, as the others finish."""
-        runs = {start(self._outcome(answer)): answer for answer in answers}
+        runs = {start(self._run(a.msg, a.meta, a.route, a.envelope, a.payload)): a for a in answers}
         done = [run for run in runs if run.done()]
         pending = {run for run in runs if not run.done()}
         while True:
             if done:
-                await self._commit([(runs[run], _outcome_of(run)) for run in done])
+                outcomes = [(runs[run], _outcome_of(run, runs[run].msg.subject)) for run in done]
+                await self._commit(outcomes)
             if not pending:
                 return
             finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             done = list(finished)
-
-    async def _outcome(self, answer: _Answer) -> StoredReply | Verdict:
-        msg, envelope = answer.msg, answer.envelope
-        CURRENT_SAGA.set((envelope.saga_name, envelope.saga_id))  # this task's own context
-        try:
-            return await self._run(msg, answer.meta, answer.route, envelope, answer.payload)
-        except Exception as exc:
-            return _failed(msg.subject, exc)
 
     async def _commit(self, outcomes: list[tuple[_Answer, StoredReply | Verdict]]) -> None:
         """Ledger writes, then replies, then acks, each kind sent for all, then awaited once
@@ -232,6 +225,8 @@ class Dispatcher:
                 await self._end(answer, outcome)
         if not writes:
             return
+        acks = self._acks
+        assert acks is not None  # a batch's first answers are handled together only with it
         try:
             group = AckGroup()
             for answer, reply in writes:
@@ -248,8 +243,8 @@ class Dispatcher:
                     await self._end(answer, _failed(answer.msg.subject, exc))
         try:
             group = AckGroup()
-            for _, reply in replies:
-                await self._send(reply, group)
+            for _, reply in replies:  # pipelined: each ack counts towards the group
+                await acks.send_in(group, reply.subject, reply.data, reply.headers)
             await group.wait()
         except Exception:  # published again one by one: Nats-Msg-Id drops what was stored
             for answer, reply in replies:
@@ -263,9 +258,12 @@ class Dispatcher:
         for answer, _ in replies:
             await self._end(answer, ACK)
 
-    async def _end(self, answer: _Answer, verdict: Verdict) -> None:
+    def _end(self, answer: _Answer, verdict: Verdict) -> Coroutine[Any, Any, None]:
+        """Release the key, then settle (the coroutine to await: no frame of its own)."""
         answer.hold.release()
-        await self.settle(answer.msg, self._final(answer.meta, verdict))
+        if verdict is not ACK:  # an ack is an ack at any delivery
+            verdict = self._final(answer.meta, verdict)
+        return self.settle(answer.msg, verdict)
 
     def _final(self, meta: Delivery, verdict: Verdict) -> Verdict:
         """A redelivery past the last allowed delivery is a dead letter (and is marked so)."""
@@ -341,6 +339,8 @@ class Dispatcher:
     async def _run(
         self, msg: Msg, meta: Delivery, route: Route, envelope: Envelope, payload: dict[str, Any]
     ) -> StoredReply | Verdict:
+        """Run the handler (in a batch, in a context of its own: :func:`start`)."""
+        CURRENT_SAGA.set((envelope.saga_name, envelope.saga_id))
         command = msg.headers or {}
         ctx = self._context(msg, meta, envelope, command)
         headers = reply_headers(envelope, command)
@@ -362,6 +362,8 @@ class Dispatcher:
         except NoReply as exc:
             log.info("%s: no reply on purpose (%s)", envelope.idempotency_key, exc.reason)
             return ACK
+        except Exception as exc:  # logged here, with the saga of the handler's context
+            return _failed(msg.subject, exc)
         body = reply_body(result)
         if isinstance(body, str):
             return Term(DeadLetterCode.HANDLER_BUG, f"handler of {route.subject} {body}")
@@ -400,11 +402,6 @@ class Dispatcher:
                 return
             future = await self.js.publish_async(reply.subject, reply.data, headers=headers)
             await asyncio.wait_for(future, self._settings.publish_timeout)
-
-    async def _send(self, reply: StoredReply, group: AckGroup) -> None:
-        """Publish ``reply`` (pipelined); its ack counts towards ``group``."""
-        assert self._acks is not None
-        await self._acks.send_in(group, reply.subject, reply.data, dict(reply.headers))
 
     def _context(
         self, msg: Msg, meta: Delivery, envelope: Envelope, headers: dict[str, str]

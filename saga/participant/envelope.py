@@ -7,8 +7,7 @@ rest of the SDK deals in typed values only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import Any
 
 from saga import jsonwire
@@ -27,8 +26,10 @@ from saga.protocol import (
     MAX_PAYLOAD_BYTES,
     MAX_SAGA_ID_LENGTH,
     TRACE_HEADERS,
-    idempotency_key,
     reply_message_id,
+)
+from saga.protocol import (
+    idempotency_key as step_key,
 )
 
 KIND_EVENT = "event"
@@ -44,7 +45,7 @@ class BadMessage(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Envelope:
     """The saga facts of one message, resolved for the route that received it."""
 
@@ -55,11 +56,23 @@ class Envelope:
     attempt: int
     run: int = 0
     """``Saga-Run``: an operator redrove the instance this many times."""
+    idempotency_key: str = field(init=False, repr=False, compare=False)
+    """Same for every attempt and delivery of one step (or one compensation) in one run."""
 
-    @cached_property
-    def idempotency_key(self) -> str:
-        """Same for every attempt and delivery of one step (or one compensation) in one run."""
-        return idempotency_key(self.saga_name, self.saga_id, self.step, self.kind, self.run)
+    def __init__(
+        self, saga_id: str, saga_name: str, step: str, kind: str, attempt: int, run: int = 0
+    ) -> None:
+        """The fields set at once (see :class:`~saga.participant.context.Context`), the key
+        with them: every command needs it."""
+        self.__dict__.update(
+            saga_id=saga_id,
+            saga_name=saga_name,
+            step=step,
+            kind=kind,
+            attempt=attempt,
+            run=run,
+            idempotency_key=step_key(saga_name, saga_id, step, kind, run),
+        )
 
 
 def parse_payload(data: bytes) -> dict[str, Any]:
@@ -140,7 +153,10 @@ def command_envelope(
 
 def _attempt(headers: Mapping[str, str]) -> int:
     """``Saga-Attempt``: 1 when absent, else a whole number from 1 up."""
-    text = headers.get(HEADER_ATTEMPT, "1").strip()
+    text = headers.get(HEADER_ATTEMPT)
+    if text is None or text == "1":  # the common case, without the checks below
+        return 1
+    text = text.strip()
     if not (text.isascii() and text.isdigit() and int(text) >= 1):
         raise BadMessage(
             DeadLetterCode.MALFORMED, f"{HEADER_ATTEMPT} is {text!r}, not a whole number >= 1"
@@ -150,7 +166,10 @@ def _attempt(headers: Mapping[str, str]) -> int:
 
 def _run(headers: Mapping[str, str]) -> int:
     """``Saga-Run`` (0 when absent)."""
-    text = headers.get(HEADER_RUN, "0").strip()
+    text = headers.get(HEADER_RUN)
+    if text is None:
+        return 0
+    text = text.strip()
     if not (text.isascii() and text.isdigit()):
         raise BadMessage(DeadLetterCode.MALFORMED, f"{HEADER_RUN} is {text!r}, not a whole number")
     return int(text)

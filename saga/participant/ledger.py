@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -48,7 +49,10 @@ class StoredReply:
         return not self.failed or attempt <= self.attempt
 
     def to_json(self) -> bytes:
-        return jsonwire.dumps(
+        """Written by orjson directly: strings, a bool and an int hold no number JSON cannot
+        carry (``jsonwire.dumps``'s checks), and the body is JSON already (one third of the
+        time per reply)."""
+        return orjson.dumps(
             {
                 "subject": self.subject,
                 "data": self.data.decode(),

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from saga.participant.envelope import BadMessage, command_envelope, parse_payload
+from saga.participant.envelope import BadMessage, Envelope, command_envelope, parse_payload
 from saga.protocol import MAX_PAYLOAD_BYTES
 
 GOOD = {
@@ -101,3 +103,41 @@ def test_a_redriven_run_is_a_new_idempotency_key() -> None:
     assert again.idempotency_key == first.idempotency_key + ":run2"
     with pytest.raises(BadMessage, match="Saga-Run is 'two'"):
         command_envelope({**GOOD, "Saga-Run": "two"}, kind="step", step=None, observed=False)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "run", "expected"),
+    [("1", None, (1, 0)), (" 1 ", " 3", (1, 3)), ("07", "0", (7, 0)), (None, "", None)],
+)
+def test_attempt_and_run_read_the_same_with_or_without_the_common_case(
+    attempt: str | None, run: str | None, expected: tuple[int, int] | None
+) -> None:
+    """``Saga-Attempt: 1`` and no ``Saga-Run`` skip the checks; every other value is checked."""
+    headers = without("Saga-Attempt")
+    if attempt is not None:
+        headers["Saga-Attempt"] = attempt
+    if run is not None:
+        headers["Saga-Run"] = run
+    if expected is None:
+        with pytest.raises(BadMessage, match="Saga-Run is ''"):
+            command_envelope(headers, kind="step", step=None, observed=False)
+        return
+    envelope = command_envelope(headers, kind="step", step=None, observed=False)
+    assert (envelope.attempt, envelope.run) == expected
+
+
+def test_an_envelope_is_a_frozen_value_with_its_key() -> None:
+    """Its fields are set at once by its own ``__init__``: still frozen, compared and
+    printed by its fields as the dataclass would, the key computed with it."""
+    envelope = Envelope("o-1", "order", "reserve", "step", 2)
+    assert envelope == Envelope("o-1", "order", "reserve", "step", 2, run=0)
+    assert envelope != Envelope("o-1", "order", "reserve", "step", 2, run=1)
+    assert hash(envelope) == hash(Envelope("o-1", "order", "reserve", "step", 2))
+    assert envelope.idempotency_key == "order:o-1:reserve:step"
+    assert Envelope("o-1", "order", "reserve", "step", 1, 2).idempotency_key.endswith(":run2")
+    assert repr(envelope) == (
+        "Envelope(saga_id='o-1', saga_name='order', step='reserve', kind='step', attempt=2, run=0)"
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        envelope.attempt = 3  # type: ignore[misc]
+    assert {f.name for f in dataclasses.fields(Envelope)} == set(vars(envelope))
