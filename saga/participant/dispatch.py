@@ -21,7 +21,7 @@ from saga.logs import CURRENT_SAGA
 from saga.nats.acks import AckGroup, Acks
 from saga.nats.delivery import Delivery, delivery_of
 from saga.nats.dlq import DeadLetterCode
-from saga.nats.settle import ACK, Nak, Term, Verdict, at_last_delivery, settle
+from saga.nats.settle import ACK, Nak, Term, Verdict, ack_all, at_last_delivery, settle
 from saga.participant.context import Context, Runtime
 from saga.participant.eager import start
 from saga.participant.envelope import (
@@ -256,7 +256,8 @@ class Dispatcher:
                     await self._end(answer, ACK)
             return
         for answer, _ in replies:
-            await self._end(answer, ACK)
+            answer.hold.release()
+        await ack_all(acks.nc, [answer.msg for answer, _ in replies], log)
 
     def _end(self, answer: _Answer, verdict: Verdict) -> Coroutine[Any, Any, None]:
         """Release the key, then settle (the coroutine to await: no frame of its own)."""

@@ -465,6 +465,30 @@ async def test_a_handler_that_waits_holds_up_nothing_else_of_its_batch(
     await settled(js, "batched")
 
 
+async def test_a_batch_answered_together_is_acked_without_waiting_for_redelivery(
+    nc: Client, js: JetStreamContext
+) -> None:
+    """The first answers of a fetched batch are acked together, once their replies are
+    stored: with an ack wait longer than the wait below, only those acks can settle it."""
+    app = App("acked")
+
+    @app.step("t.many", success="t.many.ok")
+    async def many(ctx: Context, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"n": payload["n"]}
+
+    patient = dataclasses.replace(
+        FAST, stream=dataclasses.replace(FAST.stream, ack_wait_backoff=(60.0,))
+    )
+    for i in range(5):  # in the stream before the app starts: its first fetch brings all
+        await command(js, "t.many", {"n": i}, saga_headers(f"s-many-{i}"))
+    async with app.running(nc, patient):
+        replies = await wait_messages(js, "t.many.ok", count=5)
+        await settled(js, "acked")
+        info = await js.consumer_info(EVENTS, "acked")
+    assert info.num_redelivered == 0
+    assert sorted(body(reply)["n"] for reply in replies) == [0, 1, 2, 3, 4]
+
+
 async def test_an_unmarked_copy_of_a_first_attempt_still_gets_the_stored_reply(
     js: JetStreamContext, running: Any
 ) -> None:
