@@ -17,8 +17,11 @@ class Observer:
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
         meter = telemetry.meter
-        recording = meter is not None and not isinstance(meter, NoOpMeter)
-        self.metrics = SagaMetrics.create(meter) if recording else None
+        self.metrics = (
+            SagaMetrics.create(meter)
+            if meter is not None and not isinstance(meter, NoOpMeter)
+            else None
+        )
         """None: nothing to count. A meter of a disabled SDK (``OTEL_SDK_DISABLED``, as the
         bench runs the engine with its admin endpoint on) is a no-op one: its instruments
         record nothing, so the labels and step scans of every transition are skipped."""
