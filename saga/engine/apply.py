@@ -355,9 +355,11 @@ class _Attempt:
     latest: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transition:
-    """A decided change of one instance, not written yet."""
+    """A decided change of one instance, not written yet. (Not frozen, nor :class:`_Out`:
+    a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, six
+    times as long, and every transition makes one of each; nothing changes them.)"""
 
     key: str
     definition: SagaDefinition
@@ -375,7 +377,7 @@ class Replay:
     stored: Stored
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Out:
     """A transition's publishes, sent; their acks still to wait for."""
 
