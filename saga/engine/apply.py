@@ -341,7 +341,7 @@ class Applier:
             if out.acks is not None:
                 await out.acks
         finally:
-            if self.index is not None and out.index is not None:
+            if self.index is not None:
                 await self.index.settled(out.index)
 
 
