@@ -355,11 +355,9 @@ class _Attempt:
     latest: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Transition:
-    """A decided change of one instance, not written yet. (Not frozen, nor :class:`_Out`:
-    a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, six
-    times as long, and every transition makes one of each; nothing changes them.)"""
+    """A decided change of one instance, not written yet."""
 
     key: str
     definition: SagaDefinition
@@ -377,7 +375,7 @@ class Replay:
     stored: Stored
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Out:
     """A transition's publishes, sent; their acks still to wait for."""
 
