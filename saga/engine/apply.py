@@ -165,8 +165,6 @@ class Applier:
             [(t.key, t.record, t.stored.revision if t.stored else None) for _, t in decided]
         )
         sent: list[tuple[int, Transition, _Out]] = []
-        # one future for every index write of the batch (a failed one is only logged)
-        index = AckGroup() if self.index is not None else None
         for (i, step), revision in zip(decided, written, strict=True):
             if isinstance(revision, RevisionConflict):
                 self.cache.drop(step.key)  # applied again, on what the store holds
@@ -174,7 +172,7 @@ class Applier:
                 results[i] = revision
             else:
                 try:
-                    sent.append((i, step, await self._recorded(step, revision, index)))
+                    sent.append((i, step, await self._recorded(step, revision)))
                 except Exception as exc:
                     results[i] = exc
         for i, step, out in sent:
@@ -184,8 +182,6 @@ class Applier:
                 results[i] = ACK
             except Exception as exc:
                 results[i] = exc
-        if self.index is not None:  # before any event of the batch is settled
-            await self.index.settled(index)
         return results
 
     def _step(
@@ -267,11 +263,8 @@ class Applier:
         )
         return Transition(key, work.definition, record, decision.commands, before, stored)
 
-    async def _recorded(
-        self, step: Transition, revision: int, index: AckGroup | None = None
-    ) -> _Out:
-        """``step``'s record is written as ``revision``: cache it, observe it, send it out
-        (``index``: the batch's index writes, awaited by the batch)."""
+    async def _recorded(self, step: Transition, revision: int) -> _Out:
+        """``step``'s record is written as ``revision``: cache it, observe it, send it out."""
         key, record = step.key, step.record
         self.cache.put(key, Stored(record, revision))
         if self.observer.metrics is not None:
@@ -280,9 +273,7 @@ class Applier:
             self.marks.transition(
                 key, step.stored.record if step.stored else None, record, revision
             )
-        return await self._send_out(
-            record, step.commands, step.definition, step.before, index=index
-        )
+        return await self._send_out(record, step.commands, step.definition, step.before)
 
     async def _done(self, step: Transition, out: _Out) -> None:
         """Wait for what ``step`` sent out; then give back a limited saga's slot if it ended."""
@@ -310,19 +301,14 @@ class Applier:
         definition: SagaDefinition,
         before: InstanceState | None,
         repair: bool = False,
-        index: AckGroup | None = None,
     ) -> _Out:
         """Send the index writes and the commands, in the saga's trace context (no span: the
         record's are the saga's spans); :meth:`_acked` waits for both. The index writes go
         out first, so both wait for their acks at once. ``repair``: a transition redone
-        after a crash, whose previous status is unknown. ``index``: the index writes count
-        towards that group instead, which the caller waits for (not :meth:`_acked`)."""
+        after a crash, whose previous status is unknown."""
+        index = None
         if self.index is not None:
-            if index is None:
-                index = await self.index.send(definition, before, record.state, repair)
-            else:
-                await self.index.send(definition, before, record.state, repair, index)
-                index = None  # the caller's to wait for
+            index = await self.index.send(definition, before, record.state, repair)
         try:
             if not self.telemetry.enabled:
                 acks = await self.send(record.state, commands, None)

@@ -44,12 +44,9 @@ class IndexWriter:
         before: InstanceState | None,
         after: InstanceState,
         repair: bool = False,
-        group: AckGroup | None = None,
     ) -> AckGroup | None:
         """:meth:`write`'s publishes, sent now; their acks to await with :meth:`settled`
-        (None: nothing to write). Most transitions change nothing the index shows.
-        ``group``: the acks count towards it (several transitions' writes awaited at once:
-        one future for a batch instead of one per transition)."""
+        (None: nothing to write). Most transitions change nothing the index shows."""
         search_before = search_values(definition, before) if before is not None else {}
         writes = index_writes(
             before,
@@ -61,8 +58,7 @@ class IndexWriter:
         )
         if not writes:
             return None
-        if group is None:
-            group = AckGroup()  # one future for the writes
+        group = AckGroup()  # one future for the writes
         try:
             for write in writes:
                 headers = {HEADER_TTL: str(write.ttl)} if write.ttl is not None else None

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import cast
-
-import pytest
-from nats.aio.client import Client
 
 from saga.core import Command, InstanceState
 from saga.definition import Catalog
 from saga.engine.apply import Applier, Received
 from saga.engine.cache import InstanceCache
 from saga.engine.intake import Intake, Work
-from saga.index.writer import IndexWriter
-from saga.nats.acks import AckGroup, Acks
 from saga.nats.settle import ACK, Ack
 from tests.unit.test_apply import T0, V2, CountingStore, Sent, _json, applier
 
@@ -149,58 +143,3 @@ async def test_every_transition_is_sent_before_any_of_their_acks_is_awaited() ->
     for ack in sent.acks:
         ack.set_result(None)
     assert await asyncio.wait_for(batch, 10) == [ACK] * 3
-
-
-class HeldIndexAcks:
-    """The index writes' publishes, whose acks come back when the test says."""
-
-    def __init__(self) -> None:
-        self.groups: list[AckGroup] = []
-
-    async def send_in(
-        self, group: AckGroup, subject: str, data: bytes, headers: dict[str, str] | None = None
-    ) -> None:
-        group.expect()
-        self.groups.append(group)
-
-    def ack_all(self, error: BaseException | None = None) -> None:
-        for group in self.groups:
-            group.arrived(error)
-
-
-async def test_a_batchs_index_writes_are_one_future_acked_before_it_returns() -> None:
-    acks = HeldIndexAcks()
-    index = IndexWriter(cast(Client, None), acks=cast(Acks, acks))
-    loop = Applier(
-        CountingStore(), InstanceCache(10), Catalog([V2]), lambda: T0, Sent(), index=index
-    )
-    batch = asyncio.ensure_future(
-        loop.apply_batch([event("shop.ordered", f"o-{i}", i) for i in range(1, 4)])
-    )
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert len(acks.groups) == 3  # each new instance's entry, sent
-    assert len({id(group) for group in acks.groups}) == 1  # one future for the batch
-    assert not batch.done()  # no event settled before its index write is acked
-    acks.ack_all()
-    assert await asyncio.wait_for(batch, 10) == [ACK] * 3
-
-
-async def test_a_failed_index_write_of_a_batch_is_logged_not_raised(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    acks = HeldIndexAcks()
-    index = IndexWriter(cast(Client, None), acks=cast(Acks, acks))
-    loop = Applier(
-        CountingStore(), InstanceCache(10), Catalog([V2]), lambda: T0, Sent(), index=index
-    )
-    batch = asyncio.ensure_future(
-        loop.apply_batch([event("shop.ordered", f"o-{i}", i) for i in range(1, 3)])
-    )
-    for _ in range(20):
-        await asyncio.sleep(0)
-    acks.ack_all(TimeoutError())
-    assert await asyncio.wait_for(batch, 10) == [ACK] * 2
-    assert [r.message for r in caplog.records].count(
-        "index writes failed (TimeoutError: ); `saga reindex` repairs the index"
-    ) == 1
