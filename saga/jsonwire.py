@@ -42,9 +42,32 @@ def dumps(value: Any, **options: Any) -> bytes:
         except TypeError:
             pass
         else:
-            if b"null" not in data:  # orjson writes NaN and infinities as null
+            if b"null" not in data or _finite(value):  # orjson writes NaN, infinities as null
                 return data
     return json.dumps(value, allow_nan=False, separators=(",", ":"), **options).encode()
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _finite(value: Any) -> bool:
+    """True: ``value`` is dicts, lists and plain scalars without a NaN or an infinity, so each
+    ``null`` orjson wrote for it is a None (a status event's ``"reason": null``, a payload's
+    empty field): no second encoding by ``json``, 4x slower. False for anything else (what
+    went to ``default``, subclasses): ``json`` decides, as before."""
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is float:
+        return math.isfinite(value)
+    else:
+        return kind in _SCALARS
+    for item in items:  # noqa: SIM110 - a loop: all() over a generator takes twice as long
+        if type(item) not in _SCALARS and not _finite(item):
+            return False
+    return True
 
 
 def loads(data: str | bytes) -> Any:

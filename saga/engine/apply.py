@@ -267,8 +267,12 @@ class Applier:
         """``step``'s record is written as ``revision``: cache it, observe it, send it out."""
         key, record = step.key, step.record
         self.cache.put(key, Stored(record, revision))
-        self.observer.transition(step.before, record.state, self.clock())
-        self.marks.transition(key, step.stored.record if step.stored else None, record, revision)
+        if self.observer.metrics is not None:
+            self.observer.transition(step.before, record.state, self.clock())
+        if self.marks.telemetry.enabled:  # spans: none to mark when tracing is off
+            self.marks.transition(
+                key, step.stored.record if step.stored else None, record, revision
+            )
         return await self._send_out(record, step.commands, step.definition, step.before)
 
     async def _done(self, step: Transition, out: _Out) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from opentelemetry.metrics import NoOpMeter
+
 from saga.core.state import InstanceState, Status, StepStatus
 from saga.telemetry.metrics import SagaMetrics
 from saga.telemetry.setup import Telemetry
@@ -14,7 +16,15 @@ STEP_ENDED = {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.TIMED_OUT, Ste
 class Observer:
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
-        self.metrics = SagaMetrics.create(telemetry.meter) if telemetry.meter else None
+        meter = telemetry.meter
+        self.metrics = (
+            SagaMetrics.create(meter)
+            if meter is not None and not isinstance(meter, NoOpMeter)
+            else None
+        )
+        """None: nothing to count. A meter of a disabled SDK (``OTEL_SDK_DISABLED``, as the
+        bench runs the engine with its admin endpoint on) is a no-op one: its instruments
+        record nothing, so the labels and step scans of every transition are skipped."""
 
     def transition(
         self,

@@ -8,6 +8,7 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from saga import jsonwire
@@ -147,3 +148,27 @@ def test_default_is_used_for_what_json_cannot_write() -> None:
         jsonwire.dumps({"at": when})
     with pytest.raises(TypeError):
         jsonwire.dumps({"s": {1, 2}})
+
+
+class _Float(float):
+    pass
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, _Float("nan"), (1, math.nan)])
+def test_a_null_beside_a_non_finite_number_does_not_let_it_through(value: object) -> None:
+    with pytest.raises(ValueError, match="Out of range float"):
+        jsonwire.dumps({"none": None, "deep": [{"x": None, "v": value}]})
+
+
+def test_a_null_is_written_by_orjson_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``null`` is a None when nothing else could have become one: orjson's bytes kept
+    (a status event's ``"reason": null`` was encoded twice, the second time by ``json``)."""
+    value = {"saga_id": "o-1", "status": "completed", "reason": None, "list": [None, 1.5, True]}
+    expected = json.dumps(value, separators=(",", ":")).encode()  # before the patch
+
+    def refused(*_: object, **__: object) -> str:
+        raise AssertionError("encoded a second time")
+
+    monkeypatch.setattr(json, "dumps", refused)  # the module jsonwire falls back to
+    assert jsonwire.dumps(value) == orjson.dumps(value) == expected
+    assert encode(value) == expected
