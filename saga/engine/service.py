@@ -468,11 +468,10 @@ class Engine:
     async def _settle_all(self, done: list[tuple[_Ready, Verdict]]) -> None:
         """:meth:`_settle` for each: the plain acks first, together (:func:`ack_all`: one
         write), then the rest one by one (naks, dead letters, non-native timers' acks)."""
-        timers = None if self.timers.native else self.settings.topology.timers_stream
         rest: list[tuple[_Ready, Verdict]] = []
         acked: list[Msg] = []
         for item, verdict in done:
-            if isinstance(verdict, Ack) and item.meta.stream != timers:
+            if isinstance(verdict, Ack) and not self._fallback_timer(item.meta):
                 acked.append(item.msg)
             else:
                 rest.append((item, verdict))
@@ -609,10 +608,13 @@ class Engine:
             self._trace_rejection(received, verdict, saga_id)
             self.observer.dead_letter(verdict.code.value)
         settled = await settle(self.js, msg, verdict, self._backoff, log, received.subject)
-        timer = meta.stream == self.settings.topology.timers_stream and not self.timers.native
-        if settled and timer and isinstance(verdict, Ack):
+        if settled and isinstance(verdict, Ack) and self._fallback_timer(meta):
             with contextlib.suppress(Exception):
                 await self.timers.forget_fired(meta.sequence)
+
+    def _fallback_timer(self, meta: Delivery) -> bool:
+        """A timer message of fallback mode (no broker schedules): acked, it is forgotten."""
+        return not self.timers.native and meta.stream == self.settings.topology.timers_stream
 
     def _backoff(self, delivered: int) -> float:
         return self.settings.retry_delay * delivered
