@@ -19,7 +19,7 @@ from saga.engine.reload import DefinitionsWatcher
 from saga.heap import settle_after_start
 from saga.nats.connection import NatsSettings, connect
 from saga.nats.outage import until_available
-from saga.nats.server import EmbeddedServer, free_port
+from saga.nats.server import EmbeddedServer
 from saga.telemetry import telemetry_from_env
 
 log = logging.getLogger("saga.run")
@@ -32,7 +32,7 @@ DEFAULT_PORT = 4222
 def embedded_server(data_dir: Path) -> EmbeddedServer:
     """Start the embedded server in ``data_dir`` and write its URL where the CLI finds it."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else free_port()
+    port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else 0  # 0: the server picks one
     server = EmbeddedServer(store_dir=data_dir / "jetstream", port=port).start()
     (data_dir / URL_FILE).write_text(server.url + "\n")
     return server

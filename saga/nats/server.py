@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from saga.errors import ServerNotFoundError
 
@@ -54,7 +56,8 @@ class EmbeddedServer:
     """JetStream store; a temporary folder (removed on stop) when not given."""
     host: str = "127.0.0.1"
     port: int = 0
-    """0 picks a free port."""
+    """0: the server picks a free port itself (``-p -1``) and says which in a ports file;
+    set once started, so a restart comes back on the same port."""
     sync_interval: str | None = None
     """The server's fsync interval, e.g. ``always``; the server default when None."""
     extra_args: list[str] = field(default_factory=list)
@@ -71,16 +74,45 @@ class EmbeddedServer:
             self._tmp = tempfile.TemporaryDirectory(prefix="saga-nats-")
             self.store_dir = Path(self._tmp.name)
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = free_port(self.host)
-        args = [binary, "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
+        port = str(self.port) if self.port else "-1"
+        args = [binary, "-js", "-a", self.host, "-p", port, "-sd", str(self.store_dir)]
         if self.sync_interval:
             args += ["-c", str(self._sync_config())]
-        log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - lives with the child
-        self.process = subprocess.Popen([*args, *self.extra_args], stdout=log, stderr=log)
-        log.close()
-        self._wait_ready(timeout)
+        with contextlib.ExitStack() as stack:
+            ports: Path | None = None
+            if not self.port:
+                ports = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="saga-ports-")))
+                args += ["--ports_file_dir", str(ports)]
+            log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - the child's
+            self.process = subprocess.Popen([*args, *self.extra_args], stdout=log, stderr=log)
+            log.close()
+            deadline = time.monotonic() + timeout
+            if ports is not None:
+                self.port = self._read_port(ports, deadline)
+            self._wait_ready(deadline)
         return self
+
+    def _read_port(self, ports: Path, deadline: float) -> int:
+        """The client port the server chose, from the file it writes once it listens.
+
+        A port picked here and handed to the server could be taken in between by another
+        process; if that one listens too, this server exits and clients reach the wrong one
+        (tests of other runs on the same machine did)."""
+        assert self.process is not None
+        pattern = f"*_{self.process.pid}.ports"  # <binary name>_<pid>.ports
+        while time.monotonic() < deadline:
+            self._check_alive()
+            for found in ports.glob(pattern):
+                with contextlib.suppress(OSError, ValueError, KeyError, IndexError, TypeError):
+                    port = urlsplit(str(json.loads(found.read_text())["nats"][0])).port
+                    if port:
+                        return port
+            time.sleep(0.01)
+        raise TimeoutError(f"nats-server did not say its port within the start timeout ({ports})")
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"nats-server exited at start; see {self.store_dir}/nats-server.log")
 
     def _sync_config(self) -> Path:
         """nats-server has no command-line flag for the fsync interval: a config file sets it
@@ -92,20 +124,16 @@ class EmbeddedServer:
         path.write_text(f'jetstream {{ sync_interval: "{self.sync_interval}" }}\n')
         return path
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"nats-server exited at start; see {self.store_dir}/nats-server.log"
-                )
+            self._check_alive()
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection((self.host, self.port), 0.2),
             ):
                 return
             time.sleep(0.02)
-        raise TimeoutError(f"nats-server did not listen on {self.url} within {timeout}s")
+        raise TimeoutError(f"nats-server did not listen on {self.url} within the start timeout")
 
     def stop(self, kill: bool = False) -> None:
         """SIGTERM (or SIGKILL) and wait; the store is kept unless it was temporary."""

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import nats
+import pytest
 
+import saga.nats.server as server_module
 from saga.nats.server import EmbeddedServer
 
 
@@ -25,3 +28,26 @@ def test_a_started_server_used_as_a_context_runs_once_and_stops(tmp_path: Path) 
     with server as entered:
         assert entered.process is first
     assert first.poll() is not None, "the server outlived its context"
+
+
+def test_a_port_taken_between_picking_and_binding_does_not_lead_clients_astray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A free port picked before the server binds it can be taken in between (other test
+    runs on the machine do); if the taker listens, the server exits and its URL reaches
+    the other process. Here ``free_port`` hands out a port that something already listens
+    on: the server must still come up on a port of its own, and be what its URL reaches."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setattr(server_module, "free_port", lambda host="": taken.getsockname()[1])
+        server = EmbeddedServer(store_dir=tmp_path / "nats").start()
+        try:
+            assert server.port != taken.getsockname()[1]
+            assert server.process is not None
+            assert server.process.poll() is None  # it did not exit: the port is its own
+            with socket.create_connection((server.host, server.port), 2) as sock:
+                sock.settimeout(2)
+                assert sock.recv(4).startswith(b"INFO")  # a nats-server greets first
+        finally:
+            server.close()
