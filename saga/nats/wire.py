@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from nats.aio import client as nats_client
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -168,11 +169,11 @@ async def subscribe_inline(
     its message handed to the future's ``set_result`` at once: :class:`_Inline` is a future
     whose ``set_result`` calls ``handler``, for every message. With ``raw``, a message
     without headers skips nats-py's ``Msg`` too: the connection's parser becomes
-    :class:`_Parser`, which hands its subject and payload, as bytes, to ``raw``; messages
+    :class:`_Parser` (:func:`read_cheaply`), which hands its subject and payload, as bytes, to ``raw``; messages
     with headers (a status) still come to ``handler``. Neither may block or raise (what
     they raise is logged: the read loop goes on)."""
     if raw is not None:
-        _install_parser(nc)
+        read_cheaply(nc)
     return await nc.subscribe(subject, future=_Inline(handler, raw))
 
 
@@ -191,12 +192,64 @@ class _Inline(asyncio.Future[Msg]):
             log.exception("a message handler failed on %s", result.subject)
 
 
-def _install_parser(nc: Client) -> None:
+def read_cheaply(nc: Client) -> None:
     """Make the connection's parser a :class:`_Parser`: the same object, so its buffer and
     state (and a parse under way) carry on; nats-py only ever resets it, never replaces it.
-    A parser of another class (someone else's) is left alone: ``raw`` is then never used."""
+    A parser of another class (someone else's) is left alone (a ``raw`` handler of
+    :func:`subscribe_inline` is then never used). And have the connection read headers
+    with :class:`_HeaderLines` (what nats-py's ``_parse_header_lines`` returns, for a
+    quarter of its CPU), unless nats-py reads them with ``fast_mail_parser`` (installed),
+    which it then keeps doing. Idempotent."""
     if type(nc._ps) is Parser:
         nc._ps.__class__ = _Parser
+    if getattr(nats_client, "parse_email", None) is None and "_parse_header_lines" not in vars(nc):
+        nc._parse_header_lines = _HeaderLines()  # type: ignore[method-assign]
+
+
+class _HeaderLines:
+    """nats-py's ``Client._parse_header_lines`` with each header name's reading kept.
+
+    nats-py strips, decodes and checks every name of every message for white space (a
+    generator over its characters): about three quarters of its CPU for a delivery's five
+    headers. The names repeat (a handful per connection), so what a name's bytes read as
+    (its key, or None: skipped) is kept, up to ``_KEYS_KEPT`` names (then forgotten and
+    read again); the values are read as nats-py reads them."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self) -> None:
+        self._names: dict[bytes, str | None] = {}
+
+    def __call__(self, raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        names = self._names
+        for line in raw.split(b"\r\n"):
+            if not line:
+                continue
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            try:
+                key = names[name]
+            except KeyError:
+                key = _header_key(name)
+                if len(names) >= _KEYS_KEPT:
+                    names.clear()
+                names[name] = key
+            if key is not None:
+                out[key] = value.strip().decode("utf-8", "replace")
+        return out
+
+
+def _header_key(name: bytes) -> str | None:
+    """The key nats-py reads ``name`` as, or None where it skips the line."""
+    try:
+        key = name.strip().decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if any(c.isspace() for c in key):
+        return None
+    return key
 
 
 class _Parser(Parser):
