@@ -12,6 +12,11 @@ the same statistics. Everything else (a closed, draining or reconnecting client,
 subject or header, a payload too large) goes to ``Client.publish``, so buffering while
 reconnecting, the errors and their types stay nats-py's own. :func:`publish_empty` does
 the same for a fetched batch's acks: empty messages without reply, one command for all.
+
+The read side, :func:`read_cheaply`: the connection's parser reads ``MSG``/``HMSG`` lines
+without nats-py's regular expressions, hands a ``raw`` subscription's headerless messages
+(the pub-acks) over without a ``Msg``, and header names are read once per connection;
+everything else is nats-py's own (``tests/unit/test_wire.py`` runs both side by side).
 """
 
 from __future__ import annotations
