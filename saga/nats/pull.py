@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from saga import jsonwire
+from saga.nats.wire import read_cheaply
 from saga.protocol import HEADER_PIN_ID, JS_API_PREFIX, PIN_GROUP
 
 STATUS = "Status"
@@ -48,6 +49,7 @@ class RawPull:
         """Up to ``batch`` messages (more if a late answer to an earlier pull is there too),
         waiting at most about ``wait`` seconds for the first."""
         if self._sub is None:
+            read_cheaply(self.nc)  # the deliveries' lines and headers (saga.nats.wire)
             self._sub = await self.nc.subscribe(self.nc.new_inbox(), cb=self._received)
         if not self._got:
             # no_wait with expires: wait for the first message, then end the pull with what

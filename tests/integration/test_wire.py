@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from saga.nats.server import EmbeddedServer
-from saga.nats.wire import Wire, subscribe_inline
+from saga.nats.wire import Wire, read_cheaply, subscribe_inline
 
 
 async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -56,6 +56,35 @@ async def test_a_failing_handler_is_logged_and_the_next_message_still_comes(
         await _until(lambda: seen == [b"1", b"2"])
     assert "bad message" in caplog.text
     assert nc.is_connected
+
+
+async def test_a_cheaply_reading_client_gets_what_nats_py_gives(
+    nats_server: EmbeddedServer,
+) -> None:
+    """Two clients on one subject, one reading with saga.nats.wire's parser and header
+    reader: the same messages (split across reads: some are larger than nats-py's read)."""
+    plain, cheap = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
+    got: dict[bool, list[tuple[str, str, bytes, dict[str, str] | None]]] = {True: [], False: []}
+    try:
+        read_cheaply(cheap)
+        for client, cheaply in ((plain, False), (cheap, True)):
+
+            async def keep(msg: Msg, cheaply: bool = cheaply) -> None:
+                got[cheaply].append((msg.subject, msg.reply, msg.data, msg.headers))
+
+            await client.subscribe("big.>", cb=keep)
+        await plain.flush()
+        await cheap.flush()
+        sizes = [0, 1, 300, 70_000, 200_000, 5]
+        for n, size in enumerate(sizes * 5):
+            headers = {"Saga-Id": f"{n}", "traceparent": "00-ab-cd-01"} if n % 2 else None
+            await plain.publish(f"big.{n}", bytes([n % 251]) * size, f"r.{n}", headers)
+        await _until(lambda: len(got[True]) == len(got[False]) == 30)
+        assert got[True] == got[False]
+        assert got[True][1][3] == {"Saga-Id": "1", "traceparent": "00-ab-cd-01"}
+    finally:
+        await plain.close()
+        await cheap.close()
 
 
 async def test_publishes_while_reconnecting_are_buffered_and_sent() -> None:
