@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from saga.errors import SagaError
+from saga.heap import YOUNG_THRESHOLD
 from saga.logs import configure_logging
 
 
@@ -30,8 +31,9 @@ from saga.logs import configure_logging
     type=click.IntRange(0),
     default=None,
     envvar="SAGA_GC_THRESHOLD",
-    help="Allocations between young garbage collections once started (default 20000; "
-    "Python's: 700); 0 leaves Python's collector as it is [env SAGA_GC_THRESHOLD].",
+    help="Allocations between young garbage collections once started (default "
+    f"{YOUNG_THRESHOLD}; Python's: 700); 0 leaves Python's collector as it is "
+    "[env SAGA_GC_THRESHOLD].",
 )
 def participant(
     target: str,
