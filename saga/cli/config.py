@@ -24,6 +24,7 @@ from saga.definition.duration import parse_duration
 from saga.definition.loader import format_path
 from saga.definition.yaml_source import YamlProblem, load_yaml
 from saga.errors import ConfigError
+from saga.heap import YOUNG_THRESHOLD
 
 MASK = "********"
 DEFINITIONS_HELP = "Folder (or file) of saga definitions."
@@ -127,6 +128,17 @@ class RunConfig(BaseModel):
             "SAGA_UVLOOP",
         ),
     ] = True
+    gc_threshold: Annotated[
+        int,
+        Field(ge=0),
+        Option(
+            "--gc-threshold",
+            "Allocations between young garbage collections once started (Python's default: "
+            "700); 0 leaves Python's collector as it is [env SAGA_GC_THRESHOLD].",
+            "SAGA_GC_THRESHOLD",
+            click.IntRange(0),
+        ),
+    ] = YOUNG_THRESHOLD
     stream_replicas: Annotated[
         int,
         Field(ge=1, le=5),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from saga.errors import SagaError
+from saga.heap import YOUNG_THRESHOLD
 from saga.logs import configure_logging
 
 
@@ -25,8 +26,22 @@ from saga.logs import configure_logging
     help="Run on uvloop's event loop when it is installed (extra 'fast'): less CPU per "
     "message [env SAGA_UVLOOP].",
 )
+@click.option(
+    "--gc-threshold",
+    type=click.IntRange(0),
+    default=None,
+    envvar="SAGA_GC_THRESHOLD",
+    help="Allocations between young garbage collections once started (default "
+    f"{YOUNG_THRESHOLD}; Python's: 700); 0 leaves Python's collector as it is "
+    "[env SAGA_GC_THRESHOLD].",
+)
 def participant(
-    target: str, nats_url: str | None, log_level: str, health: str | None, uvloop: bool
+    target: str,
+    nats_url: str | None,
+    log_level: str,
+    health: str | None,
+    uvloop: bool,
+    gc_threshold: int | None,
 ) -> None:
     """Run a participant service given as MODULE:APP (e.g. services.inventory:app).
 
@@ -37,6 +52,6 @@ def participant(
 
     configure_logging(log_level)
     try:
-        run_participant(target, discover_url(nats_url), health, uvloop)
+        run_participant(target, discover_url(nats_url), health, uvloop, gc_threshold)
     except SagaError as exc:
         raise click.ClickException(str(exc)) from None

@@ -52,6 +52,7 @@ def run(
     partitions: int,
     reload: bool,
     uvloop: bool,
+    gc_threshold: int,
     **kwargs: Any,
 ) -> None:
     """Run the engine until SIGTERM/SIGINT. Without --nats it embeds a nats-server."""
@@ -81,7 +82,13 @@ def run(
         streams=streams, partitions=partitions, finished_ttl=kept, admin_token=admin_token
     )
     run_async(run_engine, loop_factory(uvloop))(
-        definitions, settings, data_dir, engine_settings, admin=address, reload=reload
+        definitions,
+        settings,
+        data_dir,
+        engine_settings,
+        admin=address,
+        reload=reload,
+        gc_threshold=gc_threshold,
     )
 
 

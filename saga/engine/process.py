@@ -108,8 +108,10 @@ async def run_engine(
     announce: bool = True,
     admin: AdminSettings | None = None,
     reload: bool = True,
+    gc_threshold: int | None = None,
 ) -> None:
-    """Until SIGTERM/SIGINT: stop fetching, finish in-flight work, drain, stop the embedded server."""
+    """Until SIGTERM/SIGINT: stop fetching, finish in-flight work, drain, stop the embedded server.
+    ``gc_threshold``: the collector once started (:func:`saga.heap.settle_after_start`)."""
     definitions = load_catalog([definitions_path])
     server = None
     if nats is None:
@@ -137,7 +139,7 @@ async def run_engine(
                 print(f"web console on {url}/console/", flush=True)
         if not await start_when_possible(engine, stop):
             return
-        settle_after_start()
+        settle_after_start(gc_threshold)
         if reload and await asyncio.to_thread(definitions_path.is_dir):
             watcher = watch_definitions(engine, definitions_path)
             watcher.start()

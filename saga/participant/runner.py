@@ -56,13 +56,15 @@ def run_app(
     log_level: str = "INFO",
     health: str | None = None,
     uvloop: bool | None = None,
+    gc_threshold: int | None = None,
 ) -> None:
     """Run ``app`` until SIGTERM/SIGINT; blocks. Tracing follows the OTEL_* environment.
 
     ``health``: ``HOST:PORT`` (or ``:PORT``, loopback) of the probes, else ``$SAGA_HEALTH_ADDR``;
     off when neither is set. ``uvloop``: run on uvloop's event loop when it is installed
     (extra ``fast``: less CPU per message), else ``$SAGA_UVLOOP``; on when neither is set.
-    The process's garbage collector is tuned as ``saga run``'s (:mod:`saga.heap`)."""
+    The process's garbage collector is tuned as ``saga run``'s (:mod:`saga.heap`):
+    ``gc_threshold``, else ``$SAGA_GC_THRESHOLD``, else the default."""
     if not logging.getLogger().handlers:
         configure_logging(log_level)
     if not app.telemetry.enabled:
@@ -71,7 +73,8 @@ def run_app(
 
     probes = parse_address(health or os.environ.get(HEALTH_ENV) or "off")
     wanted = uvloop_wanted(os.environ.get(UVLOOP_ENV)) if uvloop is None else uvloop
-    settle_after_start()  # the app and the SDK are loaded: freeze them out of collections
+    # the app and the SDK are loaded: freeze them out of collections
+    settle_after_start(gc_threshold)
     try:
         with asyncio.Runner(loop_factory=loop_factory(wanted)) as runner:
             runner.run(app.run(nats_settings(app, nats_url), health=probes))
@@ -80,7 +83,11 @@ def run_app(
 
 
 def run_participant(
-    target: str, nats_url: str | None, health: str | None = None, uvloop: bool | None = None
+    target: str,
+    nats_url: str | None,
+    health: str | None = None,
+    uvloop: bool | None = None,
+    gc_threshold: int | None = None,
 ) -> None:
     """The ``saga participant`` command: import ``target`` and run it until a signal."""
-    run_app(load_app(target), nats_url, health=health, uvloop=uvloop)
+    run_app(load_app(target), nats_url, health=health, uvloop=uvloop, gc_threshold=gc_threshold)
