@@ -167,16 +167,23 @@ class Decision:
 
 
 def changed_decision(state: InstanceState, commands: list[Command]) -> Decision:
-    """``Decision(state, commands, changed=True)``, made as the dataclass's ``__init__``
-    makes it but without its frozen field-by-field assignment (a third of the time; a
-    transition makes one). ``tests/unit/test_decide_copy.py`` checks it equals the other."""
-    decision = _new(Decision)
-    _set(
-        decision,
-        "__dict__",
+    """``Decision(state, commands, changed=True)`` (see :func:`_made`): a transition makes one."""
+    return _made(
+        Decision,
         {"state": state, "commands": commands, "changed": True, "note": None, "error": None},
     )
-    return decision
+
+
+_D = TypeVar("_D")
+
+
+def _made(cls: type[_D], fields: dict[str, Any]) -> _D:
+    """An instance of the (frozen) dataclass ``cls`` holding ``fields`` (every field, by
+    name, in order), as its ``__init__`` would make it without one ``object.__setattr__``
+    per field: a third of the time (``tests/unit/test_decide_copy.py``)."""
+    made = _new(cls)
+    _set(made, "__dict__", fields)
+    return made
 
 
 def decide(
@@ -282,7 +289,7 @@ class _Transition:
         step's effect would stay behind under an instance that reports itself compensated.
         """
         s = self.own_get(event.step)
-        step = self.step_def(event.step) if s is not None else None
+        step = self.by_name[event.step] if s is not None else None
         if (
             s is None
             or step is None
@@ -369,9 +376,6 @@ class _Transition:
         else:
             self.armed.pop(timer_key(kind, step, attempt), None)
 
-    def step_def(self, name: str) -> Step:
-        return self.by_name[name]
-
     def publish(self, spec: Publish, step: str, attempt: int, kind: str) -> None:
         data = spec.payload(self.state.template_context())
         self.commands.append(self.command(spec.event, data, step, attempt, kind))
@@ -390,7 +394,7 @@ class _Transition:
         if run:
             headers[HEADER_RUN] = str(run)
         msg_id = command_message_id(self.definition.name, sid, step, kind, attempt, run)
-        declared = self.step_def(step)
+        declared = self.by_name[step]
         if kind == KIND_STEP and declared.queue_timeout is not None:
             headers[HEADER_REPORT_START] = "1"  # its queue time ends with the start report
         child = declared.saga
@@ -400,7 +404,9 @@ class _Transition:
             headers[HEADER_PARENT_NAME], headers[HEADER_PARENT_ID] = self.definition.name, sid
             if kind == KIND_STEP:  # the child's trigger: deduped like any trigger
                 msg_id = trigger_message_id(child, child_id)
-        return PublishEvent(subject, data, headers, msg_id)
+        return _made(
+            PublishEvent, {"subject": subject, "data": data, "headers": headers, "msg_id": msg_id}
+        )
 
     def tell_parent(self, outcome: str, data: dict[str, Any]) -> None:
         """A child saga's outcome, published for the parent's step that started it."""
@@ -417,7 +423,7 @@ class _Transition:
         self.commands.append(PublishEvent(subject, payload, headers, msg_id))
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:
-        step = self.step_def(name)
+        step = self.by_name[name]
         held_back = _held_back(step, s)
         self.release(s)
         if held_back:
@@ -432,7 +438,7 @@ class _Transition:
             self.cancel(STEP_RETRY, name, s.attempt)
 
     def cancel_compensation_timers(self, name: str, s: StepState) -> None:
-        comp = self.step_def(name).compensate
+        comp = self.by_name[name].compensate
         if s.compensation is UNDO_ACTIVE and comp and comp.timeout is not None:
             self.cancel(COMPENSATION_TIMEOUT, name, s.compensation_attempt)
         if s.compensation is UNDO_RETRY_WAIT:
@@ -518,8 +524,7 @@ class _Transition:
         self.after_outcome()
 
     def start_step(self, step: Step, s: StepState) -> None:
-        s.status = ACTIVE
-        s.started_at = self.now
+        s.started_at = self.now  # drive makes it active
         early, s.early = s.early, None
         self.drive(step, s, attempt=1)
         if early is not None:
@@ -556,7 +561,7 @@ class _Transition:
         s = self.own_get(event.step)
         if s is None:
             return f"unknown step {event.step!r}"
-        step = self.step_def(event.step)
+        step = self.by_name[event.step]
         current = s.status is ACTIVE and event.attempt == s.attempt
         if self.state.status is not RUNNING or not current or not _gated(step):
             return f"step {event.step!r} is {s.status.value}: its held-back command is dropped"
@@ -594,7 +599,7 @@ class _Transition:
         s = self.own_get(event.step)
         if s is None:
             return f"unknown step {event.step!r}"
-        step = self.step_def(event.step)
+        step = self.by_name[event.step]
         current = event.attempt is None or event.attempt == s.attempt
         waiting = s.status is ACTIVE and _queued(step, s) and not _held_back(step, s)
         if self.state.status is not RUNNING or not waiting or not current:
@@ -616,7 +621,7 @@ class _Transition:
         s = self.own_get(event.step)
         if s is None:
             return f"unknown step {event.step!r}"
-        step = self.step_def(event.step)
+        step = self.by_name[event.step]
         if step.wait is not None:
             return f"step {event.step!r} is a wait: only its timer ends it"
         if self.state.status is RUNNING:
@@ -657,7 +662,7 @@ class _Transition:
         s = self.own_get(event.step)
         if s is None:
             return f"unknown step {event.step!r}"
-        step = self.step_def(event.step)
+        step = self.by_name[event.step]
         if step.wait is not None:
             return f"step {event.step!r} is a wait: only its timer ends it"
         waiting = s.status is ACTIVE and self.state.status is RUNNING
@@ -722,7 +727,7 @@ class _Transition:
     def step_timer(self, timer: Timer, name: str, s: StepState) -> str | None:
         if self.state.status is not RUNNING or timer.attempt != s.attempt:
             return "stale timer"
-        step = self.step_def(name)
+        step = self.by_name[name]
         if timer.kind is WAIT:
             if s.status is not ACTIVE or step.wait is None:
                 return "stale timer"
@@ -757,7 +762,7 @@ class _Transition:
             or timer.attempt != s.compensation_attempt
         ):
             return "stale timer"
-        comp = self.step_def(name).compensate
+        comp = self.by_name[name].compensate
         assert comp is not None
         if timer.kind is COMPENSATION_TIMEOUT and s.compensation is UNDO_ACTIVE:
             policy = comp.retry
@@ -791,9 +796,9 @@ class _Transition:
             if s.status is PENDING and s.early is not None and s.early.succeeded:
                 s = self.own(name)
                 assert s.early is not None  # a copy of the one just checked
-                self.mark_succeeded(self.step_def(name), s, s.early.data)
+                self.mark_succeeded(self.by_name[name], s, s.early.data)
                 s.early = None
-        queue = [n for n in reversed(self.state.completed) if self.step_def(n).compensate]
+        queue = [n for n in reversed(self.state.completed) if self.by_name[n].compensate]
         for name in queue:
             self.own(name).compensation = UNDO_QUEUED
         self.state.compensation_queue = queue
@@ -820,7 +825,7 @@ class _Transition:
         self.finish(COMPENSATED)
 
     def drive_compensation(self, name: str, s: StepState, attempt: int) -> None:
-        comp = self.step_def(name).compensate
+        comp = self.by_name[name].compensate
         assert comp is not None
         s.compensation = UNDO_ACTIVE
         s.compensation_attempt = attempt
@@ -883,7 +888,7 @@ class _Transition:
                 "compensation.stale-failure", event.step, event.attempt, s.compensation_attempt
             )
         self.record("compensation.failed", event.step, s.compensation_attempt, event.reason)
-        comp = self.step_def(event.step).compensate
+        comp = self.by_name[event.step].compensate
         policy = comp.retry if comp else None
         if policy and policy.on_failure and s.compensation_attempt < policy.attempts:
             self.compensation_wait(event.step, s, policy, f"failed: {event.reason}")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from saga.core.commands import ReleaseSlot
+from saga.core.commands import PublishEvent, ReleaseSlot
 from saga.core.decide import (
     Decision,
     changed_decision,
@@ -211,6 +211,18 @@ def test_the_fast_decision_equals_the_dataclasss_own() -> None:
     assert dataclasses.replace(fast, commands=[]) == dataclasses.replace(plain, commands=[])
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.changed = False  # type: ignore[misc]
+
+
+def test_a_fast_command_equals_the_dataclasss_own() -> None:
+    """A step's command (``_made``), as a transition of the bench saga makes it."""
+    definition = load_definition(Path(__file__).parents[2] / "bench/definitions/bench-order.yaml")
+    decision = decide(definition, None, SagaTriggered("o-1", {"order_id": "o-1"}), T0)
+    command = next(c for c in decision.commands if isinstance(c, PublishEvent))
+    plain = PublishEvent(command.subject, command.data, command.headers, command.msg_id)
+    assert command == plain
+    assert repr(command) == repr(plain)
+    assert vars(command) == vars(plain)
+    assert list(vars(command)) == [f.name for f in dataclasses.fields(PublishEvent)]
 
 
 def test_a_new_instances_step_states_equal_validated_ones() -> None:
