@@ -74,6 +74,7 @@ class StubConnection:
     """What the engine's publishers use of a connection; every publish is stored at once."""
 
     def __init__(self) -> None:
+        self._status = None  # not nats-py's CONNECTED: saga.nats.wire.Wire calls publish
         self.published = 0
         self._replies: list[str] = []
         self._on_ack: Callable[[Any], Coroutine[Any, Any, None]] | None = None
@@ -82,9 +83,13 @@ class StubConnection:
         return "_INBOX.bench"
 
     async def subscribe(
-        self, subject: str, cb: Callable[[Any], Coroutine[Any, Any, None]] | None = None
+        self,
+        subject: str,
+        cb: Callable[[Any], Coroutine[Any, Any, None]] | None = None,
+        future: asyncio.Future[Any] | None = None,
     ) -> None:
-        self._on_ack = cb
+        # saga.nats.wire.subscribe_inline hands its handler over as a future's set_result
+        self._on_ack = cb if future is None else future.set_result  # type: ignore[assignment]
 
     def jetstream(self) -> None:
         return None
@@ -106,8 +111,10 @@ class StubConnection:
         replies, self._replies = self._replies, []
         assert self._on_ack is not None
         for reply in replies:
-            with contextlib.suppress(StopIteration):  # no await inside: done in one step
-                self._on_ack(_Ack(reply)).send(None)
+            done = self._on_ack(_Ack(reply))
+            if done is not None:  # a coroutine, with no await inside: done in one step
+                with contextlib.suppress(StopIteration):
+                    done.send(None)
 
 
 class StubStore:

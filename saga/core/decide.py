@@ -109,14 +109,46 @@ from saga.protocol import (
     trigger_message_id,
 )
 
-UNKNOWN_OUTCOME = (StepStatus.ABANDONED, StepStatus.TIMED_OUT)
+# The enum members the transitions test, as module names: on Python 3.11 a member read
+# from its class (``StepStatus.ACTIVE``) takes the slow path of ``EnumType.__getattr__``'s
+# hook (~150 ns; a module name ~10 ns), and a transition reads dozens of them.
+PENDING = StepStatus.PENDING
+ACTIVE = StepStatus.ACTIVE
+RETRY_WAIT = StepStatus.RETRY_WAIT
+SUCCEEDED = StepStatus.SUCCEEDED
+FAILED = StepStatus.FAILED
+TIMED_OUT = StepStatus.TIMED_OUT
+ABANDONED = StepStatus.ABANDONED
+SKIPPED = StepStatus.SKIPPED
+RUNNING = Status.RUNNING
+COMPENSATING = Status.COMPENSATING
+COMPLETED = Status.COMPLETED
+COMPENSATED = Status.COMPENSATED
+PARKED = Status.PARKED
+TERMINATED = Status.TERMINATED
+UNDO_NONE = CompensationStatus.NONE
+UNDO_QUEUED = CompensationStatus.QUEUED
+UNDO_ACTIVE = CompensationStatus.ACTIVE
+UNDO_RETRY_WAIT = CompensationStatus.RETRY_WAIT
+UNDO_DONE = CompensationStatus.DONE
+UNDO_FAILED = CompensationStatus.FAILED
+UNDO_RESOLVED = CompensationStatus.RESOLVED
+STEP_TIMEOUT = TimerKind.STEP_TIMEOUT
+QUEUE_TIMEOUT = TimerKind.QUEUE_TIMEOUT
+STEP_RETRY = TimerKind.STEP_RETRY
+COMPENSATION_TIMEOUT = TimerKind.COMPENSATION_TIMEOUT
+COMPENSATION_RETRY = TimerKind.COMPENSATION_RETRY
+DEADLINE = TimerKind.DEADLINE
+WAIT = TimerKind.WAIT
+
+UNKNOWN_OUTCOME = (ABANDONED, TIMED_OUT)
 """Started, then given up on: a late reply still tells what happened."""
-IN_FLIGHT = (StepStatus.ACTIVE, StepStatus.RETRY_WAIT)
-REDRIVABLE = (Status.COMPENSATED, Status.PARKED, Status.TERMINATED)
-STANDING = (CompensationStatus.NONE, CompensationStatus.QUEUED, CompensationStatus.FAILED)
+IN_FLIGHT = (ACTIVE, RETRY_WAIT)
+REDRIVABLE = (COMPENSATED, PARKED, TERMINATED)
+STANDING = (UNDO_NONE, UNDO_QUEUED, UNDO_FAILED)
 """A succeeded step whose undo is one of these still stands (its undo did not run or failed):
 a redrive keeps it done."""
-DONE = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
+DONE = (SUCCEEDED, SKIPPED)
 """A dependency in one of these states lets the steps after it start."""
 
 
@@ -132,6 +164,26 @@ class Decision:
     """Why nothing happened (duplicate, stale, refused operator action)."""
     error: str | None = None
     """An internal error; the state is unchanged."""
+
+
+def changed_decision(state: InstanceState, commands: list[Command]) -> Decision:
+    """``Decision(state, commands, changed=True)`` (see :func:`_made`): a transition makes one."""
+    return _made(
+        Decision,
+        {"state": state, "commands": commands, "changed": True, "note": None, "error": None},
+    )
+
+
+_D = TypeVar("_D")
+
+
+def _made(cls: type[_D], fields: dict[str, Any]) -> _D:
+    """An instance of the (frozen) dataclass ``cls`` holding ``fields`` (every field, by
+    name, in order), as its ``__init__`` would make it without one ``object.__setattr__``
+    per field: a third of the time (``tests/unit/test_decide_copy.py``)."""
+    made = _new(cls)
+    _set(made, "__dict__", fields)
+    return made
 
 
 def decide(
@@ -163,7 +215,7 @@ def decide_armed(
             return Decision(state, note="instance already exists")
         if isinstance(event, UndoRequested):  # reopens a completed child
             return _Transition(definition, state, now, armed).undo(event)
-        if state.status is Status.COMPENSATED and isinstance(event, StepSucceeded):
+        if state.status is COMPENSATED and isinstance(event, StepSucceeded):
             reopened = _Transition(definition, state, now, armed).reopen(event)
             if reopened is not None:
                 return reopened
@@ -226,7 +278,7 @@ class _Transition:
         where = f"child of {parent.saga} {parent.saga_id} step {parent.step}" if parent else None
         t.record("saga.started", detail=where)
         if definition.deadline is not None:
-            t.schedule(now + definition.deadline, TimerKind.DEADLINE)
+            t.schedule(now + definition.deadline, DEADLINE)
         t.advance()
         return t.done()
 
@@ -237,7 +289,7 @@ class _Transition:
         step's effect would stay behind under an instance that reports itself compensated.
         """
         s = self.own_get(event.step)
-        step = self.step_def(event.step) if s is not None else None
+        step = self.by_name[event.step] if s is not None else None
         if (
             s is None
             or step is None
@@ -245,7 +297,7 @@ class _Transition:
             or not _outcome_unknown(step, s, event.attempt)
         ):
             return None
-        self.state.status, self.state.finished_at = Status.COMPENSATING, None
+        self.state.status, self.state.finished_at = COMPENSATING, None
         self.record("saga.reopened", event.step, detail="late success of a step given up on")
         self.commands.append(Reopened(event.step))
         self.mark_succeeded(step, s, event.data)
@@ -261,12 +313,12 @@ class _Transition:
         if state.undo_requested:
             return Decision(state, note="undo already requested: duplicate")
         self.record("saga.undo-requested", detail=event.reason)
-        if state.status is Status.COMPLETED:
-            state.status, state.finished_at = Status.COMPENSATING, None
+        if state.status is COMPLETED:
+            state.status, state.finished_at = COMPENSATING, None
             self.begin_compensation(None, event.reason)
-        elif state.status is Status.COMPENSATED:
+        elif state.status is COMPENSATED:
             self.tell_parent(CHILD_UNDONE, {"reason": state.failure_reason})
-        elif state.status is Status.RUNNING:
+        elif state.status is RUNNING:
             self.abandon_in_flight()
             self.begin_compensation(
                 self.state.failure_step, self.state.failure_reason or event.reason
@@ -296,7 +348,7 @@ class _Transition:
 
     def done(self) -> Decision:
         self.state.updated_at = self.now
-        return Decision(self.state, self.commands, changed=True)
+        return changed_decision(self.state, self.commands)
 
     # -- helpers ------------------------------------------------------------
 
@@ -324,9 +376,6 @@ class _Transition:
         else:
             self.armed.pop(timer_key(kind, step, attempt), None)
 
-    def step_def(self, name: str) -> Step:
-        return self.by_name[name]
-
     def publish(self, spec: Publish, step: str, attempt: int, kind: str) -> None:
         data = spec.payload(self.state.template_context())
         self.commands.append(self.command(spec.event, data, step, attempt, kind))
@@ -345,7 +394,7 @@ class _Transition:
         if run:
             headers[HEADER_RUN] = str(run)
         msg_id = command_message_id(self.definition.name, sid, step, kind, attempt, run)
-        declared = self.step_def(step)
+        declared = self.by_name[step]
         if kind == KIND_STEP and declared.queue_timeout is not None:
             headers[HEADER_REPORT_START] = "1"  # its queue time ends with the start report
         child = declared.saga
@@ -355,7 +404,9 @@ class _Transition:
             headers[HEADER_PARENT_NAME], headers[HEADER_PARENT_ID] = self.definition.name, sid
             if kind == KIND_STEP:  # the child's trigger: deduped like any trigger
                 msg_id = trigger_message_id(child, child_id)
-        return PublishEvent(subject, data, headers, msg_id)
+        return _made(
+            PublishEvent, {"subject": subject, "data": data, "headers": headers, "msg_id": msg_id}
+        )
 
     def tell_parent(self, outcome: str, data: dict[str, Any]) -> None:
         """A child saga's outcome, published for the parent's step that started it."""
@@ -372,37 +423,37 @@ class _Transition:
         self.commands.append(PublishEvent(subject, payload, headers, msg_id))
 
     def cancel_step_timers(self, name: str, s: StepState) -> None:
-        step = self.step_def(name)
+        step = self.by_name[name]
         held_back = _held_back(step, s)
         self.release(s)
         if held_back:
             return  # its command waits for a slot: no timer was armed
-        if s.status is StepStatus.ACTIVE and step.wait is not None:
-            self.cancel(TimerKind.WAIT, name, s.attempt)
-        elif s.status is StepStatus.ACTIVE and _queued(step, s):
-            self.cancel(TimerKind.QUEUE_TIMEOUT, name, s.attempt)
-        elif s.status is StepStatus.ACTIVE and step.timeout is not None:
-            self.cancel(TimerKind.STEP_TIMEOUT, name, s.attempt)
-        if s.status is StepStatus.RETRY_WAIT:
-            self.cancel(TimerKind.STEP_RETRY, name, s.attempt)
+        if s.status is ACTIVE and step.wait is not None:
+            self.cancel(WAIT, name, s.attempt)
+        elif s.status is ACTIVE and _queued(step, s):
+            self.cancel(QUEUE_TIMEOUT, name, s.attempt)
+        elif s.status is ACTIVE and step.timeout is not None:
+            self.cancel(STEP_TIMEOUT, name, s.attempt)
+        if s.status is RETRY_WAIT:
+            self.cancel(STEP_RETRY, name, s.attempt)
 
     def cancel_compensation_timers(self, name: str, s: StepState) -> None:
-        comp = self.step_def(name).compensate
-        if s.compensation is CompensationStatus.ACTIVE and comp and comp.timeout is not None:
-            self.cancel(TimerKind.COMPENSATION_TIMEOUT, name, s.compensation_attempt)
-        if s.compensation is CompensationStatus.RETRY_WAIT:
-            self.cancel(TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt)
+        comp = self.by_name[name].compensate
+        if s.compensation is UNDO_ACTIVE and comp and comp.timeout is not None:
+            self.cancel(COMPENSATION_TIMEOUT, name, s.compensation_attempt)
+        if s.compensation is UNDO_RETRY_WAIT:
+            self.cancel(COMPENSATION_RETRY, name, s.compensation_attempt)
 
     def finish(self, status: Status) -> None:
         self.state.status = status
         self.state.finished_at = self.now
-        if status is Status.COMPLETED and self.definition.deadline is not None:
-            self.cancel(TimerKind.DEADLINE)
-        again = status is Status.COMPENSATED and self.state.reopened
+        if status is COMPLETED and self.definition.deadline is not None:
+            self.cancel(DEADLINE)
+        again = status is COMPENSATED and self.state.reopened
         self.record(f"saga.{status.value}")
         if not again:  # announced once per instance: a reopened saga was announced already
             self.commands.append(Finished(status.value))
-        if status is Status.COMPLETED:
+        if status is COMPLETED:
             if self.state.parent is not None:
                 self.tell_parent(CHILD_COMPLETED, _json_copy(self.state.context))
         elif again:  # the parent heard this instance's end already
@@ -417,7 +468,7 @@ class _Transition:
     @property
     def failing(self) -> bool:
         """A step failed but parallel steps are still in flight (``branch_failure: wait``)."""
-        return self.state.status is Status.RUNNING and self.state.failure_reason is not None
+        return self.state.status is RUNNING and self.state.failure_reason is not None
 
     def advance(self) -> None:
         """Start every step whose dependencies are done (skipping those whose condition is
@@ -427,11 +478,11 @@ class _Transition:
         # Redriven, a step kept done may follow one that runs again: look at all ancestors.
         waits_for = None if state.run else self.definition.waits_for
         progressed = True
-        while progressed and state.status is Status.RUNNING and state.failure_reason is None:
+        while progressed and state.status is RUNNING and state.failure_reason is None:
             progressed = False
             for step in self.definition.steps:
                 name = step.name
-                if steps[name].status is not StepStatus.PENDING:
+                if steps[name].status is not PENDING:
                     continue
                 deps = self.definition.ancestors(name) if waits_for is None else waits_for[name]
                 if not _all_done(steps, deps):
@@ -445,18 +496,14 @@ class _Transition:
                     and s.early is None
                     and not _truthy(render(step.when, state.template_context()))
                 ):
-                    s.status, s.finished_at = StepStatus.SKIPPED, self.now
+                    s.status, s.finished_at = SKIPPED, self.now
                     self.record("step.skipped", name, detail=f"condition false: {step.when}")
                     continue
                 self.start_step(step, s)
-                if state.status is not Status.RUNNING or state.failure_reason is not None:
+                if state.status is not RUNNING or state.failure_reason is not None:
                     return  # failing: a step failed at once (an early failure)
-        if (
-            state.status is Status.RUNNING
-            and state.failure_reason is None
-            and _all_done(steps, steps)
-        ):
-            self.finish(Status.COMPLETED)
+        if state.status is RUNNING and state.failure_reason is None and _all_done(steps, steps):
+            self.finish(COMPLETED)
 
     def after_outcome(self) -> None:
         """A step ended: go forward, or, if a branch failed, compensate once none is in flight."""
@@ -477,8 +524,7 @@ class _Transition:
         self.after_outcome()
 
     def start_step(self, step: Step, s: StepState) -> None:
-        s.status = StepStatus.ACTIVE
-        s.started_at = self.now
+        s.started_at = self.now  # drive makes it active
         early, s.early = s.early, None
         self.drive(step, s, attempt=1)
         if early is not None:
@@ -489,7 +535,7 @@ class _Transition:
                 self.step_failed(StepFailed(step.name, early.reason or "failed", early.data))
 
     def drive(self, step: Step, s: StepState, attempt: int) -> None:
-        s.status = StepStatus.ACTIVE
+        s.status = ACTIVE
         s.attempt = attempt
         s.running_since = None
         self.record("step.started" if attempt == 1 else "step.retried", step.name, attempt)
@@ -515,9 +561,9 @@ class _Transition:
         s = self.own_get(event.step)
         if s is None:
             return f"unknown step {event.step!r}"
-        step = self.step_def(event.step)
-        current = s.status is StepStatus.ACTIVE and event.attempt == s.attempt
-        if self.state.status is not Status.RUNNING or not current or not _gated(step):
+        step = self.by_name[event.step]
+        current = s.status is ACTIVE and event.attempt == s.attempt
+        if self.state.status is not RUNNING or not current or not _gated(step):
             return f"step {event.step!r} is {s.status.value}: its held-back command is dropped"
         if s.slot is not None:
             return f"the command of step {event.step!r} attempt {s.attempt} was sent already"
@@ -540,51 +586,51 @@ class _Transition:
     def arm(self, step: Step, s: StepState, attempt: int) -> None:
         """The step's timers, once its command is out (or it has none)."""
         if step.wait is not None:
-            self.schedule(self.now + step.wait, TimerKind.WAIT, step.name, attempt)
+            self.schedule(self.now + step.wait, WAIT, step.name, attempt)
         elif _queued(step, s):
             assert step.queue_timeout is not None
             at = self.now + step.queue_timeout
-            self.schedule(at, TimerKind.QUEUE_TIMEOUT, step.name, attempt)
+            self.schedule(at, QUEUE_TIMEOUT, step.name, attempt)
         elif step.timeout is not None:
-            self.schedule(self.now + step.timeout, TimerKind.STEP_TIMEOUT, step.name, attempt)
+            self.schedule(self.now + step.timeout, STEP_TIMEOUT, step.name, attempt)
 
     def step_started(self, event: StepStarted) -> str | None:
         """The participant took the command out of its queue: the run ``timeout`` starts."""
         s = self.own_get(event.step)
         if s is None:
             return f"unknown step {event.step!r}"
-        step = self.step_def(event.step)
+        step = self.by_name[event.step]
         current = event.attempt is None or event.attempt == s.attempt
-        waiting = s.status is StepStatus.ACTIVE and _queued(step, s) and not _held_back(step, s)
-        if self.state.status is not Status.RUNNING or not waiting or not current:
+        waiting = s.status is ACTIVE and _queued(step, s) and not _held_back(step, s)
+        if self.state.status is not RUNNING or not waiting or not current:
             return f"step {event.step!r} is {s.status.value}: start report ignored"
-        self.cancel(TimerKind.QUEUE_TIMEOUT, step.name, s.attempt)
+        self.cancel(QUEUE_TIMEOUT, step.name, s.attempt)
         s.running_since = self.now
         self.record("step.running", step.name, s.attempt)
         if step.timeout is not None:
-            self.schedule(self.now + step.timeout, TimerKind.STEP_TIMEOUT, step.name, s.attempt)
+            self.schedule(self.now + step.timeout, STEP_TIMEOUT, step.name, s.attempt)
         return None
 
     def wait_to_retry(self, step: str, s: StepState, policy: RetryPolicy, why: str) -> None:
         self.cancel_step_timers(step, s)
-        s.status = StepStatus.RETRY_WAIT
+        s.status = RETRY_WAIT
         self.record("step.retry-scheduled", step, s.attempt, why)
-        self.schedule(self.now + policy.delay(s.attempt), TimerKind.STEP_RETRY, step, s.attempt)
+        self.schedule(self.now + policy.delay(s.attempt), STEP_RETRY, step, s.attempt)
 
     def step_succeeded(self, event: StepSucceeded) -> str | None:
         s = self.own_get(event.step)
         if s is None:
             return f"unknown step {event.step!r}"
-        step = self.step_def(event.step)
+        step = self.by_name[event.step]
         if step.wait is not None:
             return f"step {event.step!r} is a wait: only its timer ends it"
-        if self.state.status is Status.RUNNING:
+        if self.state.status is RUNNING:
             if s.status in IN_FLIGHT:
                 self.cancel_step_timers(event.step, s)
                 self.mark_succeeded(step, s, event.data)
                 self.after_outcome()
                 return None
-            if s.status is StepStatus.PENDING and not step.driven:
+            if s.status is PENDING and not step.driven:
                 if s.early is None:
                     s.early = Outcome(succeeded=True, data=event.data)
                     self.record("step.early-reply", event.step, detail="success")
@@ -606,7 +652,7 @@ class _Transition:
         return f"step {event.step!r} is {s.status.value}: late reply ignored"
 
     def mark_succeeded(self, step: Step, s: StepState, data: dict[str, Any]) -> None:
-        s.status = StepStatus.SUCCEEDED
+        s.status = SUCCEEDED
         s.finished_at = self.now
         self.state.context["steps"][step.name] = _kept(data, step.keep)
         self.state.completed.append(step.name)
@@ -616,33 +662,33 @@ class _Transition:
         s = self.own_get(event.step)
         if s is None:
             return f"unknown step {event.step!r}"
-        step = self.step_def(event.step)
+        step = self.by_name[event.step]
         if step.wait is not None:
             return f"step {event.step!r} is a wait: only its timer ends it"
-        waiting = s.status is StepStatus.ACTIVE and self.state.status is Status.RUNNING
+        waiting = s.status is ACTIVE and self.state.status is RUNNING
         if waiting or s.status in UNKNOWN_OUTCOME:
             if _older(event.attempt, s.attempt):
                 return self.stale("step.stale-failure", event.step, event.attempt, s.attempt)
             if event.attempt is not None and event.attempt > s.attempt:
                 return f"failure of attempt {event.attempt} of {event.step!r}, never sent: stray"
-        if self.state.status is Status.RUNNING:
-            if s.status is StepStatus.ACTIVE:
+        if self.state.status is RUNNING:
+            if s.status is ACTIVE:
                 policy = step.retry
                 if policy and policy.on_failure and s.attempt < policy.attempts:
                     self.wait_to_retry(event.step, s, policy, f"failed: {event.reason}")
                     return None
                 self.cancel_step_timers(event.step, s)
-                s.status, s.reason, s.finished_at = StepStatus.FAILED, event.reason, self.now
+                s.status, s.reason, s.finished_at = FAILED, event.reason, self.now
                 self.record("step.failed", event.step, s.attempt, event.reason)
                 self.fail(event.step, event.reason)
                 return None
-            if s.status is StepStatus.PENDING and not step.driven and s.early is None:
+            if s.status is PENDING and not step.driven and s.early is None:
                 s.early = Outcome(succeeded=False, data=event.data, reason=event.reason)
                 self.record("step.early-reply", event.step, detail=f"failure: {event.reason}")
                 return None
             return f"step {event.step!r} is {s.status.value}: duplicate or stray reply"
         if s.status in UNKNOWN_OUTCOME:
-            s.status, s.reason = StepStatus.FAILED, event.reason
+            s.status, s.reason = FAILED, event.reason
             self.record("step.late-failure", event.step, detail=event.reason)
             return None
         return f"step {event.step!r} is {s.status.value}: late reply ignored"
@@ -662,8 +708,8 @@ class _Transition:
 
     def timer_fired(self, event: TimerFired) -> str | None:
         timer = event.timer
-        if timer.kind is TimerKind.DEADLINE:
-            if self.state.status is not Status.RUNNING:
+        if timer.kind is DEADLINE:
+            if self.state.status is not RUNNING:
                 return "deadline passed after the forward path ended"
             self.abandon_in_flight()
             self.record("saga.deadline-exceeded")
@@ -679,30 +725,30 @@ class _Transition:
         return self.compensation_timer(timer, timer.step, s)
 
     def step_timer(self, timer: Timer, name: str, s: StepState) -> str | None:
-        if self.state.status is not Status.RUNNING or timer.attempt != s.attempt:
+        if self.state.status is not RUNNING or timer.attempt != s.attempt:
             return "stale timer"
-        step = self.step_def(name)
-        if timer.kind is TimerKind.WAIT:
-            if s.status is not StepStatus.ACTIVE or step.wait is None:
+        step = self.by_name[name]
+        if timer.kind is WAIT:
+            if s.status is not ACTIVE or step.wait is None:
                 return "stale timer"
             self.mark_succeeded(step, s, {})
             self.after_outcome()
             return None
-        queued = timer.kind is TimerKind.QUEUE_TIMEOUT
-        timeouts = (TimerKind.STEP_TIMEOUT, TimerKind.QUEUE_TIMEOUT)
-        if timer.kind in timeouts and s.status is StepStatus.ACTIVE and queued == _queued(step, s):
+        queued = timer.kind is QUEUE_TIMEOUT
+        timeouts = (STEP_TIMEOUT, QUEUE_TIMEOUT)
+        if timer.kind in timeouts and s.status is ACTIVE and queued == _queued(step, s):
             why = "not started in time" if queued else "timed out"
             policy = step.retry
             if policy and step.driven and s.attempt < policy.attempts:
                 self.wait_to_retry(name, s, policy, why)
                 return None
             self.release(s)
-            s.status, s.finished_at = StepStatus.TIMED_OUT, self.now
+            s.status, s.finished_at = TIMED_OUT, self.now
             s.reason = f"{why} after {s.attempt} attempt(s)"
             self.record("step.timed-out", name, s.attempt, "in the queue" if queued else None)
             self.fail(name, s.reason)
             return None
-        if timer.kind is TimerKind.STEP_RETRY and s.status is StepStatus.RETRY_WAIT:
+        if timer.kind is STEP_RETRY and s.status is RETRY_WAIT:
             self.drive(step, s, s.attempt + 1)
             return None
         return "stale timer"
@@ -711,27 +757,21 @@ class _Transition:
         queue = self.state.compensation_queue
         current = queue[0] if queue else None
         if (
-            self.state.status is not Status.COMPENSATING
+            self.state.status is not COMPENSATING
             or current != name
             or timer.attempt != s.compensation_attempt
         ):
             return "stale timer"
-        comp = self.step_def(name).compensate
+        comp = self.by_name[name].compensate
         assert comp is not None
-        if (
-            timer.kind is TimerKind.COMPENSATION_TIMEOUT
-            and s.compensation is CompensationStatus.ACTIVE
-        ):
+        if timer.kind is COMPENSATION_TIMEOUT and s.compensation is UNDO_ACTIVE:
             policy = comp.retry
             if policy and s.compensation_attempt < policy.attempts:
                 self.compensation_wait(name, s, policy, "timed out")
                 return None
             self.park(name, s, f"compensation timed out after {s.compensation_attempt} attempt(s)")
             return None
-        if (
-            timer.kind is TimerKind.COMPENSATION_RETRY
-            and s.compensation is CompensationStatus.RETRY_WAIT
-        ):
+        if timer.kind is COMPENSATION_RETRY and s.compensation is UNDO_RETRY_WAIT:
             self.drive_compensation(name, s, s.compensation_attempt + 1)
             return None
         return "stale timer"
@@ -743,33 +783,33 @@ class _Transition:
             if s.status in IN_FLIGHT:
                 s = self.own(name)
                 self.cancel_step_timers(name, s)
-                s.status = StepStatus.ABANDONED
+                s.status = ABANDONED
                 self.record("step.abandoned", name, s.attempt)
 
     def begin_compensation(self, step: str | None, reason: str) -> None:
-        self.state.status = Status.COMPENSATING
+        self.state.status = COMPENSATING
         self.state.failure_step, self.state.failure_reason = step, reason
         if self.definition.deadline is not None:
-            self.cancel(TimerKind.DEADLINE)
+            self.cancel(DEADLINE)
         self.record("saga.compensating", step, detail=reason)
         for name, s in self.state.steps.items():
-            if s.status is StepStatus.PENDING and s.early is not None and s.early.succeeded:
+            if s.status is PENDING and s.early is not None and s.early.succeeded:
                 s = self.own(name)
                 assert s.early is not None  # a copy of the one just checked
-                self.mark_succeeded(self.step_def(name), s, s.early.data)
+                self.mark_succeeded(self.by_name[name], s, s.early.data)
                 s.early = None
-        queue = [n for n in reversed(self.state.completed) if self.step_def(n).compensate]
+        queue = [n for n in reversed(self.state.completed) if self.by_name[n].compensate]
         for name in queue:
-            self.own(name).compensation = CompensationStatus.QUEUED
+            self.own(name).compensation = UNDO_QUEUED
         self.state.compensation_queue = queue
         self.next_compensation()
 
     def queue_next(self, name: str) -> None:
         """Put a late-succeeded step's undo right after the one in progress."""
         queue = self.state.compensation_queue
-        self.own(name).compensation = CompensationStatus.QUEUED
+        self.own(name).compensation = UNDO_QUEUED
         queue.insert(1 if queue else 0, name)
-        if len(queue) == 1 and self.state.status is Status.COMPENSATING:
+        if len(queue) == 1 and self.state.status is COMPENSATING:
             self.next_compensation()
 
     def next_compensation(self) -> None:
@@ -779,38 +819,38 @@ class _Transition:
             s = self.own(name)
             s.compensation_started_at = self.now
             self.drive_compensation(name, s, 1)
-            if s.compensation is not CompensationStatus.DONE:
+            if s.compensation is not UNDO_DONE:
                 return
             queue.pop(0)
-        self.finish(Status.COMPENSATED)
+        self.finish(COMPENSATED)
 
     def drive_compensation(self, name: str, s: StepState, attempt: int) -> None:
-        comp = self.step_def(name).compensate
+        comp = self.by_name[name].compensate
         assert comp is not None
-        s.compensation = CompensationStatus.ACTIVE
+        s.compensation = UNDO_ACTIVE
         s.compensation_attempt = attempt
         self.record(
             "compensation.started" if attempt == 1 else "compensation.retried", name, attempt
         )
         self.publish(comp.publish, name, attempt, KIND_COMPENSATION)
         if comp.success is None:
-            s.compensation = CompensationStatus.DONE
+            s.compensation = UNDO_DONE
             s.compensation_finished_at = self.now
             self.record("compensation.sent", name, attempt)
         elif comp.timeout is not None:
-            self.schedule(self.now + comp.timeout, TimerKind.COMPENSATION_TIMEOUT, name, attempt)
+            self.schedule(self.now + comp.timeout, COMPENSATION_TIMEOUT, name, attempt)
 
     def compensation_wait(self, name: str, s: StepState, policy: RetryPolicy, why: str) -> None:
         self.cancel_compensation_timers(name, s)
-        s.compensation = CompensationStatus.RETRY_WAIT
+        s.compensation = UNDO_RETRY_WAIT
         self.record("compensation.retry-scheduled", name, s.compensation_attempt, why)
         at = self.now + policy.delay(s.compensation_attempt)
-        self.schedule(at, TimerKind.COMPENSATION_RETRY, name, s.compensation_attempt)
+        self.schedule(at, COMPENSATION_RETRY, name, s.compensation_attempt)
 
     def park(self, name: str, s: StepState, reason: str) -> None:
         self.cancel_compensation_timers(name, s)
-        s.compensation, s.compensation_reason = CompensationStatus.FAILED, reason
-        self.state.status = Status.PARKED
+        s.compensation, s.compensation_reason = UNDO_FAILED, reason
+        self.state.status = PARKED
         self.record("saga.parked", name, s.compensation_attempt, reason)
         self.commands.append(Parked(name, reason))
         if self.state.undo_requested:
@@ -825,30 +865,30 @@ class _Transition:
     def compensation_succeeded(self, event: CompensationSucceeded) -> str | None:
         s = self.current_compensation(event.step)
         active = (
-            CompensationStatus.ACTIVE,
-            CompensationStatus.RETRY_WAIT,
-            CompensationStatus.FAILED,
+            UNDO_ACTIVE,
+            UNDO_RETRY_WAIT,
+            UNDO_FAILED,
         )
         if s is None or s.compensation not in active:
             return f"no compensation of {event.step!r} in progress: duplicate or stray confirmation"
         self.cancel_compensation_timers(event.step, s)
-        s.compensation, s.compensation_finished_at = CompensationStatus.DONE, self.now
+        s.compensation, s.compensation_finished_at = UNDO_DONE, self.now
         self.record("compensation.succeeded", event.step, s.compensation_attempt)
-        self.state.status = Status.COMPENSATING
+        self.state.status = COMPENSATING
         self.state.compensation_queue.pop(0)
         self.next_compensation()
         return None
 
     def compensation_failed(self, event: CompensationFailed) -> str | None:
         s = self.current_compensation(event.step)
-        if s is None or s.compensation is not CompensationStatus.ACTIVE:
+        if s is None or s.compensation is not UNDO_ACTIVE:
             return f"no compensation of {event.step!r} in progress: duplicate or stray failure"
         if _older(event.attempt, s.compensation_attempt):
             return self.stale(
                 "compensation.stale-failure", event.step, event.attempt, s.compensation_attempt
             )
         self.record("compensation.failed", event.step, s.compensation_attempt, event.reason)
-        comp = self.step_def(event.step).compensate
+        comp = self.by_name[event.step].compensate
         policy = comp.retry if comp else None
         if policy and policy.on_failure and s.compensation_attempt < policy.attempts:
             self.compensation_wait(event.step, s, policy, f"failed: {event.reason}")
@@ -859,7 +899,7 @@ class _Transition:
     # -- operator -------------------------------------------------------------
 
     def operator_abort(self, event: OperatorAbort) -> str | None:
-        if self.state.status is not Status.RUNNING:
+        if self.state.status is not RUNNING:
             return f"cannot abort: instance is {self.state.status.value}"
         self.abandon_in_flight()
         self.record("operator.abort", detail=event.reason, actor=event.actor)
@@ -870,17 +910,17 @@ class _Transition:
         return None
 
     def operator_retry(self, event: OperatorRetry) -> str | None:
-        if self.state.status is Status.PARKED:
+        if self.state.status is PARKED:
             name = self.state.compensation_queue[0]
             s = self.own(name)
-            self.state.status = Status.COMPENSATING
+            self.state.status = COMPENSATING
             self.record("operator.retry", name, detail=event.reason, actor=event.actor)
             self.drive_compensation(name, s, s.compensation_attempt + 1)
-            if s.compensation is CompensationStatus.DONE:
+            if s.compensation is UNDO_DONE:
                 self.state.compensation_queue.pop(0)
                 self.next_compensation()
             return None
-        if self.state.status is Status.RUNNING:
+        if self.state.status is RUNNING:
             for step in self.definition.steps:
                 s = self.state.steps[step.name]
                 if s.status in IN_FLIGHT:
@@ -902,23 +942,23 @@ class _Transition:
 
     def operator_terminate(self, event: OperatorTerminate) -> str | None:
         """End now without compensating: what the steps did stays, the operator owns it."""
-        if self.state.status is Status.RUNNING:
+        if self.state.status is RUNNING:
             self.abandon_in_flight()
             if self.definition.deadline is not None:
-                self.cancel(TimerKind.DEADLINE)
+                self.cancel(DEADLINE)
         queue = self.state.compensation_queue
         if queue:  # an undo in flight counts as not done: a redrive keeps its step done
             head = self.own(queue[0])
             self.cancel_compensation_timers(queue[0], head)
-            if head.compensation is not CompensationStatus.FAILED:
+            if head.compensation is not UNDO_FAILED:
                 head.compensation, head.compensation_reason = (
-                    CompensationStatus.FAILED,
+                    UNDO_FAILED,
                     "terminated",
                 )
         self.state.compensation_queue = []
         self.record("operator.terminate", detail=event.reason, actor=event.actor)
         self.state.failure_reason = self.state.failure_reason or event.reason
-        self.finish(Status.TERMINATED)
+        self.finish(TERMINATED)
         return None
 
     def operator_redrive(self, event: OperatorRedrive) -> str | None:
@@ -927,7 +967,7 @@ class _Transition:
             return f"cannot redrive: instance is {self.state.status.value}"
         for step in self.definition.steps:
             s = self.state.steps[step.name]
-            standing = s.status is StepStatus.SUCCEEDED and s.compensation in STANDING
+            standing = s.status is SUCCEEDED and s.compensation in STANDING
             if step.saga is not None and s.attempt and not standing:
                 # one child per parent step: its id is taken, a new trigger would start nothing
                 return (
@@ -940,21 +980,21 @@ class _Transition:
         failed = self.state.failure_step
         self.state.run += 1
         for name, s in self.state.steps.items():
-            if s.status is StepStatus.SUCCEEDED and s.compensation in STANDING:
-                self.own(name).compensation = CompensationStatus.NONE
+            if s.status is SUCCEEDED and s.compensation in STANDING:
+                self.own(name).compensation = UNDO_NONE
                 continue
             self.state.steps[name] = StepState()
             self.state.context["steps"].pop(name, None)
         self.state.completed = [
-            n for n in self.state.completed if self.state.steps[n].status is StepStatus.SUCCEEDED
+            n for n in self.state.completed if self.state.steps[n].status is SUCCEEDED
         ]
         self.state.compensation_queue = []
         self.state.failure_step = self.state.failure_reason = None
-        self.state.status, self.state.finished_at = Status.RUNNING, None
+        self.state.status, self.state.finished_at = RUNNING, None
         why = f"run {self.state.run}" + (f": {event.reason}" if event.reason else "")
         self.record("operator.redrive", failed, detail=why, actor=event.actor)
         if self.definition.deadline is not None:
-            self.schedule(self.now + self.definition.deadline, TimerKind.DEADLINE)
+            self.schedule(self.now + self.definition.deadline, DEADLINE)
         self.advance()
         # Nothing of the old run is armed: a timer this run set and already cancelled (its
         # deadline, when it ended at once) was never armed either.
@@ -981,22 +1021,22 @@ class _Transition:
         return f"cannot emit: {note}"
 
     def operator_resume(self, event: OperatorResume) -> str | None:
-        if self.state.status is not Status.PARKED:
+        if self.state.status is not PARKED:
             return f"cannot resume: instance is {self.state.status.value}, not parked"
         name = self.state.compensation_queue.pop(0)
         s = self.own(name)
-        s.compensation, s.compensation_finished_at = CompensationStatus.RESOLVED, self.now
-        self.state.status = Status.COMPENSATING
+        s.compensation, s.compensation_finished_at = UNDO_RESOLVED, self.now
+        self.state.status = COMPENSATING
         self.record("operator.resume", name, detail=event.reason, actor=event.actor)
         self.next_compensation()
         return None
 
 
 _STEP_TIMERS = (
-    TimerKind.STEP_TIMEOUT,
-    TimerKind.QUEUE_TIMEOUT,
-    TimerKind.STEP_RETRY,
-    TimerKind.WAIT,
+    STEP_TIMEOUT,
+    QUEUE_TIMEOUT,
+    STEP_RETRY,
+    WAIT,
 )
 
 
@@ -1053,9 +1093,9 @@ def _outcome_unknown(step: Step, s: StepState, attempt: int | None = None) -> bo
     is observed and its service may have started it on its own, or it failed at a later
     attempt than the one this success answers (that earlier attempt did take effect). A
     driven step still pending was never commanded, so a reply to it is stray."""
-    if s.status is StepStatus.PENDING:
+    if s.status is PENDING:
         return not step.driven
-    if s.status is StepStatus.FAILED and _older(attempt, s.attempt):
+    if s.status is FAILED and _older(attempt, s.attempt):
         return True
     return s.status in UNKNOWN_OUTCOME
 
@@ -1075,7 +1115,7 @@ def _gated(step: Step) -> bool:
 
 def _held_back(step: Step, s: StepState) -> bool:
     """The current attempt's command waits for its slot: no timer of it is armed yet."""
-    return _gated(step) and s.status is StepStatus.ACTIVE and s.slot is None
+    return _gated(step) and s.status is ACTIVE and s.slot is None
 
 
 def _queued(step: Step, s: StepState) -> bool:

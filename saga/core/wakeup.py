@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from saga.core.commands import CancelTimer, Command, ScheduleTimer
-from saga.core.decide import Decision, decide, decide_armed
+from saga.core.decide import Decision, changed_decision, decide, decide_armed
 from saga.core.events import Event, OperatorRedrive, SagaTriggered, Timer, TimerFired, TimerKind
 from saga.core.state import InstanceState
 from saga.definition.model import SagaDefinition
@@ -97,9 +97,7 @@ def wake(definition: SagaDefinition, state: InstanceState | None, now: datetime)
             commands += decision.commands
     if not changed:  # only stale timers were due: forget them
         current = current.model_copy(update={"updated_at": now})
-    return _slotted(
-        Decision(current, commands, changed=True), commands, armed, state.wake_at, fired
-    )
+    return _slotted(changed_decision(current, commands), commands, armed, state.wake_at, fired)
 
 
 def settle(

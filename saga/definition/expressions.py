@@ -95,8 +95,13 @@ def _direct(node: Node) -> Callable[[Any], Any] | None:
 
 
 def _jmespath_false(value: Any) -> bool:
-    """JMESPath's falsehood, as its interpreter tests it (``0`` is true)."""
-    return value == "" or value == [] or value == {} or value is None or value is False
+    """JMESPath's falsehood, as its interpreter tests it (``0`` is true): ``null``,
+    ``false``, and an empty string, array or object (tested by type, not by comparing
+    with new empty ones: a third of the time)."""
+    return value is None or value is False or (isinstance(value, _EMPTY_IS_FALSE) and not value)
+
+
+_EMPTY_IS_FALSE = (str, list, dict)
 
 
 def _field_path(node: Node) -> tuple[str, ...] | None:
@@ -233,12 +238,13 @@ def compile_template(template: Template) -> Callable[[dict[str, Any]], Any]:
         return leaf
     if not isinstance(template, dict):  # render refuses it: the same error, at each call
         return partial(render, template)
-    # A leaf that is a plain field path (most are) is walked here, without two calls.
-    parts = [(key, _plain_path(value), compile_template(value)) for key, value in template.items()]
+    # A leaf that is a plain field path (most are), or one with a literal default
+    # (``trigger.currency || 'EUR'``), is walked here, without the calls of its evaluator.
+    parts = [(key, *_plain_path(value), compile_template(value)) for key, value in template.items()]
 
     def mapping(context: dict[str, Any]) -> Any:
         payload = {}
-        for key, path, part in parts:
+        for key, path, default, part in parts:
             if path is None:
                 payload[key] = part(context)
                 continue
@@ -248,21 +254,34 @@ def compile_template(template: Template) -> Callable[[dict[str, Any]], Any]:
                     value = None
                     break
                 value = value.get(name)
+            if default is not _NO_DEFAULT and _jmespath_false(value):
+                value = default
             payload[key] = value
         return payload
 
     return mapping
 
 
-def _plain_path(template: Any) -> tuple[str, ...] | None:
-    """The keys of a leaf that is a plain field path (``trigger.order_id``), else None."""
+_NO_DEFAULT: Any = object()
+"""A plain path's default (:func:`_plain_path`) when it has none."""
+
+
+def _plain_path(template: Any) -> tuple[tuple[str, ...] | None, Any]:
+    """The keys of a leaf that is a plain field path (``trigger.order_id``), and the
+    literal it falls back to when it is or-ed with one (``|| 'EUR'``; else
+    ``_NO_DEFAULT``); ``(None, _NO_DEFAULT)`` for any other leaf."""
     if not isinstance(template, str):
-        return None
+        return None, _NO_DEFAULT
     try:
-        parsed = compile_expression(template)
+        node = cast(Node, compile_expression(template).parsed)
     except ValueError:
-        return None
-    return _field_path(cast(Node, parsed.parsed))
+        return None, _NO_DEFAULT
+    if node.get("type") == "or_expression":
+        left, right = node["children"]
+        if right.get("type") == "literal":
+            return _field_path(left), right["value"]  # the object JMESPath returns
+        return None, _NO_DEFAULT
+    return _field_path(node), _NO_DEFAULT
 
 
 def _nothing(context: dict[str, Any]) -> None:

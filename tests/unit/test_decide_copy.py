@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,15 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from saga.core.decide import decide, history_entry, new_instance, working_copy
+from saga.core.commands import PublishEvent, ReleaseSlot
+from saga.core.decide import (
+    Decision,
+    changed_decision,
+    decide,
+    history_entry,
+    new_instance,
+    working_copy,
+)
 from saga.core.events import SagaTriggered, StepSucceeded
 from saga.core.state import (
     CompensationStatus,
@@ -188,6 +197,32 @@ def test_the_fast_history_entry_equals_the_validated_one() -> None:
         assert fast.model_dump_json() == checked.model_dump_json()
         assert repr(fast) == repr(checked)
         assert hash(fast) == hash(checked)
+
+
+def test_the_fast_decision_equals_the_dataclasss_own() -> None:
+    state, commands = full_state(), [ReleaseSlot("s")]
+    fast = changed_decision(state, commands)
+    plain = Decision(state, commands, changed=True)
+    assert fast == plain
+    assert repr(fast) == repr(plain)
+    assert vars(fast) == vars(plain)
+    assert fast.state is state
+    assert fast.commands is commands
+    assert dataclasses.replace(fast, commands=[]) == dataclasses.replace(plain, commands=[])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.changed = False  # type: ignore[misc]
+
+
+def test_a_fast_command_equals_the_dataclasss_own() -> None:
+    """A step's command (``_made``), as a transition of the bench saga makes it."""
+    definition = load_definition(Path(__file__).parents[2] / "bench/definitions/bench-order.yaml")
+    decision = decide(definition, None, SagaTriggered("o-1", {"order_id": "o-1"}), T0)
+    command = next(c for c in decision.commands if isinstance(c, PublishEvent))
+    plain = PublishEvent(command.subject, command.data, command.headers, command.msg_id)
+    assert command == plain
+    assert repr(command) == repr(plain)
+    assert vars(command) == vars(plain)
+    assert list(vars(command)) == [f.name for f in dataclasses.fields(PublishEvent)]
 
 
 def test_a_new_instances_step_states_equal_validated_ones() -> None:

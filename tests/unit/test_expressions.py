@@ -186,6 +186,8 @@ def test_a_default_means_what_jmespath_says(parts: list[list[str] | str], contex
     )
     found, meant = evaluator(expression)(context), jmespath.search(expression, context)
     assert json.dumps(found) == json.dumps(meant)  # 0 == False in Python, not in JSON
+    as_leaf = compile_template({"k": expression})(context)  # a mapping walks it itself
+    assert json.dumps(as_leaf) == json.dumps({"k": meant})
 
 
 def test_other_expressions_still_go_through_jmespath() -> None:
