@@ -11,7 +11,8 @@ clock starts. The connection is a stub: a publish is counted and its ack comes b
 next loop iteration; the store's revision-checked writes succeed at once (their encoding is
 not timed: ``saga/store``'s). What is timed (thread CPU) is ``apply_batch``: decide, the
 record and outbox built, cache, observer, index writes, commands, timers, status event,
-their ack futures, the waits. Prints µs per saga, the median of ``--rounds`` (range). The
+their ack futures, the waits; with ``--kv`` the real ``KvInstanceStore``'s revision-checked
+writes too (the record's encoding included). Prints µs per saga, the median of ``--rounds`` (range). The
 collector is tuned as the engine tunes it (``saga.heap``). Compare checkouts by running it
 with each on ``PYTHONPATH``, alternating.
 """
@@ -20,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -37,6 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")  # as bench/sagas.py runs the engine
 
 from nats.aio.client import Client
+from nats.js.kv import KeyValue
 
 from bench.measure import order
 from saga import jsonwire
@@ -51,6 +52,7 @@ from saga.heap import settle_after_start
 from saga.index.writer import IndexWriter
 from saga.nats.timers import BrokerTimers
 from saga.store import InstanceStore
+from saga.store.kv import KvInstanceStore
 from saga.telemetry.recovery import SpanMarks
 from saga.telemetry.setup import telemetry_from_env
 
@@ -70,26 +72,43 @@ class _Ack:
         self.subject, self.data, self.headers = subject, STORED, None
 
 
+class _Pending(list[bytes]):
+    """nats-py's pending buffer as :mod:`saga.nats.wire` fills it: each command appended is
+    a publish, whose reply subject gets its ack on the next loop iteration."""
+
+    def __init__(self, connection: StubConnection) -> None:
+        super().__init__()
+        self.connection = connection
+
+    def append(self, command: bytes, /) -> None:
+        self.connection.published += 1
+        line = command[: command.index(b"\r\n")].split(b" ")
+        if len(line) >= 4 and line[2]:  # PUB/HPUB <subject> <reply> ...
+            self.connection.reply(line[2].decode())
+
+
 class StubConnection:
-    """What the engine's publishers use of a connection; every publish is stored at once."""
+    """What the engine's publishers use of a connection (nats-py's public calls and the
+    attributes :mod:`saga.nats.wire` reads); every publish is stored at once."""
+
+    _status = Client.CONNECTED
+    _max_payload = 1 << 20
+    _max_pending_size = 0
+    _flush_queue = None
 
     def __init__(self) -> None:
-        self._status = None  # not nats-py's CONNECTED: saga.nats.wire.Wire calls publish
         self.published = 0
+        self.stats = {"out_msgs": 0, "out_bytes": 0}
+        self._pending = _Pending(self)
+        self._pending_data_size = 0
         self._replies: list[str] = []
-        self._on_ack: Callable[[Any], Coroutine[Any, Any, None]] | None = None
+        self._on_ack: Callable[[Any], Any] | None = None
 
     def new_inbox(self) -> str:
         return "_INBOX.bench"
 
-    async def subscribe(
-        self,
-        subject: str,
-        cb: Callable[[Any], Coroutine[Any, Any, None]] | None = None,
-        future: asyncio.Future[Any] | None = None,
-    ) -> None:
-        # saga.nats.wire.subscribe_inline hands its handler over as a future's set_result
-        self._on_ack = cb if future is None else future.set_result  # type: ignore[assignment]
+    async def subscribe(self, subject: str, future: asyncio.Future[Any]) -> None:
+        self._on_ack = future.set_result  # saga.nats.wire.subscribe_inline's handler
 
     def jetstream(self) -> None:
         return None
@@ -103,18 +122,18 @@ class StubConnection:
     ) -> None:
         self.published += 1
         if reply:
-            if not self._replies:
-                asyncio.get_running_loop().call_soon(self._ack_all)
-            self._replies.append(reply)
+            self.reply(reply)
+
+    def reply(self, subject: str) -> None:
+        if not self._replies:
+            asyncio.get_running_loop().call_soon(self._ack_all)
+        self._replies.append(subject)
 
     def _ack_all(self) -> None:
         replies, self._replies = self._replies, []
         assert self._on_ack is not None
         for reply in replies:
-            done = self._on_ack(_Ack(reply))
-            if done is not None:  # a coroutine, with no await inside: done in one step
-                with contextlib.suppress(StopIteration):
-                    done.send(None)
+            self._on_ack(_Ack(reply))
 
 
 class StubStore:
@@ -146,7 +165,7 @@ def turn(intake: Intake, ids: list[str], n: int, sequence: int) -> list[tuple[st
     return items
 
 
-async def timed(sagas: int, batch: int, rounds: int) -> list[float]:
+async def timed(sagas: int, batch: int, rounds: int, kv: bool = False) -> list[float]:
     definition = load_definition(DEFINITION)
     catalog = Catalog([definition])
     intake = Intake(catalog)
@@ -160,8 +179,9 @@ async def timed(sagas: int, batch: int, rounds: int) -> list[float]:
         timers = BrokerTimers(connection, "SAGA_TIMERS")
         timers.replace_to_cancel = True
         sender = CommandSender(connection, timers, telemetry)
+        store = KvInstanceStore(connection, "SAGA", cast(KeyValue, None)) if kv else StubStore()
         applier = Applier(
-            cast(InstanceStore, StubStore()),
+            cast(InstanceStore, store),
             InstanceCache(sagas),
             catalog,
             lambda: datetime.now(UTC),
@@ -191,9 +211,12 @@ def main() -> None:
     parser.add_argument("--sagas", type=int, default=2000, help="sagas per round")
     parser.add_argument("--batch", type=int, default=100, help="events per fetched batch")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--kv", action="store_true", help="the real KvInstanceStore's writes (encoding included)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args()
-    figures = asyncio.run(timed(args.sagas, args.batch, args.rounds))
+    figures = asyncio.run(timed(args.sagas, args.batch, args.rounds, args.kv))
     median = round(statistics.median(figures), 1)
     if args.json:
         rounded = [round(f, 1) for f in figures]
