@@ -95,6 +95,7 @@ class StubConnection:
     _max_payload = 1 << 20
     _max_pending_size = 0
     _flush_queue = None
+    _ps = None  # no nats-py parser: saga.nats.wire.read_cheaply leaves it alone
 
     def __init__(self) -> None:
         self.published = 0
