@@ -85,6 +85,7 @@ class _Connection:
     _max_payload = 1 << 20
     _max_pending_size = 0
     _flush_queue = None
+    _ps = None  # no nats-py parser: saga.nats.wire.read_cheaply leaves it alone
 
     def __init__(self) -> None:
         self.stats = {"out_msgs": 0, "out_bytes": 0}
