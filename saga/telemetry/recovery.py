@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,6 +43,11 @@ ENDED_STATUSES = (b'"status":"completed"', b'"status":"compensated"', b'"status"
 SEEN_MAX = 65_536
 """Instances this engine remembers having written spans for (older ones are re-emitted
 from their mark if they come back: harmless copies)."""
+ENDED_MAX = 10_000
+"""Ended instances whose marks may wait for the exporter at once. While the exporter does
+not flush (a collector down), more would keep every ended record in memory; beyond this the
+oldest are given up: their marks are not written, so after a crash their spans may be
+sent again (copies, which a viewer keeps one of)."""
 
 
 def ended(record: InstanceRecord) -> bool:
@@ -55,6 +61,9 @@ class SpanMarks:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._ended: dict[str, tuple[InstanceRecord, int]] = {}
         self._wake = asyncio.Event()
+        self.given_up = 0
+        """Marks not written because :data:`ENDED_MAX` were waiting (see there)."""
+        self._warned = False
 
     def transition(
         self, key: str, before: InstanceRecord | None, after: InstanceRecord, revision: int
@@ -69,7 +78,7 @@ class SpanMarks:
         self._remember(key)
         emit_closed(self.telemetry, state, after.trace, lo, len(state.history))
         if ended(after):
-            self._ended[key] = (after, revision)
+            self._wait_for_flush(key, after, revision)
 
     def recovered(self, key: str, record: InstanceRecord, revision: int) -> None:
         """A stored transition met again (its message redelivered): write what may be lost."""
@@ -79,7 +88,30 @@ class SpanMarks:
         state = record.state
         emit_closed(self.telemetry, state, record.trace, record.traced, len(state.history))
         if ended(record):
-            self._ended[key] = (record, revision)
+            self._wait_for_flush(key, record, revision)
+
+    def _wait_for_flush(self, key: str, record: InstanceRecord, revision: int) -> None:
+        self._ended.pop(key, None)  # the newest last: given up last
+        self._ended[key] = (record, revision)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Give up the oldest waiting marks beyond :data:`ENDED_MAX`."""
+        ended = self._ended
+        over = len(ended) - ENDED_MAX
+        if over <= 0:
+            return
+        for key in list(itertools.islice(ended, over)):
+            del ended[key]
+        self.given_up += over
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "the span exporter has not flushed for a while: %d ended sagas wait for "
+                "their spans' mark; older ones are given up (after a crash their spans may "
+                "be sent twice)",
+                ENDED_MAX,
+            )
 
     def _remember(self, key: str) -> None:
         self._seen[key] = None
@@ -130,8 +162,11 @@ class SpanMarks:
                 continue
             batch, self._ended = self._ended, {}
             if not await asyncio.to_thread(self.telemetry.flush):
-                self._ended.update(batch)  # try again after the next interval
+                # try again after the next interval; what ended meanwhile is newer
+                self._ended = {**batch, **self._ended}
+                self._trim()
                 continue
+            self._warned = False
             for key, (record, revision) in batch.items():
                 marked = record.model_copy(update={"traced": len(record.state.history)})
                 try:  # a conflict: the saga moved on (its next end is marked then)
