@@ -11,6 +11,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import BadSubjectError
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -18,6 +19,7 @@ from saga.nats.pull import RawPull
 from saga.nats.server import EmbeddedServer
 from saga.nats.settle import ack_all
 from saga.nats.wire import publish_empty
+from tests.support import wait_for
 
 STREAM, CONSUMER = "ACKS", "acker"
 
@@ -44,11 +46,12 @@ async def test_every_message_of_the_batch_is_acked(nc: Client) -> None:
     js = nc.jetstream()
     assert (await js.consumer_info(STREAM, CONSUMER)).num_ack_pending == 5
     await ack_all(nc, msgs, logging.getLogger("test"))
-    deadline = asyncio.get_running_loop().time() + 10
-    while (info := await js.consumer_info(STREAM, CONSUMER)).num_ack_pending:
-        assert asyncio.get_running_loop().time() < deadline, info
-        await asyncio.sleep(0.02)
-    assert info.ack_floor.stream_seq == 5
+
+    async def all_acked() -> bool:
+        return not (await js.consumer_info(STREAM, CONSUMER)).num_ack_pending
+
+    await wait_for(all_acked, timeout=10, interval=0.02, message="no ack pending")
+    assert (await js.consumer_info(STREAM, CONSUMER)).ack_floor.stream_seq == 5
     await pull.close()
 
 
@@ -65,7 +68,8 @@ async def test_an_ack_that_cannot_be_sent_is_logged_not_raised(
     assert all("could not settle acks." in e and "returns after the ack wait" in e for e in errors)
 
 
-async def test_publish_empty_sends_each_subject_in_order(nc: Client) -> None:
+async def collected(nc: Client) -> tuple[list[tuple[str, bytes]], Subscription]:
+    """Subject and payload of each message on ``w.>`` from now on, and the subscription."""
     got: list[tuple[str, bytes]] = []
 
     async def received(msg: Msg) -> None:
@@ -73,30 +77,23 @@ async def test_publish_empty_sends_each_subject_in_order(nc: Client) -> None:
 
     sub = await nc.subscribe("w.>", cb=received)
     await nc.flush()
+    return got, sub
+
+
+async def test_publish_empty_sends_each_subject_in_order(nc: Client) -> None:
+    got, sub = await collected(nc)
     await publish_empty(nc, [f"w.{i}" for i in range(50)])
-    deadline = asyncio.get_running_loop().time() + 10
-    while len(got) < 50:
-        assert asyncio.get_running_loop().time() < deadline, got
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: len(got) >= 50, timeout=10, interval=0.01, message="50 messages")
     assert got == [(f"w.{i}", b"") for i in range(50)]
     await sub.unsubscribe()
 
 
 async def test_publish_empty_refuses_a_bad_subject_and_sends_nothing(nc: Client) -> None:
-    got: list[tuple[str, bytes]] = []
-
-    async def received(msg: Msg) -> None:
-        got.append((msg.subject, msg.data))
-
-    sub = await nc.subscribe("w.>", cb=received)
-    await nc.flush()
+    got, sub = await collected(nc)
     with pytest.raises(BadSubjectError):
         await publish_empty(nc, ["w.1", "w.2 PUB w.3 0"])
     await publish_empty(nc, ["w.4"])
-    deadline = asyncio.get_running_loop().time() + 10
-    while not got:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: bool(got), timeout=10, interval=0.01, message="a message")
     await nc.flush()
     assert got == [("w.4", b"")]
     await sub.unsubscribe()
