@@ -132,33 +132,30 @@ class Acks:
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
     ) -> asyncio.Future[PubAck]:
         """Publish now; returns the ack to await (it raises the server's error, if any)."""
-        if not self._prefix:
-            await self._subscribe()
-        self._count += 1
-        token = str(self._count)
-        loop = asyncio.get_running_loop()
-        ack: asyncio.Future[PubAck] = loop.create_future()
-        self._waiting[token] = (ack, time.monotonic() + self.timeout)
-        if self._sweep is None:
-            self._sweep = loop.call_later(self._interval(), self._expire)
-        try:
-            flush = self._wire.publish(subject, self._prefix + token, data, headers)
-            if flush is not None:
-                await flush
-        except BaseException:
-            self._waiting.pop(token, None)
-            raise
+        ack: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        await self._publish(ack, subject, data, headers)
         return ack
 
     async def send_in(
         self, group: AckGroup, subject: str, data: bytes, headers: dict[str, str] | None = None
     ) -> None:
         """Publish now; its ack counts towards ``group`` (see :class:`AckGroup`)."""
+        await self._publish(group, subject, data, headers)
+        group.expect()
+
+    async def _publish(
+        self,
+        waiter: asyncio.Future[PubAck] | AckGroup,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+    ) -> None:
+        """Publish with a reply token of our inbox; ``waiter`` gets the ack (or the timeout)."""
         if not self._prefix:
             await self._subscribe()
         self._count += 1
         token = str(self._count)
-        self._waiting[token] = (group, time.monotonic() + self.timeout)
+        self._waiting[token] = (waiter, time.monotonic() + self.timeout)
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(self._interval(), self._expire)
         try:
@@ -168,7 +165,6 @@ class Acks:
         except BaseException:
             self._waiting.pop(token, None)
             raise
-        group.expect()
 
     async def _subscribe(self) -> None:
         async with self._lock:
