@@ -55,17 +55,29 @@ def violation(schema: dict[str, Any], data: Any) -> str | None:
     return f"at {error.json_path}: {error.message}"
 
 
+def trigger_schema(definition: SagaDefinition) -> dict[str, Any] | None:
+    """The trigger's ``schema``, if it has one."""
+    schema = definition.trigger.payload_schema
+    return schema if isinstance(schema, dict) else None
+
+
+def success_schema(definition: SagaDefinition, step: str) -> dict[str, Any] | None:
+    """The ``schema`` of ``step``'s success payload, if it has one."""
+    found = definition.by_name.get(step)
+    schema = found.payload_schema if found is not None else None
+    return schema if isinstance(schema, dict) else None
+
+
 def trigger_violation(definition: SagaDefinition, payload: Any) -> str | None:
     """Why a trigger's payload breaks the trigger's ``schema``, or ``None``."""
-    schema = definition.trigger.payload_schema
-    return violation(schema, payload) if isinstance(schema, dict) else None
+    schema = trigger_schema(definition)
+    return violation(schema, payload) if schema is not None else None
 
 
 def success_violation(definition: SagaDefinition, step: str, payload: Any) -> str | None:
     """Why a success payload of ``step`` breaks the step's ``schema``, or ``None``."""
-    found = definition.by_name.get(step)
-    schema = found.payload_schema if found is not None else None
-    return violation(schema, payload) if isinstance(schema, dict) else None
+    schema = success_schema(definition, step)
+    return violation(schema, payload) if schema is not None else None
 
 
 def _validator(schema: dict[str, Any]) -> Validator:

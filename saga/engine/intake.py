@@ -17,7 +17,12 @@ from saga.core.events import (
 )
 from saga.core.state import ParentLink
 from saga.definition.catalog import Catalog
-from saga.definition.contracts import success_violation, trigger_violation
+from saga.definition.contracts import (
+    success_schema,
+    success_violation,
+    trigger_schema,
+    trigger_violation,
+)
 from saga.definition.expressions import evaluator
 from saga.definition.model import SagaDefinition
 from saga.definition.saga_id import saga_id_of
@@ -160,13 +165,12 @@ def _route(definition: SagaDefinition, subject: str) -> tuple[SagaDefinition, bo
     whether it is a trigger, whether a ``schema`` may break (:func:`broken_contract`)."""
     use = definition.subjects.consumed[subject]
     if use.role is Role.TRIGGER:
-        schema: object = definition.trigger.payload_schema
+        schema = trigger_schema(definition)
     elif use.role is Role.SUCCESS and use.step is not None:
-        step = definition.by_name.get(use.step)
-        schema = step.payload_schema if step is not None else None
+        schema = success_schema(definition, use.step)
     else:
         schema = None
-    return definition, use.role is Role.TRIGGER, isinstance(schema, dict)
+    return definition, use.role is Role.TRIGGER, schema is not None
 
 
 def attempt_of(headers: dict[str, str]) -> int | Term | None:
